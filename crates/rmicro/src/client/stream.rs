@@ -1,0 +1,70 @@
+//! Replies a server streams back to a caller.
+
+use super::CLIENT_ID;
+use crate::errors::Error;
+use futures_util::Stream;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::time::Sleep;
+
+/// A stream of replies. Ends with `Ok(None)` when the server finishes, or an error
+/// (the server's, or a timeout once the call's deadline passes). Dropping it cancels
+/// the call.
+pub struct ResponseStream<T> {
+    inner: tonic::Streaming<T>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    service: std::sync::Arc<str>,
+}
+
+impl<T> std::fmt::Debug for ResponseStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseStream")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> ResponseStream<T> {
+    pub(crate) fn new(
+        inner: tonic::Streaming<T>,
+        deadline: Option<tokio::time::Instant>,
+        service: std::sync::Arc<str>,
+    ) -> Self {
+        ResponseStream {
+            inner,
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            service,
+        }
+    }
+
+    /// The next reply; `Ok(None)` when the server has finished.
+    pub async fn message(&mut self) -> Result<Option<T>, Error> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx))
+            .await
+            .transpose()
+    }
+}
+
+impl<T> Stream for ResponseStream<T> {
+    type Item = Result<T, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Poll::Ready(item) = Pin::new(&mut this.inner).poll_next(cx) {
+            return Poll::Ready(
+                item.map(|r| r.map_err(|s| Error::from_status(&s, CLIENT_ID))),
+            );
+        }
+        if let Some(deadline) = &mut this.deadline
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            this.deadline = None;
+            return Poll::Ready(Some(Err(Error::timeout(
+                CLIENT_ID,
+                format!("stream from `{}` ran past its deadline", this.service),
+            ))));
+        }
+        Poll::Pending
+    }
+}

@@ -1,0 +1,118 @@
+//! Standard flags and environment variables of every service (go-micro's `cmd`).
+//!
+//! Each flag has an environment variable (`--server-address` ↔ `MICRO_SERVER_ADDRESS`);
+//! a flag on the command line wins over the variable, which wins over what the code
+//! set with the builder. `--help` lists them all.
+
+use clap::Parser;
+use std::time::Duration;
+
+/// The flags every rmicro service accepts.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(about = "An rmicro service", disable_version_flag = true)]
+pub struct Flags {
+    /// Name the service is known by.
+    #[arg(long, env = "MICRO_SERVER_NAME", value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Version the service reports.
+    #[arg(long, env = "MICRO_SERVER_VERSION", value_name = "VERSION")]
+    pub server_version: Option<String>,
+    /// Address to listen on; port 0 picks a free port [default: 0.0.0.0:0].
+    #[arg(long, env = "MICRO_SERVER_ADDRESS", value_name = "HOST:PORT")]
+    pub server_address: Option<String>,
+    /// Address others should dial [default: the bound address].
+    #[arg(long, env = "MICRO_SERVER_ADVERTISE", value_name = "HOST:PORT")]
+    pub server_advertise: Option<String>,
+    /// Largest message accepted or sent, in bytes [default: 4194304].
+    #[arg(long, env = "MICRO_SERVER_MAX_MESSAGE_SIZE", value_name = "BYTES")]
+    pub server_max_message_size: Option<usize>,
+    /// How long shutdown waits for in-flight calls [default: 30s].
+    #[arg(long, env = "MICRO_SERVER_GRACE_PERIOD", value_name = "DURATION", value_parser = parse_duration)]
+    pub server_grace_period: Option<Duration>,
+    /// PEM certificate chain; with --server-tls-key, serve TLS.
+    #[arg(long, env = "MICRO_SERVER_TLS_CERT", value_name = "FILE", requires = "server_tls_key")]
+    pub server_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --server-tls-cert.
+    #[arg(long, env = "MICRO_SERVER_TLS_KEY", value_name = "FILE", requires = "server_tls_cert")]
+    pub server_tls_key: Option<std::path::PathBuf>,
+    /// Default timeout of calls this service makes [default: 5s].
+    #[arg(long, env = "MICRO_CLIENT_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub client_request_timeout: Option<Duration>,
+    /// Default retries of calls this service makes, where safe [default: 1].
+    #[arg(long, env = "MICRO_CLIENT_RETRIES", value_name = "N")]
+    pub client_retries: Option<u32>,
+    /// Dial TLS, trusting this PEM CA certificate.
+    #[arg(long, env = "MICRO_CLIENT_TLS_CA", value_name = "FILE")]
+    pub client_tls_ca: Option<std::path::PathBuf>,
+    /// Static route for a service name, `name=host:port`; repeatable.
+    #[arg(long = "client-route", env = "MICRO_CLIENT_ROUTES", value_name = "NAME=HOST:PORT", value_delimiter = ',', value_parser = parse_route)]
+    pub client_routes: Vec<(String, String)>,
+    /// Log level or filter (`debug`, `info`, `rmicro=debug,warn`) [default: info].
+    #[arg(long, env = "MICRO_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format: `text`, or `json` for ELK and other collectors [default: text].
+    #[arg(long, env = "MICRO_LOG_FORMAT", value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+}
+
+/// Parses `1h`, `2m`, `30s`, `250ms`, `10us`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: write e.g. 5s, 250ms, 2m"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" | "µs" => value / 1e6,
+        "ns" => value / 1e9,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("`{text}` has unknown unit `{unit}`: use h, m, s, ms, us or ns")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}` is out of range: {e}"))
+}
+
+fn parse_route(text: &str) -> Result<(String, String), String> {
+    let (name, address) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not a route: write name=host:port"))?;
+    Ok((name.trim().to_owned(), address.trim().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn flags_and_env_names_match_go_micro_style() {
+        let flags = Flags::try_parse_from([
+            "svc",
+            "--server-address",
+            "127.0.0.1:0",
+            "--client-request-timeout",
+            "2s",
+            "--client-route",
+            "greeter=127.0.0.1:9",
+        ])
+        .unwrap();
+        assert_eq!(flags.server_address.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(flags.client_request_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(flags.client_routes, vec![("greeter".into(), "127.0.0.1:9".into())]);
+        assert!(Flags::try_parse_from(["svc", "--client-retries", "many"]).is_err());
+    }
+}

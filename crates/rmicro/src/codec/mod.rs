@@ -1,0 +1,150 @@
+//! Codecs: how messages become bytes, chosen per request by its `content-type`.
+//!
+//! | content-type | codec |
+//! |---|---|
+//! | `application/grpc`, `application/grpc+proto` | protobuf (the default, the fast path) |
+//! | `application/grpc+json` | proto3 JSON mapping |
+//!
+//! Handlers always see typed protobuf messages. A JSON request is transcoded message
+//! by message to protobuf on the way in, with the endpoint's descriptor, and the reply
+//! is transcoded back to JSON on the way out, so the response uses the request's codec
+//! while protobuf requests pay nothing for JSON support.
+
+mod frames;
+mod json;
+
+pub(crate) use frames::MapFrames;
+pub use json::{JsonTranscoder, TranscodeError, json_to_proto, proto_to_json};
+
+use bytes::{Buf, BufMut, Bytes};
+use std::marker::PhantomData;
+use tonic::Status;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+/// The codec a request asked for with its `content-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/grpc` or `application/grpc+proto`.
+    Proto,
+    /// `application/grpc+json`.
+    Json,
+}
+
+impl Format {
+    /// Reads the codec from a `content-type` value; `None` if it is not gRPC or the
+    /// sub-type is unknown.
+    pub fn from_content_type(value: &[u8]) -> Option<Format> {
+        let rest = value.strip_prefix(b"application/grpc")?;
+        // Parameters such as `; charset=utf-8` do not change the codec.
+        let subtype = rest.split(|&b| b == b';').next().unwrap_or_default();
+        match subtype.trim_ascii() {
+            b"" | b"+proto" => Some(Format::Proto),
+            b"+json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+
+    /// The `content-type` value of this codec.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Proto => "application/grpc",
+            Format::Json => "application/grpc+json",
+        }
+    }
+}
+
+/// A tonic codec that sends bytes already encoded and decodes replies of type `D`.
+///
+/// Clients encode a request once and keep the bytes, so a retry resends them without
+/// encoding or cloning the message again.
+#[derive(Debug)]
+pub(crate) struct PreEncoded<D>(PhantomData<fn() -> D>);
+
+impl<D> Default for PreEncoded<D> {
+    fn default() -> Self {
+        PreEncoded(PhantomData)
+    }
+}
+
+impl<D: DecodeReply> Codec for PreEncoded<D> {
+    type Encode = Bytes;
+    type Decode = D;
+    type Encoder = BytesEncoder;
+    type Decoder = ReplyDecoder<D>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        BytesEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ReplyDecoder(PhantomData)
+    }
+}
+
+/// Writes pre-encoded message bytes into a gRPC frame.
+#[derive(Debug)]
+pub(crate) struct BytesEncoder;
+
+impl Encoder for BytesEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+/// A reply type a client can decode: a protobuf message, or raw bytes for dynamic calls.
+pub trait DecodeReply: Send + Sync + 'static + Sized {
+    /// Decodes one message from the frame's bytes.
+    fn decode_reply(buf: &mut DecodeBuf<'_>) -> Result<Self, Status>;
+}
+
+impl<T: prost::Message + Default + Send + Sync + 'static> DecodeReply for T {
+    fn decode_reply(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
+        T::decode(buf).map_err(|e| Status::internal(format!("cannot decode reply: {e}")))
+    }
+}
+
+/// Raw message bytes, for calls that carry JSON or pass messages through unparsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage(pub Bytes);
+
+impl DecodeReply for RawMessage {
+    fn decode_reply(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
+        let len = buf.remaining();
+        Ok(RawMessage(buf.copy_to_bytes(len)))
+    }
+}
+
+/// Decodes each reply frame as `D`.
+#[derive(Debug)]
+pub(crate) struct ReplyDecoder<D>(PhantomData<fn() -> D>);
+
+impl<D: DecodeReply> Decoder for ReplyDecoder<D> {
+    type Item = D;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<D>, Status> {
+        D::decode_reply(src).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_codec_from_the_content_type() {
+        assert_eq!(Format::from_content_type(b"application/grpc"), Some(Format::Proto));
+        assert_eq!(Format::from_content_type(b"application/grpc+proto"), Some(Format::Proto));
+        assert_eq!(Format::from_content_type(b"application/grpc+json"), Some(Format::Json));
+        assert_eq!(
+            Format::from_content_type(b"application/grpc+json; charset=utf-8"),
+            Some(Format::Json)
+        );
+        assert_eq!(Format::from_content_type(b"application/grpc+thrift"), None);
+        assert_eq!(Format::from_content_type(b"application/json"), None);
+    }
+}

@@ -1,0 +1,46 @@
+//! rmicro: a microservice framework for Rust in the spirit of go-micro.
+//!
+//! Write a `.proto`, generate code with `rmicro-build`, implement the generated
+//! handler trait, and serve it:
+//!
+//! ```ignore
+//! let service = rmicro::Service::builder("greeter").version("1.0.0").build()?; // parses --flags and MICRO_* env
+//! service.handle(GreeterServer::new(MyGreeter));
+//! service.run().await // serves until SIGINT/SIGTERM, then shuts down gracefully
+//! ```
+//!
+//! Any stock gRPC client can call the service, and the generated `GreeterClient`
+//! calls it in one line. The modules are the pieces go-micro users know:
+//! [`server`], [`client`], [`codec`], [`transport`], [`wrapper`], [`registry`],
+//! [`errors`], [`metadata`].
+
+pub mod client;
+pub mod cmd;
+pub mod codec;
+mod context;
+pub mod errors;
+mod logging;
+pub mod metadata;
+pub mod registry;
+pub mod server;
+mod service;
+pub mod transport;
+pub mod wrapper;
+
+pub use client::{CallOptions, Client, ResponseStream};
+pub use context::Context;
+pub use errors::Error;
+pub use metadata::Metadata;
+pub use server::{Request, RequestStream, ResponseSender};
+pub use service::{BuildError, Service, ServiceBuilder};
+pub use tonic::Code;
+
+/// Items the generated code refers to; not for direct use.
+#[doc(hidden)]
+pub mod __codegen {
+    pub use crate::server::dispatch;
+    pub use futures_util::future::BoxFuture;
+    pub use futures_util::Stream;
+    pub use http;
+    pub use prost;
+}

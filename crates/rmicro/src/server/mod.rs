@@ -1,0 +1,271 @@
+//! The server: routes gRPC calls to handlers, serves health and reflection, and shuts
+//! down gracefully.
+//!
+//! A [`crate::Service`] owns one server. Generated `*Server` types implement
+//! [`ServiceHandler`] and are added with `service.handle(..)`. Besides them every server
+//! answers `grpc.health.v1.Health` (one status per gRPC service and `""` for the whole
+//! server, all `NOT_SERVING` once shutdown starts) and server reflection v1 and
+//! v1alpha, so `grpcurl` can list and describe it with no `.proto` at hand.
+
+pub mod dispatch;
+mod handler;
+mod request;
+pub(crate) mod router;
+mod stream;
+
+pub use handler::{MethodDescriptor, MethodKind, ServiceDescriptor, ServiceHandler};
+pub use request::Request;
+pub use router::HandlerStack;
+pub use stream::{RequestStream, ResponseSender};
+
+use crate::transport::{ServerTls, TlsError};
+use router::{Dispatch, Router, Routes};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+/// Settings of a server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The service name, as callers and the registry know it.
+    pub name: String,
+    /// Where to listen; port 0 picks a free port.
+    pub address: String,
+    /// The address others should dial; `None` means the bound address.
+    pub advertise: Option<String>,
+    /// Largest message accepted or sent, in bytes.
+    pub max_message_size: usize,
+    /// How long shutdown waits for in-flight calls.
+    pub grace_period: Duration,
+    /// TLS identity; `None` serves plain h2c.
+    pub tls: Option<ServerTls>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            name: "rmicro".into(),
+            address: "127.0.0.1:0".into(),
+            advertise: None,
+            max_message_size: 4 * 1024 * 1024,
+            grace_period: Duration::from_secs(30),
+            tls: None,
+        }
+    }
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on `{address}`: {source}; pick a free port or use port 0")]
+    Bind {
+        /// The address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS files are missing or invalid.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The reflection service could not load the descriptors.
+    #[error("cannot build server reflection from the generated descriptors: {0}")]
+    Reflection(String),
+    /// No handler was added.
+    #[error("service `{0}` has no handlers: call `service.handle(..)` before `run()`")]
+    NoHandlers(String),
+}
+
+/// Builds the routes, health and reflection for `handlers`, wrapped in `wrap`.
+pub(crate) async fn build_router(
+    options: &ServerOptions,
+    handlers: &[Arc<dyn ServiceHandler>],
+    wrap: impl FnOnce(HandlerStack) -> HandlerStack,
+) -> Result<(Router, HealthReporter), ServerError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let mut builtin: HashMap<String, HandlerStack> = HashMap::new();
+    builtin.insert(
+        "grpc.health.v1.Health".into(),
+        HandlerStack::new(health_service),
+    );
+    let mut v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    let mut v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    let mut seen = std::collections::HashSet::new();
+    for h in handlers {
+        let desc = h.descriptor();
+        health
+            .set_service_status(desc.name, ServingStatus::Serving)
+            .await;
+        if seen.insert(desc.file_descriptor_set.as_ptr()) {
+            v1 = v1.register_encoded_file_descriptor_set(desc.file_descriptor_set);
+            v1alpha = v1alpha.register_encoded_file_descriptor_set(desc.file_descriptor_set);
+        }
+    }
+    health.set_service_status("", ServingStatus::Serving).await;
+    let v1 = v1
+        .build_v1()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+    let v1alpha = v1alpha
+        .build_v1alpha()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+    builtin.insert(
+        "grpc.reflection.v1.ServerReflection".into(),
+        HandlerStack::new(v1),
+    );
+    builtin.insert(
+        "grpc.reflection.v1alpha.ServerReflection".into(),
+        HandlerStack::new(v1alpha),
+    );
+    let routes = Arc::new(Routes::new(
+        &options.name,
+        handlers,
+        builtin,
+        options.max_message_size,
+    ));
+    let stack = wrap(HandlerStack::new(Dispatch {
+        routes: routes.clone(),
+    }));
+    Ok((Router { routes, stack }, health))
+}
+
+/// A server that is listening. Dropping it does not stop it; call [`RunningServer::stop`].
+pub struct RunningServer {
+    address: SocketAddr,
+    advertise: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<bool>,
+    health: HealthReporter,
+    services: Vec<&'static str>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("address", &self.address)
+            .field("advertise", &self.advertise)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningServer {
+    /// Binds and starts serving `router`.
+    pub(crate) async fn start(
+        options: &ServerOptions,
+        router: Router,
+        health: HealthReporter,
+        services: Vec<&'static str>,
+    ) -> Result<Self, ServerError> {
+        let listener =
+            TcpListener::bind(&options.address)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    address: options.address.clone(),
+                    source,
+                })?;
+        let address = listener.local_addr().map_err(|source| ServerError::Bind {
+            address: options.address.clone(),
+            source,
+        })?;
+        let tls = options.tls.as_ref().map(ServerTls::acceptor).transpose()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let in_flight = router.routes.in_flight.clone();
+        let grace = options.grace_period;
+        let task = tokio::spawn(crate::transport::serve(
+            listener,
+            router,
+            tls,
+            async move {
+                let _ = stopped.await;
+            },
+            grace,
+        ));
+        let advertise = options
+            .advertise
+            .clone()
+            .unwrap_or_else(|| advertised_address(address));
+        Ok(RunningServer {
+            address,
+            advertise,
+            stop: Some(stop),
+            task,
+            health,
+            services,
+            in_flight,
+        })
+    }
+
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The address callers should dial.
+    pub fn advertise(&self) -> &str {
+        &self.advertise
+    }
+
+    /// Calls being handled right now (streams count until they end).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Graceful shutdown: reports `NOT_SERVING`, stops accepting, lets in-flight calls
+    /// finish for up to the grace period. Returns `true` if they all finished in time.
+    pub async fn stop(mut self) -> bool {
+        for name in self.services.iter().copied().chain([""]) {
+            self.health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap_or(false)
+    }
+}
+
+/// The bound address as others can dial it: a wildcard IP is replaced by this host's
+/// first non-loopback address (or loopback if it has none).
+fn advertised_address(bound: SocketAddr) -> String {
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    let ip = local_ip().unwrap_or(if bound.is_ipv4() {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        std::net::Ipv6Addr::LOCALHOST.into()
+    });
+    SocketAddr::new(ip, bound.port()).to_string()
+}
+
+/// This host's outbound IP, found by "connecting" a UDP socket (no packet is sent).
+fn local_ip() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("10.255.255.255:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_advertises_a_wildcard() {
+        let bound: SocketAddr = "0.0.0.0:4000".parse().unwrap();
+        let adv: SocketAddr = advertised_address(bound).parse().unwrap();
+        assert!(!adv.ip().is_unspecified());
+        assert_eq!(adv.port(), 4000);
+        assert_eq!(advertised_address("127.0.0.1:5".parse().unwrap()), "127.0.0.1:5");
+    }
+}

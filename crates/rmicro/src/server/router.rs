@@ -1,0 +1,267 @@
+//! Routes each HTTP/2 request to the handler of its gRPC path, through the handler
+//! wrappers, picking the codec from `content-type`.
+
+use super::dispatch::{CallEnv, InFlightGuard};
+use super::handler::{MethodDescriptor, ServiceHandler};
+use crate::codec::{Format, JsonTranscoder, MapFrames, json_to_proto, proto_to_json};
+use crate::transport::{Body, parse_grpc_timeout};
+use crate::wrapper::CallInfo;
+use futures_util::future::BoxFuture;
+use http::HeaderValue;
+use hyper::body::Incoming;
+use prost_reflect::MessageDescriptor;
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::task::{Context, Poll};
+use tokio::time::Instant;
+use tonic::Status;
+use tower::Service;
+
+/// A boxed HTTP-level gRPC service: what handler wrappers wrap.
+pub type HandlerStack =
+    tower::util::BoxCloneSyncService<http::Request<Body>, http::Response<Body>, Infallible>;
+
+/// Where one gRPC path goes.
+pub(crate) struct Route {
+    pub(crate) handler: Arc<dyn ServiceHandler>,
+    pub(crate) index: usize,
+    pub(crate) method: &'static MethodDescriptor,
+    /// Request and reply descriptors, for the JSON codec.
+    json: Option<(MessageDescriptor, MessageDescriptor)>,
+}
+
+/// The routing table of a server, shared by all its connections.
+pub(crate) struct Routes {
+    pub(crate) name: Arc<str>,
+    /// By gRPC path, and by the short path `/Greeter/SayHello` that dynamic calls use.
+    routes: HashMap<String, Arc<Route>>,
+    /// gRPC service names we serve, to tell an unknown method from an unknown service.
+    services: HashSet<String>,
+    /// Health and reflection: served directly, outside the wrappers.
+    builtin: HashMap<String, HandlerStack>,
+    pub(crate) max_message_size: usize,
+    pub(crate) in_flight: Arc<AtomicUsize>,
+}
+
+impl Routes {
+    pub(crate) fn new(
+        name: &str,
+        handlers: &[Arc<dyn ServiceHandler>],
+        builtin: HashMap<String, HandlerStack>,
+        max_message_size: usize,
+    ) -> Self {
+        let mut json = JsonTranscoder::new();
+        for h in handlers {
+            if let Err(err) = json.add_file_descriptor_set(h.descriptor().file_descriptor_set) {
+                tracing::warn!(service = h.descriptor().name, error = %err, "JSON codec disabled for this service");
+            }
+        }
+        let mut routes = HashMap::new();
+        let mut services: HashSet<String> = builtin.keys().cloned().collect();
+        let mut short_names: HashMap<&str, usize> = HashMap::new();
+        for h in handlers {
+            *short_names.entry(h.descriptor().short_name).or_default() += 1;
+        }
+        for h in handlers {
+            let desc = h.descriptor();
+            services.insert(desc.name.to_owned());
+            for (index, method) in desc.methods.iter().enumerate() {
+                let json = json
+                    .method(desc.name, method.name)
+                    .map(|m| (m.input(), m.output()));
+                let route = Arc::new(Route {
+                    handler: h.clone(),
+                    index,
+                    method,
+                    json,
+                });
+                // A short name shared by two packages would be ambiguous: no alias.
+                if short_names.get(desc.short_name) == Some(&1) {
+                    routes.insert(format!("/{}/{}", desc.short_name, method.name), route.clone());
+                }
+                routes.insert(method.path.to_owned(), route);
+            }
+        }
+        Routes {
+            name: Arc::from(name),
+            routes,
+            services,
+            builtin,
+            max_message_size,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// The innermost service: runs the handler named by the request's [`CallInfo`].
+#[derive(Clone)]
+pub(crate) struct Dispatch {
+    pub(crate) routes: Arc<Routes>,
+}
+
+impl Service<http::Request<Body>> for Dispatch {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let Some(info) = request.extensions().get::<CallInfo>() else {
+            let status = Status::internal("a handler wrapper removed the call's CallInfo");
+            return Box::pin(std::future::ready(Ok(status.into_http())));
+        };
+        let route = info.route.clone();
+        let env = CallEnv {
+            service: self.routes.name.clone(),
+            endpoint: route.method.endpoint,
+            deadline: info.deadline,
+            max_message_size: self.routes.max_message_size,
+            in_flight: InFlightGuard::enter(&self.routes.in_flight),
+        };
+        let fut = route.handler.call(route.index, env, request);
+        Box::pin(async move { Ok(fut.await) })
+    }
+}
+
+/// The service hyper calls for every request on every connection.
+#[derive(Clone)]
+pub(crate) struct Router {
+    pub(crate) routes: Arc<Routes>,
+    /// Dispatch wrapped in the user's handler wrappers.
+    pub(crate) stack: HandlerStack,
+}
+
+/// A trailers-only gRPC error response.
+fn error_response(status: Status) -> http::Response<Body> {
+    status.into_http()
+}
+
+impl Router {
+    fn unknown_path(&self, path: &str) -> Status {
+        let mut parts = path.trim_start_matches('/').splitn(2, '/');
+        let service = parts.next().unwrap_or_default();
+        let method = parts.next().unwrap_or_default();
+        if self.routes.services.contains(service) {
+            Status::unimplemented(format!(
+                "unknown method `{method}` of service `{service}`"
+            ))
+        } else {
+            Status::unimplemented(format!(
+                "unknown service `{service}`: this server ({}) serves {}",
+                self.routes.name,
+                {
+                    let mut names: Vec<_> = self.routes.services.iter().map(String::as_str).collect();
+                    names.sort_unstable();
+                    names.join(", ")
+                }
+            ))
+        }
+    }
+}
+
+impl Service<http::Request<Incoming>> for Router {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
+        let ready = |r| -> Self::Future { Box::pin(std::future::ready(Ok(r))) };
+        let path = request.uri().path();
+        let Some(route) = self.routes.routes.get(path).cloned() else {
+            if let Some(builtin) = self.routes.builtin.get(path.split('/').nth(1).unwrap_or_default()) {
+                return Box::pin(builtin.clone().call(request.map(Body::new)));
+            }
+            return ready(error_response(self.unknown_path(path)));
+        };
+        let format = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| Format::from_content_type(v.as_bytes()));
+        let Some(format) = format else {
+            // gRPC over HTTP/2: a non-gRPC content-type gets 415.
+            let mut response = http::Response::new(Body::default());
+            *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            return ready(response);
+        };
+        let deadline = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map(|d| Instant::now() + d);
+        let json = match (format, &route.json) {
+            (Format::Proto, _) => None,
+            (Format::Json, Some(descs)) => Some(descs.clone()),
+            (Format::Json, None) => {
+                return ready(error_response(Status::unimplemented(format!(
+                    "`{}` has no descriptor for the JSON codec; call it with application/grpc",
+                    route.method.path
+                ))));
+            }
+        };
+        let max = self.routes.max_message_size;
+        let (mut parts, body) = request.into_parts();
+        let body = match &json {
+            None => Body::new(body),
+            Some((input, _)) => {
+                let input = input.clone();
+                parts.headers.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static(Format::Proto.content_type()),
+                );
+                Body::new(MapFrames::new(body, max, move |m: bytes::Bytes| json_to_proto(&input, &m)))
+            }
+        };
+        parts.extensions.insert(CallInfo {
+            service: self.routes.name.clone(),
+            endpoint: route.method.endpoint,
+            path: route.method.path,
+            format,
+            deadline,
+            route,
+        });
+        let call = self.stack.call(http::Request::from_parts(parts, body));
+        Box::pin(async move {
+            let Ok(response) = call.await;
+            Ok(finish_response(response, json.map(|(_, output)| output), max))
+        })
+    }
+}
+
+/// Fixes up a handler's response: gRPC's code for oversized messages, and the JSON
+/// codec's transcoding and content-type.
+fn finish_response(
+    mut response: http::Response<Body>,
+    json_output: Option<MessageDescriptor>,
+    max: usize,
+) -> http::Response<Body> {
+    let headers = response.headers_mut();
+    if headers.get("grpc-status").map(|v| v.as_bytes()) == Some(b"11")
+        && let Some(message) = headers.get("grpc-message").and_then(|m| m.to_str().ok())
+        && message.contains("message%20length%20too%20large")
+    {
+        headers.insert("grpc-status", HeaderValue::from_static("8"));
+    }
+    let Some(output) = json_output else {
+        return response;
+    };
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(Format::Json.content_type()),
+    );
+    // The reply may be up to 3x its protobuf size as JSON; allow for it.
+    response.map(|body| {
+        Body::new(MapFrames::new(body, max.saturating_mul(3), move |m: bytes::Bytes| {
+            proto_to_json(&output, &m)
+        }))
+    })
+}

@@ -1,0 +1,366 @@
+//! The service: a named, versioned server plus the client it uses, configured by
+//! the builder, then by flags and environment.
+
+use crate::client::{Client, ClientOptions};
+use crate::cmd::Flags;
+use crate::server::{
+    HandlerStack, RunningServer, ServerError, ServerOptions, ServiceHandler, build_router,
+};
+use crate::transport::{ClientTls, ServerTls};
+use clap::Parser;
+use std::ffi::OsString;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Why a service could not be built from its flags.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The command line or environment was invalid (or `--help` was asked for).
+    #[error("{0}")]
+    Flags(#[from] clap::Error),
+    /// A TLS file could not be read.
+    #[error(transparent)]
+    Tls(#[from] crate::transport::TlsError),
+}
+
+impl BuildError {
+    /// Prints the error (or the help text) and exits with clap's code: 0 for `--help`,
+    /// 2 for bad flags. For `main` functions that want go-micro's behaviour.
+    pub fn exit(self) -> ! {
+        match self {
+            BuildError::Flags(e) => e.exit(),
+            BuildError::Tls(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2)
+            }
+        }
+    }
+}
+
+/// Configures a [`Service`]; every setter is a default that flags and env override.
+#[derive(Debug)]
+pub struct ServiceBuilder {
+    name: String,
+    version: String,
+    server: ServerOptions,
+    client: ClientOptions,
+    args: Option<Vec<OsString>>,
+    log_level: String,
+    log_format: String,
+}
+
+impl ServiceBuilder {
+    /// The service's version (`--server-version` overrides).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// Where to listen (`--server-address` overrides).
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.server.address = address.into();
+        self
+    }
+
+    /// The address others should dial (`--server-advertise` overrides).
+    pub fn advertise(mut self, address: impl Into<String>) -> Self {
+        self.server.advertise = Some(address.into());
+        self
+    }
+
+    /// Largest message accepted or sent.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.server.max_message_size = bytes;
+        self
+    }
+
+    /// How long shutdown waits for in-flight calls.
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.server.grace_period = grace;
+        self
+    }
+
+    /// Serves TLS with this identity.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.server.tls = Some(tls);
+        self
+    }
+
+    /// Default timeout of this service's outgoing calls.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.client.request_timeout = timeout;
+        self
+    }
+
+    /// Default retries of this service's outgoing calls.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.client.retries = retries;
+        self
+    }
+
+    /// Routes calls for `service` to `address`.
+    pub fn route(mut self, service: impl Into<String>, address: impl Into<String>) -> Self {
+        self.client.routes.insert(service.into(), address.into());
+        self
+    }
+
+    /// Parses these arguments instead of the process's (the first is the program name).
+    pub fn args<I, T>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        self.args = Some(args.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Reads flags and `MICRO_*` variables, sets up logging, and builds the service.
+    pub fn build(mut self) -> Result<Service, BuildError> {
+        let flags = match self.args.take() {
+            Some(args) => Flags::try_parse_from(args)?,
+            None => Flags::try_parse()?,
+        };
+        self.apply(flags)?;
+        crate::logging::init(&self.log_level, &self.log_format);
+        Ok(Service {
+            inner: Arc::new(ServiceInner {
+                name: self.name,
+                version: self.version,
+                client: Client::new(self.client),
+                server: self.server,
+                handlers: Mutex::new(Vec::new()),
+                wrappers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    fn apply(&mut self, flags: Flags) -> Result<(), BuildError> {
+        if let Some(name) = flags.server_name {
+            self.name = name;
+        }
+        self.server.name = self.name.clone();
+        if let Some(v) = flags.server_version {
+            self.version = v;
+        }
+        if let Some(a) = flags.server_address {
+            self.server.address = a;
+        }
+        if let Some(a) = flags.server_advertise {
+            self.server.advertise = Some(a);
+        }
+        if let Some(m) = flags.server_max_message_size {
+            self.server.max_message_size = m;
+            self.client.max_message_size = m;
+        }
+        if let Some(g) = flags.server_grace_period {
+            self.server.grace_period = g;
+        }
+        if let (Some(cert), Some(key)) = (flags.server_tls_cert, flags.server_tls_key) {
+            self.server.tls = Some(ServerTls::from_files(&cert, &key)?);
+        }
+        if let Some(t) = flags.client_request_timeout {
+            self.client.request_timeout = t;
+        }
+        if let Some(r) = flags.client_retries {
+            self.client.retries = r;
+        }
+        if let Some(ca) = flags.client_tls_ca {
+            self.client.channel.tls = Some(ClientTls::default().with_ca_file(&ca)?);
+        }
+        self.client.routes.extend(flags.client_routes);
+        if let Some(l) = flags.log_level {
+            self.log_level = l;
+        }
+        if let Some(f) = flags.log_format {
+            self.log_format = f;
+        }
+        Ok(())
+    }
+}
+
+type HandlerWrapper = Box<dyn Fn(HandlerStack) -> HandlerStack + Send + Sync>;
+
+/// A microservice: handlers served over gRPC, a client for calling others, wrappers
+/// around both. Cheap to clone.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let service = rmicro::Service::builder("greeter").version("1.0.0").build()?;
+/// // service.handle(GreeterServer::new(MyGreeter));
+/// service.run().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<ServiceInner>,
+}
+
+struct ServiceInner {
+    name: String,
+    version: String,
+    client: Client,
+    server: ServerOptions,
+    handlers: Mutex<Vec<Arc<dyn ServiceHandler>>>,
+    wrappers: Mutex<Vec<HandlerWrapper>>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.inner.name)
+            .field("version", &self.inner.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// Starts configuring a service called `name`.
+    pub fn builder(name: impl Into<String>) -> ServiceBuilder {
+        ServiceBuilder {
+            name: name.into(),
+            version: "latest".into(),
+            server: ServerOptions {
+                address: "0.0.0.0:0".into(),
+                ..ServerOptions::default()
+            },
+            client: ClientOptions::default(),
+            args: None,
+            log_level: "info".into(),
+            log_format: "text".into(),
+        }
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The service's version.
+    pub fn version(&self) -> &str {
+        &self.inner.version
+    }
+
+    /// The server settings after flags were applied.
+    pub fn server_options(&self) -> &ServerOptions {
+        &self.inner.server
+    }
+
+    /// Adds a gRPC service (a generated `*Server`) to serve.
+    pub fn handle(&self, handler: impl ServiceHandler) {
+        if let Ok(mut handlers) = self.inner.handlers.lock() {
+            handlers.push(Arc::new(handler));
+        }
+    }
+
+    /// Wraps every handler in `layer`; the first registered is the outermost.
+    pub fn wrap_handler<L>(&self, layer: L)
+    where
+        L: tower::Layer<HandlerStack> + Send + Sync + 'static,
+        L::Service: tower::Service<
+                http::Request<crate::transport::Body>,
+                Response = http::Response<crate::transport::Body>,
+                Error = std::convert::Infallible,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<http::Request<crate::transport::Body>>>::Future:
+            Send + 'static,
+    {
+        if let Ok(mut wrappers) = self.inner.wrappers.lock() {
+            wrappers.push(Box::new(move |s| HandlerStack::new(layer.layer(s))));
+        }
+    }
+
+    /// Wraps every call this service's client makes; the first registered is the outermost.
+    pub fn wrap_client<L>(&self, layer: L)
+    where
+        L: tower::Layer<crate::client::ClientStack> + Send + Sync + 'static,
+        L::Service: tower::Service<
+                http::Request<crate::transport::Body>,
+                Response = http::Response<crate::transport::Body>,
+                Error = crate::transport::TransportError,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<http::Request<crate::transport::Body>>>::Future:
+            Send + 'static,
+    {
+        self.inner.client.wrap(layer);
+    }
+
+    /// The client this service calls others with.
+    pub fn client(&self) -> Client {
+        self.inner.client.clone()
+    }
+
+    /// Binds and starts serving in the background; returns the running server.
+    pub async fn start(&self) -> Result<RunningServer, ServerError> {
+        let handlers: Vec<Arc<dyn ServiceHandler>> = self
+            .inner
+            .handlers
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default();
+        if handlers.is_empty() {
+            return Err(ServerError::NoHandlers(self.inner.name.clone()));
+        }
+        let services = handlers.iter().map(|h| h.descriptor().name).collect();
+        let (router, health) = {
+            let wrappers = self.inner.wrappers.lock();
+            build_router(&self.inner.server, &handlers, |dispatch| match &wrappers {
+                Ok(w) => w.iter().rev().fold(dispatch, |s, wrap| wrap(s)),
+                Err(_) => dispatch,
+            })
+            .await?
+        };
+        let running = RunningServer::start(&self.inner.server, router, health, services).await?;
+        tracing::info!(
+            service = %self.inner.name,
+            version = %self.inner.version,
+            tls = self.inner.server.tls.is_some(),
+            "Server [grpc] Listening on {}",
+            running.advertise()
+        );
+        Ok(running)
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run(self) -> Result<(), ServerError> {
+        let running = self.start().await?;
+        shutdown_signal().await;
+        tracing::info!(service = %self.inner.name, in_flight = running.in_flight(), "shutting down: draining in-flight calls");
+        let grace = self.inner.server.grace_period;
+        if running.stop().await {
+            tracing::info!(service = %self.inner.name, "stopped");
+        } else {
+            tracing::warn!(service = %self.inner.name, ?grace, "grace period over: closed remaining calls");
+        }
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,22 @@
+//! gRPC over HTTP/2: the listener that serves calls and the channels that make them.
+//!
+//! Everything rmicro knows about sockets, TLS and HTTP/2 lives here, on hyper and h2;
+//! tonic supplies gRPC framing and client channels. Keeping them behind this module
+//! means the rest of the crate never names a tonic transport type, so the engine can be
+//! swapped (tonic upstream is winding down) without touching services or handlers.
+//!
+//! Connections are plain h2c unless a certificate and key are configured, in which
+//! case the server speaks TLS with ALPN `h2` and clients dial `https`.
+
+mod connect;
+mod listener;
+mod timeout;
+mod tls;
+
+pub use connect::{Channel, ChannelOptions, InvalidAddress, TransportError, connect_lazy, is_safe_to_retry};
+pub(crate) use listener::serve;
+pub use timeout::{format_grpc_timeout, parse_grpc_timeout};
+pub use tls::{ClientTls, ServerTls, TlsError};
+
+/// The HTTP body type of every request and response rmicro serves or sends.
+pub type Body = tonic::body::Body;

@@ -1,0 +1,40 @@
+//! Request logging through `tracing`: one event per call with service, endpoint,
+//! status code and duration.
+//!
+//! Successful calls log at `INFO`, caller errors (bad request, not found, …) at `WARN`,
+//! server faults (internal, unknown, unavailable, data loss) at `ERROR`. Works on both
+//! sides: `service.wrap_handler(LoggingLayer::new())` logs what the service serves,
+//! `service.wrap_client(LoggingLayer::new())` what it calls.
+//!
+//! ```
+//! let service = rmicro::Service::builder("greeter")
+//!     .args(["greeter"])
+//!     .build()
+//!     .expect("valid flags");
+//! service.wrap_handler(rmicro::wrapper::logging::LoggingLayer::new());
+//! ```
+
+mod service;
+
+pub use service::Logging;
+
+/// Builds [`Logging`] around a service.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoggingLayer {
+    _private: (),
+}
+
+impl LoggingLayer {
+    /// Logs every call.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<S> tower::Layer<S> for LoggingLayer {
+    type Service = Logging<S>;
+
+    fn layer(&self, inner: S) -> Logging<S> {
+        Logging::new(inner)
+    }
+}

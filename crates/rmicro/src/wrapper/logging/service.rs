@@ -1,0 +1,69 @@
+//! The logging service: times the call and logs it when its status is known.
+
+use crate::transport::Body;
+use crate::wrapper::{DescribeCall, on_status};
+use futures_util::future::BoxFuture;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tonic::Code;
+use tower::Service;
+
+/// Logs each call that passes through it; see [`super`].
+#[derive(Debug, Clone)]
+pub struct Logging<S> {
+    inner: S,
+}
+
+impl<S> Logging<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Logging { inner }
+    }
+}
+
+fn log(service: &str, endpoint: &str, code: Code, message: &str, started: Instant) {
+    let micros = started.elapsed().as_micros() as u64;
+    match code {
+        Code::Ok => tracing::info!(service, endpoint, status = ?code, micros, "call ok"),
+        Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
+            tracing::error!(service, endpoint, status = ?code, error = message, micros, "call failed")
+        }
+        _ => tracing::warn!(service, endpoint, status = ?code, error = message, micros, "call failed"),
+    }
+}
+
+impl<S, E> Service<http::Request<Body>> for Logging<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = E>,
+    S::Future: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = E;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, E>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let started = Instant::now();
+        let (service, endpoint): (Arc<str>, Arc<str>) = match request.describe() {
+            Some((s, e)) => (s, Arc::from(e)),
+            None => (Arc::from(""), Arc::from(request.uri().path())),
+        };
+        let fut = self.inner.call(request);
+        Box::pin(async move {
+            match fut.await {
+                Ok(response) => Ok(on_status(response, move |code, message| {
+                    log(&service, &endpoint, code, message, started)
+                })),
+                Err(err) => {
+                    log(&service, &endpoint, Code::Unavailable, &err.to_string(), started);
+                    Err(err)
+                }
+            }
+        })
+    }
+}
