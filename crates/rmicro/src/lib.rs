@@ -44,3 +44,15 @@ pub mod __codegen {
     pub use http;
     pub use prost;
 }
+
+/// Includes the code `rmicro-build` generated for a `.proto` package.
+///
+/// ```ignore
+/// pub mod greeter { rmicro::include_proto!("greeter.v1"); }
+/// ```
+#[macro_export]
+macro_rules! include_proto {
+    ($package:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
+    };
+}

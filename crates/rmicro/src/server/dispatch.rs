@@ -297,3 +297,8 @@ where
     };
     grpc.streaming(service, request).await
 }
+
+/// Answers a method index the generated code does not know (a codegen mismatch).
+pub async fn unknown_method(service: &str, method: usize) -> http::Response<Body> {
+    Status::unimplemented(format!("service `{service}` has no method #{method}")).into_http()
+}

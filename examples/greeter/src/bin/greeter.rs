@@ -1,0 +1,17 @@
+//! The greeter service: `greeter --server-address 127.0.0.1:50051`.
+
+use greeter::Greeter;
+use greeter::proto::GreeterServer;
+use rmicro::wrapper::logging::LoggingLayer;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let service = match rmicro::Service::builder("greeter").version("1.0.0").build() {
+        Ok(service) => service,
+        Err(err) => err.exit(),
+    };
+    service.wrap_handler(LoggingLayer::new());
+    service.handle(GreeterServer::new(Greeter));
+    service.run().await?;
+    Ok(())
+}
