@@ -199,6 +199,15 @@ impl Target {
         )
     }
 
+    /// The error for a failed attempt. tonic's own timer cancels a call at the same
+    /// deadline as ours; report that as the timeout it is.
+    fn failed(&self, status: &tonic::Status, prepared: &Prepared) -> Error {
+        if status.code() == Code::Cancelled && Instant::now() >= prepared.deadline {
+            return self.timed_out(prepared);
+        }
+        Error::from_status(status, CLIENT_ID)
+    }
+
     fn should_retry(&self, status: &tonic::Status) -> bool {
         is_safe_to_retry(status)
             || (self.options.idempotent
@@ -229,7 +238,7 @@ impl Target {
                 Ok(Err(status)) => status,
             };
             if attempt >= retries || !self.should_retry(&status) {
-                return Err(Error::from_status(&status, CLIENT_ID));
+                return Err(self.failed(&status, &prepared));
             }
             // A refused connection is retried at once (the channel re-dials); further
             // attempts back off 100 ms, 200 ms, 400 ms, … within the deadline.
@@ -384,7 +393,7 @@ impl<Resp: DecodeReply> IntoFuture for ClientStreamCall<Resp> {
                 Err(_) => Err(target.timed_out(&prepared)),
                 Ok(result) => result
                     .map(tonic::Response::into_inner)
-                    .map_err(|s| Error::from_status(&s, CLIENT_ID)),
+                    .map_err(|s| target.failed(&s, &prepared)),
             }
         })
     }
@@ -414,7 +423,7 @@ impl<Resp: DecodeReply> IntoFuture for StreamingCall<Resp> {
                 Err(_) => Err(target.timed_out(&prepared)),
                 Ok(result) => result
                     .map(|r| ResponseStream::new(r.into_inner(), Some(prepared.deadline), target.service.clone()))
-                    .map_err(|s| Error::from_status(&s, CLIENT_ID)),
+                    .map_err(|s| target.failed(&s, &prepared)),
             }
         })
     }

@@ -15,6 +15,7 @@ pub struct ResponseStream<T> {
     inner: tonic::Streaming<T>,
     deadline: Option<Pin<Box<Sleep>>>,
     service: std::sync::Arc<str>,
+    ended: bool,
 }
 
 impl<T> std::fmt::Debug for ResponseStream<T> {
@@ -35,6 +36,7 @@ impl<T> ResponseStream<T> {
             inner,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             service,
+            ended: false,
         }
     }
 
@@ -51,20 +53,37 @@ impl<T> Stream for ResponseStream<T> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if let Poll::Ready(item) = Pin::new(&mut this.inner).poll_next(cx) {
-            return Poll::Ready(
-                item.map(|r| r.map_err(|s| Error::from_status(&s, CLIENT_ID))),
-            );
+        if this.ended {
+            return Poll::Ready(None);
         }
-        if let Some(deadline) = &mut this.deadline
-            && deadline.as_mut().poll(cx).is_ready()
-        {
-            this.deadline = None;
-            return Poll::Ready(Some(Err(Error::timeout(
-                CLIENT_ID,
-                format!("stream from `{}` ran past its deadline", this.service),
-            ))));
+        let past_deadline = this
+            .deadline
+            .as_mut()
+            .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+        let timed_out = |service: &str| {
+            Error::timeout(CLIENT_ID, format!("stream from `{service}` ran past its deadline"))
+        };
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(message))) => Poll::Ready(Some(Ok(message))),
+            Poll::Ready(Some(Err(status))) => {
+                this.ended = true;
+                // tonic's own timer cancels the stream at the same deadline as ours.
+                let err = if past_deadline && status.code() == tonic::Code::Cancelled {
+                    timed_out(&this.service)
+                } else {
+                    Error::from_status(&status, CLIENT_ID)
+                };
+                Poll::Ready(Some(Err(err)))
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending if past_deadline => {
+                this.ended = true;
+                Poll::Ready(Some(Err(timed_out(&this.service))))
+            }
+            Poll::Pending => Poll::Pending,
         }
-        Poll::Pending
     }
 }

@@ -79,6 +79,7 @@ impl Routes {
                 });
                 // A short name shared by two packages would be ambiguous: no alias.
                 if short_names.get(desc.short_name) == Some(&1) {
+                    services.insert(desc.short_name.to_owned());
                     routes.insert(format!("/{}/{}", desc.short_name, method.name), route.clone());
                 }
                 routes.insert(method.path.to_owned(), route);

@@ -1,0 +1,96 @@
+//! Helpers shared by the greeter's integration tests.
+#![allow(dead_code)]
+
+use greeter::proto::{GreeterClient, GreeterServer};
+use rmicro::server::RunningServer;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Starts the real greeter on a free loopback port.
+pub async fn start_greeter() -> (rmicro::Service, RunningServer) {
+    start_with(greeter::Greeter, |b| b).await
+}
+
+/// Starts a service named `greeter` serving `handler`, with extra builder settings.
+pub async fn start_with<H: greeter::proto::Greeter>(
+    handler: H,
+    configure: impl FnOnce(rmicro::ServiceBuilder) -> rmicro::ServiceBuilder,
+) -> (rmicro::Service, RunningServer) {
+    let builder = rmicro::Service::builder("greeter")
+        .version("1.0.0")
+        .address("127.0.0.1:0")
+        .grace_period(Duration::from_secs(2))
+        .args(["greeter", "--log-level", "warn"]);
+    let service = configure(builder).build().expect("valid test flags");
+    service.handle(GreeterServer::new(handler));
+    let server = service.start().await.expect("server starts");
+    (service, server)
+}
+
+/// A typed client for the greeter at `server`.
+pub fn client_for(server: &RunningServer) -> GreeterClient {
+    GreeterClient::new(
+        "greeter",
+        rmicro::Client::default().with_route("greeter", server.local_addr().to_string()),
+    )
+}
+
+/// Waits until `cond` holds, checking every 10 ms, failing after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root exists")
+}
+
+/// Whether missing tools must fail the test (CI) rather than skip it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Returns the tool if present; otherwise fails under CI, or prints why it skips.
+pub fn require(tool: Option<PathBuf>, what: &str, fix: &str) -> Option<PathBuf> {
+    match tool {
+        Some(path) => Some(path),
+        None if in_ci() => panic!("{what} is missing and CI=true: {fix}"),
+        None => {
+            eprintln!("SKIPPED: {what} is missing ({fix})");
+            None
+        }
+    }
+}
+
+/// The venv Python with grpcio that the test command creates.
+pub fn python() -> Option<PathBuf> {
+    let path = std::env::var_os("RMICRO_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
+    require(
+        path.exists().then_some(path),
+        "Python venv with grpcio",
+        "run scripts/test, which creates .venv",
+    )
+}
+
+/// `curl` with HTTP/2 support.
+pub fn curl() -> Option<PathBuf> {
+    let found = std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("HTTP2"))
+        .map(|_| PathBuf::from("curl"));
+    require(found, "curl with HTTP/2", "apt-get install -y curl")
+}

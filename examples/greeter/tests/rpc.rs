@@ -1,0 +1,513 @@
+//! The greeter over real HTTP/2 with the typed client: all four kinds of call, errors,
+//! metadata, deadlines, limits, wrappers, retries and shutdown.
+
+mod common;
+
+use common::{client_for, start_greeter, start_with, wait_until};
+use futures_util::StreamExt;
+use greeter::proto::{self, HelloReply, HelloRequest};
+use rmicro::{Error, Request, RequestStream, ResponseSender};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn req(name: &str, count: i32) -> HelloRequest {
+    HelloRequest {
+        name: name.into(),
+        count,
+    }
+}
+
+#[tokio::test]
+async fn all_four_kinds_of_call() {
+    let (_service, server) = start_greeter().await;
+    let client = client_for(&server);
+
+    let reply = client.say_hello(req("ann", 0)).await.unwrap();
+    assert_eq!(reply.message, "Hello ann");
+
+    let mut stream = client.say_hello_stream(req("bo", 4)).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(r) = stream.message().await.unwrap() {
+        got.push(r.message);
+    }
+    assert_eq!(got, ["Hello bo #1", "Hello bo #2", "Hello bo #3", "Hello bo #4"]);
+
+    let names = ["a", "b", "c"].map(|n| req(n, 0));
+    let reply = client.collect(futures_util::stream::iter(names.clone())).await.unwrap();
+    assert_eq!(reply.message, "Hello a, b, c");
+
+    // Chat answers each message as it arrives: send one, read one.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut chat = client
+        .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap();
+    for name in ["x", "y"] {
+        tx.send(req(name, 0)).await.unwrap();
+        let reply = chat.message().await.unwrap().unwrap();
+        assert_eq!(reply.message, format!("Hello {name}"));
+    }
+    drop(tx);
+    assert!(chat.message().await.unwrap().is_none());
+    assert!(server.stop().await);
+}
+
+#[tokio::test]
+async fn errors_keep_id_code_and_detail_across_services() {
+    let (_service, server) = start_greeter().await;
+    let err = client_for(&server).say_hello(req("", 0)).await.unwrap_err();
+    assert_eq!(err, Error::bad_request("greeter", "name must not be empty"));
+    // A stream that fails part-way delivers what came before, then the error.
+    let mut chat = client_for(&server)
+        .chat(futures_util::stream::iter([req("ok", 0), req(" ", 0)]))
+        .await
+        .unwrap();
+    assert_eq!(chat.message().await.unwrap().unwrap().message, "Hello ok");
+    assert_eq!(chat.message().await.unwrap_err().code, 400);
+}
+
+/// A greeter whose replies report what the handler saw.
+struct Inspector {
+    cancelled: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+    backend: Option<proto::GreeterClient>,
+}
+
+impl Inspector {
+    fn new() -> Self {
+        Inspector {
+            cancelled: Arc::new(AtomicBool::new(false)),
+            calls: Arc::new(AtomicUsize::new(0)),
+            backend: None,
+        }
+    }
+}
+
+/// Sets a flag when dropped before being disarmed: proves a handler was cancelled.
+struct CancelFlag(Arc<AtomicBool>, bool);
+impl Drop for CancelFlag {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl proto::Greeter for Inspector {
+    async fn say_hello(&self, request: Request<HelloRequest>) -> Result<HelloReply, Error> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        match request.message().name.as_str() {
+            "metadata" => Ok(HelloReply {
+                message: format!(
+                    "user={} trace={}",
+                    request.metadata().get("x-user").unwrap_or("-"),
+                    request.metadata().get("x-trace").unwrap_or("-")
+                ),
+            }),
+            "deadline" => Ok(HelloReply {
+                message: request
+                    .context()
+                    .remaining()
+                    .map_or("none".into(), |d| d.as_millis().to_string()),
+            }),
+            "forward" => {
+                let backend = self.backend.as_ref().expect("backend configured");
+                backend.say_hello(req("deadline", 0)).await
+            }
+            "sleep" => {
+                let mut flag = CancelFlag(self.cancelled.clone(), false);
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                flag.1 = true;
+                Ok(HelloReply::default())
+            }
+            "unavailable" => Err(Error::unavailable("inspector", "try later")),
+            other => Ok(HelloReply {
+                message: format!("{} bytes", other.len()),
+            }),
+        }
+    }
+
+    async fn say_hello_stream(
+        &self,
+        _: Request<HelloRequest>,
+        replies: ResponseSender<HelloReply>,
+    ) -> Result<(), Error> {
+        let _flag = CancelFlag(self.cancelled.clone(), false);
+        loop {
+            replies.send(HelloReply::default()).await?;
+        }
+    }
+
+    async fn collect(&self, _: Request<RequestStream<HelloRequest>>) -> Result<HelloReply, Error> {
+        Err(Error::not_implemented("inspector", "collect"))
+    }
+
+    async fn chat(
+        &self,
+        request: Request<RequestStream<HelloRequest>>,
+        replies: ResponseSender<HelloReply>,
+    ) -> Result<(), Error> {
+        let _flag = CancelFlag(self.cancelled.clone(), false);
+        let mut stream = request.into_message();
+        while let Some(m) = stream.next().await {
+            replies.send(HelloReply { message: m?.name }).await?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn handlers_read_the_callers_metadata() {
+    let (_service, server) = start_with(Inspector::new(), |b| b).await;
+    let reply = client_for(&server)
+        .say_hello(req("metadata", 0))
+        .metadata("x-user", "ann")
+        .metadata("X-Trace", "t-1")
+        .await
+        .unwrap();
+    assert_eq!(reply.message, "user=ann trace=t-1");
+    let err = client_for(&server)
+        .say_hello(req("metadata", 0))
+        .metadata("grpc-status", "0")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 400, "{err}");
+}
+
+#[tokio::test]
+async fn the_handler_sees_the_deadline_and_is_cancelled_past_it() {
+    let inspector = Inspector::new();
+    let cancelled = inspector.cancelled.clone();
+    let (_service, server) = start_with(inspector, |b| b).await;
+    let client = client_for(&server);
+
+    let reply = client
+        .say_hello(req("deadline", 0))
+        .timeout(Duration::from_millis(1500))
+        .await
+        .unwrap();
+    let remaining: u64 = reply.message.parse().unwrap();
+    assert!(remaining > 0 && remaining <= 1500, "remaining {remaining} ms");
+
+    let err = client
+        .say_hello(req("sleep", 0))
+        .timeout(Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 408, "{err}");
+    wait_until("the sleeping handler is cancelled", Duration::from_secs(5), || {
+        cancelled.load(Ordering::SeqCst)
+    })
+    .await;
+    wait_until("no call is in flight", Duration::from_secs(5), || server.in_flight() == 0).await;
+}
+
+#[tokio::test]
+async fn a_deadline_propagates_to_calls_the_handler_makes() {
+    let (_backend_service, backend) = start_with(Inspector::new(), |b| b).await;
+    let mut front = Inspector::new();
+    front.backend = Some(client_for(&backend));
+    let (_front_service, front) = start_with(front, |b| b).await;
+    let reply = client_for(&front)
+        .say_hello(req("forward", 0))
+        .timeout(Duration::from_millis(800))
+        .await
+        .unwrap();
+    let remaining: u64 = reply.message.parse().unwrap();
+    // The backend's client default is 5 s; it must have inherited the caller's 800 ms.
+    assert!(remaining > 0 && remaining <= 800, "backend saw {remaining} ms");
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_stream_leaks_no_task() {
+    let inspector = Inspector::new();
+    let cancelled = inspector.cancelled.clone();
+    let (_service, server) = start_with(inspector, |b| b).await;
+    let client = client_for(&server);
+
+    let mut stream = client
+        .say_hello_stream(req("endless", 0))
+        .timeout(Duration::from_secs(60))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        stream.message().await.unwrap().unwrap();
+    }
+    assert_eq!(server.in_flight(), 1);
+    drop(stream);
+    wait_until("the server-streaming handler is dropped", Duration::from_secs(5), || {
+        cancelled.load(Ordering::SeqCst) && server.in_flight() == 0
+    })
+    .await;
+
+    cancelled.store(false, Ordering::SeqCst);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut chat = client
+        .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .timeout(Duration::from_secs(60))
+        .await
+        .unwrap();
+    tx.send(req("one", 0)).await.unwrap();
+    assert_eq!(chat.message().await.unwrap().unwrap().message, "one");
+    drop(chat);
+    drop(tx);
+    wait_until("the bidi handler is dropped", Duration::from_secs(5), || {
+        cancelled.load(Ordering::SeqCst) && server.in_flight() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn oversized_messages_are_resource_exhausted() {
+    let (_service, server) = start_with(Inspector::new(), |b| b.max_message_size(64 * 1024)).await;
+    let big = "x".repeat(100 * 1024);
+    let err = client_for(&server).say_hello(req(&big, 0)).await.unwrap_err();
+    assert_eq!(err.code, 429, "{err}");
+    assert_eq!(err.grpc_code(), rmicro::Code::ResourceExhausted);
+    // Still serving, and a message under the limit passes.
+    let ok = client_for(&server).say_hello(req(&"y".repeat(1000), 0)).await.unwrap();
+    assert_eq!(ok.message, "1000 bytes");
+}
+
+#[tokio::test]
+async fn unknown_services_and_methods_are_unimplemented() {
+    let (service, server) = start_greeter().await;
+    let address = server.local_addr().to_string();
+    let options = || rmicro::CallOptions::new().address(address.clone());
+    let client = service.client();
+    let err = client
+        .call_json("greeter", "Greeter.Nope", "{}", options())
+        .await
+        .unwrap_err();
+    assert_eq!(err.grpc_code(), rmicro::Code::Unimplemented);
+    assert!(err.detail.contains("unknown method `Nope`"), "{err}");
+    let err = client
+        .call_json("greeter", "nope.v1.Nope.Call", "{}", options())
+        .await
+        .unwrap_err();
+    assert_eq!(err.grpc_code(), rmicro::Code::Unimplemented);
+    assert!(err.detail.contains("unknown service `nope.v1.Nope`"), "{err}");
+}
+
+#[tokio::test]
+async fn dynamic_json_calls_need_no_generated_types() {
+    let (service, server) = start_greeter().await;
+    let options = rmicro::CallOptions::new().address(server.local_addr().to_string());
+    let reply = service
+        .client()
+        .call_json("greeter", "Greeter.SayHello", r#"{"name": "json"}"#, options.clone())
+        .await
+        .unwrap();
+    assert_eq!(reply, serde_json::json!({"message": "Hello json"}));
+    let reply = service
+        .client()
+        .call_json("greeter", "greeter.v1.Greeter.SayHello", r#"{"name": "full"}"#, options.clone())
+        .await
+        .unwrap();
+    assert_eq!(reply["message"], "Hello full");
+    // Wrong JSON for the message: INVALID_ARGUMENT naming the message type.
+    let err = service
+        .client()
+        .call_json("greeter", "Greeter.SayHello", r#"{"name": 5}"#, options.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 400, "{err}");
+    assert!(err.detail.contains("greeter.v1.HelloRequest"), "{err}");
+    let err = service
+        .client()
+        .call_json("greeter", "Greeter.SayHello", "{not json", options)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 400, "{err}");
+}
+
+/// A wrapper that records what it sees.
+#[derive(Clone)]
+struct Recorder {
+    name: &'static str,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl<S> tower::Layer<S> for Recorder {
+    type Service = RecorderService<S>;
+    fn layer(&self, inner: S) -> RecorderService<S> {
+        RecorderService {
+            inner,
+            me: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct RecorderService<S> {
+    inner: S,
+    me: Recorder,
+}
+
+impl<S> tower::Service<http::Request<rmicro::transport::Body>> for RecorderService<S>
+where
+    S: tower::Service<
+            http::Request<rmicro::transport::Body>,
+            Response = http::Response<rmicro::transport::Body>,
+        > + Send,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures_util::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<rmicro::transport::Body>) -> Self::Future {
+        use rmicro::wrapper::DescribeCall;
+        let (service, endpoint) = request.describe().expect("call info present");
+        let user = request
+            .headers()
+            .get("x-user")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        let me = self.me.clone();
+        me.log.lock().unwrap().push(format!("{} before {service} {endpoint} user={user}", me.name));
+        let fut = self.inner.call(request);
+        Box::pin(async move {
+            let response = fut.await?;
+            let log = me.log.clone();
+            let name = me.name;
+            Ok(rmicro::wrapper::on_status(response, move |code, _| {
+                log.lock().unwrap().push(format!("{name} status {code:?}"));
+            }))
+        })
+    }
+}
+
+#[tokio::test]
+async fn wrappers_run_in_registration_order_and_see_the_call() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (service, server) = start_with(greeter::Greeter, |b| b).await;
+    assert!(server.stop().await);
+    // Register wrappers before start: first registered is outermost.
+    service.wrap_handler(Recorder { name: "outer", log: log.clone() });
+    service.wrap_handler(Recorder { name: "inner", log: log.clone() });
+    service.wrap_client(Recorder { name: "client", log: log.clone() });
+    let server = service.start().await.unwrap();
+    let client = proto::GreeterClient::new(
+        "greeter",
+        service.client().with_route("greeter", server.local_addr().to_string()),
+    );
+    let err = client.say_hello(req("", 0)).metadata("x-user", "ann").await.unwrap_err();
+    assert_eq!(err.code, 400);
+    wait_until("all wrappers saw the status", Duration::from_secs(5), || {
+        log.lock().unwrap().len() == 6
+    })
+    .await;
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        [
+            "client before greeter Greeter.SayHello user=ann",
+            "outer before greeter Greeter.SayHello user=ann",
+            "inner before greeter Greeter.SayHello user=ann",
+            "inner status InvalidArgument",
+            "outer status InvalidArgument",
+            "client status InvalidArgument",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn retries_only_where_the_handler_cannot_run_twice() {
+    let inspector = Inspector::new();
+    let calls = inspector.calls.clone();
+    let (_service, server) = start_with(inspector, |b| b).await;
+    let client = client_for(&server);
+    let err = client.say_hello(req("unavailable", 0)).retries(3).await.unwrap_err();
+    assert_eq!(err.code, 503);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "a non-idempotent call ran twice");
+    calls.store(0, Ordering::SeqCst);
+    let err = client
+        .say_hello(req("unavailable", 0))
+        .retries(2)
+        .idempotent()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 503);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn the_client_reconnects_after_the_server_restarts() {
+    let (_service, server) = start_greeter().await;
+    let address = server.local_addr().to_string();
+    let client = rmicro::Client::default().with_route("greeter", address.clone());
+    let greeter = proto::GreeterClient::new("greeter", client.clone());
+    assert_eq!(greeter.say_hello(req("one", 0)).await.unwrap().message, "Hello one");
+    assert!(server.stop().await);
+
+    // While it is down: a clear UNAVAILABLE naming the address, quickly.
+    let err = greeter.say_hello(req("down", 0)).await.unwrap_err();
+    assert_eq!(err.code, 503, "{err}");
+
+    let (_service, _server) = start_with(greeter::Greeter, |b| b.address(address.clone())).await;
+    // Same client, same cached channel: the first call after the restart succeeds.
+    assert_eq!(greeter.say_hello(req("two", 0)).await.unwrap().message, "Hello two");
+}
+
+#[tokio::test]
+async fn calls_to_an_unknown_name_fail_with_a_clear_error() {
+    let client = proto::GreeterClient::new("nobody", rmicro::Client::default());
+    let err = client.say_hello(req("x", 0)).await.unwrap_err();
+    assert_eq!(err.code, 503);
+    assert!(err.detail.contains("service `nobody` has no known address"), "{err}");
+}
+
+#[tokio::test]
+async fn tls_on_server_and_client() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_pem = cert.cert.pem();
+    let key_pem = cert.signing_key.serialize_pem();
+    let (_service, server) = start_with(greeter::Greeter, |b| {
+        b.tls(rmicro::transport::ServerTls::from_pem(cert_pem.clone(), key_pem))
+    })
+    .await;
+    let tls = rmicro::transport::ClientTls::default()
+        .with_ca_pem(cert_pem)
+        .with_domain("localhost");
+    let client = rmicro::Client::default()
+        .with_tls(tls)
+        .with_route("greeter", server.local_addr().to_string());
+    let reply = proto::GreeterClient::new("greeter", client)
+        .say_hello(req("tls", 0))
+        .await
+        .unwrap();
+    assert_eq!(reply.message, "Hello tls");
+    // A plain-text client cannot talk to the TLS server.
+    let err = client_for(&server).say_hello(req("plain", 0)).await.unwrap_err();
+    assert!(matches!(err.code, 503 | 500), "{err}");
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_calls_and_reports_not_serving() {
+    let (_service, server) = start_greeter().await;
+    let client = client_for(&server);
+    let address = server.local_addr();
+    // A stream that is mid-way when shutdown starts still completes.
+    let mut stream = client
+        .say_hello_stream(req("drain", 50))
+        .await
+        .unwrap();
+    assert_eq!(stream.message().await.unwrap().unwrap().message, "Hello drain #1");
+    let stopping = tokio::spawn(server.stop());
+    let mut n = 1;
+    while let Some(r) = stream.message().await.unwrap() {
+        n += 1;
+        assert_eq!(r.message, format!("Hello drain #{n}"));
+    }
+    assert_eq!(n, 50);
+    assert!(stopping.await.unwrap(), "drained within the grace period");
+    assert!(tokio::net::TcpStream::connect(address).await.is_err(), "listener closed");
+}

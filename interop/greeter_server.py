@@ -1,0 +1,46 @@
+"""A stock grpcio greeter server, for rmicro's typed client to call.
+
+Binds 127.0.0.1:0, prints `PORT <n>` and serves until killed.
+"""
+import signal
+import sys
+from concurrent import futures
+
+import grpc
+
+import stubs
+
+pb, pb_grpc = stubs.load()
+
+
+class Greeter(pb_grpc.GreeterServicer):
+    def SayHello(self, request, context):
+        if not request.name:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name must not be empty")
+        return pb.HelloReply(message=f"Hello {request.name}")
+
+    def SayHelloStream(self, request, context):
+        for i in range(1, request.count + 1):
+            yield pb.HelloReply(message=f"Hello {request.name} #{i}")
+
+    def Collect(self, request_iterator, context):
+        return pb.HelloReply(message="Hello " + ", ".join(r.name for r in request_iterator))
+
+    def Chat(self, request_iterator, context):
+        for r in request_iterator:
+            yield pb.HelloReply(message=f"Hello {r.name}")
+
+
+def main():
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    pb_grpc.add_GreeterServicer_to_server(Greeter(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(f"PORT {port}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop(0))
+    server.wait_for_termination()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

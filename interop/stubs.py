@@ -1,0 +1,25 @@
+"""Generates Python gRPC stubs for the greeter proto into a temp dir and imports them."""
+import importlib
+import os
+import sys
+import tempfile
+
+from grpc_tools import protoc
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROTO_DIR = os.path.join(ROOT, "examples", "greeter", "proto")
+
+
+def load():
+    out = tempfile.mkdtemp(prefix="rmicro-interop-")
+    rc = protoc.main([
+        "grpc_tools.protoc",
+        f"-I{PROTO_DIR}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        os.path.join(PROTO_DIR, "greeter.proto"),
+    ])
+    if rc != 0:
+        raise SystemExit(f"protoc failed with {rc}")
+    sys.path.insert(0, out)
+    return importlib.import_module("greeter_pb2"), importlib.import_module("greeter_pb2_grpc")
