@@ -20,7 +20,11 @@ pub(crate) struct Messages {
     by_name: HashMap<String, DescriptorProto>,
 }
 
-fn collect(prefix: &str, messages: &[DescriptorProto], into: &mut HashMap<String, DescriptorProto>) {
+fn collect(
+    prefix: &str,
+    messages: &[DescriptorProto],
+    into: &mut HashMap<String, DescriptorProto>,
+) {
     for m in messages {
         let name = format!("{prefix}.{}", m.name());
         collect(&name, &m.nested_type, into);
@@ -91,11 +95,18 @@ impl Messages {
                     let key = entry.field.first().map(|f| self.field_type(f, depth).0);
                     let value = entry.field.get(1).map(|f| self.field_type(f, depth).0);
                     return (
-                        format!("map[{}]{}", key.unwrap_or_default(), value.unwrap_or_default()),
+                        format!(
+                            "map[{}]{}",
+                            key.unwrap_or_default(),
+                            value.unwrap_or_default()
+                        ),
                         Vec::new(),
                     );
                 }
-                (short(type_name).to_owned(), self.fields(type_name, depth + 1))
+                (
+                    short(type_name).to_owned(),
+                    self.fields(type_name, depth + 1),
+                )
             }
             Type::Enum => (short(field.type_name()).to_owned(), Vec::new()),
             other => (scalar_name(other).to_owned(), Vec::new()),
@@ -151,10 +162,19 @@ mod tests {
         );
         let v = Messages::new(&fds).describe(".t.Outer");
         assert_eq!(v.name, "Outer");
-        let kinds: Vec<_> = v.values.iter().map(|f| (f.name.as_str(), f.kind.as_str())).collect();
+        let kinds: Vec<_> = v
+            .values
+            .iter()
+            .map(|f| (f.name.as_str(), f.kind.as_str()))
+            .collect();
         assert_eq!(
             kinds,
-            [("items", "[]Inner"), ("counts", "map[string]int32"), ("one", "Inner"), ("ok", "bool")]
+            [
+                ("items", "[]Inner"),
+                ("counts", "map[string]int32"),
+                ("one", "Inner"),
+                ("ok", "bool")
+            ]
         );
         assert_eq!(v.values[2].values[0].name, "s");
     }

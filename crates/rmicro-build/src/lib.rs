@@ -36,11 +36,14 @@ pub enum BuildError {
     NoOutDir,
 }
 
+/// A user adjustment to prost's configuration.
+type ProstTweak = Box<dyn Fn(&mut prost_build::Config) + 'static>;
+
 /// Options for code generation.
 #[derive(Default)]
 pub struct Builder {
     out_dir: Option<PathBuf>,
-    prost: Vec<Box<dyn Fn(&mut prost_build::Config) + 'static>>,
+    prost: Vec<ProstTweak>,
 }
 
 impl std::fmt::Debug for Builder {

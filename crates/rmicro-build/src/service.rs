@@ -63,7 +63,10 @@ impl prost_build::ServiceGenerator for Generator {
         out.extend(self.service(&service));
         let file: syn::File = match syn::parse2(out) {
             Ok(f) => f,
-            Err(e) => panic!("rmicro-build generated invalid Rust for {}: {e}", service.proto_name),
+            Err(e) => panic!(
+                "rmicro-build generated invalid Rust for {}: {e}",
+                service.proto_name
+            ),
         };
         buf.push_str(&prettyplease::unparse(&file));
     }
@@ -145,7 +148,11 @@ impl Generator {
             let name = &m.endpoint;
             let request = value_tokens(&self.messages.describe(&format!(".{}", m.input_proto)));
             let response = value_tokens(&self.messages.describe(&format!(".{}", m.output_proto)));
-            let stream = if m.client_streaming || m.server_streaming { "true" } else { "false" };
+            let stream = if m.client_streaming || m.server_streaming {
+                "true"
+            } else {
+                "false"
+            };
             quote! {
                 ::rmicro::registry::Endpoint {
                     name: #name.to_owned(),
@@ -158,11 +165,11 @@ impl Generator {
         let trait_doc = format!(
             "Handlers of `{full_name}`: implement this and serve it with [`{server_name}`]."
         );
-        let server_doc = format!(
-            "Serves a [`{trait_name}`] implementation: pass it to `service.handle(..)`."
-        );
+        let server_doc =
+            format!("Serves a [`{trait_name}`] implementation: pass it to `service.handle(..)`.");
         let client_doc = format!("Typed client of `{full_name}`.");
-        let descriptor_doc = format!("Description of `{full_name}`: methods, descriptors, registry endpoints.");
+        let descriptor_doc =
+            format!("Description of `{full_name}`: methods, descriptors, registry endpoints.");
 
         quote! {
             #[doc = #trait_doc]
@@ -293,7 +300,8 @@ fn dispatch_arm(m: &MethodGen) -> TokenStream {
 fn client_method(m: &MethodGen) -> TokenStream {
     let (name, input, output) = (&m.fn_name, &m.input, &m.output);
     let (path, endpoint) = (&m.path, &m.endpoint);
-    let doc = format!("Calls `{endpoint}`; adjust the call (timeout, metadata, …) before awaiting it.");
+    let doc =
+        format!("Calls `{endpoint}`; adjust the call (timeout, metadata, …) before awaiting it.");
     match (m.client_streaming, m.server_streaming) {
         (false, false) => quote! {
             #[doc = #doc]

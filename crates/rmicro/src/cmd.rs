@@ -30,10 +30,20 @@ pub struct Flags {
     #[arg(long, env = "MICRO_SERVER_GRACE_PERIOD", value_name = "DURATION", value_parser = parse_duration)]
     pub server_grace_period: Option<Duration>,
     /// PEM certificate chain; with --server-tls-key, serve TLS.
-    #[arg(long, env = "MICRO_SERVER_TLS_CERT", value_name = "FILE", requires = "server_tls_key")]
+    #[arg(
+        long,
+        env = "MICRO_SERVER_TLS_CERT",
+        value_name = "FILE",
+        requires = "server_tls_key"
+    )]
     pub server_tls_cert: Option<std::path::PathBuf>,
     /// PEM private key of --server-tls-cert.
-    #[arg(long, env = "MICRO_SERVER_TLS_KEY", value_name = "FILE", requires = "server_tls_cert")]
+    #[arg(
+        long,
+        env = "MICRO_SERVER_TLS_KEY",
+        value_name = "FILE",
+        requires = "server_tls_cert"
+    )]
     pub server_tls_key: Option<std::path::PathBuf>,
     /// Default timeout of calls this service makes [default: 5s].
     #[arg(long, env = "MICRO_CLIENT_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
@@ -72,7 +82,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ns" => value / 1e9,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("`{text}` has unknown unit `{unit}`: use h, m, s, ms, us or ns")),
+        _ => {
+            return Err(format!(
+                "`{text}` has unknown unit `{unit}`: use h, m, s, ms, us or ns"
+            ));
+        }
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}` is out of range: {e}"))
 }
@@ -112,7 +126,10 @@ mod tests {
         .unwrap();
         assert_eq!(flags.server_address.as_deref(), Some("127.0.0.1:0"));
         assert_eq!(flags.client_request_timeout, Some(Duration::from_secs(2)));
-        assert_eq!(flags.client_routes, vec![("greeter".into(), "127.0.0.1:9".into())]);
+        assert_eq!(
+            flags.client_routes,
+            vec![("greeter".into(), "127.0.0.1:9".into())]
+        );
         assert!(Flags::try_parse_from(["svc", "--client-retries", "many"]).is_err());
     }
 }

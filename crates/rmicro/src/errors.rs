@@ -143,7 +143,11 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} from {}: {}", self.code, self.status, self.id, self.detail)
+        write!(
+            f,
+            "{} {} from {}: {}",
+            self.code, self.status, self.id, self.detail
+        )
     }
 }
 

@@ -39,8 +39,8 @@ pub use tonic::Code;
 #[doc(hidden)]
 pub mod __codegen {
     pub use crate::server::dispatch;
-    pub use futures_util::future::BoxFuture;
     pub use futures_util::Stream;
+    pub use futures_util::future::BoxFuture;
     pub use http;
     pub use prost;
 }

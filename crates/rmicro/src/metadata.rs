@@ -44,7 +44,11 @@ impl Metadata {
         use base64::Engine as _;
         let raw = self.headers.get(key)?.as_bytes();
         base64::engine::general_purpose::STANDARD_NO_PAD
-            .decode(raw.strip_suffix(b"==").or(raw.strip_suffix(b"=")).unwrap_or(raw))
+            .decode(
+                raw.strip_suffix(b"==")
+                    .or(raw.strip_suffix(b"="))
+                    .unwrap_or(raw),
+            )
             .ok()
     }
 
@@ -96,13 +100,17 @@ impl Metadata {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum InvalidMetadata {
     /// The key has characters HTTP/2 header names may not have.
-    #[error("metadata key `{0}` is not a valid header name: use lower-case ASCII letters, digits, `-`, `_` and `.`")]
+    #[error(
+        "metadata key `{0}` is not a valid header name: use lower-case ASCII letters, digits, `-`, `_` and `.`"
+    )]
     Key(String),
     /// The key is a protocol header.
     #[error("metadata key `{0}` is reserved for the gRPC protocol; pick another name")]
     Reserved(String),
     /// The value has characters HTTP/2 header values may not have.
-    #[error("metadata value for `{0}` is not a valid header value: use printable ASCII, or a `-bin` key for bytes")]
+    #[error(
+        "metadata value for `{0}` is not a valid header value: use printable ASCII, or a `-bin` key for bytes"
+    )]
     Value(String),
 }
 
@@ -124,9 +132,18 @@ mod tests {
     #[test]
     fn refuses_reserved_and_invalid_keys() {
         let mut md = Metadata::new();
-        assert!(matches!(md.insert("grpc-status", "0"), Err(InvalidMetadata::Reserved(_))));
-        assert!(matches!(md.insert("bad key", "v"), Err(InvalidMetadata::Key(_))));
-        assert!(matches!(md.insert("k", "line\nbreak"), Err(InvalidMetadata::Value(_))));
+        assert!(matches!(
+            md.insert("grpc-status", "0"),
+            Err(InvalidMetadata::Reserved(_))
+        ));
+        assert!(matches!(
+            md.insert("bad key", "v"),
+            Err(InvalidMetadata::Key(_))
+        ));
+        assert!(matches!(
+            md.insert("k", "line\nbreak"),
+            Err(InvalidMetadata::Value(_))
+        ));
         md.insert("X-Trace", "abc").unwrap();
         assert_eq!(md.get("x-trace"), Some("abc"));
     }

@@ -101,7 +101,9 @@ pub async fn tour(client: rmicro::Client, address: &str, name: &str) -> Result<(
         name: n.into(),
         count: 0,
     });
-    let reply = greeter.collect(futures_util::stream::iter(names.clone())).await?;
+    let reply = greeter
+        .collect(futures_util::stream::iter(names.clone()))
+        .await?;
     println!("Collect        -> {}", reply.message);
 
     let mut chat = greeter.chat(futures_util::stream::iter(names)).await?;
@@ -110,7 +112,10 @@ pub async fn tour(client: rmicro::Client, address: &str, name: &str) -> Result<(
     }
 
     match greeter.say_hello(HelloRequest::default()).await {
-        Err(err) => println!("SayHello('')   -> error {} {}: {}", err.code, err.status, err.detail),
+        Err(err) => println!(
+            "SayHello('')   -> error {} {}: {}",
+            err.code, err.status, err.detail
+        ),
         Ok(reply) => println!("SayHello('')   -> unexpected reply {}", reply.message),
     }
 

@@ -31,10 +31,16 @@ async fn all_four_kinds_of_call() {
     while let Some(r) = stream.message().await.unwrap() {
         got.push(r.message);
     }
-    assert_eq!(got, ["Hello bo #1", "Hello bo #2", "Hello bo #3", "Hello bo #4"]);
+    assert_eq!(
+        got,
+        ["Hello bo #1", "Hello bo #2", "Hello bo #3", "Hello bo #4"]
+    );
 
     let names = ["a", "b", "c"].map(|n| req(n, 0));
-    let reply = client.collect(futures_util::stream::iter(names.clone())).await.unwrap();
+    let reply = client
+        .collect(futures_util::stream::iter(names.clone()))
+        .await
+        .unwrap();
     assert_eq!(reply.message, "Hello a, b, c");
 
     // Chat answers each message as it arrives: send one, read one.
@@ -188,7 +194,10 @@ async fn the_handler_sees_the_deadline_and_is_cancelled_past_it() {
         .await
         .unwrap();
     let remaining: u64 = reply.message.parse().unwrap();
-    assert!(remaining > 0 && remaining <= 1500, "remaining {remaining} ms");
+    assert!(
+        remaining > 0 && remaining <= 1500,
+        "remaining {remaining} ms"
+    );
 
     let err = client
         .say_hello(req("sleep", 0))
@@ -196,11 +205,16 @@ async fn the_handler_sees_the_deadline_and_is_cancelled_past_it() {
         .await
         .unwrap_err();
     assert_eq!(err.code, 408, "{err}");
-    wait_until("the sleeping handler is cancelled", Duration::from_secs(5), || {
-        cancelled.load(Ordering::SeqCst)
+    wait_until(
+        "the sleeping handler is cancelled",
+        Duration::from_secs(5),
+        || cancelled.load(Ordering::SeqCst),
+    )
+    .await;
+    wait_until("no call is in flight", Duration::from_secs(5), || {
+        server.in_flight() == 0
     })
     .await;
-    wait_until("no call is in flight", Duration::from_secs(5), || server.in_flight() == 0).await;
 }
 
 #[tokio::test]
@@ -216,7 +230,10 @@ async fn a_deadline_propagates_to_calls_the_handler_makes() {
         .unwrap();
     let remaining: u64 = reply.message.parse().unwrap();
     // The backend's client default is 5 s; it must have inherited the caller's 800 ms.
-    assert!(remaining > 0 && remaining <= 800, "backend saw {remaining} ms");
+    assert!(
+        remaining > 0 && remaining <= 800,
+        "backend saw {remaining} ms"
+    );
 }
 
 #[tokio::test]
@@ -236,9 +253,11 @@ async fn a_client_that_disconnects_mid_stream_leaks_no_task() {
     }
     assert_eq!(server.in_flight(), 1);
     drop(stream);
-    wait_until("the server-streaming handler is dropped", Duration::from_secs(5), || {
-        cancelled.load(Ordering::SeqCst) && server.in_flight() == 0
-    })
+    wait_until(
+        "the server-streaming handler is dropped",
+        Duration::from_secs(5),
+        || cancelled.load(Ordering::SeqCst) && server.in_flight() == 0,
+    )
     .await;
 
     cancelled.store(false, Ordering::SeqCst);
@@ -252,9 +271,11 @@ async fn a_client_that_disconnects_mid_stream_leaks_no_task() {
     assert_eq!(chat.message().await.unwrap().unwrap().message, "one");
     drop(chat);
     drop(tx);
-    wait_until("the bidi handler is dropped", Duration::from_secs(5), || {
-        cancelled.load(Ordering::SeqCst) && server.in_flight() == 0
-    })
+    wait_until(
+        "the bidi handler is dropped",
+        Duration::from_secs(5),
+        || cancelled.load(Ordering::SeqCst) && server.in_flight() == 0,
+    )
     .await;
 }
 
@@ -262,11 +283,17 @@ async fn a_client_that_disconnects_mid_stream_leaks_no_task() {
 async fn oversized_messages_are_resource_exhausted() {
     let (_service, server) = start_with(Inspector::new(), |b| b.max_message_size(64 * 1024)).await;
     let big = "x".repeat(100 * 1024);
-    let err = client_for(&server).say_hello(req(&big, 0)).await.unwrap_err();
+    let err = client_for(&server)
+        .say_hello(req(&big, 0))
+        .await
+        .unwrap_err();
     assert_eq!(err.code, 429, "{err}");
     assert_eq!(err.grpc_code(), rmicro::Code::ResourceExhausted);
     // Still serving, and a message under the limit passes.
-    let ok = client_for(&server).say_hello(req(&"y".repeat(1000), 0)).await.unwrap();
+    let ok = client_for(&server)
+        .say_hello(req(&"y".repeat(1000), 0))
+        .await
+        .unwrap();
     assert_eq!(ok.message, "1000 bytes");
 }
 
@@ -287,7 +314,10 @@ async fn unknown_services_and_methods_are_unimplemented() {
         .await
         .unwrap_err();
     assert_eq!(err.grpc_code(), rmicro::Code::Unimplemented);
-    assert!(err.detail.contains("unknown service `nope.v1.Nope`"), "{err}");
+    assert!(
+        err.detail.contains("unknown service `nope.v1.Nope`"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -296,20 +326,35 @@ async fn dynamic_json_calls_need_no_generated_types() {
     let options = rmicro::CallOptions::new().address(server.local_addr().to_string());
     let reply = service
         .client()
-        .call_json("greeter", "Greeter.SayHello", r#"{"name": "json"}"#, options.clone())
+        .call_json(
+            "greeter",
+            "Greeter.SayHello",
+            r#"{"name": "json"}"#,
+            options.clone(),
+        )
         .await
         .unwrap();
     assert_eq!(reply, serde_json::json!({"message": "Hello json"}));
     let reply = service
         .client()
-        .call_json("greeter", "greeter.v1.Greeter.SayHello", r#"{"name": "full"}"#, options.clone())
+        .call_json(
+            "greeter",
+            "greeter.v1.Greeter.SayHello",
+            r#"{"name": "full"}"#,
+            options.clone(),
+        )
         .await
         .unwrap();
     assert_eq!(reply["message"], "Hello full");
     // Wrong JSON for the message: INVALID_ARGUMENT naming the message type.
     let err = service
         .client()
-        .call_json("greeter", "Greeter.SayHello", r#"{"name": 5}"#, options.clone())
+        .call_json(
+            "greeter",
+            "Greeter.SayHello",
+            r#"{"name": 5}"#,
+            options.clone(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code, 400, "{err}");
@@ -358,7 +403,10 @@ where
     type Error = S::Error;
     type Future = futures_util::future::BoxFuture<'static, Result<S::Response, S::Error>>;
 
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -372,7 +420,10 @@ where
             .unwrap_or("-")
             .to_owned();
         let me = self.me.clone();
-        me.log.lock().unwrap().push(format!("{} before {service} {endpoint} user={user}", me.name));
+        me.log.lock().unwrap().push(format!(
+            "{} before {service} {endpoint} user={user}",
+            me.name
+        ));
         let fut = self.inner.call(request);
         Box::pin(async move {
             let response = fut.await?;
@@ -391,19 +442,36 @@ async fn wrappers_run_in_registration_order_and_see_the_call() {
     let (service, server) = start_with(greeter::Greeter, |b| b).await;
     assert!(server.stop().await);
     // Register wrappers before start: first registered is outermost.
-    service.wrap_handler(Recorder { name: "outer", log: log.clone() });
-    service.wrap_handler(Recorder { name: "inner", log: log.clone() });
-    service.wrap_client(Recorder { name: "client", log: log.clone() });
+    service.wrap_handler(Recorder {
+        name: "outer",
+        log: log.clone(),
+    });
+    service.wrap_handler(Recorder {
+        name: "inner",
+        log: log.clone(),
+    });
+    service.wrap_client(Recorder {
+        name: "client",
+        log: log.clone(),
+    });
     let server = service.start().await.unwrap();
     let client = proto::GreeterClient::new(
         "greeter",
-        service.client().with_route("greeter", server.local_addr().to_string()),
+        service
+            .client()
+            .with_route("greeter", server.local_addr().to_string()),
     );
-    let err = client.say_hello(req("", 0)).metadata("x-user", "ann").await.unwrap_err();
+    let err = client
+        .say_hello(req("", 0))
+        .metadata("x-user", "ann")
+        .await
+        .unwrap_err();
     assert_eq!(err.code, 400);
-    wait_until("all wrappers saw the status", Duration::from_secs(5), || {
-        log.lock().unwrap().len() == 6
-    })
+    wait_until(
+        "all wrappers saw the status",
+        Duration::from_secs(5),
+        || log.lock().unwrap().len() == 6,
+    )
     .await;
     let log = log.lock().unwrap().clone();
     assert_eq!(
@@ -425,9 +493,17 @@ async fn retries_only_where_the_handler_cannot_run_twice() {
     let calls = inspector.calls.clone();
     let (_service, server) = start_with(inspector, |b| b).await;
     let client = client_for(&server);
-    let err = client.say_hello(req("unavailable", 0)).retries(3).await.unwrap_err();
+    let err = client
+        .say_hello(req("unavailable", 0))
+        .retries(3)
+        .await
+        .unwrap_err();
     assert_eq!(err.code, 503);
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "a non-idempotent call ran twice");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "a non-idempotent call ran twice"
+    );
     calls.store(0, Ordering::SeqCst);
     let err = client
         .say_hello(req("unavailable", 0))
@@ -445,7 +521,10 @@ async fn the_client_reconnects_after_the_server_restarts() {
     let address = server.local_addr().to_string();
     let client = rmicro::Client::default().with_route("greeter", address.clone());
     let greeter = proto::GreeterClient::new("greeter", client.clone());
-    assert_eq!(greeter.say_hello(req("one", 0)).await.unwrap().message, "Hello one");
+    assert_eq!(
+        greeter.say_hello(req("one", 0)).await.unwrap().message,
+        "Hello one"
+    );
     assert!(server.stop().await);
 
     // While it is down: a clear UNAVAILABLE naming the address, quickly.
@@ -454,7 +533,10 @@ async fn the_client_reconnects_after_the_server_restarts() {
 
     let (_service, _server) = start_with(greeter::Greeter, |b| b.address(address.clone())).await;
     // Same client, same cached channel: the first call after the restart succeeds.
-    assert_eq!(greeter.say_hello(req("two", 0)).await.unwrap().message, "Hello two");
+    assert_eq!(
+        greeter.say_hello(req("two", 0)).await.unwrap().message,
+        "Hello two"
+    );
 }
 
 #[tokio::test]
@@ -462,7 +544,10 @@ async fn calls_to_an_unknown_name_fail_with_a_clear_error() {
     let client = proto::GreeterClient::new("nobody", rmicro::Client::default());
     let err = client.say_hello(req("x", 0)).await.unwrap_err();
     assert_eq!(err.code, 503);
-    assert!(err.detail.contains("service `nobody` has no known address"), "{err}");
+    assert!(
+        err.detail.contains("service `nobody` has no known address"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -471,7 +556,10 @@ async fn tls_on_server_and_client() {
     let cert_pem = cert.cert.pem();
     let key_pem = cert.signing_key.serialize_pem();
     let (_service, server) = start_with(greeter::Greeter, |b| {
-        b.tls(rmicro::transport::ServerTls::from_pem(cert_pem.clone(), key_pem))
+        b.tls(rmicro::transport::ServerTls::from_pem(
+            cert_pem.clone(),
+            key_pem,
+        ))
     })
     .await;
     let tls = rmicro::transport::ClientTls::default()
@@ -486,7 +574,10 @@ async fn tls_on_server_and_client() {
         .unwrap();
     assert_eq!(reply.message, "Hello tls");
     // A plain-text client cannot talk to the TLS server.
-    let err = client_for(&server).say_hello(req("plain", 0)).await.unwrap_err();
+    let err = client_for(&server)
+        .say_hello(req("plain", 0))
+        .await
+        .unwrap_err();
     assert!(matches!(err.code, 503 | 500), "{err}");
 }
 
@@ -496,11 +587,11 @@ async fn shutdown_drains_in_flight_calls_and_reports_not_serving() {
     let client = client_for(&server);
     let address = server.local_addr();
     // A stream that is mid-way when shutdown starts still completes.
-    let mut stream = client
-        .say_hello_stream(req("drain", 50))
-        .await
-        .unwrap();
-    assert_eq!(stream.message().await.unwrap().unwrap().message, "Hello drain #1");
+    let mut stream = client.say_hello_stream(req("drain", 50)).await.unwrap();
+    assert_eq!(
+        stream.message().await.unwrap().unwrap().message,
+        "Hello drain #1"
+    );
     let stopping = tokio::spawn(server.stop());
     let mut n = 1;
     while let Some(r) = stream.message().await.unwrap() {
@@ -509,5 +600,51 @@ async fn shutdown_drains_in_flight_calls_and_reports_not_serving() {
     }
     assert_eq!(n, 50);
     assert!(stopping.await.unwrap(), "drained within the grace period");
-    assert!(tokio::net::TcpStream::connect(address).await.is_err(), "listener closed");
+    assert!(
+        tokio::net::TcpStream::connect(address).await.is_err(),
+        "listener closed"
+    );
+}
+
+#[tokio::test]
+async fn health_turns_not_serving_when_shutdown_starts() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let (_service, server) = start_greeter().await;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.local_addr()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut health = HealthClient::new(channel);
+    for service in ["", "greeter.v1.Greeter"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "greeter.v1.Greeter".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let stopping = tokio::spawn(server.stop());
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("a status change within 5 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    drop(watch);
+    assert!(stopping.await.unwrap(), "drained once the watch closed");
 }

@@ -129,7 +129,12 @@ struct Prepared {
 }
 
 impl Target {
-    fn new(client: &Client, service: &str, path: PathAndQuery, endpoint: Cow<'static, str>) -> Self {
+    fn new(
+        client: &Client,
+        service: &str,
+        path: PathAndQuery,
+        endpoint: Cow<'static, str>,
+    ) -> Self {
         Target {
             client: client.clone(),
             service: Arc::from(service),
@@ -229,7 +234,9 @@ impl Target {
             let mut grpc = self.grpc(&prepared);
             let request = self.request(message.clone(), &prepared);
             let sent = async {
-                grpc.ready().await.map_err(|e| tonic::Status::from_error(Box::new(e)))?;
+                grpc.ready()
+                    .await
+                    .map_err(|e| tonic::Status::from_error(Box::new(e)))?;
                 A::send(grpc, request, self.path.clone()).await
             };
             let status = match tokio::time::timeout_at(prepared.deadline, sent).await {
@@ -304,9 +311,7 @@ impl<Resp: DecodeReply> IntoFuture for UnaryCall<Resp> {
     type IntoFuture = BoxFuture<'static, Result<Resp, Error>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            self.target.with_retries::<Self>(self.message).await
-        })
+        Box::pin(async move { self.target.with_retries::<Self>(self.message).await })
     }
 }
 
@@ -358,13 +363,23 @@ type RequestBytes = std::pin::Pin<Box<dyn Stream<Item = Bytes> + Send>>;
 async fn open_stream(
     target: &Target,
     requests: RequestBytes,
-) -> Result<(tonic::client::Grpc<Channel>, tonic::Request<RequestBytes>, Prepared), Error> {
+) -> Result<
+    (
+        tonic::client::Grpc<Channel>,
+        tonic::Request<RequestBytes>,
+        Prepared,
+    ),
+    Error,
+> {
     let prepared = target.prepare()?;
     let mut grpc = target.grpc(&prepared);
     let request = target.request(requests, &prepared);
     match tokio::time::timeout_at(prepared.deadline, grpc.ready()).await {
         Err(_) => Err(target.timed_out(&prepared)),
-        Ok(Err(e)) => Err(Error::from_status(&tonic::Status::from_error(Box::new(e)), CLIENT_ID)),
+        Ok(Err(e)) => Err(Error::from_status(
+            &tonic::Status::from_error(Box::new(e)),
+            CLIENT_ID,
+        )),
         Ok(Ok(())) => Ok((grpc, request, prepared)),
     }
 }
@@ -388,7 +403,8 @@ impl<Resp: DecodeReply> IntoFuture for ClientStreamCall<Resp> {
         Box::pin(async move {
             let target = self.target;
             let (mut grpc, request, prepared) = open_stream(&target, self.requests).await?;
-            let call = grpc.client_streaming(request, target.path.clone(), PreEncoded::<Resp>::default());
+            let call =
+                grpc.client_streaming(request, target.path.clone(), PreEncoded::<Resp>::default());
             match tokio::time::timeout_at(prepared.deadline, call).await {
                 Err(_) => Err(target.timed_out(&prepared)),
                 Ok(result) => result
@@ -422,7 +438,13 @@ impl<Resp: DecodeReply> IntoFuture for StreamingCall<Resp> {
             match tokio::time::timeout_at(prepared.deadline, call).await {
                 Err(_) => Err(target.timed_out(&prepared)),
                 Ok(result) => result
-                    .map(|r| ResponseStream::new(r.into_inner(), Some(prepared.deadline), target.service.clone()))
+                    .map(|r| {
+                        ResponseStream::new(
+                            r.into_inner(),
+                            Some(prepared.deadline),
+                            target.service.clone(),
+                        )
+                    })
                     .map_err(|s| target.failed(&s, &prepared)),
             }
         })
@@ -441,7 +463,10 @@ fn endpoint_path(endpoint: &str) -> Result<PathAndQuery, Error> {
         )
     })?;
     PathAndQuery::try_from(format!("/{service}/{method}")).map_err(|_| {
-        Error::bad_request(CLIENT_ID, format!("endpoint `{endpoint}` has characters a gRPC path cannot hold"))
+        Error::bad_request(
+            CLIENT_ID,
+            format!("endpoint `{endpoint}` has characters a gRPC path cannot hold"),
+        )
     })
 }
 
@@ -455,7 +480,12 @@ impl Client {
         request: &Req,
     ) -> UnaryCall<Resp> {
         UnaryCall {
-            target: Target::new(self, service, PathAndQuery::from_static(path), Cow::Borrowed(endpoint)),
+            target: Target::new(
+                self,
+                service,
+                PathAndQuery::from_static(path),
+                Cow::Borrowed(endpoint),
+            ),
             message: Bytes::from(request.encode_to_vec()),
             _reply: PhantomData,
         }
@@ -470,7 +500,12 @@ impl Client {
         request: &Req,
     ) -> ServerStreamCall<Resp> {
         ServerStreamCall {
-            target: Target::new(self, service, PathAndQuery::from_static(path), Cow::Borrowed(endpoint)),
+            target: Target::new(
+                self,
+                service,
+                PathAndQuery::from_static(path),
+                Cow::Borrowed(endpoint),
+            ),
             message: Bytes::from(request.encode_to_vec()),
             _reply: PhantomData,
         }
@@ -485,7 +520,12 @@ impl Client {
         requests: impl Stream<Item = Req> + Send + 'static,
     ) -> ClientStreamCall<Resp> {
         ClientStreamCall {
-            target: Target::new(self, service, PathAndQuery::from_static(path), Cow::Borrowed(endpoint)),
+            target: Target::new(
+                self,
+                service,
+                PathAndQuery::from_static(path),
+                Cow::Borrowed(endpoint),
+            ),
             requests: Box::pin(encode_stream(requests)),
             _reply: PhantomData,
         }
@@ -500,7 +540,12 @@ impl Client {
         requests: impl Stream<Item = Req> + Send + 'static,
     ) -> StreamingCall<Resp> {
         StreamingCall {
-            target: Target::new(self, service, PathAndQuery::from_static(path), Cow::Borrowed(endpoint)),
+            target: Target::new(
+                self,
+                service,
+                PathAndQuery::from_static(path),
+                Cow::Borrowed(endpoint),
+            ),
             requests: Box::pin(encode_stream(requests)),
             _reply: PhantomData,
         }
@@ -520,9 +565,17 @@ impl Client {
         options: CallOptions,
     ) -> Result<serde_json::Value, Error> {
         serde_json::from_str::<serde_json::Value>(json).map_err(|e| {
-            Error::bad_request(CLIENT_ID, format!("request for {endpoint} is not valid JSON: {e}"))
+            Error::bad_request(
+                CLIENT_ID,
+                format!("request for {endpoint} is not valid JSON: {e}"),
+            )
         })?;
-        let mut target = Target::new(self, service, endpoint_path(endpoint)?, Cow::Owned(endpoint.to_owned()));
+        let mut target = Target::new(
+            self,
+            service,
+            endpoint_path(endpoint)?,
+            Cow::Owned(endpoint.to_owned()),
+        );
         target.format = Format::Json;
         target.options = options;
         let reply: crate::codec::RawMessage = UnaryCall {
@@ -532,7 +585,10 @@ impl Client {
         }
         .await?;
         serde_json::from_slice(&reply.0).map_err(|e| {
-            Error::internal(CLIENT_ID, format!("reply from `{service}` {endpoint} is not JSON: {e}"))
+            Error::internal(
+                CLIENT_ID,
+                format!("reply from `{service}` {endpoint} is not JSON: {e}"),
+            )
         })
     }
 }
@@ -543,9 +599,14 @@ mod tests {
 
     #[test]
     fn endpoint_names_become_paths() {
-        assert_eq!(endpoint_path("Greeter.SayHello").unwrap().as_str(), "/Greeter/SayHello");
         assert_eq!(
-            endpoint_path("greeter.v1.Greeter.SayHello").unwrap().as_str(),
+            endpoint_path("Greeter.SayHello").unwrap().as_str(),
+            "/Greeter/SayHello"
+        );
+        assert_eq!(
+            endpoint_path("greeter.v1.Greeter.SayHello")
+                .unwrap()
+                .as_str(),
             "/greeter.v1.Greeter/SayHello"
         );
         assert_eq!(endpoint_path("SayHello").unwrap_err().code, 400);

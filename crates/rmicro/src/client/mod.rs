@@ -114,8 +114,7 @@ impl Client {
         let mut options = self.inner.options.clone();
         options.routes.insert(service.into(), address.into());
         let client = Client::new(options);
-        if let (Ok(mut mine), Ok(theirs)) =
-            (client.inner.layers.write(), self.inner.layers.read())
+        if let (Ok(mut mine), Ok(theirs)) = (client.inner.layers.write(), self.inner.layers.read())
         {
             mine.clone_from(&theirs);
         }

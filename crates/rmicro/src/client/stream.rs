@@ -61,7 +61,10 @@ impl<T> Stream for ResponseStream<T> {
             .as_mut()
             .is_some_and(|d| d.as_mut().poll(cx).is_ready());
         let timed_out = |service: &str| {
-            Error::timeout(CLIENT_ID, format!("stream from `{service}` ran past its deadline"))
+            Error::timeout(
+                CLIENT_ID,
+                format!("stream from `{service}` ran past its deadline"),
+            )
         };
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(message))) => Poll::Ready(Some(Ok(message))),

@@ -85,7 +85,9 @@ where
             return Poll::Ready(None);
         }
         loop {
-            match next_message(this.buf, *this.max_len).and_then(|m| m.map(&mut *this.map).transpose()) {
+            match next_message(this.buf, *this.max_len)
+                .and_then(|m| m.map(&mut *this.map).transpose())
+            {
                 Ok(Some(mapped)) => return Poll::Ready(Some(Ok(Frame::data(frame(mapped))))),
                 Ok(None) => {}
                 Err(status) => {
@@ -119,7 +121,9 @@ mod tests {
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
 
-    fn body_of(chunks: Vec<Bytes>) -> impl HttpBody<Data = Bytes, Error = std::convert::Infallible> {
+    fn body_of(
+        chunks: Vec<Bytes>,
+    ) -> impl HttpBody<Data = Bytes, Error = std::convert::Infallible> {
         StreamBody::new(futures_util::stream::iter(
             chunks.into_iter().map(|c| Ok(Frame::data(c))),
         ))
@@ -145,12 +149,23 @@ mod tests {
     #[tokio::test]
     async fn refuses_oversized_and_truncated_messages() {
         let big = frame(Bytes::from(vec![0u8; 20]));
-        let err = MapFrames::new(body_of(vec![big.clone()]), 10, Ok).collect().await.err().unwrap();
+        let err = MapFrames::new(body_of(vec![big.clone()]), 10, Ok)
+            .collect()
+            .await
+            .err()
+            .unwrap();
         let status = err.downcast::<Status>().unwrap();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
 
         let cut = big.slice(0..8);
-        let err = MapFrames::new(body_of(vec![cut]), 100, Ok).collect().await.err().unwrap();
-        assert_eq!(err.downcast::<Status>().unwrap().code(), tonic::Code::Internal);
+        let err = MapFrames::new(body_of(vec![cut]), 100, Ok)
+            .collect()
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.downcast::<Status>().unwrap().code(),
+            tonic::Code::Internal
+        );
     }
 }

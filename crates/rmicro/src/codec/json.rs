@@ -2,7 +2,9 @@
 
 use bytes::Bytes;
 use prost::Message as _;
-use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor, SerializeOptions};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor, SerializeOptions,
+};
 use tonic::Status;
 
 /// Descriptors could not be loaded into the transcoder.
@@ -60,13 +62,18 @@ pub fn json_to_proto(desc: &MessageDescriptor, json: &[u8]) -> Result<Bytes, Sta
 /// lowerCamelCase, default values included so callers see every field).
 pub fn proto_to_json(desc: &MessageDescriptor, proto: &[u8]) -> Result<Bytes, Status> {
     let message = DynamicMessage::decode(desc.clone(), proto).map_err(|e| {
-        Status::internal(format!("message is not a valid `{}`: {e}", desc.full_name()))
+        Status::internal(format!(
+            "message is not a valid `{}`: {e}",
+            desc.full_name()
+        ))
     })?;
     let options = SerializeOptions::new().skip_default_fields(false);
     let mut out = Vec::with_capacity(proto.len() * 2 + 2);
     let mut ser = serde_json::Serializer::new(&mut out);
     message
         .serialize_with_options(&mut ser, &options)
-        .map_err(|e| Status::internal(format!("cannot write `{}` as JSON: {e}", desc.full_name())))?;
+        .map_err(|e| {
+            Status::internal(format!("cannot write `{}` as JSON: {e}", desc.full_name()))
+        })?;
     Ok(Bytes::from(out))
 }

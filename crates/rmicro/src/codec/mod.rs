@@ -137,9 +137,18 @@ mod tests {
 
     #[test]
     fn picks_the_codec_from_the_content_type() {
-        assert_eq!(Format::from_content_type(b"application/grpc"), Some(Format::Proto));
-        assert_eq!(Format::from_content_type(b"application/grpc+proto"), Some(Format::Proto));
-        assert_eq!(Format::from_content_type(b"application/grpc+json"), Some(Format::Json));
+        assert_eq!(
+            Format::from_content_type(b"application/grpc"),
+            Some(Format::Proto)
+        );
+        assert_eq!(
+            Format::from_content_type(b"application/grpc+proto"),
+            Some(Format::Proto)
+        );
+        assert_eq!(
+            Format::from_content_type(b"application/grpc+json"),
+            Some(Format::Json)
+        );
         assert_eq!(
             Format::from_content_type(b"application/grpc+json; charset=utf-8"),
             Some(Format::Json)

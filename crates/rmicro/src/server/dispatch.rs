@@ -54,10 +54,8 @@ impl CallEnv {
         Resp: prost::Message + Send + 'static,
         Req: prost::Message + Default + Send + 'static,
     {
-        Grpc::new(ProstCodec::default()).apply_max_message_size_config(
-            Some(self.max_message_size),
-            Some(self.max_message_size),
-        )
+        Grpc::new(ProstCodec::default())
+            .apply_max_message_size_config(Some(self.max_message_size), Some(self.max_message_size))
     }
 
     fn context(&self, metadata: tonic::metadata::MetadataMap) -> Arc<Context> {
@@ -88,9 +86,14 @@ async fn run_unary<Resp>(
 ) -> Result<tonic::Response<Resp>, Status> {
     let scoped = Context::scope(ctx, fut);
     let result = match deadline {
-        Some(at) => tokio::time::timeout_at(at, scoped).await.unwrap_or_else(|_| {
-            Err(Error::timeout("rmicro.server", "the call ran past its deadline"))
-        }),
+        Some(at) => tokio::time::timeout_at(at, scoped)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::timeout(
+                    "rmicro.server",
+                    "the call ran past its deadline",
+                ))
+            }),
         None => scoped.await,
     };
     result.map(tonic::Response::new).map_err(|e| e.to_status())
@@ -144,7 +147,14 @@ where
     Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
 {
     let mut grpc = env.grpc::<Resp, Req>();
-    grpc.unary(Once { f: Some(handler), env }, request).await
+    grpc.unary(
+        Once {
+            f: Some(handler),
+            env,
+        },
+        request,
+    )
+    .await
 }
 
 /// Handles a call where the client streams and the server answers once.
@@ -163,9 +173,19 @@ where
     let service = env.service.clone();
     let adapter = move |r: Request<tonic::Streaming<Req>>| {
         let (ctx, stream) = r.into_parts();
-        handler(Request::with_context(ctx, RequestStream::new(stream, service)))
+        handler(Request::with_context(
+            ctx,
+            RequestStream::new(stream, service),
+        ))
     };
-    grpc.client_streaming(Once { f: Some(adapter), env }, request).await
+    grpc.client_streaming(
+        Once {
+            f: Some(adapter),
+            env,
+        },
+        request,
+    )
+    .await
 }
 
 impl<Req, Resp, F, Fut> tonic::server::ClientStreamingService<Req> for Once<F>
@@ -288,7 +308,10 @@ where
     let service_name = env.service.clone();
     let adapter = move |r: Request<tonic::Streaming<Req>>, tx: ResponseSender<Resp>| {
         let (ctx, stream) = r.into_parts();
-        handler(Request::with_context(ctx, RequestStream::new(stream, service_name)), tx)
+        handler(
+            Request::with_context(ctx, RequestStream::new(stream, service_name)),
+            tx,
+        )
     };
     let service = OnceStreaming {
         f: Some(adapter),

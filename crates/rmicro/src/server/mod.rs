@@ -165,13 +165,12 @@ impl RunningServer {
         health: HealthReporter,
         services: Vec<&'static str>,
     ) -> Result<Self, ServerError> {
-        let listener =
-            TcpListener::bind(&options.address)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    address: options.address.clone(),
-                    source,
-                })?;
+        let listener = TcpListener::bind(&options.address)
+            .await
+            .map_err(|source| ServerError::Bind {
+                address: options.address.clone(),
+                source,
+            })?;
         let address = listener.local_addr().map_err(|source| ServerError::Bind {
             address: options.address.clone(),
             source,
@@ -266,6 +265,9 @@ mod tests {
         let adv: SocketAddr = advertised_address(bound).parse().unwrap();
         assert!(!adv.ip().is_unspecified());
         assert_eq!(adv.port(), 4000);
-        assert_eq!(advertised_address("127.0.0.1:5".parse().unwrap()), "127.0.0.1:5");
+        assert_eq!(
+            advertised_address("127.0.0.1:5".parse().unwrap()),
+            "127.0.0.1:5"
+        );
     }
 }

@@ -80,7 +80,10 @@ impl Routes {
                 // A short name shared by two packages would be ambiguous: no alias.
                 if short_names.get(desc.short_name) == Some(&1) {
                     services.insert(desc.short_name.to_owned());
-                    routes.insert(format!("/{}/{}", desc.short_name, method.name), route.clone());
+                    routes.insert(
+                        format!("/{}/{}", desc.short_name, method.name),
+                        route.clone(),
+                    );
                 }
                 routes.insert(method.path.to_owned(), route);
             }
@@ -148,15 +151,14 @@ impl Router {
         let service = parts.next().unwrap_or_default();
         let method = parts.next().unwrap_or_default();
         if self.routes.services.contains(service) {
-            Status::unimplemented(format!(
-                "unknown method `{method}` of service `{service}`"
-            ))
+            Status::unimplemented(format!("unknown method `{method}` of service `{service}`"))
         } else {
             Status::unimplemented(format!(
                 "unknown service `{service}`: this server ({}) serves {}",
                 self.routes.name,
                 {
-                    let mut names: Vec<_> = self.routes.services.iter().map(String::as_str).collect();
+                    let mut names: Vec<_> =
+                        self.routes.services.iter().map(String::as_str).collect();
                     names.sort_unstable();
                     names.join(", ")
                 }
@@ -178,7 +180,11 @@ impl Service<http::Request<Incoming>> for Router {
         let ready = |r| -> Self::Future { Box::pin(std::future::ready(Ok(r))) };
         let path = request.uri().path();
         let Some(route) = self.routes.routes.get(path).cloned() else {
-            if let Some(builtin) = self.routes.builtin.get(path.split('/').nth(1).unwrap_or_default()) {
+            if let Some(builtin) = self
+                .routes
+                .builtin
+                .get(path.split('/').nth(1).unwrap_or_default())
+            {
                 return Box::pin(builtin.clone().call(request.map(Body::new)));
             }
             return ready(error_response(self.unknown_path(path)));
@@ -219,7 +225,9 @@ impl Service<http::Request<Incoming>> for Router {
                     http::header::CONTENT_TYPE,
                     HeaderValue::from_static(Format::Proto.content_type()),
                 );
-                Body::new(MapFrames::new(body, max, move |m: bytes::Bytes| json_to_proto(&input, &m)))
+                Body::new(MapFrames::new(body, max, move |m: bytes::Bytes| {
+                    json_to_proto(&input, &m)
+                }))
             }
         };
         parts.extensions.insert(CallInfo {
@@ -233,7 +241,11 @@ impl Service<http::Request<Incoming>> for Router {
         let call = self.stack.call(http::Request::from_parts(parts, body));
         Box::pin(async move {
             let Ok(response) = call.await;
-            Ok(finish_response(response, json.map(|(_, output)| output), max))
+            Ok(finish_response(
+                response,
+                json.map(|(_, output)| output),
+                max,
+            ))
         })
     }
 }
@@ -261,8 +273,10 @@ fn finish_response(
     );
     // The reply may be up to 3x its protobuf size as JSON; allow for it.
     response.map(|body| {
-        Body::new(MapFrames::new(body, max.saturating_mul(3), move |m: bytes::Bytes| {
-            proto_to_json(&output, &m)
-        }))
+        Body::new(MapFrames::new(
+            body,
+            max.saturating_mul(3),
+            move |m: bytes::Bytes| proto_to_json(&output, &m),
+        ))
     })
 }

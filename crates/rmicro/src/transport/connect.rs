@@ -118,7 +118,11 @@ pub fn connect_lazy(address: &str, options: &ChannelOptions) -> Result<Channel, 
         address: address.to_owned(),
         reason,
     };
-    let scheme = if options.tls.is_some() { "https" } else { "http" };
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
         .map_err(|e| invalid(e.to_string()))?
         .connect_timeout(options.connect_timeout)
@@ -134,7 +138,9 @@ pub fn connect_lazy(address: &str, options: &ChannelOptions) -> Result<Channel, 
     http.set_connect_timeout(Some(options.connect_timeout));
     let channel = endpoint.connect_with_connector_lazy(MarkingConnector { inner: http });
     let channel = tower::ServiceExt::map_request(channel, apply_codec);
-    Ok(Channel::new(tower::ServiceExt::map_err(channel, |e| TransportError(e.into()))))
+    Ok(Channel::new(tower::ServiceExt::map_err(channel, |e| {
+        TransportError(e.into())
+    })))
 }
 
 /// Whether a failed call certainly never reached a handler, so retrying it is safe even

@@ -13,7 +13,9 @@ mod listener;
 mod timeout;
 mod tls;
 
-pub use connect::{Channel, ChannelOptions, InvalidAddress, TransportError, connect_lazy, is_safe_to_retry};
+pub use connect::{
+    Channel, ChannelOptions, InvalidAddress, TransportError, connect_lazy, is_safe_to_retry,
+};
 pub(crate) use listener::serve;
 pub use timeout::{format_grpc_timeout, parse_grpc_timeout};
 pub use tls::{ClientTls, ServerTls, TlsError};

@@ -28,7 +28,10 @@ fn status_of(headers: &http::HeaderMap) -> Option<(Code, String)> {
 /// Calls `observe` once the response's gRPC status is known: at once for a
 /// trailers-only response, else when the body's trailers arrive. A body dropped before
 /// its end (the caller went away) reports `CANCELLED`.
-pub fn on_status(response: http::Response<Body>, observe: impl StatusObserver) -> http::Response<Body> {
+pub fn on_status(
+    response: http::Response<Body>,
+    observe: impl StatusObserver,
+) -> http::Response<Body> {
     if let Some((code, message)) = status_of(response.headers()) {
         observe(code, &message);
         return response;
@@ -41,9 +44,11 @@ pub fn on_status(response: http::Response<Body>, observe: impl StatusObserver) -
     })
 }
 
+type BoxedObserver = Box<dyn FnOnce(Code, &str) + Send>;
+
 struct ObservedBody {
     inner: Body,
-    observe: Option<Box<dyn FnOnce(Code, &str) + Send>>,
+    observe: Option<BoxedObserver>,
 }
 
 impl ObservedBody {
@@ -67,8 +72,8 @@ impl HttpBody for ObservedBody {
         match &frame {
             Some(Ok(f)) => {
                 if let Some(trailers) = f.trailers_ref() {
-                    let (code, message) =
-                        status_of(trailers).unwrap_or((Code::Unknown, "no grpc-status in trailers".into()));
+                    let (code, message) = status_of(trailers)
+                        .unwrap_or((Code::Unknown, "no grpc-status in trailers".into()));
                     this.report(code, &message);
                 }
             }
@@ -89,6 +94,9 @@ impl HttpBody for ObservedBody {
 
 impl Drop for ObservedBody {
     fn drop(&mut self) {
-        self.report(Code::Cancelled, "the caller went away before the call ended");
+        self.report(
+            Code::Cancelled,
+            "the caller went away before the call ended",
+        );
     }
 }

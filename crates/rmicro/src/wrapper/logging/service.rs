@@ -29,7 +29,9 @@ fn log(service: &str, endpoint: &str, code: Code, message: &str, started: Instan
         Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
             tracing::error!(service, endpoint, status = ?code, error = message, micros, "call failed")
         }
-        _ => tracing::warn!(service, endpoint, status = ?code, error = message, micros, "call failed"),
+        _ => {
+            tracing::warn!(service, endpoint, status = ?code, error = message, micros, "call failed")
+        }
     }
 }
 
@@ -60,7 +62,13 @@ where
                     log(&service, &endpoint, code, message, started)
                 })),
                 Err(err) => {
-                    log(&service, &endpoint, Code::Unavailable, &err.to_string(), started);
+                    log(
+                        &service,
+                        &endpoint,
+                        Code::Unavailable,
+                        &err.to_string(),
+                        started,
+                    );
                     Err(err)
                 }
             }
