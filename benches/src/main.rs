@@ -154,7 +154,8 @@ async fn load(address: &str, args: &LoadArgs, duration: Duration) -> anyhow::Res
     for i in 0..args.concurrency {
         let mut client = TonicClient::new(channels[i % channels.len()].clone());
         tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut hist =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
             let (mut ok, mut errors) = (0u64, 0u64);
             while Instant::now() < stop {
                 let t0 = Instant::now();
@@ -198,7 +199,10 @@ fn spawn_server(kind: &str) -> anyhow::Result<(std::process::Child, String)> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
     let address = line
@@ -239,7 +243,11 @@ async fn compare(args: LoadArgs) -> anyhow::Result<()> {
         args.connections, args.concurrency, args.duration, args.rounds, args.warmup
     );
     for round in 0..args.rounds {
-        let order: Vec<usize> = if round % 2 == 0 { vec![0, 1] } else { vec![1, 0] };
+        let order: Vec<usize> = if round % 2 == 0 {
+            vec![0, 1]
+        } else {
+            vec![1, 0]
+        };
         for i in order {
             let (mut child, address) = spawn_server(kinds[i])?;
             let result = async {
@@ -266,7 +274,10 @@ async fn compare(args: LoadArgs) -> anyhow::Result<()> {
             t.latency.add(&m.latency)?;
         }
     }
-    println!("\n{:<8} {:>10} {:>9} {:>9} {:>7}", "server", "req/s", "p50 us", "p99 us", "errors");
+    println!(
+        "\n{:<8} {:>10} {:>9} {:>9} {:>7}",
+        "server", "req/s", "p50 us", "p99 us", "errors"
+    );
     for (kind, t) in kinds.iter().zip(&totals) {
         println!(
             "{:<8} {:>10.0} {:>9} {:>9} {:>7}",
@@ -279,8 +290,10 @@ async fn compare(args: LoadArgs) -> anyhow::Result<()> {
     }
     let (tonic, rmicro) = (&totals[0], &totals[1]);
     let throughput = rmicro.rps() / tonic.rps();
-    let p50 = rmicro.latency.value_at_quantile(0.50) as f64 / tonic.latency.value_at_quantile(0.50) as f64;
-    let p99 = rmicro.latency.value_at_quantile(0.99) as f64 / tonic.latency.value_at_quantile(0.99) as f64;
+    let p50 = rmicro.latency.value_at_quantile(0.50) as f64
+        / tonic.latency.value_at_quantile(0.50) as f64;
+    let p99 = rmicro.latency.value_at_quantile(0.99) as f64
+        / tonic.latency.value_at_quantile(0.99) as f64;
     println!(
         "\nrmicro / tonic: throughput {throughput:.3}x (target >= 0.95x), p50 {p50:.3}x, p99 {p99:.3}x (target <= 1.10x)"
     );

@@ -648,3 +648,26 @@ async fn health_turns_not_serving_when_shutdown_starts() {
     drop(watch);
     assert!(stopping.await.unwrap(), "drained once the watch closed");
 }
+
+#[tokio::test]
+async fn the_greeter_stream_stops_promptly_when_the_caller_cancels() {
+    let (_service, server) = start_greeter().await;
+    let mut stream = client_for(&server)
+        .say_hello_stream(req("cancel", i32::MAX))
+        .timeout(Duration::from_secs(60))
+        .await
+        .unwrap();
+    for i in 1..=3 {
+        assert_eq!(
+            stream.message().await.unwrap().unwrap().message,
+            format!("Hello cancel #{i}")
+        );
+    }
+    drop(stream);
+    wait_until(
+        "the greeter's stream handler is gone",
+        Duration::from_secs(5),
+        || server.in_flight() == 0,
+    )
+    .await;
+}
