@@ -57,6 +57,22 @@ pub struct Flags {
     /// Static route for a service name, `name=host:port`; repeatable.
     #[arg(long = "client-route", env = "MICRO_CLIENT_ROUTES", value_name = "NAME=HOST:PORT", value_delimiter = ',', value_parser = parse_route)]
     pub client_routes: Vec<(String, String)>,
+    /// Registry: `local` (default; every process on this host), `memory`, or an
+    /// adapter's name (`etcd`, `consul`, `mdns`).
+    #[arg(long, env = "MICRO_REGISTRY", value_name = "NAME")]
+    pub registry: Option<String>,
+    /// Where the registry is: a directory for `local`, `host:port` for servers.
+    #[arg(long, env = "MICRO_REGISTRY_ADDRESS", value_name = "ADDRESS")]
+    pub registry_address: Option<String>,
+    /// How long a registration lives without being refreshed [default: 60s].
+    #[arg(long, env = "MICRO_REGISTER_TTL", value_name = "DURATION", value_parser = parse_duration)]
+    pub register_ttl: Option<Duration>,
+    /// How often the service refreshes its registration [default: 30s].
+    #[arg(long, env = "MICRO_REGISTER_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub register_interval: Option<Duration>,
+    /// How calls pick a node: random, round_robin, least_outstanding, hash [default: random].
+    #[arg(long, env = "MICRO_SELECTOR", value_name = "STRATEGY")]
+    pub selector: Option<crate::selector::Strategy>,
     /// Log level or filter (`debug`, `info`, `rmicro=debug,warn`) [default: info].
     #[arg(long, env = "MICRO_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,

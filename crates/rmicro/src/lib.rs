@@ -22,6 +22,7 @@ pub mod errors;
 mod logging;
 pub mod metadata;
 pub mod registry;
+pub mod selector;
 pub mod server;
 mod service;
 pub mod transport;

@@ -3,11 +3,14 @@
 
 use crate::client::{Client, ClientOptions};
 use crate::cmd::Flags;
+use crate::registry::{Node, Registration, RegistryError, SharedRegistry};
+use crate::selector::{Selector, Strategy};
 use crate::server::{
     HandlerStack, RunningServer, ServerError, ServerOptions, ServiceHandler, build_router,
 };
 use crate::transport::{ClientTls, ServerTls};
 use clap::Parser;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +24,9 @@ pub enum BuildError {
     /// A TLS file could not be read.
     #[error(transparent)]
     Tls(#[from] crate::transport::TlsError),
+    /// The registry named by the flags cannot be built.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 impl BuildError {
@@ -30,6 +36,10 @@ impl BuildError {
         match self {
             BuildError::Flags(e) => e.exit(),
             BuildError::Tls(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2)
+            }
+            BuildError::Registry(e) => {
                 eprintln!("error: {e}");
                 std::process::exit(2)
             }
@@ -47,9 +57,45 @@ pub struct ServiceBuilder {
     args: Option<Vec<OsString>>,
     log_level: String,
     log_format: String,
+    registry: Option<SharedRegistry>,
+    registry_flags: Option<(String, Option<String>)>,
+    register_ttl: Duration,
+    register_interval: Duration,
+    strategy: Strategy,
+    metadata: BTreeMap<String, String>,
 }
 
 impl ServiceBuilder {
+    /// Where the service registers and its client finds others (`--registry` overrides).
+    pub fn registry(mut self, registry: SharedRegistry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// How long a registration lives without a refresh (`--register-ttl`).
+    pub fn register_ttl(mut self, ttl: Duration) -> Self {
+        self.register_ttl = ttl;
+        self
+    }
+
+    /// How often the registration is refreshed (`--register-interval`).
+    pub fn register_interval(mut self, interval: Duration) -> Self {
+        self.register_interval = interval;
+        self
+    }
+
+    /// How the client picks nodes (`--selector`).
+    pub fn selector(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Adds service metadata to the registry record.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
     /// The service's version (`--server-version` overrides).
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = version.into();
@@ -122,12 +168,22 @@ impl ServiceBuilder {
         };
         self.apply(flags)?;
         crate::logging::init(&self.log_level, &self.log_format);
+        let registry = match (self.registry_flags.take(), self.registry.take()) {
+            (Some((name, address)), _) => crate::registry::from_flags(&name, address.as_deref())?,
+            (None, Some(registry)) => registry,
+            (None, None) => crate::registry::from_flags("local", None)?,
+        };
+        let selector = Arc::new(Selector::new(registry.clone(), self.strategy));
         Ok(Service {
             inner: Arc::new(ServiceInner {
                 name: self.name,
                 version: self.version,
-                client: Client::new(self.client),
+                client: Client::with_selector(self.client, selector),
                 server: self.server,
+                registry,
+                register_ttl: self.register_ttl,
+                register_interval: self.register_interval,
+                metadata: self.metadata,
                 handlers: Mutex::new(Vec::new()),
                 wrappers: Mutex::new(Vec::new()),
             }),
@@ -168,6 +224,19 @@ impl ServiceBuilder {
             self.client.channel.tls = Some(ClientTls::default().with_ca_file(&ca)?);
         }
         self.client.routes.extend(flags.client_routes);
+        if flags.registry.is_some() || flags.registry_address.is_some() {
+            let name = flags.registry.unwrap_or_else(|| "local".into());
+            self.registry_flags = Some((name, flags.registry_address));
+        }
+        if let Some(ttl) = flags.register_ttl {
+            self.register_ttl = ttl;
+        }
+        if let Some(interval) = flags.register_interval {
+            self.register_interval = interval;
+        }
+        if let Some(strategy) = flags.selector {
+            self.strategy = strategy;
+        }
         if let Some(l) = flags.log_level {
             self.log_level = l;
         }
@@ -200,6 +269,10 @@ struct ServiceInner {
     version: String,
     client: Client,
     server: ServerOptions,
+    registry: SharedRegistry,
+    register_ttl: Duration,
+    register_interval: Duration,
+    metadata: BTreeMap<String, String>,
     handlers: Mutex<Vec<Arc<dyn ServiceHandler>>>,
     wrappers: Mutex<Vec<HandlerWrapper>>,
 }
@@ -227,6 +300,50 @@ impl Service {
             args: None,
             log_level: "info".into(),
             log_format: "text".into(),
+            registry: None,
+            registry_flags: None,
+            register_ttl: Duration::from_secs(60),
+            register_interval: Duration::from_secs(30),
+            strategy: Strategy::default(),
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    /// The registry the service registers in and finds others through.
+    pub fn registry(&self) -> &SharedRegistry {
+        &self.inner.registry
+    }
+
+    /// The registry record for a server at `address` serving `handlers`.
+    fn record(
+        &self,
+        address: &str,
+        handlers: &[Arc<dyn ServiceHandler>],
+    ) -> crate::registry::Service {
+        let inner = &self.inner;
+        let metadata: BTreeMap<String, String> = [
+            ("transport", "grpc".to_owned()),
+            ("protocol", "grpc".to_owned()),
+            ("server", "rmicro".to_owned()),
+            ("registry", inner.registry.describe()),
+            ("tls", inner.server.tls.is_some().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        crate::registry::Service {
+            name: inner.name.clone(),
+            version: inner.version.clone(),
+            metadata: inner.metadata.clone(),
+            endpoints: handlers
+                .iter()
+                .flat_map(|h| (h.descriptor().endpoints)())
+                .collect(),
+            nodes: vec![Node {
+                id: format!("{}-{}", inner.name, uuid::Uuid::new_v4()),
+                address: address.to_owned(),
+                metadata,
+            }],
         }
     }
 
@@ -315,11 +432,28 @@ impl Service {
             })
             .await?
         };
-        let running = RunningServer::start(&self.inner.server, router, health, services).await?;
+        let mut running =
+            RunningServer::start(&self.inner.server, router, health, services).await?;
+        let record = self.record(running.advertise(), &handlers);
+        match Registration::start(
+            self.inner.registry.clone(),
+            record,
+            self.inner.register_ttl,
+            self.inner.register_interval,
+        )
+        .await
+        {
+            Ok(registration) => running.attach(registration),
+            Err(err) => {
+                running.stop().await;
+                return Err(err.into());
+            }
+        }
         tracing::info!(
             service = %self.inner.name,
             version = %self.inner.version,
             tls = self.inner.server.tls.is_some(),
+            registry = %self.inner.registry.describe(),
             "Server [grpc] Listening on {}",
             running.advertise()
         );

@@ -5,6 +5,7 @@ use crate::codec::{DecodeReply, Format, PreEncoded};
 use crate::context::Context;
 use crate::errors::Error;
 use crate::metadata::Metadata;
+use crate::selector::{SelectOptions, Selected};
 use crate::transport::{Channel, is_safe_to_retry};
 use crate::wrapper::ClientCallInfo;
 use bytes::Bytes;
@@ -28,6 +29,7 @@ pub struct CallOptions {
     metadata: Metadata,
     idempotent: bool,
     invalid: Option<String>,
+    select: SelectOptions,
 }
 
 impl CallOptions {
@@ -68,6 +70,24 @@ impl CallOptions {
         self.idempotent = true;
         self
     }
+
+    /// Only call nodes of this version of the service.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.select.version = Some(version.into());
+        self
+    }
+
+    /// Only call nodes whose registry metadata has `key: value`.
+    pub fn node_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.select.metadata.push((key.into(), value.into()));
+        self
+    }
+
+    /// The key for the `hash` selector: calls with the same key go to the same node.
+    pub fn hash_key(mut self, key: impl Into<String>) -> Self {
+        self.select.hash_key = Some(key.into());
+        self
+    }
 }
 
 macro_rules! call_options {
@@ -102,6 +122,18 @@ macro_rules! call_options {
             self
         }
 
+        /// Only call nodes of this version of the service.
+        pub fn version(mut self, version: impl Into<String>) -> Self {
+            self.target.options = self.target.options.version(version);
+            self
+        }
+
+        /// The key for the `hash` selector: calls with the same key go to the same node.
+        pub fn hash_key(mut self, key: impl Into<String>) -> Self {
+            self.target.options = self.target.options.hash_key(key);
+            self
+        }
+
         /// Replaces all options at once.
         pub fn options(mut self, options: CallOptions) -> Self {
             self.target.options = options;
@@ -124,6 +156,8 @@ struct Target {
 struct Prepared {
     channel: Channel,
     address: Arc<str>,
+    /// The node the selector picked (counts as in flight until dropped).
+    node: Option<Selected>,
     deadline: Instant,
     timeout: Duration,
 }
@@ -145,24 +179,51 @@ impl Target {
         }
     }
 
-    fn prepare(&self) -> Result<Prepared, Error> {
-        if let Some(invalid) = &self.options.invalid {
-            return Err(Error::bad_request(CLIENT_ID, invalid.clone()));
-        }
+    /// The call's deadline and how long that is from now.
+    fn deadline(&self) -> (Instant, Duration) {
         let defaults = &self.client.inner.options;
         let mut timeout = self.options.timeout.unwrap_or(defaults.request_timeout);
         // Inside a handler, never outlive the incoming call.
         if let Some(remaining) = Context::current().and_then(|c| c.remaining()) {
             timeout = timeout.min(remaining);
         }
-        let address = self
+        (Instant::now() + timeout, timeout)
+    }
+
+    async fn prepare(&self) -> Result<Prepared, Error> {
+        let (deadline, timeout) = self.deadline();
+        self.prepare_until(deadline, timeout, &self.options.select)
+            .await
+    }
+
+    /// Picks where the next attempt goes, honouring the call's deadline.
+    async fn prepare_until(
+        &self,
+        deadline: Instant,
+        timeout: Duration,
+        select: &SelectOptions,
+    ) -> Result<Prepared, Error> {
+        if let Some(invalid) = &self.options.invalid {
+            return Err(Error::bad_request(CLIENT_ID, invalid.clone()));
+        }
+        let resolve = self
             .client
-            .resolve(&self.service, self.options.address.as_deref())?;
+            .resolve(&self.service, self.options.address.as_deref(), select);
+        let (address, node) =
+            tokio::time::timeout_at(deadline, resolve)
+                .await
+                .map_err(|_| {
+                    Error::timeout(
+                        CLIENT_ID,
+                        format!("finding a node of `{}` timed out", self.service),
+                    )
+                })??;
         let channel = self.client.channel(&address)?;
         Ok(Prepared {
             channel,
-            address: Arc::from(address),
-            deadline: Instant::now() + timeout,
+            address,
+            node,
+            deadline,
             timeout,
         })
     }
@@ -224,12 +285,13 @@ impl Target {
 
     /// Sends one request message as `A` does, retrying where safe.
     async fn with_retries<A: Attempt>(&self, message: Bytes) -> Result<A::Reply, Error> {
-        let prepared = self.prepare()?;
+        let mut prepared = self.prepare().await?;
         let retries = self
             .options
             .retries
             .unwrap_or(self.client.inner.options.retries);
         let mut attempt = 0u32;
+        let mut select = self.options.select.clone();
         loop {
             let mut grpc = self.grpc(&prepared);
             let request = self.request(message.clone(), &prepared);
@@ -241,9 +303,22 @@ impl Target {
             };
             let status = match tokio::time::timeout_at(prepared.deadline, sent).await {
                 Err(_) => return Err(self.timed_out(&prepared)),
-                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Ok(reply)) => {
+                    if let Some(node) = &prepared.node {
+                        node.mark_up();
+                    }
+                    return Ok(reply);
+                }
                 Ok(Err(status)) => status,
             };
+            let unreachable = is_safe_to_retry(&status);
+            if let Some(node) = &prepared.node {
+                if unreachable {
+                    node.mark_down();
+                }
+                // The next attempt goes to another node when there is one.
+                select.exclude.push(node.id().clone());
+            }
             if attempt >= retries || !self.should_retry(&status) {
                 return Err(self.failed(&status, &prepared));
             }
@@ -255,6 +330,17 @@ impl Target {
             }
             attempt += 1;
             tracing::debug!(service = %self.service, endpoint = %self.endpoint, attempt, error = %status.message(), "retrying call");
+            if prepared.node.is_some() {
+                let (deadline, timeout) = (prepared.deadline, prepared.timeout);
+                prepared = match self.prepare_until(deadline, timeout, &select).await {
+                    Ok(next) => next,
+                    // Every node was tried: go round again from the full set.
+                    Err(_) => {
+                        select.exclude.clear();
+                        self.prepare_until(deadline, timeout, &select).await?
+                    }
+                };
+            }
         }
     }
 }
@@ -371,7 +457,7 @@ async fn open_stream(
     ),
     Error,
 > {
-    let prepared = target.prepare()?;
+    let prepared = target.prepare().await?;
     let mut grpc = target.grpc(&prepared);
     let request = target.request(requests, &prepared);
     match tokio::time::timeout_at(prepared.deadline, grpc.ready()).await {

@@ -28,6 +28,7 @@ pub use call::{CallOptions, ClientStreamCall, ServerStreamCall, StreamingCall, U
 pub use stream::ResponseStream;
 
 use crate::errors::Error;
+use crate::selector::{SelectError, SelectOptions, Selected, Selector};
 use crate::transport::{Channel, ChannelOptions, ClientTls, connect_lazy};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -74,6 +75,7 @@ pub struct Client {
 
 struct ClientInner {
     options: ClientOptions,
+    selector: Option<Arc<Selector>>,
     layers: RwLock<Vec<ClientLayer>>,
     channels: RwLock<HashMap<String, Channel>>,
 }
@@ -93,15 +95,40 @@ impl Default for Client {
 }
 
 impl Client {
-    /// A client with the given options.
+    /// A client with the given options, resolving names through static routes only.
     pub fn new(options: ClientOptions) -> Self {
+        Self::build(options, None)
+    }
+
+    /// A client that finds services through `selector` (and its registry).
+    pub fn with_selector(options: ClientOptions, selector: Arc<Selector>) -> Self {
+        Self::build(options, Some(selector))
+    }
+
+    fn build(options: ClientOptions, selector: Option<Arc<Selector>>) -> Self {
         Client {
             inner: Arc::new(ClientInner {
                 options,
+                selector,
                 layers: RwLock::new(Vec::new()),
                 channels: RwLock::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The selector this client resolves names with, if it has a registry.
+    pub fn selector(&self) -> Option<&Arc<Selector>> {
+        self.inner.selector.as_ref()
+    }
+
+    /// A client like this one but with other options (same selector and wrappers).
+    fn derive(&self, options: ClientOptions) -> Self {
+        let client = Self::build(options, self.inner.selector.clone());
+        if let (Ok(mut mine), Ok(theirs)) = (client.inner.layers.write(), self.inner.layers.read())
+        {
+            mine.clone_from(&theirs);
+        }
+        client
     }
 
     /// The client's options.
@@ -125,7 +152,7 @@ impl Client {
     pub fn with_tls(&self, tls: ClientTls) -> Self {
         let mut options = self.inner.options.clone();
         options.channel.tls = Some(tls);
-        Client::new(options)
+        self.derive(options)
     }
 
     /// Adds a wrapper around every call; the first added is the outermost.
@@ -150,24 +177,38 @@ impl Client {
         }
     }
 
-    /// The address `service` resolves to: the per-call override, a static route, or
-    /// the name itself when it is a `host:port`.
-    pub(crate) fn resolve(&self, service: &str, address: Option<&str>) -> Result<String, Error> {
+    /// Where a call to `service` goes: the per-call address, a static route, a node
+    /// picked by the selector, or the name itself when it is a `host:port`.
+    pub(crate) async fn resolve(
+        &self,
+        service: &str,
+        address: Option<&str>,
+        select: &SelectOptions,
+    ) -> Result<(Arc<str>, Option<Selected>), Error> {
         if let Some(address) = address {
-            return Ok(address.to_owned());
+            return Ok((Arc::from(address), None));
         }
         if let Some(address) = self.inner.options.routes.get(service) {
-            return Ok(address.clone());
+            return Ok((Arc::from(address.as_str()), None));
+        }
+        if let Some(selector) = &self.inner.selector {
+            return match selector.select(service, select).await {
+                Ok(selected) => Ok((selected.address().clone(), Some(selected))),
+                Err(SelectError::NoNodes { .. }) if service.contains(':') => {
+                    Ok((Arc::from(service), None))
+                }
+                Err(err) => Err(Error::unavailable(CLIENT_ID, err.to_string())),
+            };
         }
         if service.contains(':') {
-            return Ok(service.to_owned());
+            return Ok((Arc::from(service), None));
         }
         Err(Error::new(
             CLIENT_ID,
             503,
             format!(
                 "service `{service}` has no known address: give the call an `.address(..)`, \
-                 or route it with `client.with_route(\"{service}\", \"host:port\")`"
+                 route it with `client.with_route(\"{service}\", \"host:port\")`, or use a registry"
             ),
         ))
     }

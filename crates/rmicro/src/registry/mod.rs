@@ -1,12 +1,31 @@
-//! Registry records in go-micro's shape: services, their nodes and their endpoints.
+//! The registry: where services announce their nodes and callers find them.
 //!
-//! Codegen fills [`Endpoint`]s from the `.proto`, so a registry can tell callers and
-//! tools (`rmicro describe`) which endpoints a service has and what their messages
-//! look like. The JSON form matches go-micro's, so tools that read a go-micro registry
-//! read ours.
+//! A [`Registry`] stores records in go-micro's shape — a [`Service`] with its version,
+//! metadata, [`Endpoint`]s (filled by codegen from the `.proto`) and [`Node`]s — and
+//! serializes them as go-micro's JSON, so tools that read a go-micro registry read
+//! ours. A service registers itself on start with a TTL, re-registers on an interval,
+//! and deregisters first thing on shutdown; callers don't ask the registry per call:
+//! the [`crate::selector`] keeps a cache fed by [`Registry::watch`].
+//!
+//! Implementations: [`MemoryRegistry`] (one process), [`LocalRegistry`] (the default:
+//! every process on one host, no daemon, no multicast), and the adapter crates
+//! (`rmicro-etcd`, `rmicro-consul`, …) for real clusters.
 
+mod local;
+mod memory;
+mod registration;
+pub mod testing;
+
+pub use local::LocalRegistry;
+pub use memory::MemoryRegistry;
+pub(crate) use registration::Registration;
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// A field of a message, or a message itself: `{name, type, values}`, nested up to 3 levels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -46,9 +65,223 @@ pub struct Endpoint {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// One running instance of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Node {
+    /// `<service-name>-<uuid>`.
+    pub id: String,
+    /// `host:port` callers dial.
+    pub address: String,
+    /// `transport`, `server`, `registry`, `protocol`, … as in go-micro.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A service as the registry knows it: one version of it and some of its nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Service {
+    /// The service name (`greeter`).
+    pub name: String,
+    /// Its version (`1.0.0`).
+    #[serde(default)]
+    pub version: String,
+    /// Free-form service metadata.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// What it serves.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    /// Where it runs.
+    #[serde(default)]
+    pub nodes: Vec<Node>,
+}
+
+/// What happened to a service's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// A node appeared.
+    Create,
+    /// A node's record changed (or was refreshed with different content).
+    Update,
+    /// A node left or expired.
+    Delete,
+}
+
+/// A change seen by [`Registry::watch`]: the service with the node(s) concerned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// What happened.
+    pub action: Action,
+    /// The service, holding just the affected node(s).
+    pub service: Service,
+}
+
+/// A stream of registry changes.
+pub type Watcher = BoxStream<'static, Result<Event, RegistryError>>;
+
+/// Why a registry operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry backend could not be reached or refused the operation.
+    #[error("registry `{registry}` failed to {operation}: {detail}")]
+    Backend {
+        /// Which registry (`local:/tmp/...`, `etcd://...`).
+        registry: String,
+        /// What was attempted.
+        operation: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A record could not be read back.
+    #[error("registry `{registry}` holds an unreadable record `{key}`: {detail}")]
+    Corrupt {
+        /// Which registry.
+        registry: String,
+        /// The record's key or path.
+        key: String,
+        /// Parse error.
+        detail: String,
+    },
+    /// `--registry` named an implementation that does not exist or is not compiled in.
+    #[error(
+        "unknown registry `{0}`: use memory or local (etcd, consul and mdns come from their adapter crates)"
+    )]
+    Unknown(String),
+}
+
+/// Service discovery: register, deregister, look up, list and watch services.
+///
+/// Methods return boxed futures so that `Arc<dyn Registry>` works.
+pub trait Registry: Send + Sync + 'static {
+    /// A short description, e.g. `local:/tmp/rmicro-registry-0` or `etcd://10.0.0.5:2379`.
+    fn describe(&self) -> String;
+
+    /// Adds or refreshes `service`'s nodes; they expire after `ttl` unless refreshed.
+    fn register(
+        &self,
+        service: &Service,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), RegistryError>>;
+
+    /// Removes `service`'s nodes.
+    fn deregister(&self, service: &Service) -> BoxFuture<'_, Result<(), RegistryError>>;
+
+    /// Every version of `name` with its live nodes; empty if none.
+    fn get_service(&self, name: &str) -> BoxFuture<'_, Result<Vec<Service>, RegistryError>>;
+
+    /// Every service (versions listed separately; nodes may be omitted).
+    fn list_services(&self) -> BoxFuture<'_, Result<Vec<Service>, RegistryError>>;
+
+    /// Changes to `service` (or to every service when `None`), from now on.
+    fn watch(&self, service: Option<&str>) -> BoxFuture<'_, Result<Watcher, RegistryError>>;
+}
+
+/// A shared registry.
+pub type SharedRegistry = Arc<dyn Registry>;
+
+impl std::fmt::Debug for dyn Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Registry({})", self.describe())
+    }
+}
+
+/// Builds a registry from `--registry NAME --registry-address ADDR`.
+///
+/// Knows `memory` and `local`; other names come from adapter crates, which users
+/// pass to the service builder with `.registry(..)`.
+pub fn from_flags(name: &str, address: Option<&str>) -> Result<SharedRegistry, RegistryError> {
+    match name {
+        "memory" => Ok(Arc::new(MemoryRegistry::new())),
+        "local" | "" => Ok(Arc::new(match address {
+            Some(dir) if !dir.is_empty() => LocalRegistry::new(dir),
+            _ => LocalRegistry::default_location(),
+        })),
+        other => Err(RegistryError::Unknown(other.to_owned())),
+    }
+}
+
+/// Merges records of one name into one [`Service`] per version, as `get_service`
+/// returns them; node order is by id so results are stable.
+pub fn merge_by_version(records: impl IntoIterator<Item = Service>) -> Vec<Service> {
+    let mut by_version: BTreeMap<String, Service> = BTreeMap::new();
+    for record in records {
+        match by_version.get_mut(&record.version) {
+            Some(existing) => {
+                for node in record.nodes {
+                    existing.nodes.retain(|n| n.id != node.id);
+                    existing.nodes.push(node);
+                }
+            }
+            None => {
+                by_version.insert(record.version.clone(), record);
+            }
+        }
+    }
+    let mut services: Vec<Service> = by_version.into_values().collect();
+    for s in &mut services {
+        s.nodes.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+    services
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn memory_registry_conforms() {
+        testing::conformance(&MemoryRegistry::new(), "", Duration::from_millis(500)).await;
+    }
+
+    #[tokio::test]
+    async fn local_registry_conforms() {
+        let dir = std::env::temp_dir().join(format!("rmicro-local-{}", uuid::Uuid::new_v4()));
+        let registry = LocalRegistry::new(&dir).poll_interval(Duration::from_millis(50));
+        testing::conformance(&registry, "", Duration::from_millis(500)).await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn local_registry_drops_nodes_of_dead_processes_at_once() {
+        let dir = std::env::temp_dir().join(format!("rmicro-local-{}", uuid::Uuid::new_v4()));
+        let registry = LocalRegistry::new(&dir);
+        let svc = testing::record("dead", "1", "dead-1", "127.0.0.1:1");
+        registry
+            .register(&svc, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(registry.get_service("dead").await.unwrap().len(), 1);
+        // Rewrite the record as if a process that no longer exists had written it.
+        let path = dir.join("dead").join("dead-1.json");
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        json["pid"] = serde_json::json!(u32::MAX - 1);
+        std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+        assert!(registry.get_service("dead").await.unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn local_registry_skips_corrupt_records() {
+        let dir = std::env::temp_dir().join(format!("rmicro-local-{}", uuid::Uuid::new_v4()));
+        let registry = LocalRegistry::new(&dir);
+        let svc = testing::record("svc", "1", "svc-1", "127.0.0.1:1");
+        registry
+            .register(&svc, Duration::from_secs(60))
+            .await
+            .unwrap();
+        std::fs::write(dir.join("svc").join("broken.json"), b"{not json").unwrap();
+        let got = registry.get_service("svc").await.unwrap();
+        assert_eq!(got[0].nodes, svc.nodes);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn unknown_registry_names_say_what_exists() {
+        let err = from_flags("zookeeper", None).unwrap_err();
+        assert!(err.to_string().contains("use memory or local"), "{err}");
+    }
 
     #[test]
     fn serializes_like_go_micro() {

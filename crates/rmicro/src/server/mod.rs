@@ -78,6 +78,9 @@ pub enum ServerError {
     /// The reflection service could not load the descriptors.
     #[error("cannot build server reflection from the generated descriptors: {0}")]
     Reflection(String),
+    /// The service could not register itself.
+    #[error("cannot register in the registry: {0}")]
+    Register(#[from] crate::registry::RegistryError),
     /// No handler was added.
     #[error("service `{0}` has no handlers: call `service.handle(..)` before `run()`")]
     NoHandlers(String),
@@ -146,6 +149,7 @@ pub struct RunningServer {
     health: HealthReporter,
     services: Vec<&'static str>,
     in_flight: Arc<AtomicUsize>,
+    registration: Option<crate::registry::Registration>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -200,7 +204,18 @@ impl RunningServer {
             health,
             services,
             in_flight,
+            registration: None,
         })
+    }
+
+    /// Ties a registration to the server: [`RunningServer::stop`] removes it first.
+    pub(crate) fn attach(&mut self, registration: crate::registry::Registration) {
+        self.registration = Some(registration);
+    }
+
+    /// The record this server registered, if it registered.
+    pub fn registered(&self) -> Option<&crate::registry::Service> {
+        self.registration.as_ref().map(|r| r.service())
     }
 
     /// The address the server is bound to.
@@ -218,9 +233,13 @@ impl RunningServer {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    /// Graceful shutdown: reports `NOT_SERVING`, stops accepting, lets in-flight calls
-    /// finish for up to the grace period. Returns `true` if they all finished in time.
+    /// Graceful shutdown: deregisters (so callers stop picking this node), reports
+    /// `NOT_SERVING`, stops accepting, and lets in-flight calls finish for up to the
+    /// grace period. Returns `true` if they all finished in time.
     pub async fn stop(mut self) -> bool {
+        if let Some(registration) = self.registration.take() {
+            registration.stop().await;
+        }
         for name in self.services.iter().copied().chain([""]) {
             self.health
                 .set_service_status(name, ServingStatus::NotServing)

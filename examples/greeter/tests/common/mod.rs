@@ -20,7 +20,7 @@ pub async fn start_with<H: greeter::proto::Greeter>(
         .version("1.0.0")
         .address("127.0.0.1:0")
         .grace_period(Duration::from_secs(2))
-        .args(["greeter", "--log-level", "warn"]);
+        .args(["greeter", "--log-level", "warn", "--registry", "memory"]);
     let service = configure(builder).build().expect("valid test flags");
     service.handle(GreeterServer::new(handler));
     let server = service.start().await.expect("server starts");
