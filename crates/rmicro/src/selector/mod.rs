@@ -247,3 +247,195 @@ impl Selector {
         Ok(Selected::new(snapshot.nodes[pick].clone()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::testing::record;
+    use crate::registry::{MemoryRegistry, Registry};
+    use std::time::Duration;
+
+    async fn three_nodes(strategy: Strategy) -> (Arc<MemoryRegistry>, Selector) {
+        let registry = Arc::new(MemoryRegistry::new());
+        for (i, version) in [(1, "1.0.0"), (2, "1.0.0"), (3, "2.0.0")] {
+            let svc = record(
+                "greeter",
+                version,
+                &format!("greeter-{i}"),
+                &format!("127.0.0.1:{i}"),
+            );
+            registry
+                .register(&svc, Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        let selector = Selector::new(registry.clone(), strategy);
+        (registry, selector)
+    }
+
+    async fn counts(
+        selector: &Selector,
+        calls: usize,
+        options: &SelectOptions,
+    ) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for _ in 0..calls {
+            let picked = selector.select("greeter", options).await.unwrap();
+            *counts.entry(picked.address().to_string()).or_default() += 1;
+        }
+        counts
+    }
+
+    async fn wait_for_nodes(selector: &Selector, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while selector.nodes("greeter").await.unwrap().len() != n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cache never reached {n} nodes"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn round_robin_spreads_evenly() {
+        let (_registry, selector) = three_nodes(Strategy::RoundRobin).await;
+        let counts = counts(&selector, 3000, &SelectOptions::default()).await;
+        assert_eq!(counts.len(), 3);
+        for (node, n) in counts {
+            assert!((990..=1010).contains(&n), "{node} got {n}");
+        }
+    }
+
+    #[tokio::test]
+    async fn random_passes_a_chi_square_test() {
+        let (_registry, selector) = three_nodes(Strategy::Random).await;
+        let counts = counts(&selector, 3000, &SelectOptions::default()).await;
+        let chi2: f64 = counts
+            .values()
+            .map(|&n| (n as f64 - 1000.0).powi(2) / 1000.0)
+            .sum();
+        // 2 degrees of freedom, p = 0.001.
+        assert!(chi2 < 13.82, "chi-square {chi2} for {counts:?}");
+    }
+
+    #[tokio::test]
+    async fn least_outstanding_avoids_the_busy_node() {
+        let (_registry, selector) = three_nodes(Strategy::LeastOutstanding).await;
+        // Load node 1 by excluding the others.
+        let only_one = SelectOptions {
+            exclude: vec![Arc::from("greeter-2"), Arc::from("greeter-3")],
+            ..SelectOptions::default()
+        };
+        let mut busy = Vec::new();
+        for _ in 0..50 {
+            busy.push(selector.select("greeter", &only_one).await.unwrap());
+        }
+        assert!(busy.iter().all(|s| &**s.address() == "127.0.0.1:1"));
+        let counts = counts(&selector, 300, &SelectOptions::default()).await;
+        assert_eq!(counts.get("127.0.0.1:1"), None, "{counts:?}");
+        drop(busy);
+        let info = selector.nodes("greeter").await.unwrap();
+        assert!(info.iter().all(|n| n.in_flight == 0), "{info:?}");
+    }
+
+    #[tokio::test]
+    async fn hash_is_sticky_and_moves_few_keys_when_a_node_leaves() {
+        let (registry, selector) = three_nodes(Strategy::Hash).await;
+        let key_options = |k: usize| SelectOptions {
+            hash_key: Some(format!("user-{k}")),
+            ..SelectOptions::default()
+        };
+        let mut before = Vec::new();
+        for k in 0..3000 {
+            let a = selector.select("greeter", &key_options(k)).await.unwrap();
+            let b = selector.select("greeter", &key_options(k)).await.unwrap();
+            assert_eq!(a.address(), b.address(), "key {k} is not sticky");
+            before.push(a.address().clone());
+        }
+        let leaving = record("greeter", "2.0.0", "greeter-3", "127.0.0.1:3");
+        registry.deregister(&leaving).await.unwrap();
+        wait_for_nodes(&selector, 2).await;
+        let mut moved = 0;
+        for (k, old) in before.iter().enumerate() {
+            let now = selector.select("greeter", &key_options(k)).await.unwrap();
+            if now.address() != old {
+                moved += 1;
+                assert_eq!(&**old, "127.0.0.1:3", "a key of a staying node moved");
+            }
+        }
+        let share = moved as f64 / 3000.0;
+        assert!((0.2..0.47).contains(&share), "{share} of keys moved");
+    }
+
+    #[tokio::test]
+    async fn filters_by_version_and_metadata() {
+        let (_registry, selector) = three_nodes(Strategy::Random).await;
+        let v2 = SelectOptions {
+            version: Some("2.0.0".into()),
+            ..SelectOptions::default()
+        };
+        assert_eq!(counts(&selector, 50, &v2).await.len(), 1);
+        let meta = SelectOptions {
+            metadata: vec![("transport".into(), "grpc".into())],
+            ..SelectOptions::default()
+        };
+        assert_eq!(counts(&selector, 200, &meta).await.len(), 3);
+        let none = SelectOptions {
+            version: Some("9".into()),
+            ..SelectOptions::default()
+        };
+        let err = selector.select("greeter", &none).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("has no matching nodes in registry `memory`"),
+            "{err}"
+        );
+        let err = selector
+            .select("nobody", &SelectOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("service `nobody` has no nodes"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn nodes_marked_down_are_skipped_while_others_are_up() {
+        let (_registry, selector) = three_nodes(Strategy::RoundRobin).await;
+        for _ in 0..3 {
+            let s = selector
+                .select("greeter", &SelectOptions::default())
+                .await
+                .unwrap();
+            if &**s.address() == "127.0.0.1:2" {
+                s.mark_down();
+            }
+        }
+        let counts = counts(&selector, 100, &SelectOptions::default()).await;
+        assert_eq!(counts.get("127.0.0.1:2"), None, "{counts:?}");
+        assert!(
+            selector
+                .nodes("greeter")
+                .await
+                .unwrap()
+                .iter()
+                .any(|n| n.down)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_cache_follows_the_registry() {
+        let (registry, selector) = three_nodes(Strategy::Random).await;
+        wait_for_nodes(&selector, 3).await;
+        let newcomer = record("greeter", "1.0.0", "greeter-4", "127.0.0.1:4");
+        registry
+            .register(&newcomer, Duration::from_secs(60))
+            .await
+            .unwrap();
+        wait_for_nodes(&selector, 4).await;
+        registry.deregister(&newcomer).await.unwrap();
+        wait_for_nodes(&selector, 3).await;
+    }
+}
