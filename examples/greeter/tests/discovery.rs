@@ -1,0 +1,209 @@
+//! Discovery with real processes: three `greeter` binaries on the embedded local
+//! registry, found by name, load-balanced, and one killed under load.
+
+mod common;
+
+use common::wait_until;
+use greeter::proto::{GreeterClient, HelloRequest};
+use rmicro::registry::{LocalRegistry, Registry};
+use rmicro::selector::{Selector, Strategy};
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Kills the child when the test ends, however it ends.
+struct Node(std::process::Child);
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_greeter(dir: &std::path::Path) -> Node {
+    Node(
+        Command::new(env!("CARGO_BIN_EXE_greeter"))
+            .args([
+                "--server-address",
+                "127.0.0.1:0",
+                "--log-level",
+                "warn",
+                "--registry",
+                "local",
+            ])
+            .arg("--registry-address")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("greeter starts"),
+    )
+}
+
+/// A client wrapper counting calls per dialled address.
+#[derive(Clone, Default)]
+struct PerNode(Arc<Mutex<HashMap<String, usize>>>);
+
+impl<S> tower::Layer<S> for PerNode {
+    type Service = Counted<S>;
+    fn layer(&self, inner: S) -> Counted<S> {
+        Counted {
+            inner,
+            counts: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Counted<S> {
+    inner: S,
+    counts: PerNode,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Counted<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> S::Future {
+        if let Some(info) = req.extensions().get::<rmicro::wrapper::ClientCallInfo>() {
+            *self
+                .counts
+                .0
+                .lock()
+                .unwrap()
+                .entry(info.address.to_string())
+                .or_default() += 1;
+        }
+        self.inner.call(req)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_found_by_name_balanced_and_one_killed_under_load() {
+    let dir = std::env::temp_dir().join(format!("rmicro-discovery-{}", uuid_like()));
+    let registry: Arc<dyn Registry> =
+        Arc::new(LocalRegistry::new(&dir).poll_interval(Duration::from_millis(50)));
+    let mut nodes: Vec<Node> = (0..3).map(|_| spawn_greeter(&dir)).collect();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = registry.get_service("greeter").await.unwrap();
+        if found.iter().map(|s| s.nodes.len()).sum::<usize>() == 3 {
+            let ep: Vec<&str> = found[0].endpoints.iter().map(|e| e.name.as_str()).collect();
+            assert!(ep.contains(&"Greeter.SayHello"), "{ep:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "3 greeters never registered: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let selector = Arc::new(Selector::new(registry.clone(), Strategy::RoundRobin));
+    let client =
+        rmicro::Client::with_selector(rmicro::client::ClientOptions::default(), selector.clone());
+    let counts = PerNode::default();
+    client.wrap(counts.clone());
+    let greeter = GreeterClient::new("greeter", client);
+    for i in 0..3000 {
+        let reply = greeter
+            .say_hello(HelloRequest {
+                name: format!("n{i}"),
+                count: 0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(reply.message, format!("Hello n{i}"));
+    }
+    let per_node = counts.0.lock().unwrap().clone();
+    assert_eq!(per_node.len(), 3, "{per_node:?}");
+    for (node, n) in &per_node {
+        assert!(
+            (990..=1010).contains(n),
+            "round robin gave {node} {n} of 3000"
+        );
+    }
+
+    // kill -9 one node while calls are in flight: the caller sees no failure.
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let (greeter, errors) = (greeter.clone(), errors.clone());
+        workers.push(tokio::spawn(async move {
+            for i in 0..300 {
+                let result = greeter
+                    .say_hello(HelloRequest {
+                        name: format!("w{w}-{i}"),
+                        count: 0,
+                    })
+                    .idempotent()
+                    .retries(3)
+                    .await;
+                if let Err(err) = result {
+                    errors.lock().unwrap().push(err.to_string());
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut victim = nodes.remove(0);
+    let victim_pid = victim.0.id();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &victim_pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = victim.0.wait();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let errors = errors.lock().unwrap().clone();
+    assert!(
+        errors.is_empty(),
+        "{} failed calls after kill -9: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(3)]
+    );
+
+    // The dead node leaves the registry and the selector's cache.
+    wait_until(
+        "the killed node leaves the cache",
+        Duration::from_secs(10),
+        || {
+            futures_util::FutureExt::now_or_never(selector.nodes("greeter"))
+                .and_then(Result::ok)
+                .is_some_and(|n| n.len() == 2)
+        },
+    )
+    .await;
+    let left: usize = registry
+        .get_service("greeter")
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.nodes.len())
+        .sum();
+    assert_eq!(left, 2);
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn uuid_like() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    format!("{:x}", RandomState::new().hash_one(std::process::id()))
+}
