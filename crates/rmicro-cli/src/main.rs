@@ -3,7 +3,13 @@
 //! ```text
 //! rmicro call greeter Greeter.SayHello '{"name": "ann"}' --address 127.0.0.1:50051
 //! rmicro health --address 127.0.0.1:50051 [greeter.v1.Greeter]
+//! rmicro services                       # every service in the registry
+//! rmicro describe greeter [--output json]
+//! rmicro call greeter Greeter.SayHello '{"name": "ann"}'   # found through the registry
 //! ```
+//!
+//! Every command honours `--registry NAME --registry-address ADDR` (env
+//! `MICRO_REGISTRY`, `MICRO_REGISTRY_ADDRESS`); the default is the local registry.
 //!
 //! Exit codes: 0 success, 1 the call failed (the error's detail is printed), 2 bad usage.
 
@@ -17,6 +23,12 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Registry: `local` (default) or `memory`.
+    #[arg(long, global = true, env = "MICRO_REGISTRY", default_value = "local")]
+    registry: String,
+    /// Where the registry is (a directory for `local`).
+    #[arg(long, global = true, env = "MICRO_REGISTRY_ADDRESS")]
+    registry_address: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -48,6 +60,16 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// List the services in the registry.
+    Services,
+    /// Show a service's versions, nodes and endpoints.
+    Describe {
+        /// The service (`greeter`).
+        service: String,
+        /// `text` (default) or `json` (the registry records).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        output: String,
+    },
     /// Check a service's gRPC health (`grpc.health.v1`); exit 0 only if SERVING.
     Health {
         /// The gRPC service to check (`greeter.v1.Greeter`); empty for the whole server.
@@ -72,9 +94,83 @@ fn options(target: &Target) -> Result<CallOptions, Error> {
     Ok(options)
 }
 
-async fn run(command: Command) -> Result<(), Error> {
-    let client = Client::default();
-    match command {
+fn fields(values: &[rmicro::registry::Value]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{} {}", v.name, v.kind))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let registry = rmicro::registry::from_flags(&cli.registry, cli.registry_address.as_deref())
+        .map_err(|e| Error::bad_request("rmicro.cli", e.to_string()))?;
+    let unavailable =
+        |e: rmicro::registry::RegistryError| Error::unavailable("rmicro.cli", e.to_string());
+    let selector = std::sync::Arc::new(rmicro::selector::Selector::new(
+        registry.clone(),
+        rmicro::selector::Strategy::Random,
+    ));
+    let client = Client::with_selector(rmicro::client::ClientOptions::default(), selector);
+    match cli.command {
+        Command::Services => {
+            let mut names: Vec<String> = registry
+                .list_services()
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            names.dedup();
+            for name in names {
+                println!("{name}");
+            }
+            Ok(())
+        }
+        Command::Describe { service, output } => {
+            let records = registry.get_service(&service).await.map_err(unavailable)?;
+            if records.is_empty() {
+                return Err(Error::not_found(
+                    "rmicro.cli",
+                    format!(
+                        "service `{service}` is not in registry `{}`",
+                        registry.describe()
+                    ),
+                ));
+            }
+            if output == "json" {
+                let json = serde_json::to_string_pretty(&records)
+                    .map_err(|e| Error::internal("rmicro.cli", e.to_string()))?;
+                println!("{json}");
+                return Ok(());
+            }
+            for record in &records {
+                println!("service  {}\nversion  {}", record.name, record.version);
+                for node in &record.nodes {
+                    println!("node     {}  {}", node.id, node.address);
+                }
+                for ep in &record.endpoints {
+                    let stream = ep.metadata.get("stream").is_some_and(|s| s == "true");
+                    let req = ep
+                        .request
+                        .as_ref()
+                        .map(|v| format!("{}{{{}}}", v.kind, fields(&v.values)));
+                    let rsp = ep
+                        .response
+                        .as_ref()
+                        .map(|v| format!("{}{{{}}}", v.kind, fields(&v.values)));
+                    println!(
+                        "endpoint {}({}) -> {}{}",
+                        ep.name,
+                        req.unwrap_or_default(),
+                        rsp.unwrap_or_default(),
+                        if stream { "  [stream]" } else { "" }
+                    );
+                }
+                println!();
+            }
+            Ok(())
+        }
         Command::Call {
             service,
             endpoint,
@@ -129,7 +225,7 @@ async fn run(command: Command) -> Result<(), Error> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.command).await {
+    match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!(

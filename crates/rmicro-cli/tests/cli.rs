@@ -6,7 +6,7 @@ use std::process::Command;
 async fn greeter() -> (rmicro::Service, rmicro::server::RunningServer) {
     let service = rmicro::Service::builder("greeter")
         .address("127.0.0.1:0")
-        .args(["greeter", "--log-level", "warn"])
+        .args(["greeter", "--log-level", "warn", "--registry", "memory"])
         .build()
         .unwrap();
     service.handle(GreeterServer::new(greeter::Greeter));
@@ -86,4 +86,82 @@ async fn call_prints_the_json_reply_and_fails_with_the_detail() {
 fn bad_usage_exits_2() {
     let out = rmicro(&["call"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_describe_and_call_by_name_through_the_local_registry() {
+    let dir = std::env::temp_dir().join(format!("rmicro-cli-{}", std::process::id()));
+    let registry = std::sync::Arc::new(rmicro::registry::LocalRegistry::new(&dir));
+    let service = rmicro::Service::builder("greeter")
+        .version("1.2.3")
+        .address("127.0.0.1:0")
+        .registry(registry)
+        .args(["greeter", "--log-level", "warn"])
+        .build()
+        .unwrap();
+    service.handle(GreeterServer::new(greeter::Greeter));
+    let server = service.start().await.unwrap();
+    let d = dir.display().to_string();
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_rmicro"))
+            .args(args)
+            .args(["--registry", "local", "--registry-address", &d])
+            .output()
+            .expect("rmicro runs")
+    };
+    let services = cli(&["services"]);
+    assert!(services.status.success());
+    assert_eq!(String::from_utf8_lossy(&services.stdout).trim(), "greeter");
+
+    let text = cli(&["describe", "greeter"]);
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(text.contains("version  1.2.3"), "{text}");
+    assert!(text.contains(&server.local_addr().to_string()), "{text}");
+    assert!(text.contains("endpoint Greeter.SayHello(HelloRequest{name string, count int32}) -> HelloReply{message string}"), "{text}");
+    assert!(
+        text.contains("Greeter.Chat") && text.contains("[stream]"),
+        "{text}"
+    );
+
+    let json = cli(&["describe", "greeter", "--output", "json"]);
+    let records: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(records[0]["name"], "greeter");
+    assert_eq!(
+        records[0]["nodes"][0]["address"],
+        server.local_addr().to_string()
+    );
+    assert!(
+        records[0]["nodes"][0]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("greeter-")
+    );
+
+    let call = cli(&[
+        "call",
+        "greeter",
+        "Greeter.SayHello",
+        r#"{"name":"by name"}"#,
+    ]);
+    assert!(
+        call.status.success(),
+        "{}",
+        String::from_utf8_lossy(&call.stderr)
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&call.stdout).unwrap();
+    assert_eq!(reply["message"], "Hello by name");
+
+    let missing = cli(&["describe", "nobody"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("service `nobody` is not in registry")
+    );
+    assert!(server.stop().await);
+    let gone = cli(&["services"]);
+    assert_eq!(
+        String::from_utf8_lossy(&gone.stdout).trim(),
+        "",
+        "deregistered on stop"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
