@@ -12,14 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Kills the child when the test ends, however it ends.
-struct Node(std::process::Child);
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::ChildGuard as Node;
 
 fn spawn_greeter(dir: &std::path::Path) -> Node {
     Node(

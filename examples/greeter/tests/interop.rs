@@ -10,14 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Kills the child when the test ends, however it ends.
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::ChildGuard as Child;
 
 /// Reads the child's `stream` line by line until `pick` finds what it wants.
 fn read_until<R: std::io::Read + Send + 'static, T: Send + 'static>(

@@ -239,7 +239,7 @@ impl Target {
         let extensions = request.extensions_mut();
         extensions.insert(ClientCallInfo {
             service: self.service.clone(),
-            endpoint: Arc::from(&*self.endpoint),
+            endpoint: self.endpoint.clone(),
             address: prepared.address.clone(),
         });
         if self.format != Format::Proto {
@@ -419,16 +419,8 @@ impl<Resp: DecodeReply> IntoFuture for ServerStreamCall<Resp> {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let service = self.target.service.clone();
-            // The stream keeps the deadline, so compute it here too.
-            let deadline = Instant::now()
-                + self
-                    .target
-                    .options
-                    .timeout
-                    .unwrap_or(self.target.client.inner.options.request_timeout);
-            let deadline = Context::current()
-                .and_then(|c| c.deadline())
-                .map_or(deadline, |d| d.min(deadline));
+            // The stream keeps the call's deadline.
+            let (deadline, _) = self.target.deadline();
             let stream = self.target.with_retries::<Self>(self.message).await?;
             Ok(ResponseStream::new(stream, Some(deadline), service))
         })

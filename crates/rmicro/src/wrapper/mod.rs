@@ -52,8 +52,8 @@ impl std::fmt::Debug for CallInfo {
 pub struct ClientCallInfo {
     /// The service called (`greeter`).
     pub service: Arc<str>,
-    /// The endpoint called (`Greeter.SayHello`), derived from the path.
-    pub endpoint: Arc<str>,
+    /// The endpoint called (`Greeter.SayHello`).
+    pub endpoint: std::borrow::Cow<'static, str>,
     /// The address dialled.
     pub address: Arc<str>,
 }

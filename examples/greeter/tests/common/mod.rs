@@ -94,3 +94,13 @@ pub fn curl() -> Option<PathBuf> {
         .map(|_| PathBuf::from("curl"));
     require(found, "curl with HTTP/2", "apt-get install -y curl")
 }
+
+/// Kills a child process when the test ends, however it ends.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
