@@ -671,3 +671,39 @@ async fn the_greeter_stream_stops_promptly_when_the_caller_cancels() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn shutdown_deregisters_before_the_listener_closes() {
+    use rmicro::registry::Registry;
+    let registry = Arc::new(rmicro::registry::MemoryRegistry::new());
+    let shared: Arc<dyn Registry> = registry.clone();
+    let (_service, server) = start_with(greeter::Greeter, |b| b.registry(shared)).await;
+    let address = server.local_addr();
+    let found = registry.get_service("greeter").await.unwrap();
+    assert_eq!(
+        found[0].nodes[0].address,
+        address.to_string(),
+        "advertises the bound port"
+    );
+    assert!(found[0].nodes[0].id.starts_with("greeter-"));
+    let stopping = tokio::spawn(server.stop());
+    // Poll until the listener refuses; by then the record must already be gone.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if tokio::net::TcpStream::connect(address).await.is_err() {
+            let registered = !registry.get_service("greeter").await.unwrap().is_empty();
+            assert!(
+                !registered,
+                "listener closed while the node was still registered"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "listener never closed"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert!(stopping.await.unwrap());
+    assert!(registry.get_service("greeter").await.unwrap().is_empty());
+}

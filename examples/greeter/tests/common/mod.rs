@@ -4,6 +4,7 @@
 use greeter::proto::{GreeterClient, GreeterServer};
 use rmicro::server::RunningServer;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Starts the real greeter on a free loopback port.
@@ -20,7 +21,8 @@ pub async fn start_with<H: greeter::proto::Greeter>(
         .version("1.0.0")
         .address("127.0.0.1:0")
         .grace_period(Duration::from_secs(2))
-        .args(["greeter", "--log-level", "warn", "--registry", "memory"]);
+        .args(["greeter", "--log-level", "warn"])
+        .registry(Arc::new(rmicro::registry::MemoryRegistry::new()));
     let service = configure(builder).build().expect("valid test flags");
     service.handle(GreeterServer::new(handler));
     let server = service.start().await.expect("server starts");
