@@ -38,7 +38,12 @@ enum Cmd {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:0")]
         address: String,
+        /// Register in the local registry in this directory (rmicro only).
+        #[arg(long)]
+        registry_dir: Option<String>,
     },
+    /// Calls by service name through the selector vs calls to a fixed address.
+    Discovery(LoadArgs),
 }
 
 #[derive(clap::Parser, Clone)]
@@ -104,12 +109,22 @@ impl TonicGreeter for Tonic {
     }
 }
 
-async fn serve(kind: &str, address: &str) -> anyhow::Result<()> {
+async fn serve(kind: &str, address: &str, registry_dir: Option<String>) -> anyhow::Result<()> {
     match kind {
         "rmicro" => {
+            let mut args = vec![
+                "bench".to_owned(),
+                "--log-level".into(),
+                "warn".into(),
+                "--registry".into(),
+            ];
+            match registry_dir {
+                Some(dir) => args.extend(["local".into(), "--registry-address".into(), dir]),
+                None => args.push("memory".into()),
+            }
             let service = rmicro::Service::builder("greeter")
                 .address(address)
-                .args(["bench", "--log-level", "warn"])
+                .args(args)
                 .build()?;
             service.handle(greeter::proto::GreeterServer::new(greeter::Greeter));
             let server = service.start().await?;
@@ -137,40 +152,33 @@ struct Measured {
     latency: Histogram<u64>,
 }
 
-/// Closed-loop load: `concurrency` tasks over `connections` channels, each sending the
-/// next request as soon as the previous reply arrives.
-async fn load(address: &str, args: &LoadArgs, duration: Duration) -> anyhow::Result<Measured> {
-    let mut channels = Vec::new();
-    for _ in 0..args.connections {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
-        channels.push(channel);
-    }
+/// One call of the load; resolves to whether it succeeded.
+type Call =
+    std::sync::Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, bool> + Send + Sync>;
+
+/// Closed loop: `concurrency` tasks, each sending its next call as soon as the
+/// previous one returns, for `duration`; `calls[i % len]` makes task i's calls.
+async fn closed_loop(
+    calls: &[Call],
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Measured> {
     let start = Instant::now();
     let stop = start + duration;
     let mut tasks = Vec::new();
-    for i in 0..args.concurrency {
-        let mut client = TonicClient::new(channels[i % channels.len()].clone());
+    for i in 0..concurrency {
+        let call = calls[i % calls.len()].clone();
         tasks.push(tokio::spawn(async move {
             let mut hist =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
             let (mut ok, mut errors) = (0u64, 0u64);
             while Instant::now() < stop {
                 let t0 = Instant::now();
-                let result = client
-                    .say_hello(HelloRequest {
-                        name: "bench".into(),
-                        count: 0,
-                    })
-                    .await;
-                match result {
-                    Ok(_) => {
-                        ok += 1;
-                        let _ = hist.record(t0.elapsed().as_micros() as u64);
-                    }
-                    Err(_) => errors += 1,
+                if call().await {
+                    ok += 1;
+                    let _ = hist.record(t0.elapsed().as_micros() as u64);
+                } else {
+                    errors += 1;
                 }
             }
             (ok, errors, hist)
@@ -192,10 +200,57 @@ async fn load(address: &str, args: &LoadArgs, duration: Duration) -> anyhow::Res
     Ok(measured)
 }
 
+/// Load from raw tonic clients over `connections` HTTP/2 connections.
+async fn load(address: &str, args: &LoadArgs, duration: Duration) -> anyhow::Result<Measured> {
+    let mut calls: Vec<Call> = Vec::new();
+    for _ in 0..args.connections {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        let client = TonicClient::new(channel);
+        calls.push(std::sync::Arc::new(move || {
+            let mut client = client.clone();
+            Box::pin(async move {
+                client
+                    .say_hello(HelloRequest {
+                        name: "bench".into(),
+                        count: 0,
+                    })
+                    .await
+                    .is_ok()
+            })
+        }));
+    }
+    closed_loop(&calls, args.concurrency, duration).await
+}
+
+/// Load from an rmicro typed client.
+async fn load_rmicro(
+    client: greeter::proto::GreeterClient,
+    args: &LoadArgs,
+    duration: Duration,
+) -> anyhow::Result<Measured> {
+    let call: Call = std::sync::Arc::new(move || {
+        let client = client.clone();
+        Box::pin(async move {
+            client
+                .say_hello(greeter::proto::HelloRequest {
+                    name: "bench".into(),
+                    count: 0,
+                })
+                .await
+                .is_ok()
+        })
+    });
+    closed_loop(&[call], args.concurrency, duration).await
+}
+
 /// Starts `rmicro-bench serve KIND` and returns it with its address.
-fn spawn_server(kind: &str) -> anyhow::Result<(std::process::Child, String)> {
+fn spawn_server(kind: &str, extra: &[&str]) -> anyhow::Result<(std::process::Child, String)> {
     let mut child = Command::new(std::env::current_exe()?)
         .args(["serve", kind])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
@@ -249,7 +304,7 @@ async fn compare(args: LoadArgs) -> anyhow::Result<()> {
             vec![1, 0]
         };
         for i in order {
-            let (mut child, address) = spawn_server(kinds[i])?;
+            let (mut child, address) = spawn_server(kinds[i], &[])?;
             let result = async {
                 load(&address, &args, args.warmup).await?;
                 load(&address, &args, args.duration).await
@@ -300,11 +355,86 @@ async fn compare(args: LoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One rmicro greeter registered in a local registry; the same rmicro client code
+/// calls it by name (selector + watch-fed cache) and by fixed address, alternating.
+async fn discovery(args: LoadArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("rmicro-bench-registry-{}", std::process::id()));
+    let dir_text = dir.display().to_string();
+    let (mut child, address) = spawn_server("rmicro", &["--registry-dir", &dir_text])?;
+    let registry: rmicro::registry::SharedRegistry =
+        std::sync::Arc::new(rmicro::registry::LocalRegistry::new(&dir));
+    let selector = std::sync::Arc::new(rmicro::selector::Selector::new(
+        registry,
+        rmicro::selector::Strategy::Random,
+    ));
+    let by_name = greeter::proto::GreeterClient::new(
+        "greeter",
+        rmicro::Client::with_selector(rmicro::client::ClientOptions::default(), selector),
+    );
+    let fixed = greeter::proto::GreeterClient::new(
+        "greeter",
+        rmicro::Client::default().with_route("greeter", address.clone()),
+    );
+    println!(
+        "unary SayHello via the rmicro client, {} in flight, {:?} x {} rounds (+{:?} warm-up)",
+        args.concurrency, args.duration, args.rounds, args.warmup
+    );
+    let kinds = [("fixed", fixed), ("by-name", by_name)];
+    let mut totals: Vec<(u64, Duration, Histogram<u64>)> = vec![
+        (
+            0,
+            Duration::ZERO,
+            Histogram::new_with_bounds(1, 60_000_000, 3)?
+        );
+        2
+    ];
+    let result: anyhow::Result<()> = async {
+        for round in 0..args.rounds {
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                let (name, client) = &kinds[i];
+                load_rmicro(client.clone(), &args, args.warmup).await?;
+                let m = load_rmicro(client.clone(), &args, args.duration).await?;
+                println!(
+                    "  round {} {:>8}: {:>9.0} req/s  p50 {:>5} us  p99 {:>5} us  errors {}",
+                    round + 1,
+                    name,
+                    m.requests as f64 / m.elapsed.as_secs_f64(),
+                    m.latency.value_at_quantile(0.5),
+                    m.latency.value_at_quantile(0.99),
+                    m.errors
+                );
+                totals[i].0 += m.requests;
+                totals[i].1 += m.elapsed;
+                totals[i].2.add(&m.latency)?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    let rps = |t: &(u64, Duration, Histogram<u64>)| t.0 as f64 / t.1.as_secs_f64();
+    println!(
+        "\nby-name / fixed: throughput {:.3}x (target >= 0.97x), p99 {:.3}x",
+        rps(&totals[1]) / rps(&totals[0]),
+        totals[1].2.value_at_quantile(0.99) as f64 / totals[0].2.value_at_quantile(0.99) as f64
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Cmd::Serve { kind, address }) => serve(&kind, &address).await,
+        Some(Cmd::Serve {
+            kind,
+            address,
+            registry_dir,
+        }) => serve(&kind, &address, registry_dir).await,
+        Some(Cmd::Discovery(args)) => discovery(args).await,
         Some(Cmd::Compare(args)) => compare(args).await,
         None => compare(LoadArgs::parse_from(["compare"])).await,
     }
