@@ -192,6 +192,57 @@ async fn three_processes_found_by_name_balanced_and_one_killed_under_load() {
         .map(|s| s.nodes.len())
         .sum();
     assert_eq!(left, 2);
+
+    // SIGTERM one of the two left under load, with calls that are NOT idempotent:
+    // it deregisters, drains, and the caller still sees no failure.
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let (greeter, errors) = (greeter.clone(), errors.clone());
+        workers.push(tokio::spawn(async move {
+            for i in 0..600 {
+                let result = greeter
+                    .say_hello(HelloRequest {
+                        name: format!("t{w}-{i}"),
+                        count: 0,
+                    })
+                    .retries(2)
+                    .await;
+                if let Err(err) = result {
+                    errors.lock().unwrap().push(err.to_string());
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut leaving = nodes.remove(0);
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &leaving.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    for w in workers {
+        w.await.unwrap();
+    }
+    let status = leaving.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "graceful exit");
+    let errors = errors.lock().unwrap().clone();
+    assert!(
+        errors.is_empty(),
+        "{} failed calls after SIGTERM: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(3)]
+    );
+    let left: usize = registry
+        .get_service("greeter")
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.nodes.len())
+        .sum();
+    assert_eq!(left, 1, "the stopped node deregistered");
     drop(nodes);
     let _ = std::fs::remove_dir_all(dir);
 }
