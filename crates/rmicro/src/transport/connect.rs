@@ -145,7 +145,9 @@ pub fn connect_lazy(address: &str, options: &ChannelOptions) -> Result<Channel, 
 
 /// Whether a failed call certainly never reached a handler, so retrying it is safe even
 /// when the call is not idempotent: the connection could not be made, the request was
-/// cancelled before hyper sent it, or the server refused the stream unprocessed.
+/// cancelled before hyper sent it, the server refused the stream unprocessed, or the
+/// server's GOAWAY (graceful shutdown) named a last stream below this one — HTTP/2
+/// guarantees such streams were not processed.
 pub fn is_safe_to_retry(status: &tonic::Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(status);
     while let Some(err) = source {
@@ -158,7 +160,8 @@ pub fn is_safe_to_retry(status: &tonic::Status) -> bool {
             return true;
         }
         if let Some(h2) = err.downcast_ref::<h2::Error>()
-            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+            && (h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote()))
         {
             return true;
         }
