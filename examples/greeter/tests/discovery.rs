@@ -110,7 +110,7 @@ async fn three_processes_found_by_name_balanced_and_one_killed_under_load() {
         rmicro::Client::with_selector(rmicro::client::ClientOptions::default(), selector.clone());
     let counts = PerNode::default();
     client.wrap(counts.clone());
-    let greeter = GreeterClient::new("greeter", client);
+    let greeter = GreeterClient::new("greeter", client.clone());
     for i in 0..3000 {
         let reply = greeter
             .say_hello(HelloRequest {

@@ -315,6 +315,7 @@ impl Target {
             if let Some(node) = &prepared.node {
                 if unreachable {
                     node.mark_down();
+                    self.client.evict(&prepared.address);
                 }
                 // The next attempt goes to another node when there is one.
                 select.exclude.push(node.id().clone());

@@ -213,6 +213,19 @@ impl Client {
         ))
     }
 
+    /// Forgets the channel to `address` (its node is unreachable), so channels of
+    /// departed nodes do not pile up; a later call dials afresh.
+    pub(crate) fn evict(&self, address: &str) {
+        if let Ok(mut channels) = self.inner.channels.write() {
+            channels.remove(address);
+        }
+    }
+
+    /// How many channels are cached (one per address called).
+    pub fn cached_channels(&self) -> usize {
+        self.inner.channels.read().map(|c| c.len()).unwrap_or(0)
+    }
+
     /// The shared channel to `address`, dialled lazily on first use.
     pub(crate) fn channel(&self, address: &str) -> Result<Channel, Error> {
         if let Ok(channels) = self.inner.channels.read()
