@@ -131,26 +131,7 @@ async fn three_processes_found_by_name_balanced_and_one_killed_under_load() {
     }
 
     // kill -9 one node while calls are in flight: the caller sees no failure.
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let mut workers = Vec::new();
-    for w in 0..8 {
-        let (greeter, errors) = (greeter.clone(), errors.clone());
-        workers.push(tokio::spawn(async move {
-            for i in 0..300 {
-                let result = greeter
-                    .say_hello(HelloRequest {
-                        name: format!("w{w}-{i}"),
-                        count: 0,
-                    })
-                    .idempotent()
-                    .retries(3)
-                    .await;
-                if let Err(err) = result {
-                    errors.lock().unwrap().push(err.to_string());
-                }
-            }
-        }));
-    }
+    let load = Load::start(&greeter, "w", 300, true);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut victim = nodes.remove(0);
     let victim_pid = victim.0.id();
@@ -162,10 +143,7 @@ async fn three_processes_found_by_name_balanced_and_one_killed_under_load() {
             .success()
     );
     let _ = victim.0.wait();
-    for w in workers {
-        w.await.unwrap();
-    }
-    let errors = errors.lock().unwrap().clone();
+    let errors = load.finish().await;
     assert!(
         errors.is_empty(),
         "{} failed calls after kill -9: {:?}",
@@ -195,25 +173,7 @@ async fn three_processes_found_by_name_balanced_and_one_killed_under_load() {
 
     // SIGTERM one of the two left under load, with calls that are NOT idempotent:
     // it deregisters, drains, and the caller still sees no failure.
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let mut workers = Vec::new();
-    for w in 0..8 {
-        let (greeter, errors) = (greeter.clone(), errors.clone());
-        workers.push(tokio::spawn(async move {
-            for i in 0..600 {
-                let result = greeter
-                    .say_hello(HelloRequest {
-                        name: format!("t{w}-{i}"),
-                        count: 0,
-                    })
-                    .retries(2)
-                    .await;
-                if let Err(err) = result {
-                    errors.lock().unwrap().push(err.to_string());
-                }
-            }
-        }));
-    }
+    let load = Load::start(&greeter, "t", 600, false);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut leaving = nodes.remove(0);
     assert!(
@@ -223,12 +183,9 @@ async fn three_processes_found_by_name_balanced_and_one_killed_under_load() {
             .unwrap()
             .success()
     );
-    for w in workers {
-        w.await.unwrap();
-    }
+    let errors = load.finish().await;
     let status = leaving.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "graceful exit");
-    let errors = errors.lock().unwrap().clone();
     assert!(
         errors.is_empty(),
         "{} failed calls after SIGTERM: {:?}",
@@ -245,6 +202,50 @@ async fn three_processes_found_by_name_balanced_and_one_killed_under_load() {
     assert_eq!(left, 1, "the stopped node deregistered");
     drop(nodes);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Eight workers calling `SayHello` in a loop, collecting failures.
+struct Load {
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl Load {
+    /// Starts `calls` calls per worker; `idempotent` calls may be retried anywhere,
+    /// others only where the handler cannot have run.
+    fn start(greeter: &GreeterClient, tag: &'static str, calls: usize, idempotent: bool) -> Self {
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let workers = (0..8)
+            .map(|w| {
+                let (greeter, errors) = (greeter.clone(), errors.clone());
+                tokio::spawn(async move {
+                    for i in 0..calls {
+                        let call = greeter.say_hello(HelloRequest {
+                            name: format!("{tag}{w}-{i}"),
+                            count: 0,
+                        });
+                        let call = if idempotent {
+                            call.idempotent().retries(3)
+                        } else {
+                            call.retries(2)
+                        };
+                        if let Err(err) = call.await {
+                            errors.lock().unwrap().push(err.to_string());
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { workers, errors }
+    }
+
+    /// Waits for every worker; returns the failures.
+    async fn finish(self) -> Vec<String> {
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        self.errors.lock().unwrap().clone()
+    }
 }
 
 fn uuid_like() -> String {

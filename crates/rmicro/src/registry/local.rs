@@ -118,15 +118,18 @@ impl LocalRegistry {
             .join(format!("{}.json", file_name(node)))
     }
 
+    /// Whether the record's process is known to be gone: only knowable when the
+    /// reader shares the writer's PID namespace.
+    fn process_gone(record: &Record, namespace: &str) -> bool {
+        !namespace.is_empty()
+            && record.pid_namespace == namespace
+            && record.pid != 0
+            && !Path::new(&format!("/proc/{}", record.pid)).exists()
+    }
+
     /// Whether a record is live now; `false` also for records whose process is gone.
     fn is_live(record: &Record, now: u64, namespace: &str) -> bool {
-        if record.expires_unix_ms <= now {
-            return false;
-        }
-        if !namespace.is_empty() && record.pid_namespace == namespace && record.pid != 0 {
-            return Path::new(&format!("/proc/{}", record.pid)).exists();
-        }
-        true
+        record.expires_unix_ms > now && !Self::process_gone(record, namespace)
     }
 
     /// Reads the live records of one service directory, removing long-dead files.
