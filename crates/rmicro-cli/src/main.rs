@@ -23,10 +23,10 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Registry: `local` (default) or `memory`.
+    /// Registry: `local` (default), `memory` or `etcd`.
     #[arg(long, global = true, env = "MICRO_REGISTRY", default_value = "local")]
     registry: String,
-    /// Where the registry is (a directory for `local`).
+    /// Where the registry is (a directory for `local`, `host:port,...` for etcd).
     #[arg(long, global = true, env = "MICRO_REGISTRY_ADDRESS")]
     registry_address: Option<String>,
 }
@@ -224,6 +224,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    rmicro_etcd::install();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

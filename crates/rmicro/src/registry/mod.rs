@@ -27,6 +27,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Reads JSON `null` as the empty value: go-micro writes nil maps and slices
+/// (`"metadata":null`, `"endpoints":null`) that way.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 /// A field of a message, or a message itself: `{name, type, values}`, nested up to 3 levels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Value {
@@ -36,7 +46,11 @@ pub struct Value {
     #[serde(rename = "type")]
     pub kind: String,
     /// Fields of a message type; empty for scalars.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub values: Vec<Value>,
 }
 
@@ -61,7 +75,7 @@ pub struct Endpoint {
     /// The response message.
     pub response: Option<Value>,
     /// `stream: "true"|"false"` and, for subscribers, `topic` and `subscriber`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -73,7 +87,7 @@ pub struct Node {
     /// `host:port` callers dial.
     pub address: String,
     /// `transport`, `server`, `registry`, `protocol`, … as in go-micro.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -83,16 +97,16 @@ pub struct Service {
     /// The service name (`greeter`).
     pub name: String,
     /// Its version (`1.0.0`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub version: String,
     /// Free-form service metadata.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: BTreeMap<String, String>,
     /// What it serves.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub endpoints: Vec<Endpoint>,
     /// Where it runs.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub nodes: Vec<Node>,
 }
 
@@ -143,11 +157,24 @@ pub enum RegistryError {
         /// Parse error.
         detail: String,
     },
-    /// `--registry` named an implementation that does not exist or is not compiled in.
-    #[error(
-        "unknown registry `{0}`: use memory or local (etcd, consul and mdns come from their adapter crates)"
-    )]
-    Unknown(String),
+    /// `--registry` named an implementation that does not exist or is not installed.
+    #[error("unknown registry `{name}`: this program knows {known}")]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The names this program can build, comma-separated.
+        known: String,
+    },
+    /// `--registry-address` could not be used by the chosen registry.
+    #[error("registry `{registry}` cannot use address `{address}`: {detail}")]
+    BadAddress {
+        /// Which registry.
+        registry: String,
+        /// The address given.
+        address: String,
+        /// Why it is unusable.
+        detail: String,
+    },
 }
 
 /// Service discovery: register, deregister, look up, list and watch services.
@@ -186,18 +213,73 @@ impl std::fmt::Debug for dyn Registry {
     }
 }
 
+/// Builds a registry from an optional `--registry-address`; adapter crates provide
+/// one (`rmicro_etcd::install`) and [`install`] makes it selectable by name.
+pub type Factory = fn(Option<&str>) -> Result<SharedRegistry, RegistryError>;
+
+fn plugins() -> &'static std::sync::RwLock<BTreeMap<String, Factory>> {
+    static PLUGINS: std::sync::OnceLock<std::sync::RwLock<BTreeMap<String, Factory>>> =
+        std::sync::OnceLock::new();
+    PLUGINS.get_or_init(|| {
+        let mut builtin: BTreeMap<String, Factory> = BTreeMap::new();
+        builtin.insert("memory".into(), |_| Ok(Arc::new(MemoryRegistry::new())));
+        builtin.insert("local".into(), |address| {
+            Ok(Arc::new(match address {
+                Some(dir) if !dir.is_empty() => LocalRegistry::new(dir),
+                _ => LocalRegistry::default_location(),
+            }))
+        });
+        std::sync::RwLock::new(builtin)
+    })
+}
+
+/// Makes `--registry NAME` build its registry with `factory` in this process.
+///
+/// Adapter crates call this from their `install()`; a later call for the same name
+/// replaces the earlier one.
+///
+/// ```
+/// use rmicro::registry::{self, MemoryRegistry, SharedRegistry};
+/// use std::sync::Arc;
+///
+/// registry::install("shared-memory", |_address| {
+///     Ok(Arc::new(MemoryRegistry::new()) as SharedRegistry)
+/// });
+/// assert!(registry::from_flags("shared-memory", None).is_ok());
+/// assert!(registry::names().contains(&"shared-memory".to_string()));
+/// ```
+pub fn install(name: &str, factory: Factory) {
+    let mut table = match plugins().write() {
+        Ok(table) => table,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    table.insert(name.to_owned(), factory);
+}
+
+/// The registry names `--registry` accepts in this process, sorted.
+pub fn names() -> Vec<String> {
+    match plugins().read() {
+        Ok(table) => table.keys().cloned().collect(),
+        Err(poisoned) => poisoned.into_inner().keys().cloned().collect(),
+    }
+}
+
 /// Builds a registry from `--registry NAME --registry-address ADDR`.
 ///
-/// Knows `memory` and `local`; other names come from adapter crates, which users
-/// pass to the service builder with `.registry(..)`.
+/// Knows `memory` and `local` (the default, also for an empty name) and whatever
+/// adapter crates added with [`install`].
 pub fn from_flags(name: &str, address: Option<&str>) -> Result<SharedRegistry, RegistryError> {
-    match name {
-        "memory" => Ok(Arc::new(MemoryRegistry::new())),
-        "local" | "" => Ok(Arc::new(match address {
-            Some(dir) if !dir.is_empty() => LocalRegistry::new(dir),
-            _ => LocalRegistry::default_location(),
-        })),
-        other => Err(RegistryError::Unknown(other.to_owned())),
+    let name = if name.is_empty() { "local" } else { name };
+    let factory = match plugins().read() {
+        Ok(table) => table.get(name).copied(),
+        Err(poisoned) => poisoned.into_inner().get(name).copied(),
+    };
+    match factory {
+        Some(factory) => factory(address.filter(|a| !a.is_empty())),
+        None => Err(RegistryError::Unknown {
+            name: name.to_owned(),
+            known: names().join(", "),
+        }),
     }
 }
 
@@ -280,7 +362,9 @@ mod tests {
     #[test]
     fn unknown_registry_names_say_what_exists() {
         let err = from_flags("zookeeper", None).unwrap_err();
-        assert!(err.to_string().contains("use memory or local"), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("unknown registry `zookeeper`"), "{text}");
+        assert!(text.contains("local, memory"), "{text}");
     }
 
     #[test]
@@ -308,5 +392,17 @@ mod tests {
         );
         let back: Endpoint = serde_json::from_value(json).unwrap();
         assert_eq!(back, ep);
+    }
+
+    #[test]
+    fn reads_go_micro_nulls_as_empty() {
+        let json = r#"{"name":"legacy","version":"latest","metadata":null,"endpoints":null,
+            "nodes":[{"id":"legacy-1","address":"10.0.0.9:8080","metadata":null}]}"#;
+        let service: Service = serde_json::from_str(json).unwrap();
+        assert!(service.metadata.is_empty() && service.endpoints.is_empty());
+        assert!(service.nodes[0].metadata.is_empty());
+        let value: Value =
+            serde_json::from_str(r#"{"name":"a","type":"string","values":null}"#).unwrap();
+        assert!(value.values.is_empty());
     }
 }

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `--registry etcd` works once the adapter is installed.
+    rmicro_etcd::install();
     let mut args = std::env::args().skip(1);
     let Some(address) = args.next() else {
         eprintln!("usage: greeter-client HOST:PORT [NAME]");

@@ -6,6 +6,8 @@ use rmicro::wrapper::logging::LoggingLayer;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `--registry etcd` works once the adapter is installed.
+    rmicro_etcd::install();
     let service = match rmicro::Service::builder("greeter").version("1.0.0").build() {
         Ok(service) => service,
         Err(err) => err.exit(),
