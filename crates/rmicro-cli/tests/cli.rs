@@ -92,6 +92,39 @@ fn bad_usage_exits_2() {
 async fn services_describe_and_call_by_name_through_the_local_registry() {
     let dir = std::env::temp_dir().join(format!("rmicro-cli-{}", std::process::id()));
     let registry = std::sync::Arc::new(rmicro::registry::LocalRegistry::new(&dir));
+    let d = dir.display().to_string();
+    services_describe_and_call(registry, &["--registry", "local", "--registry-address", &d]).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_describe_and_call_by_name_through_etcd() {
+    let Some(etcd) = rmicro_etcd::testing::EtcdServer::start_or_skip("cli through etcd").await
+    else {
+        return;
+    };
+    let address = etcd.address();
+    let registry = std::sync::Arc::new(rmicro_etcd::EtcdRegistry::new(&address).unwrap());
+    services_describe_and_call(
+        registry,
+        &["--registry", "etcd", "--registry-address", &address],
+    )
+    .await;
+    // MICRO_REGISTRY / MICRO_REGISTRY_ADDRESS work as well as the flags.
+    let out = Command::new(env!("CARGO_BIN_EXE_rmicro"))
+        .arg("services")
+        .env("MICRO_REGISTRY", "etcd")
+        .env("MICRO_REGISTRY_ADDRESS", "127.0.0.1:1")
+        .output()
+        .expect("rmicro runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("etcd://127.0.0.1:1"), "{err}");
+}
+
+/// Runs `services`, `describe` and `call` with `flags` against a greeter registered
+/// in `registry`.
+async fn services_describe_and_call(registry: rmicro::registry::SharedRegistry, flags: &[&str]) {
     let service = rmicro::Service::builder("greeter")
         .version("1.2.3")
         .address("127.0.0.1:0")
@@ -101,11 +134,10 @@ async fn services_describe_and_call_by_name_through_the_local_registry() {
         .unwrap();
     service.handle(GreeterServer::new(greeter::Greeter));
     let server = service.start().await.unwrap();
-    let d = dir.display().to_string();
     let cli = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_rmicro"))
             .args(args)
-            .args(["--registry", "local", "--registry-address", &d])
+            .args(flags)
             .output()
             .expect("rmicro runs")
     };
@@ -163,5 +195,4 @@ async fn services_describe_and_call_by_name_through_the_local_registry() {
         "",
         "deregistered on stop"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,5 +1,6 @@
-//! Discovery with real processes: three `greeter` binaries on the embedded local
-//! registry, found by name, load-balanced, and one killed under load.
+//! Discovery with real processes: three `greeter` binaries found by name through the
+//! embedded local registry and through a real etcd, load-balanced, one killed under
+//! load, and etcd stopped for 30 s under load.
 
 mod common;
 
@@ -14,19 +15,16 @@ use std::time::Duration;
 
 use common::ChildGuard as Node;
 
-fn spawn_greeter(dir: &std::path::Path) -> Node {
+/// Starts a `greeter` process on a free port with the given registry flags.
+fn spawn_greeter<I, S>(registry_flags: I) -> Node
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     Node(
         Command::new(env!("CARGO_BIN_EXE_greeter"))
-            .args([
-                "--server-address",
-                "127.0.0.1:0",
-                "--log-level",
-                "warn",
-                "--registry",
-                "local",
-            ])
-            .arg("--registry-address")
-            .arg(dir)
+            .args(["--server-address", "127.0.0.1:0", "--log-level", "error"])
+            .args(registry_flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -88,22 +86,14 @@ async fn three_processes_found_by_name_balanced_and_one_killed_under_load() {
     let dir = std::env::temp_dir().join(format!("rmicro-discovery-{}", uuid_like()));
     let registry: Arc<dyn Registry> =
         Arc::new(LocalRegistry::new(&dir).poll_interval(Duration::from_millis(50)));
-    let mut nodes: Vec<Node> = (0..3).map(|_| spawn_greeter(&dir)).collect();
-
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let found = registry.get_service("greeter").await.unwrap();
-        if found.iter().map(|s| s.nodes.len()).sum::<usize>() == 3 {
-            let ep: Vec<&str> = found[0].endpoints.iter().map(|e| e.name.as_str()).collect();
-            assert!(ep.contains(&"Greeter.SayHello"), "{ep:?}");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "3 greeters never registered: {found:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let flags = [
+        "--registry".as_ref(),
+        "local".as_ref(),
+        "--registry-address".as_ref(),
+        dir.as_os_str(),
+    ];
+    let mut nodes: Vec<Node> = (0..3).map(|_| spawn_greeter(flags)).collect();
+    wait_for_nodes(registry.as_ref(), 3).await;
 
     let selector = Arc::new(Selector::new(registry.clone(), Strategy::RoundRobin));
     let client =
@@ -204,22 +194,62 @@ async fn three_processes_found_by_name_balanced_and_one_killed_under_load() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Waits (up to 30 s) until `registry` lists `n` greeter nodes that serve `SayHello`.
+async fn wait_for_nodes(registry: &dyn Registry, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = registry.get_service("greeter").await.unwrap_or_default();
+        if found.iter().map(|s| s.nodes.len()).sum::<usize>() == n {
+            let ep: Vec<&str> = found[0].endpoints.iter().map(|e| e.name.as_str()).collect();
+            assert!(ep.contains(&"Greeter.SayHello"), "{ep:?}");
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{n} greeters never registered: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Eight workers calling `SayHello` in a loop, collecting failures.
 struct Load {
     workers: Vec<tokio::task::JoinHandle<()>>,
     errors: Arc<Mutex<Vec<String>>>,
+    succeeded: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Load {
-    /// Starts `calls` calls per worker; `idempotent` calls may be retried anywhere,
-    /// others only where the handler cannot have run.
+    /// Starts `calls` calls per worker (until [`Load::stop`] for `usize::MAX`), each
+    /// worker pausing `pace` between calls; `idempotent` calls may be retried
+    /// anywhere, others only where the handler cannot have run.
     fn start(greeter: &GreeterClient, tag: &'static str, calls: usize, idempotent: bool) -> Self {
+        Self::paced(greeter, tag, calls, idempotent, Duration::ZERO)
+    }
+
+    fn paced(
+        greeter: &GreeterClient,
+        tag: &'static str,
+        calls: usize,
+        idempotent: bool,
+        pace: Duration,
+    ) -> Self {
         let errors = Arc::new(Mutex::new(Vec::new()));
+        let succeeded = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let workers = (0..8)
             .map(|w| {
                 let (greeter, errors) = (greeter.clone(), errors.clone());
+                let (succeeded, stop) = (succeeded.clone(), stop.clone());
                 tokio::spawn(async move {
                     for i in 0..calls {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        if !pace.is_zero() {
+                            tokio::time::sleep(pace).await;
+                        }
                         let call = greeter.say_hello(HelloRequest {
                             name: format!("{tag}{w}-{i}"),
                             count: 0,
@@ -229,14 +259,32 @@ impl Load {
                         } else {
                             call.retries(2)
                         };
-                        if let Err(err) = call.await {
-                            errors.lock().unwrap().push(err.to_string());
+                        match call.await {
+                            Ok(_) => {
+                                succeeded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Err(err) => errors.lock().unwrap().push(err.to_string()),
                         }
                     }
                 })
             })
             .collect();
-        Load { workers, errors }
+        Load {
+            workers,
+            errors,
+            succeeded,
+            stop,
+        }
+    }
+
+    /// Calls that succeeded so far.
+    fn succeeded(&self) -> usize {
+        self.succeeded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Tells the workers to stop after their current call.
+    fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Waits for every worker; returns the failures.
@@ -246,6 +294,85 @@ impl Load {
         }
         self.errors.lock().unwrap().clone()
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_stopped_30s_under_load_calls_go_on_from_the_cache_and_it_resyncs() {
+    let Some(mut etcd) = rmicro_etcd::testing::EtcdServer::start_or_skip("etcd_stopped_30s").await
+    else {
+        return;
+    };
+    let address = etcd.address();
+    let flags = |ttl: &str| {
+        [
+            "--registry",
+            "etcd",
+            "--registry-address",
+            address.as_str(),
+            "--register-ttl",
+            ttl,
+            "--register-interval",
+            "2s",
+        ]
+        .map(String::from)
+    };
+    let mut nodes: Vec<Node> = (0..3).map(|_| spawn_greeter(flags("10s"))).collect();
+    let registry: Arc<dyn Registry> =
+        Arc::new(rmicro_etcd::EtcdRegistry::new(&address).expect("etcd address"));
+    wait_for_nodes(registry.as_ref(), 3).await;
+
+    let selector = Arc::new(Selector::new(registry.clone(), Strategy::Random));
+    let client =
+        rmicro::Client::with_selector(rmicro::client::ClientOptions::default(), selector.clone());
+    let greeter = GreeterClient::new("greeter", client);
+    let load = Load::paced(&greeter, "e", usize::MAX, false, Duration::from_millis(5));
+    wait_until("calls flow", Duration::from_secs(10), || {
+        load.succeeded() > 100
+    })
+    .await;
+
+    // etcd goes away for 30 s; the greeters' heartbeats fail, the caller's watch
+    // breaks, and calls keep being served from the selector's cache.
+    etcd.stop();
+    let before = load.succeeded();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let during = load.succeeded() - before;
+    assert!(
+        during > 1000,
+        "only {during} calls succeeded while etcd was down"
+    );
+    assert!(
+        load.errors.lock().unwrap().is_empty(),
+        "calls failed while etcd was down: {:?}",
+        &load.errors.lock().unwrap()[..1]
+    );
+
+    // etcd returns: the registrations are still (or again) there, and the caller's
+    // cache follows new changes again — a fourth node started now gets calls.
+    etcd.resume().await.expect("etcd restarts");
+    wait_for_nodes(registry.as_ref(), 3).await;
+    nodes.push(spawn_greeter(flags("10s")));
+    wait_for_nodes(registry.as_ref(), 4).await;
+    wait_until(
+        "the caller's cache sees the fourth node",
+        Duration::from_secs(30),
+        || {
+            futures_util::FutureExt::now_or_never(selector.nodes("greeter"))
+                .and_then(Result::ok)
+                .is_some_and(|n| n.len() == 4)
+        },
+    )
+    .await;
+    load.stop();
+    let total = load.succeeded();
+    let errors = load.finish().await;
+    assert!(
+        errors.is_empty(),
+        "{} of {total} calls failed: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(3)]
+    );
+    drop(nodes);
 }
 
 fn uuid_like() -> String {
