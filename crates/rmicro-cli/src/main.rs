@@ -23,10 +23,10 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Registry: `local` (default), `memory` or `etcd`.
+    /// Registry: `local` (default), `memory`, `etcd` or `consul`.
     #[arg(long, global = true, env = "MICRO_REGISTRY", default_value = "local")]
     registry: String,
-    /// Where the registry is (a directory for `local`, `host:port,...` for etcd).
+    /// Where the registry is (a directory for `local`, `host:port` for etcd and consul).
     #[arg(long, global = true, env = "MICRO_REGISTRY_ADDRESS")]
     registry_address: Option<String>,
 }
@@ -225,6 +225,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
 #[tokio::main]
 async fn main() -> ExitCode {
     rmicro_etcd::install();
+    rmicro_consul::install();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -122,6 +122,18 @@ async fn services_describe_and_call_by_name_through_etcd() {
     assert!(err.contains("etcd://127.0.0.1:1"), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn services_describe_and_call_by_name_through_consul() {
+    let consul = rmicro_consul::testing::ConsulDouble::start().await.unwrap();
+    let address = consul.address();
+    let registry = std::sync::Arc::new(rmicro_consul::ConsulRegistry::new(&address).unwrap());
+    services_describe_and_call(
+        registry,
+        &["--registry", "consul", "--registry-address", &address],
+    )
+    .await;
+}
+
 /// Runs `services`, `describe` and `call` with `flags` against a greeter registered
 /// in `registry`.
 async fn services_describe_and_call(registry: rmicro::registry::SharedRegistry, flags: &[&str]) {

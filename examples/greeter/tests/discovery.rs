@@ -142,16 +142,7 @@ async fn three_processes_found_by_name_balanced_and_one_killed_under_load() {
     );
 
     // The dead node leaves the registry and the selector's cache.
-    wait_until(
-        "the killed node leaves the cache",
-        Duration::from_secs(10),
-        || {
-            futures_util::FutureExt::now_or_never(selector.nodes("greeter"))
-                .and_then(Result::ok)
-                .is_some_and(|n| n.len() == 2)
-        },
-    )
-    .await;
+    wait_for_cached(&selector, 2, Duration::from_secs(10)).await;
     let left: usize = registry
         .get_service("greeter")
         .await
@@ -210,6 +201,20 @@ async fn wait_for_nodes(registry: &dyn Registry, n: usize) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until the caller's selector cache holds `n` greeter nodes.
+async fn wait_for_cached(selector: &Selector, n: usize, limit: Duration) {
+    wait_until(
+        &format!("the caller's cache holds {n} greeter nodes"),
+        limit,
+        || {
+            futures_util::FutureExt::now_or_never(selector.nodes("greeter"))
+                .and_then(Result::ok)
+                .is_some_and(|nodes| nodes.len() == n)
+        },
+    )
+    .await;
 }
 
 /// Eight workers calling `SayHello` in a loop, collecting failures.
@@ -353,16 +358,7 @@ async fn etcd_stopped_30s_under_load_calls_go_on_from_the_cache_and_it_resyncs()
     wait_for_nodes(registry.as_ref(), 3).await;
     nodes.push(spawn_greeter(flags("10s")));
     wait_for_nodes(registry.as_ref(), 4).await;
-    wait_until(
-        "the caller's cache sees the fourth node",
-        Duration::from_secs(30),
-        || {
-            futures_util::FutureExt::now_or_never(selector.nodes("greeter"))
-                .and_then(Result::ok)
-                .is_some_and(|n| n.len() == 4)
-        },
-    )
-    .await;
+    wait_for_cached(&selector, 4, Duration::from_secs(30)).await;
     load.stop();
     let total = load.succeeded();
     let errors = load.finish().await;
@@ -372,6 +368,61 @@ async fn etcd_stopped_30s_under_load_calls_go_on_from_the_cache_and_it_resyncs()
         errors.len(),
         &errors[..errors.len().min(3)]
     );
+    drop(nodes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_greeters_are_found_by_name_and_a_killed_one_leaves_within_its_ttl() {
+    // No Consul can run here: the greeters talk to the agent double over HTTP.
+    let consul = rmicro_consul::testing::ConsulDouble::start()
+        .await
+        .expect("double starts");
+    let address = consul.address();
+    let flags = [
+        "--registry",
+        "consul",
+        "--registry-address",
+        address.as_str(),
+        "--register-ttl",
+        "2s",
+        "--register-interval",
+        "500ms",
+    ];
+    let mut nodes: Vec<Node> = (0..3).map(|_| spawn_greeter(flags)).collect();
+    let registry: Arc<dyn Registry> =
+        Arc::new(rmicro_consul::ConsulRegistry::new(&address).expect("address"));
+    wait_for_nodes(registry.as_ref(), 3).await;
+
+    let selector = Arc::new(Selector::new(registry.clone(), Strategy::RoundRobin));
+    let client =
+        rmicro::Client::with_selector(rmicro::client::ClientOptions::default(), selector.clone());
+    let counts = PerNode::default();
+    client.wrap(counts.clone());
+    let greeter = GreeterClient::new("greeter", client);
+    let errors = Load::start(&greeter, "c", 30, false).finish().await;
+    assert!(errors.is_empty(), "{errors:?}");
+    let per_node = counts.0.lock().unwrap().clone();
+    assert_eq!(per_node.len(), 3, "{per_node:?}");
+    assert!(per_node.values().all(|n| *n == 80), "{per_node:?}");
+
+    // kill -9: no deregistration, no more heartbeats; its TTL check goes critical
+    // and the node leaves the passing set, the watch and the caller's cache.
+    let mut victim = nodes.remove(0);
+    let _ = victim.0.kill();
+    let _ = victim.0.wait();
+    wait_for_cached(&selector, 2, Duration::from_secs(10)).await;
+    assert_eq!(
+        registry
+            .get_service("greeter")
+            .await
+            .expect("get")
+            .iter()
+            .map(|s| s.nodes.len())
+            .sum::<usize>(),
+        2
+    );
+    let errors = Load::start(&greeter, "d", 20, false).finish().await;
+    assert!(errors.is_empty(), "{errors:?}");
     drop(nodes);
 }
 

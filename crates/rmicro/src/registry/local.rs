@@ -14,7 +14,7 @@
 //! is the poll interval (250 ms by default); thousands of nodes would make polling
 //! costly — use etcd or Consul beyond a single machine.
 
-use super::{Action, Event, Registry, RegistryError, Service, Watcher, merge_by_version};
+use super::{Event, Registry, RegistryError, Service, Watcher, merge_by_version};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -302,14 +302,7 @@ async fn poll_changes(
     initial: Vec<Service>,
     tx: tokio::sync::mpsc::Sender<Result<Event, RegistryError>>,
 ) {
-    let key = |s: &Service| {
-        (
-            s.name.clone(),
-            s.nodes.first().map(|n| n.id.clone()).unwrap_or_default(),
-        )
-    };
-    let mut known: HashMap<(String, String), Service> =
-        initial.into_iter().map(|s| (key(&s), s)).collect();
+    let mut known = super::NodeRecords::new(initial);
     loop {
         tokio::select! {
             () = tx.closed() => return,
@@ -320,31 +313,7 @@ async fn poll_changes(
             tokio::task::spawn_blocking(move || me.scan(service.as_deref())).await
         };
         let Ok(scan) = scan else { continue };
-        let mut current: HashMap<(String, String), Service> =
-            scan.into_iter().map(|s| (key(&s), s)).collect();
-        let mut events = Vec::new();
-        for (k, old) in &known {
-            match current.get(k) {
-                None => events.push(Event {
-                    action: Action::Delete,
-                    service: old.clone(),
-                }),
-                Some(new) if new != old => events.push(Event {
-                    action: Action::Update,
-                    service: new.clone(),
-                }),
-                Some(_) => {}
-            }
-        }
-        for (k, new) in &current {
-            if !known.contains_key(k) {
-                events.push(Event {
-                    action: Action::Create,
-                    service: new.clone(),
-                });
-            }
-        }
-        std::mem::swap(&mut known, &mut current);
+        let events = known.update(scan);
         for event in events {
             if tx.send(Ok(event)).await.is_err() {
                 return;

@@ -11,6 +11,7 @@
 //! every process on one host, no daemon, no multicast), and the adapter crates
 //! (`rmicro-etcd`, `rmicro-consul`, …) for real clusters.
 
+pub mod compact;
 mod local;
 mod memory;
 mod registration;
@@ -280,6 +281,78 @@ pub fn from_flags(name: &str, address: Option<&str>) -> Result<SharedRegistry, R
             name: name.to_owned(),
             known: names().join(", "),
         }),
+    }
+}
+
+/// The per-node records of a registry at one moment, for registries that re-read
+/// their records (polling, blocking queries) and report the difference as watch
+/// events.
+///
+/// ```
+/// use rmicro::registry::{Action, NodeRecords, testing::record};
+///
+/// let a = record("greeter", "1.0.0", "greeter-a", "127.0.0.1:1");
+/// let b = record("greeter", "1.0.0", "greeter-b", "127.0.0.1:2");
+/// let mut known = NodeRecords::new([a.clone()]);
+/// let events = known.update([b.clone()]);
+/// assert_eq!(events.len(), 2);
+/// assert_eq!((events[0].action, &events[0].service), (Action::Delete, &a));
+/// assert_eq!((events[1].action, &events[1].service), (Action::Create, &b));
+/// assert!(known.update([b]).is_empty());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct NodeRecords(BTreeMap<(String, String), Service>);
+
+impl NodeRecords {
+    /// Starts from `records` (split into one record per node).
+    pub fn new(records: impl IntoIterator<Item = Service>) -> Self {
+        NodeRecords(Self::index(records))
+    }
+
+    fn index(records: impl IntoIterator<Item = Service>) -> BTreeMap<(String, String), Service> {
+        let mut map = BTreeMap::new();
+        for record in records {
+            for single in memory::per_node(&record) {
+                let key = (single.name.clone(), single.nodes[0].id.clone());
+                map.insert(key, single);
+            }
+        }
+        map
+    }
+
+    /// Replaces the records with `current` and returns what changed: deletions and
+    /// updates first, then creations, each in node-id order.
+    pub fn update(&mut self, current: impl IntoIterator<Item = Service>) -> Vec<Event> {
+        let current = Self::index(current);
+        let mut events = Vec::new();
+        for (key, old) in &self.0 {
+            match current.get(key) {
+                None => events.push(Event {
+                    action: Action::Delete,
+                    service: old.clone(),
+                }),
+                Some(new) if new != old => events.push(Event {
+                    action: Action::Update,
+                    service: new.clone(),
+                }),
+                Some(_) => {}
+            }
+        }
+        for (key, new) in &current {
+            if !self.0.contains_key(key) {
+                events.push(Event {
+                    action: Action::Create,
+                    service: new.clone(),
+                });
+            }
+        }
+        self.0 = current;
+        events
+    }
+
+    /// The records, one per node.
+    pub fn records(&self) -> impl Iterator<Item = &Service> {
+        self.0.values()
     }
 }
 

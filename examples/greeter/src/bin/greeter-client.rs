@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // `--registry etcd` works once the adapter is installed.
+    // `--registry etcd|consul` work once the adapters are installed.
     rmicro_etcd::install();
+    rmicro_consul::install();
     let mut args = std::env::args().skip(1);
     let Some(address) = args.next() else {
         eprintln!("usage: greeter-client HOST:PORT [NAME]");

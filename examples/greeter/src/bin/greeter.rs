@@ -6,8 +6,9 @@ use rmicro::wrapper::logging::LoggingLayer;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // `--registry etcd` works once the adapter is installed.
+    // `--registry etcd|consul` work once the adapters are installed.
     rmicro_etcd::install();
+    rmicro_consul::install();
     let service = match rmicro::Service::builder("greeter").version("1.0.0").build() {
         Ok(service) => service,
         Err(err) => err.exit(),

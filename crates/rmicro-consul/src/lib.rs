@@ -1,0 +1,40 @@
+//! Consul for rmicro: a service [registry](ConsulRegistry) compatible with
+//! go-micro's Consul registry, the small HTTP [client](ConsulClient) under it, and
+//! a [test double](testing::ConsulDouble) of the agent API for machines without
+//! Consul.
+//!
+//! Make `--registry consul --registry-address host:8500` work in a program by
+//! calling [`install`] once before building the service:
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! rmicro_consul::install();
+//! let service = rmicro::Service::builder("greeter")
+//!     .args(["greeter", "--registry", "consul", "--registry-address", "127.0.0.1:8500"])
+//!     .build()?;
+//! assert_eq!(service.registry().describe(), "consul://127.0.0.1:8500");
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod registry;
+pub mod testing;
+
+pub use client::{
+    ConsulClient, ConsulError, DEFAULT_TIMEOUT, Reply, go_duration, parse_go_duration, segment,
+};
+pub use registry::{ConsulRegistry, DEFAULT_WAIT, encode_tags};
+
+/// The address used when `--registry consul` is given without `--registry-address`
+/// (Consul's own default, also read from `CONSUL_HTTP_ADDR`).
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8500";
+
+/// Makes `--registry consul` (and `MICRO_REGISTRY=consul`) build a
+/// [`ConsulRegistry`] in this process; without an address it uses
+/// `CONSUL_HTTP_ADDR`, then [`DEFAULT_ADDRESS`].
+pub fn install() {
+    rmicro::registry::install("consul", |address| {
+        let from_env = std::env::var("CONSUL_HTTP_ADDR").ok();
+        registry::shared(address.or(from_env.as_deref()).unwrap_or(DEFAULT_ADDRESS))
+    });
+}
