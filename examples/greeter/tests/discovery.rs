@@ -301,6 +301,149 @@ impl Load {
     }
 }
 
+/// Counts, per node, the calls made through `client` by `calls`.
+async fn calls_per_node(
+    client: &rmicro::Client,
+    counts: &PerNode,
+    calls: impl IntoIterator<Item = Option<String>>,
+) -> HashMap<String, usize> {
+    counts.0.lock().unwrap().clear();
+    let greeter = GreeterClient::new("greeter", client.clone());
+    for key in calls {
+        let call = greeter.say_hello(HelloRequest {
+            name: "x".into(),
+            count: 0,
+        });
+        let call = match key {
+            Some(key) => call.hash_key(key),
+            None => call,
+        };
+        call.await.expect("call succeeds");
+    }
+    counts.0.lock().unwrap().clone()
+}
+
+/// Which node each of `keys` goes to under the hash strategy (one call per key).
+async fn placement(client: &rmicro::Client, counts: &PerNode, keys: &[String]) -> Vec<String> {
+    let mut placed = Vec::new();
+    for key in keys {
+        let per_node = calls_per_node(client, counts, [Some(key.clone())]).await;
+        placed.push(per_node.into_keys().next().expect("one node got the call"));
+    }
+    placed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_spreads_evenly_and_hash_is_sticky_and_moves_few_keys() {
+    let dir = std::env::temp_dir().join(format!("rmicro-strategies-{}", uuid_like()));
+    let registry: Arc<dyn Registry> =
+        Arc::new(LocalRegistry::new(&dir).poll_interval(Duration::from_millis(50)));
+    let flags = [
+        "--registry".as_ref(),
+        "local".as_ref(),
+        "--registry-address".as_ref(),
+        dir.as_os_str(),
+    ];
+    let mut nodes: Vec<Node> = (0..3).map(|_| spawn_greeter(flags)).collect();
+    wait_for_nodes(registry.as_ref(), 3).await;
+    let client_with = |strategy| {
+        let selector = Arc::new(Selector::new(registry.clone(), strategy));
+        let client = rmicro::Client::with_selector(
+            rmicro::client::ClientOptions::default(),
+            selector.clone(),
+        );
+        let counts = PerNode::default();
+        client.wrap(counts.clone());
+        (client, counts, selector)
+    };
+
+    // random: 3,000 calls over 3 nodes pass a chi-square test (2 degrees of freedom;
+    // 18.42 is the p = 0.0001 critical value, so a fair selector fails 1 run in 10,000).
+    let (client, counts, _) = client_with(Strategy::Random);
+    let per_node = calls_per_node(&client, &counts, (0..3000).map(|_| None)).await;
+    assert_eq!(per_node.len(), 3, "{per_node:?}");
+    let chi_square: f64 = per_node
+        .values()
+        .map(|&observed| (observed as f64 - 1000.0).powi(2) / 1000.0)
+        .sum();
+    eprintln!("random: {per_node:?}, chi-square {chi_square:.2}");
+    assert!(
+        chi_square < 18.42,
+        "random is skewed: {per_node:?}, chi-square {chi_square:.2}"
+    );
+
+    // hash: 300 keys, 10 calls each (3,000 calls): every key always lands on one node.
+    let (client, counts, selector) = client_with(Strategy::Hash);
+    let keys: Vec<String> = (0..300).map(|i| format!("user-{i}")).collect();
+    let before = placement(&client, &counts, &keys).await;
+    for _ in 0..9 {
+        assert_eq!(
+            placement(&client, &counts, &keys).await,
+            before,
+            "hash is not sticky"
+        );
+    }
+    let mut spread: HashMap<&str, usize> = HashMap::new();
+    for node in &before {
+        *spread.entry(node.as_str()).or_default() += 1;
+    }
+    assert_eq!(spread.len(), 3, "keys spread over all nodes: {spread:?}");
+
+    // One node leaves: only its keys move (about 1/3); every other key stays put.
+    let mut leaving = nodes.remove(0);
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &leaving.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = leaving.0.wait();
+    wait_for_cached(&selector, 2, Duration::from_secs(10)).await;
+    let after = placement(&client, &counts, &keys).await;
+    let gone: std::collections::HashSet<&String> = before
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .difference(&after.iter().collect())
+        .copied()
+        .collect();
+    assert_eq!(
+        gone.len(),
+        1,
+        "exactly the departed node lost keys: {gone:?}"
+    );
+    let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+    let on_departed = before.iter().filter(|b| gone.contains(b)).count();
+    eprintln!("hash: {moved} of 300 keys moved when 1 of 3 nodes left");
+    assert_eq!(moved, on_departed, "keys of surviving nodes moved");
+
+    // A node joins: the keys that move all move to it, about 1/3 of them.
+    nodes.push(spawn_greeter(flags));
+    wait_for_cached(&selector, 3, Duration::from_secs(10)).await;
+    let joined = placement(&client, &counts, &keys).await;
+    let moved: Vec<&String> = after
+        .iter()
+        .zip(&joined)
+        .filter(|(a, j)| a != j)
+        .map(|(_, j)| j)
+        .collect();
+    eprintln!(
+        "hash: {} of 300 keys moved when a third node joined",
+        moved.len()
+    );
+    assert!(
+        moved.windows(2).all(|w| w[0] == w[1]) && moved.iter().all(|m| !after.contains(m)),
+        "keys moved elsewhere than to the new node"
+    );
+    assert!(
+        (30..=160).contains(&moved.len()),
+        "{} of 300 keys moved to the new node (expected about 100)",
+        moved.len()
+    );
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_stopped_30s_under_load_calls_go_on_from_the_cache_and_it_resyncs() {
     let Some(mut etcd) = rmicro_etcd::testing::EtcdServer::start_or_skip("etcd_stopped_30s").await
