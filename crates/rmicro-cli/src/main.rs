@@ -23,10 +23,10 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Registry: `local` (default), `memory`, `etcd` or `consul`.
+    /// Registry: `local` (default), `memory`, `etcd`, `consul` or `mdns`.
     #[arg(long, global = true, env = "MICRO_REGISTRY", default_value = "local")]
     registry: String,
-    /// Where the registry is (a directory for `local`, `host:port` for etcd and consul).
+    /// Where the registry is (a directory for `local`, `host:port` for etcd and consul, interface IPs for mdns).
     #[arg(long, global = true, env = "MICRO_REGISTRY_ADDRESS")]
     registry_address: Option<String>,
 }
@@ -226,6 +226,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
 async fn main() -> ExitCode {
     rmicro_etcd::install();
     rmicro_consul::install();
+    rmicro_mdns::install();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,8 +5,8 @@ use crate::client::{ConsulClient, ConsulError, go_duration, segment};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use rmicro::registry::{
-    Endpoint, Event, Node, NodeRecords, Registry, RegistryError, Service, Watcher, compact,
-    merge_by_version,
+    Endpoint, Node, Registry, RegistryError, Service, Watcher, compact, merge_by_version,
+    watch_snapshots,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -440,46 +440,36 @@ impl ConsulRegistry {
     }
 }
 
-/// Follows blocking queries and sends the differences as events until the watcher
-/// is dropped or Consul fails (then the error ends the stream).
-async fn follow(
+/// Successive snapshots from blocking queries: each waits until Consul's index
+/// moves past the last one (or the wait ends), then yields the passing nodes.
+fn blocking_snapshots(
     reader: Reader,
     service: Option<String>,
     wait: Duration,
-    mut known: NodeRecords,
-    mut index: u64,
-    tx: tokio::sync::mpsc::Sender<Result<Event, RegistryError>>,
-) {
-    loop {
-        let step = async {
-            match &service {
-                Some(name) => reader.nodes(name, Some((index, wait))).await,
-                None => {
-                    let next = reader.health_index(Some((index, wait))).await?;
-                    Ok((reader.all_nodes().await?, next))
-                }
-            }
-        };
-        let result = tokio::select! {
-            () = tx.closed() => return,
-            result = step => result,
-        };
-        match result {
-            Ok((current, next)) => {
-                // Consul's rule: an index that goes backwards means start over.
-                index = if next < index { 0 } else { next };
-                for event in known.update(current) {
-                    if tx.send(Ok(event)).await.is_err() {
-                        return;
+    index: u64,
+) -> impl futures_util::Stream<Item = Result<Vec<Service>, RegistryError>> + Send + 'static {
+    futures_util::stream::unfold(Some(index), move |index| {
+        let (reader, service) = (reader.clone(), service.clone());
+        async move {
+            let index = index?;
+            let step = async {
+                match &service {
+                    Some(name) => reader.nodes(name, Some((index, wait))).await,
+                    None => {
+                        let next = reader.health_index(Some((index, wait))).await?;
+                        Ok((reader.all_nodes().await?, next))
                     }
                 }
-            }
-            Err(err) => {
-                let _ = tx.send(Err(err)).await;
-                return;
+            };
+            match step.await {
+                // Consul's rule: an index that goes backwards means start over.
+                Ok((current, next)) => {
+                    Some((Ok(current), Some(if next < index { 0 } else { next })))
+                }
+                Err(err) => Some((Err(err), None)),
             }
         }
-    }
+    })
 }
 
 impl Registry for ConsulRegistry {
@@ -570,16 +560,10 @@ impl Registry for ConsulRegistry {
                     (reader.all_nodes().await?, index)
                 }
             };
-            let (tx, rx) = tokio::sync::mpsc::channel(256);
-            tokio::spawn(follow(
-                reader,
-                service,
-                wait,
-                NodeRecords::new(initial),
-                index,
-                tx,
-            ));
-            Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as Watcher)
+            Ok(watch_snapshots(
+                initial,
+                blocking_snapshots(reader, service, wait, index),
+            ))
         }
         .boxed()
     }

@@ -75,9 +75,14 @@ impl proto::Greeter for Greeter {
     }
 }
 
-/// Calls every endpoint of the greeter at `address` once and prints what comes back.
-pub async fn tour(client: rmicro::Client, address: &str, name: &str) -> Result<(), Error> {
-    let greeter = proto::GreeterClient::new(SERVICE, client.with_route(SERVICE, address));
+/// Calls every endpoint of the greeter once and prints what comes back: at `address`
+/// if given, else wherever the client's registry finds the service `greeter`.
+pub async fn tour(client: rmicro::Client, address: Option<&str>, name: &str) -> Result<(), Error> {
+    let client = match address {
+        Some(address) => client.with_route(SERVICE, address),
+        None => client,
+    };
+    let greeter = proto::GreeterClient::new(SERVICE, client.clone());
 
     let reply = greeter
         .say_hello(HelloRequest {
@@ -124,7 +129,7 @@ pub async fn tour(client: rmicro::Client, address: &str, name: &str) -> Result<(
             SERVICE,
             "Greeter.SayHello",
             &format!(r#"{{"name": "{name} (JSON)"}}"#),
-            rmicro::CallOptions::new().address(address),
+            rmicro::CallOptions::new(),
         )
         .await?;
     println!("call_json      -> {json}");

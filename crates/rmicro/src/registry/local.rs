@@ -14,7 +14,7 @@
 //! is the poll interval (250 ms by default); thousands of nodes would make polling
 //! costly — use etcd or Consul beyond a single machine.
 
-use super::{Event, Registry, RegistryError, Service, Watcher, merge_by_version};
+use super::{Registry, RegistryError, Service, Watcher, merge_by_version};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -281,43 +281,28 @@ impl Registry for LocalRegistry {
         let service = service.map(str::to_owned);
         let me = self.clone();
         Box::pin(async move {
-            let (tx, rx) = tokio::sync::mpsc::channel(256);
             let snapshot = {
                 let (me, service) = (me.clone(), service.clone());
                 me.clone()
                     .blocking("watch", move |_| Ok(me.scan(service.as_deref())))
                     .await?
             };
-            tokio::spawn(poll_changes(me, service, snapshot, tx));
-            Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as Watcher)
+            let scans = futures_util::stream::unfold((), move |()| {
+                let (me, service) = (me.clone(), service.clone());
+                async move {
+                    loop {
+                        tokio::time::sleep(me.poll).await;
+                        let (me, service) = (me.clone(), service.clone());
+                        let scan =
+                            tokio::task::spawn_blocking(move || me.scan(service.as_deref())).await;
+                        // A scan that panicked is skipped; the next one runs as usual.
+                        if let Ok(scan) = scan {
+                            return Some((Ok(scan), ()));
+                        }
+                    }
+                }
+            });
+            Ok(super::watch_snapshots(snapshot, scans))
         })
-    }
-}
-
-/// Polls the directory and sends the difference with the previous scan as events,
-/// until the watcher is dropped.
-async fn poll_changes(
-    registry: LocalRegistry,
-    service: Option<String>,
-    initial: Vec<Service>,
-    tx: tokio::sync::mpsc::Sender<Result<Event, RegistryError>>,
-) {
-    let mut known = super::NodeRecords::new(initial);
-    loop {
-        tokio::select! {
-            () = tx.closed() => return,
-            () = tokio::time::sleep(registry.poll) => {}
-        }
-        let scan = {
-            let (me, service) = (registry.clone(), service.clone());
-            tokio::task::spawn_blocking(move || me.scan(service.as_deref())).await
-        };
-        let Ok(scan) = scan else { continue };
-        let events = known.update(scan);
-        for event in events {
-            if tx.send(Ok(event)).await.is_err() {
-                return;
-            }
-        }
     }
 }

@@ -356,6 +356,60 @@ impl NodeRecords {
     }
 }
 
+/// A [`Watcher`] for registries that re-read their records (polling, blocking
+/// queries): starting from `initial`, each snapshot `snapshots` yields is compared
+/// with the previous one and the differences are sent as events. A snapshot error
+/// is sent and ends the watch (callers such as the selector cache resync and watch
+/// again). The re-reading stops when the watcher is dropped.
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use rmicro::registry::{Action, testing::record, watch_snapshots};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let a = record("greeter", "1.0.0", "greeter-a", "127.0.0.1:1");
+/// let snapshots = futures_util::stream::iter([Ok(vec![]), Ok(vec![a.clone()])]);
+/// let mut watcher = watch_snapshots(vec![a.clone()], snapshots);
+/// let event = watcher.next().await.unwrap().unwrap();
+/// assert_eq!((event.action, event.service), (Action::Delete, a.clone()));
+/// let event = watcher.next().await.unwrap().unwrap();
+/// assert_eq!((event.action, event.service), (Action::Create, a));
+/// assert!(watcher.next().await.is_none());
+/// # }
+/// ```
+pub fn watch_snapshots<S>(initial: Vec<Service>, snapshots: S) -> Watcher
+where
+    S: futures_util::Stream<Item = Result<Vec<Service>, RegistryError>> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        let mut known = NodeRecords::new(initial);
+        let mut snapshots = std::pin::pin!(snapshots);
+        loop {
+            let next = tokio::select! {
+                () = tx.closed() => return,
+                next = snapshots.next() => next,
+            };
+            match next {
+                None => return,
+                Some(Ok(current)) => {
+                    for event in known.update(current) {
+                        if tx.send(Ok(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Some(Err(err)) => {
+                    let _ = tx.send(Err(err)).await;
+                    return;
+                }
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
 /// Merges records of one name into one [`Service`] per version, as `get_service`
 /// returns them; node order is by id so results are stable.
 pub fn merge_by_version(records: impl IntoIterator<Item = Service>) -> Vec<Service> {

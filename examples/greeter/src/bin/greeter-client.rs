@@ -1,19 +1,43 @@
-//! Calls a running greeter: `greeter-client 127.0.0.1:50051 [name]`.
+//! Calls a greeter once per endpoint and prints the replies.
+//!
+//! ```text
+//! greeter-client 127.0.0.1:50051 [NAME]            # a fixed address
+//! greeter-client [NAME] [--registry mdns ...]       # found by name through the registry
+//! ```
+//!
+//! Without an address it finds the service `greeter` through the registry chosen by
+//! the usual flags (`--registry`, `--registry-address`, env `MICRO_REGISTRY`, …;
+//! the local registry by default).
 
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // `--registry etcd|consul` work once the adapters are installed.
+    // `--registry etcd|consul|mdns` work once the adapters are installed.
     rmicro_etcd::install();
     rmicro_consul::install();
-    let mut args = std::env::args().skip(1);
-    let Some(address) = args.next() else {
-        eprintln!("usage: greeter-client HOST:PORT [NAME]");
-        return ExitCode::from(2);
+    rmicro_mdns::install();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let positional: Vec<&String> = args.iter().take_while(|a| !a.starts_with('-')).collect();
+    let flags = args.iter().skip(positional.len());
+    let (address, name) = match positional.as_slice() {
+        [] => (None, "rmicro"),
+        [one] if one.contains(':') => (Some(one.as_str()), "rmicro"),
+        [one] => (None, one.as_str()),
+        [address, name] => (Some(address.as_str()), name.as_str()),
+        _ => {
+            eprintln!("usage: greeter-client [HOST:PORT] [NAME] [flags]");
+            return ExitCode::from(2);
+        }
     };
-    let name = args.next().unwrap_or_else(|| "rmicro".into());
-    match greeter::tour(rmicro::Client::default(), &address, &name).await {
+    let service = match rmicro::Service::builder("greeter-client")
+        .args(std::iter::once(&"greeter-client".to_owned()).chain(flags))
+        .build()
+    {
+        Ok(service) => service,
+        Err(err) => err.exit(),
+    };
+    match greeter::tour(service.client(), address, name).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");

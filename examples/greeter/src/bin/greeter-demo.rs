@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
     let server = service.start().await?;
     let address = server.local_addr().to_string();
     println!("greeter listening on {address}; calling it:\n");
-    let result = greeter::tour(service.client(), &address, "rmicro").await;
+    let result = greeter::tour(service.client(), Some(&address), "rmicro").await;
     let drained = server.stop().await;
     println!("\nserver stopped gracefully: {drained}");
     result?;

@@ -1,0 +1,45 @@
+//! mDNS service discovery for rmicro: LAN discovery with no server, in go-micro's
+//! mDNS registry format, so rmicro and go-micro services on one LAN see each other.
+//!
+//! Each node is announced as `<node-id>.<service>.micro.` (go-micro's `micro`
+//! domain, not `local`): a PTR from `<service>.micro.`, an SRV with its port, an A
+//! (or AAAA) record with its IP, and a TXT record holding hex(zlib(JSON
+//! `{Service, Version, Endpoints, Metadata}`)) split into 255-byte strings. Every
+//! service also answers `_services.micro.` so it can be listed. Lookups send a
+//! query to 224.0.0.251:5353 on each interface and gather answers for a short
+//! window (100 ms by default, as go-micro).
+//!
+//! Make `--registry mdns` work in a program by calling [`install`]; the optional
+//! `--registry-address` lists the IPv4 addresses of the interfaces to use.
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! rmicro_mdns::install();
+//! let service = rmicro::Service::builder("greeter")
+//!     .args(["greeter", "--registry", "mdns"])
+//!     .build()?;
+//! assert!(service.registry().describe().starts_with("mdns://"));
+//! # Ok(()) }
+//! ```
+//!
+//! Limits: multicast must reach the peers (one LAN segment; many container and
+//! cloud networks drop it — use the local, etcd or Consul registry there), and a
+//! lookup always waits for its window to close.
+
+pub mod dns;
+mod registry;
+
+pub use registry::{DEFAULT_DOMAIN, DEFAULT_TIMEOUT, GROUP, MdnsRegistry, PORT};
+
+/// Makes `--registry mdns` (and `MICRO_REGISTRY=mdns`) build an [`MdnsRegistry`]
+/// in this process; `--registry-address` may list interface IPv4 addresses
+/// (comma-separated) instead of every non-loopback interface.
+pub fn install() {
+    rmicro::registry::install("mdns", |address| {
+        let registry = match address {
+            Some(list) => MdnsRegistry::on_interfaces(list)?,
+            None => MdnsRegistry::new(),
+        };
+        Ok(std::sync::Arc::new(registry))
+    });
+}
