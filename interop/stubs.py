@@ -1,6 +1,7 @@
 """Generates Python gRPC stubs for the greeter proto into a temp dir and imports them."""
 import importlib
 import os
+import shutil
 import sys
 import tempfile
 
@@ -22,4 +23,9 @@ def load():
     if rc != 0:
         raise SystemExit(f"protoc failed with {rc}")
     sys.path.insert(0, out)
-    return importlib.import_module("greeter_pb2"), importlib.import_module("greeter_pb2_grpc")
+    try:
+        return importlib.import_module("greeter_pb2"), importlib.import_module("greeter_pb2_grpc")
+    finally:
+        # Both modules are loaded now; the generated files are no longer needed.
+        sys.path.remove(out)
+        shutil.rmtree(out, ignore_errors=True)

@@ -147,10 +147,15 @@ mod tests {
     use super::*;
 
     fn compile(proto: &str) -> FileDescriptorSet {
-        let dir = std::env::temp_dir().join(format!("rmicro-build-test-{}", std::process::id()));
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("rmicro-build-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("t.proto"), proto).unwrap();
-        protox::compile(["t.proto"], [&dir]).unwrap()
+        let fds = protox::compile(["t.proto"], [&dir]);
+        let _ = std::fs::remove_dir_all(&dir);
+        fds.unwrap()
     }
 
     #[test]
