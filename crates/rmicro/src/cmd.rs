@@ -79,6 +79,33 @@ pub struct Flags {
     /// Log format: `text`, or `json` for ELK and other collectors [default: text].
     #[arg(long, env = "MICRO_LOG_FORMAT", value_name = "FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
+    /// A YAML, TOML or JSON file of configuration (above in-code defaults).
+    #[arg(long, env = "MICRO_CONFIG_FILE", value_name = "FILE")]
+    pub config_file: Option<std::path::PathBuf>,
+    /// Prefix of the environment variables read as configuration [default: MICRO_].
+    #[arg(long, env = "MICRO_CONFIG_ENV_PREFIX", value_name = "PREFIX")]
+    pub config_env_prefix: Option<String>,
+    /// A configuration value, `PATH=VALUE` (VALUE is JSON or a plain string); repeatable.
+    #[arg(long = "config-set", value_name = "PATH=VALUE", value_parser = parse_config_pair)]
+    pub config_set: Vec<(String, String)>,
+    /// A config center, `etcd://HOST:PORT/PREFIX` or `consul://HOST:PORT/PREFIX`;
+    /// repeatable, later wins.
+    #[arg(
+        long = "config-source",
+        env = "MICRO_CONFIG_SOURCE",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub config_source: Vec<String>,
+}
+
+fn parse_config_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((path, value)) if !path.trim().is_empty() => {
+            Ok((path.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("`{text}` is not PATH=VALUE, e.g. mysql.host=db")),
+    }
 }
 
 /// Parses `1h`, `2m`, `30s`, `250ms`, `10us`, or a bare number of seconds.

@@ -17,6 +17,7 @@
 pub mod client;
 pub mod cmd;
 pub mod codec;
+pub mod config;
 mod context;
 pub mod errors;
 mod logging;

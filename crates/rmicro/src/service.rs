@@ -27,6 +27,9 @@ pub enum BuildError {
     /// The registry named by the flags cannot be built.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// A config source named by the flags cannot be built.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 impl BuildError {
@@ -40,6 +43,10 @@ impl BuildError {
                 std::process::exit(2)
             }
             BuildError::Registry(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2)
+            }
+            BuildError::Config(e) => {
                 eprintln!("error: {e}");
                 std::process::exit(2)
             }
@@ -63,9 +70,17 @@ pub struct ServiceBuilder {
     register_interval: Duration,
     strategy: Strategy,
     metadata: BTreeMap<String, String>,
+    config_defaults: serde_json::Value,
+    config_flags: Flags,
 }
 
 impl ServiceBuilder {
+    /// In-code configuration defaults, the lowest layer of [`Service::config`].
+    pub fn config_defaults(mut self, tree: serde_json::Value) -> Self {
+        self.config_defaults = tree;
+        self
+    }
+
     /// Where the service registers and its client finds others (`--registry` overrides).
     pub fn registry(mut self, registry: SharedRegistry) -> Self {
         self.registry = Some(registry);
@@ -168,6 +183,10 @@ impl ServiceBuilder {
         };
         self.apply(flags)?;
         crate::logging::init(&self.log_level, &self.log_format);
+        let config = crate::config::Config::builder()
+            .defaults(std::mem::take(&mut self.config_defaults))
+            .flags(&self.config_flags)?
+            .start();
         let registry = match (self.registry_flags.take(), self.registry.take()) {
             (Some((name, address)), _) => crate::registry::from_flags(&name, address.as_deref())?,
             (None, Some(registry)) => registry,
@@ -184,6 +203,7 @@ impl ServiceBuilder {
                 register_ttl: self.register_ttl,
                 register_interval: self.register_interval,
                 metadata: self.metadata,
+                config,
                 handlers: Mutex::new(Vec::new()),
                 wrappers: Mutex::new(Vec::new()),
             }),
@@ -191,6 +211,7 @@ impl ServiceBuilder {
     }
 
     fn apply(&mut self, flags: Flags) -> Result<(), BuildError> {
+        self.config_flags = flags.clone();
         if let Some(name) = flags.server_name {
             self.name = name;
         }
@@ -273,6 +294,7 @@ struct ServiceInner {
     register_ttl: Duration,
     register_interval: Duration,
     metadata: BTreeMap<String, String>,
+    config: crate::config::Config,
     handlers: Mutex<Vec<Arc<dyn ServiceHandler>>>,
     wrappers: Mutex<Vec<HandlerWrapper>>,
 }
@@ -306,7 +328,17 @@ impl Service {
             register_interval: Duration::from_secs(30),
             strategy: Strategy::default(),
             metadata: BTreeMap::new(),
+            config_defaults: serde_json::Value::Object(Default::default()),
+            config_flags: Flags::default(),
         }
+    }
+
+    /// The service's configuration: in-code defaults < `--config-file` < `MICRO_*`
+    /// environment < `--config-set` < `--config-source` centers, kept up to date.
+    /// `start()` and `run()` wait until every source has loaded once; code that
+    /// reads it before should `await` [`Config::ready`](crate::config::Config::ready).
+    pub fn config(&self) -> &crate::config::Config {
+        &self.inner.config
     }
 
     /// The registry the service registers in and finds others through.
@@ -423,6 +455,7 @@ impl Service {
         if handlers.is_empty() {
             return Err(ServerError::NoHandlers(self.inner.name.clone()));
         }
+        self.inner.config.ready().await?;
         let services = handlers.iter().map(|h| h.descriptor().name).collect();
         let (router, health) = {
             let wrappers = self.inner.wrappers.lock();

@@ -84,6 +84,9 @@ pub enum ServerError {
     /// No handler was added.
     #[error("service `{0}` has no handlers: call `service.handle(..)` before `run()`")]
     NoHandlers(String),
+    /// The configuration could not be loaded.
+    #[error("cannot load the configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Builds the routes, health and reflection for `handlers`, wrapped in `wrap`.
