@@ -1,5 +1,6 @@
-//! etcd for rmicro: a service [registry](EtcdRegistry) in go-micro's layout and the
-//! small etcd v3 [client](EtcdClient) under it.
+//! etcd for rmicro: a service [registry](EtcdRegistry) in go-micro's layout, a
+//! config center [source](EtcdSource), and the small etcd v3 [client](EtcdClient)
+//! under them.
 //!
 //! Make `--registry etcd --registry-address host:2379` work in a program by calling
 //! [`install`] once before building the service:
@@ -18,10 +19,12 @@
 //! build time, so building this crate needs no system `protoc`.
 
 mod client;
+mod config;
 mod registry;
 pub mod testing;
 
 pub use client::{DEFAULT_TIMEOUT, EtcdClient, EtcdError, KeyValue, WatchEvent, WatchStream};
+pub use config::EtcdSource;
 pub use registry::{DEFAULT_PREFIX, EtcdRegistry};
 
 /// etcd's v3 API messages and gRPC clients (the subset rmicro uses).
@@ -34,10 +37,14 @@ pub mod pb {
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:2379";
 
 /// Makes `--registry etcd` (and `MICRO_REGISTRY=etcd`) build an [`EtcdRegistry`]
-/// in this process; the address defaults to [`DEFAULT_ADDRESS`].
+/// in this process (the address defaults to [`DEFAULT_ADDRESS`]), and
+/// `--config-source etcd://HOST:PORT/PREFIX` an [`EtcdSource`].
 pub fn install() {
     rmicro::registry::install("etcd", |address| {
         let registry = EtcdRegistry::new(address.unwrap_or(DEFAULT_ADDRESS))?;
         Ok(std::sync::Arc::new(registry))
+    });
+    rmicro::config::source::install("etcd", |address, prefix| {
+        Ok(std::sync::Arc::new(EtcdSource::new(address, prefix)?))
     });
 }

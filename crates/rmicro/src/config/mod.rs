@@ -258,6 +258,7 @@ struct Layer {
 }
 
 struct Inner {
+    ready_timeout: Duration,
     layers: Mutex<Vec<Layer>>,
     snapshot: ArcSwap<Snapshot>,
     changes: broadcast::Sender<Change>,
@@ -293,17 +294,36 @@ impl std::fmt::Debug for Config {
 impl Default for Config {
     /// An empty configuration with no sources.
     fn default() -> Self {
-        Config::from_layers(Vec::new())
+        Config::from_layers(Vec::new(), DEFAULT_READY_TIMEOUT)
     }
 }
 
+/// How long [`Config::ready`] waits for the first load by default.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Collects sources, then loads them with [`ConfigBuilder::build`].
-#[derive(Default)]
 pub struct ConfigBuilder {
     sources: Vec<Arc<dyn Source>>,
+    ready_timeout: Duration,
+}
+
+impl Default for ConfigBuilder {
+    fn default() -> Self {
+        ConfigBuilder {
+            sources: Vec::new(),
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+        }
+    }
 }
 
 impl ConfigBuilder {
+    /// How long loading may take before [`Config::ready`] (and so `build` and a
+    /// service's `start`) fails (default [`DEFAULT_READY_TIMEOUT`]).
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
     /// In-code defaults: the lowest layer (call first).
     pub fn defaults(self, tree: Value) -> Self {
         self.source(Values::new("defaults", tree))
@@ -365,7 +385,7 @@ impl ConfigBuilder {
                 loaded: false,
             })
             .collect();
-        let config = Config::from_layers(layers);
+        let config = Config::from_layers(layers, self.ready_timeout);
         if tokio::runtime::Handle::try_current().is_ok() {
             for (index, source) in self.sources.into_iter().enumerate() {
                 let task = tokio::spawn(follow(Arc::downgrade(&config.inner), index, source));
@@ -421,9 +441,10 @@ impl Config {
         ConfigBuilder::default()
     }
 
-    fn from_layers(layers: Vec<Layer>) -> Config {
+    fn from_layers(layers: Vec<Layer>, ready_timeout: Duration) -> Config {
         let config = Config {
             inner: Arc::new(Inner {
+                ready_timeout,
                 layers: Mutex::new(layers),
                 snapshot: ArcSwap::from_pointee(Snapshot::default()),
                 changes: broadcast::channel(64).0,
@@ -484,11 +505,12 @@ impl Config {
         let _ = self.inner.changes.send(Change::Error(err));
     }
 
-    /// Waits until every source has been loaded once; fails after 10 s with the
-    /// sources that are still missing and their last error.
+    /// Waits until every source has been loaded once; fails after the ready
+    /// timeout (10 s by default) naming the sources still missing and their last error.
     pub async fn ready(&self) -> Result<(), ConfigError> {
         let mut changes = self.inner.changes.subscribe();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let limit = self.inner.ready_timeout;
+        let deadline = tokio::time::Instant::now() + limit;
         let mut last_error: Option<ConfigError> = None;
         loop {
             let pending: Vec<String> = self
@@ -507,8 +529,8 @@ impl Config {
                     return Err(ConfigError::Source {
                         source_name: pending.join(", "),
                         detail: match last_error {
-                            Some(err) => format!("not loaded within 10 s: {err}"),
-                            None => "not loaded within 10 s".into(),
+                            Some(err) => format!("not loaded within {limit:?}: {err}"),
+                            None => format!("not loaded within {limit:?}"),
                         },
                     });
                 }

@@ -34,6 +34,58 @@ pub trait Source: Send + Sync + 'static {
     fn watch(self: Arc<Self>) -> Option<BoxStream<'static, SourceEvent>> {
         None
     }
+
+    /// Writes `value` at `path` (config centers only; others refuse).
+    fn set(&self, path: &str, value: &Value) -> BoxFuture<'_, Result<(), ConfigError>> {
+        let _ = (path, value);
+        let name = self.name();
+        Box::pin(async move {
+            Err(ConfigError::Source {
+                source_name: name,
+                detail: "this source is read-only".into(),
+            })
+        })
+    }
+}
+
+/// The key a config center stores `path` under: `prefix/mysql/port` for `mysql.port`.
+pub fn path_key(prefix: &str, path: &str) -> String {
+    let prefix = prefix.trim_end_matches('/');
+    let rest = tree::segments(path).collect::<Vec<_>>().join("/");
+    if rest.is_empty() {
+        prefix.to_owned()
+    } else {
+        format!("{prefix}/{rest}")
+    }
+}
+
+/// Parses every key's value, keeping the last good value of a key whose new value
+/// does not parse; returns the errors for those keys. Shared by config centers.
+pub fn parse_keys(
+    source_name: &str,
+    good: &mut BTreeMap<String, Value>,
+    changes: impl IntoIterator<Item = (String, Option<String>)>,
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for (key, text) in changes {
+        match text {
+            None => {
+                good.remove(&key);
+            }
+            Some(text) => match parse_value(&text) {
+                Ok(value) => {
+                    good.insert(key, value);
+                }
+                Err(detail) => errors.push(ConfigError::Source {
+                    source_name: source_name.to_owned(),
+                    detail: format!(
+                        "key `{key}` holds an unreadable value, keeping the last good one: {detail}"
+                    ),
+                }),
+            },
+        }
+    }
+    errors
 }
 
 /// A fixed tree: in-code defaults or values set on the command line.
