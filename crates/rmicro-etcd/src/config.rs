@@ -124,12 +124,12 @@ impl EtcdSource {
                 Ok(events) => events,
                 Err(err) => return self.failed(format!("watch broke: {err}")),
             };
-            let changes = events.into_iter().filter_map(|event| match event {
-                WatchEvent::Put(kv) => Some((
+            let changes = events.into_iter().map(|event| match event {
+                WatchEvent::Put(kv) => (
                     kv.key,
                     Some(String::from_utf8_lossy(&kv.value).into_owned()),
-                )),
-                WatchEvent::Delete { key, .. } => Some((key, None)),
+                ),
+                WatchEvent::Delete { key, .. } => (key, None),
             });
             let changes: Vec<_> = changes.filter(|(k, _)| self.owns(k)).collect();
             if changes.is_empty() {
