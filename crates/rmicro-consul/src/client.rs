@@ -64,6 +64,9 @@ pub struct Reply {
     pub index: Option<u64>,
     /// The response body.
     pub body: Bytes,
+    /// False when Consul answered 404 to a [`ConsulClient::get_optional`] (nothing
+    /// there yet; `index` still tells where to block from).
+    pub found: bool,
 }
 
 /// A client for one Consul agent. Cheap to clone (connections are pooled).
@@ -152,26 +155,50 @@ impl ConsulClient {
         path: &str,
         blocking: Option<(u64, Duration)>,
     ) -> Result<Reply, ConsulError> {
+        self.get_inner(path, blocking, false).await
+    }
+
+    /// Like [`get`](Self::get), but a 404 (e.g. no key under a KV prefix yet) is an
+    /// answer with `found: false` rather than an error.
+    pub async fn get_optional(
+        &self,
+        path: &str,
+        blocking: Option<(u64, Duration)>,
+    ) -> Result<Reply, ConsulError> {
+        self.get_inner(path, blocking, true).await
+    }
+
+    async fn get_inner(
+        &self,
+        path: &str,
+        blocking: Option<(u64, Duration)>,
+        missing_ok: bool,
+    ) -> Result<Reply, ConsulError> {
         match blocking {
             Some((index, wait)) => {
                 let sep = if path.contains('?') { '&' } else { '?' };
                 let path = format!("{path}{sep}index={index}&wait={}", go_duration(wait));
                 // Consul adds up to wait/16 of jitter.
                 let limit = self.timeout + wait + wait / 16;
-                self.send(Method::GET, &path, None, limit).await
+                self.send(Method::GET, &path, None, limit, missing_ok).await
             }
-            None => self.send(Method::GET, path, None, self.timeout).await,
+            None => {
+                self.send(Method::GET, path, None, self.timeout, missing_ok)
+                    .await
+            }
         }
     }
 
     /// `PUT path` with an optional JSON body.
     pub async fn put(&self, path: &str, body: Option<Vec<u8>>) -> Result<Reply, ConsulError> {
-        self.send(Method::PUT, path, body, self.timeout).await
+        self.send(Method::PUT, path, body, self.timeout, false)
+            .await
     }
 
     /// `DELETE path`.
     pub async fn delete(&self, path: &str) -> Result<Reply, ConsulError> {
-        self.send(Method::DELETE, path, None, self.timeout).await
+        self.send(Method::DELETE, path, None, self.timeout, false)
+            .await
     }
 
     async fn send(
@@ -180,6 +207,7 @@ impl ConsulClient {
         path: &str,
         body: Option<Vec<u8>>,
         limit: Duration,
+        missing_ok: bool,
     ) -> Result<Reply, ConsulError> {
         let operation = format!("{method} {}", path.split('?').next().unwrap_or(path));
         let failed = |detail: String| ConsulError::Call {
@@ -226,6 +254,13 @@ impl ConsulClient {
         let (status, index, body) = tokio::time::timeout(limit, exchange)
             .await
             .map_err(|_| failed(format!("no answer within {limit:?}")))??;
+        if status == StatusCode::NOT_FOUND && missing_ok {
+            return Ok(Reply {
+                index,
+                body: Bytes::new(),
+                found: false,
+            });
+        }
         if status != StatusCode::OK {
             return Err(ConsulError::Status {
                 address: self.address.clone(),
@@ -234,7 +269,11 @@ impl ConsulClient {
                 body: String::from_utf8_lossy(&body).trim().to_owned(),
             });
         }
-        Ok(Reply { index, body })
+        Ok(Reply {
+            index,
+            body,
+            found: true,
+        })
     }
 }
 

@@ -1,5 +1,6 @@
 //! Consul for rmicro: a service [registry](ConsulRegistry) compatible with
-//! go-micro's Consul registry, the small HTTP [client](ConsulClient) under it, and
+//! go-micro's Consul registry, a KV config [source](ConsulSource), the small HTTP
+//! [client](ConsulClient) under them, and
 //! a [test double](testing::ConsulDouble) of the agent API for machines without
 //! Consul.
 //!
@@ -17,12 +18,14 @@
 //! ```
 
 mod client;
+mod config;
 mod registry;
 pub mod testing;
 
 pub use client::{
     ConsulClient, ConsulError, DEFAULT_TIMEOUT, Reply, go_duration, parse_go_duration, segment,
 };
+pub use config::ConsulSource;
 pub use registry::{ConsulRegistry, DEFAULT_WAIT, encode_tags};
 
 /// The address used when `--registry consul` is given without `--registry-address`
@@ -30,9 +33,13 @@ pub use registry::{ConsulRegistry, DEFAULT_WAIT, encode_tags};
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8500";
 
 /// Makes `--registry consul` (and `MICRO_REGISTRY=consul`) build a
-/// [`ConsulRegistry`] in this process; without an address it uses
-/// `CONSUL_HTTP_ADDR`, then [`DEFAULT_ADDRESS`].
+/// [`ConsulRegistry`] in this process (without an address it uses
+/// `CONSUL_HTTP_ADDR`, then [`DEFAULT_ADDRESS`]), and `--config-source
+/// consul://HOST:PORT/PREFIX` a [`ConsulSource`].
 pub fn install() {
+    rmicro::config::source::install("consul", |address, prefix| {
+        Ok(std::sync::Arc::new(ConsulSource::new(address, prefix)?))
+    });
     rmicro::registry::install("consul", |address| {
         let from_env = std::env::var("CONSUL_HTTP_ADDR").ok();
         registry::shared(address.or(from_env.as_deref()).unwrap_or(DEFAULT_ADDRESS))
