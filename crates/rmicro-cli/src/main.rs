@@ -6,6 +6,9 @@
 //! rmicro services                       # every service in the registry
 //! rmicro describe greeter [--output json]
 //! rmicro call greeter Greeter.SayHello '{"name": "ann"}'   # found through the registry
+//! rmicro config get mysql --config-source etcd://127.0.0.1:2379/micro/config
+//! rmicro config set mysql.port 3306 --config-source consul://127.0.0.1:8500/micro/config
+//! rmicro config watch mysql --config-source etcd://127.0.0.1:2379/micro/config
 //! ```
 //!
 //! Every command honours `--registry NAME --registry-address ADDR` (env
@@ -70,6 +73,11 @@ enum Command {
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         output: String,
     },
+    /// Read, write or follow configuration in files and config centers.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Check a service's gRPC health (`grpc.health.v1`); exit 0 only if SERVING.
     Health {
         /// The gRPC service to check (`greeter.v1.Greeter`); empty for the whole server.
@@ -78,6 +86,119 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the merged value at PATH as JSON (`""` for everything).
+    Get {
+        /// A dotted path, e.g. `mysql` or `mysql.port`.
+        path: String,
+        #[command(flatten)]
+        sources: ConfigSources,
+    },
+    /// Write a JSON value at PATH in the (one) config center given.
+    Set {
+        /// A dotted path, e.g. `mysql.port`.
+        path: String,
+        /// The value as JSON: `3306`, `'"db"'`, `'{"host": "db"}'`.
+        value: String,
+        #[command(flatten)]
+        sources: ConfigSources,
+    },
+    /// Print the value at PATH as a line of JSON now and after every change.
+    Watch {
+        /// A dotted path, e.g. `mysql`.
+        path: String,
+        #[command(flatten)]
+        sources: ConfigSources,
+    },
+}
+
+#[derive(clap::Args)]
+struct ConfigSources {
+    /// A config center, `etcd://HOST:PORT/PREFIX` or `consul://HOST:PORT/PREFIX`;
+    /// repeatable, later wins.
+    #[arg(
+        long = "config-source",
+        env = "MICRO_CONFIG_SOURCE",
+        value_delimiter = ','
+    )]
+    sources: Vec<String>,
+    /// A YAML, TOML or JSON file, below the centers.
+    #[arg(long = "config-file", env = "MICRO_CONFIG_FILE")]
+    file: Option<std::path::PathBuf>,
+}
+
+impl ConfigSources {
+    fn builder(&self) -> Result<rmicro::config::ConfigBuilder, Error> {
+        let bad = |e: rmicro::config::ConfigError| Error::bad_request("rmicro.cli", e.to_string());
+        let mut builder = rmicro::config::Config::builder();
+        if let Some(file) = &self.file {
+            builder = builder.source(rmicro::config::source::File::new(file).map_err(bad)?);
+        }
+        for url in &self.sources {
+            builder = builder.shared_source(rmicro::config::source::from_url(url).map_err(bad)?);
+        }
+        Ok(builder)
+    }
+}
+
+async fn config(action: ConfigAction) -> Result<(), Error> {
+    use futures_util::StreamExt;
+    let unavailable =
+        |e: rmicro::config::ConfigError| Error::unavailable("rmicro.cli", e.to_string());
+    match action {
+        ConfigAction::Get { path, sources } => {
+            let config = sources.builder()?.build().await.map_err(unavailable)?;
+            let value = config.get(&path);
+            match value.raw() {
+                Some(json) if value.exists() => {
+                    println!("{json}");
+                    Ok(())
+                }
+                _ => Err(Error::not_found(
+                    "rmicro.cli",
+                    format!(
+                        "config path `{path}` is not set in any source ({})",
+                        config.sources().join(", ")
+                    ),
+                )),
+            }
+        }
+        ConfigAction::Set {
+            path,
+            value,
+            sources,
+        } => {
+            let [url] = sources.sources.as_slice() else {
+                return Err(Error::bad_request(
+                    "rmicro.cli",
+                    "`config set` writes to exactly one --config-source",
+                ));
+            };
+            let json: serde_json::Value = serde_json::from_str(&value).map_err(|e| {
+                Error::bad_request(
+                    "rmicro.cli",
+                    format!("`{value}` is not JSON ({e}); quote strings: '\"db\"'"),
+                )
+            })?;
+            let source = rmicro::config::source::from_url(url)
+                .map_err(|e| Error::bad_request("rmicro.cli", e.to_string()))?;
+            source.set(&path, &json).await.map_err(unavailable)
+        }
+        ConfigAction::Watch { path, sources } => {
+            let config = sources.builder()?.build().await.map_err(unavailable)?;
+            let mut values = config.watch::<serde_json::Value>(&path);
+            while let Some(item) = values.next().await {
+                match item {
+                    Ok(value) => println!("{value}"),
+                    Err(err) => eprintln!("error: {err}"),
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 fn options(target: &Target) -> Result<CallOptions, Error> {
@@ -113,6 +234,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     ));
     let client = Client::with_selector(rmicro::client::ClientOptions::default(), selector);
     match cli.command {
+        Command::Config { action } => config(action).await,
         Command::Services => {
             let mut names: Vec<String> = registry
                 .list_services()
