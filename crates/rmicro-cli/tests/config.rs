@@ -179,3 +179,51 @@ async fn get_and_set_through_consul_kv() {
     let get = ok(&["config", "get", "mysql", "--config-source", &url]);
     assert_eq!(get, r#"{"host":"db"}"#);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_reads_its_config_center_from_the_standard_flags() {
+    let Some(etcd) = EtcdServer::start_or_skip("service config center").await else {
+        return;
+    };
+    let url = format!("etcd://{}/micro/config", etcd.address());
+    let source = EtcdSource::new(&etcd.address(), "/micro/config").unwrap();
+    source
+        .set("mysql", &json!({"host": "db", "port": 3306}))
+        .await
+        .unwrap();
+    rmicro_etcd::install();
+    let service = rmicro::Service::builder("greeter")
+        .address("127.0.0.1:0")
+        .registry(std::sync::Arc::new(rmicro::registry::MemoryRegistry::new()))
+        .config_defaults(json!({"mysql": {"host": "localhost", "pool": 4}}))
+        .args(["greeter", "--log-level", "warn", "--config-source", &url])
+        .build()
+        .unwrap();
+    service.handle(greeter::proto::GreeterServer::new(greeter::Greeter));
+    // start() waits for the config sources to load.
+    let server = service.start().await.unwrap();
+    let config = service.config();
+    assert_eq!(config.get("mysql.host").string().unwrap(), "db");
+    assert_eq!(config.get("mysql.pool").int().unwrap(), 4);
+    let mut watch = config.watch::<u16>("mysql.port");
+    let now = tokio::time::timeout(
+        Duration::from_secs(2),
+        futures_util::StreamExt::next(&mut watch),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    assert_eq!(now, 3306);
+    source.set("mysql.port", &json!(3307)).await.unwrap();
+    let changed = tokio::time::timeout(
+        Duration::from_secs(2),
+        futures_util::StreamExt::next(&mut watch),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    assert_eq!(changed, 3307);
+    assert!(server.stop().await);
+}

@@ -283,3 +283,19 @@ async fn the_service_loads_its_config_from_the_standard_flags() {
         .unwrap_err();
     assert!(err.to_string().contains("unknown config center"), "{err}");
 }
+
+#[test]
+fn a_config_built_outside_a_runtime_loads_on_ready() {
+    let config = Config::builder()
+        .defaults(json!({"a": 1}))
+        .source(Values::from_pairs("flags", [("a", "2")]))
+        .start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(config.ready())
+        .expect("loads once a runtime runs it");
+    assert_eq!(config.get("a").int().unwrap(), 2);
+}

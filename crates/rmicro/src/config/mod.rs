@@ -259,6 +259,8 @@ struct Layer {
 
 struct Inner {
     ready_timeout: Duration,
+    /// Sources whose loaders have not started (no runtime when the config was built).
+    pending: Mutex<Vec<Arc<dyn Source>>>,
     layers: Mutex<Vec<Layer>>,
     snapshot: ArcSwap<Snapshot>,
     changes: broadcast::Sender<Change>,
@@ -373,8 +375,9 @@ impl ConfigBuilder {
         Ok(config)
     }
 
-    /// Returns at once and loads in the background (inside a tokio runtime);
-    /// [`Config::ready`] waits for the first load. Used by the service builder.
+    /// Returns at once and loads in the background — from now on inside a tokio
+    /// runtime, else from the first [`Config::ready`], which waits for the first
+    /// load. Used by the service builder.
     pub fn start(self) -> Config {
         let layers = self
             .sources
@@ -386,13 +389,11 @@ impl ConfigBuilder {
             })
             .collect();
         let config = Config::from_layers(layers, self.ready_timeout);
+        if let Ok(mut pending) = config.inner.pending.lock() {
+            *pending = self.sources;
+        }
         if tokio::runtime::Handle::try_current().is_ok() {
-            for (index, source) in self.sources.into_iter().enumerate() {
-                let task = tokio::spawn(follow(Arc::downgrade(&config.inner), index, source));
-                if let Ok(mut tasks) = config.inner.tasks.lock() {
-                    tasks.push(task);
-                }
-            }
+            config.spawn_loaders();
         }
         config
     }
@@ -445,6 +446,7 @@ impl Config {
         let config = Config {
             inner: Arc::new(Inner {
                 ready_timeout,
+                pending: Mutex::new(Vec::new()),
                 layers: Mutex::new(layers),
                 snapshot: ArcSwap::from_pointee(Snapshot::default()),
                 changes: broadcast::channel(64).0,
@@ -453,6 +455,20 @@ impl Config {
         };
         config.remerge();
         config
+    }
+
+    /// Starts loading and following the sources not started yet.
+    fn spawn_loaders(&self) {
+        let sources = match self.inner.pending.lock() {
+            Ok(mut pending) => std::mem::take(&mut *pending),
+            Err(_) => return,
+        };
+        for (index, source) in sources.into_iter().enumerate() {
+            let task = tokio::spawn(follow(Arc::downgrade(&self.inner), index, source));
+            if let Ok(mut tasks) = self.inner.tasks.lock() {
+                tasks.push(task);
+            }
+        }
     }
 
     fn layers(&self) -> std::sync::MutexGuard<'_, Vec<Layer>> {
@@ -509,6 +525,7 @@ impl Config {
     /// timeout (10 s by default) naming the sources still missing and their last error.
     pub async fn ready(&self) -> Result<(), ConfigError> {
         let mut changes = self.inner.changes.subscribe();
+        self.spawn_loaders();
         let limit = self.inner.ready_timeout;
         let deadline = tokio::time::Instant::now() + limit;
         let mut last_error: Option<ConfigError> = None;
