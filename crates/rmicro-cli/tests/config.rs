@@ -206,24 +206,15 @@ async fn a_service_reads_its_config_center_from_the_standard_flags() {
     assert_eq!(config.get("mysql.host").string().unwrap(), "db");
     assert_eq!(config.get("mysql.pool").int().unwrap(), 4);
     let mut watch = config.watch::<u16>("mysql.port");
-    let now = tokio::time::timeout(
-        Duration::from_secs(2),
-        futures_util::StreamExt::next(&mut watch),
-    )
-    .await
-    .unwrap()
-    .unwrap()
-    .unwrap();
-    assert_eq!(now, 3306);
+    let mut next = async || {
+        let item = tokio::time::timeout(
+            Duration::from_secs(2),
+            futures_util::StreamExt::next(&mut watch),
+        );
+        item.await.expect("in time").expect("open").expect("a port")
+    };
+    assert_eq!(next().await, 3306);
     source.set("mysql.port", &json!(3307)).await.unwrap();
-    let changed = tokio::time::timeout(
-        Duration::from_secs(2),
-        futures_util::StreamExt::next(&mut watch),
-    )
-    .await
-    .unwrap()
-    .unwrap()
-    .unwrap();
-    assert_eq!(changed, 3307);
+    assert_eq!(next().await, 3307);
     assert!(server.stop().await);
 }
