@@ -595,7 +595,13 @@ impl Config {
                     let raw = current.raw().cloned();
                     if last.as_ref() != Some(&raw) {
                         last = Some(raw);
-                        return Some((current.scan::<T>(), (config, changes, last, path)));
+                        let scanned = current.scan::<T>();
+                        if let Err(err) = &scanned
+                            && current.exists()
+                        {
+                            tracing::warn!(error = %err, "config value unusable; keep the last good one");
+                        }
+                        return Some((scanned, (config, changes, last, path)));
                     }
                     match changes.recv().await {
                         Ok(Change::Tree) | Err(broadcast::error::RecvError::Lagged(_)) => {}
