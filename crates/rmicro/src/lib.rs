@@ -14,6 +14,7 @@
 //! [`server`], [`client`], [`codec`], [`transport`], [`wrapper`], [`registry`],
 //! [`errors`], [`metadata`].
 
+pub mod broker;
 pub mod client;
 pub mod cmd;
 pub mod codec;

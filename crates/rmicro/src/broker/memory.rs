@@ -1,0 +1,288 @@
+//! The in-process broker: for tests and single-process apps. Nothing is persisted;
+//! a message published while a topic has no subscriber is dropped.
+
+use super::{
+    Broker, BrokerError, Delivery, Handler, Message, Outcome, SubscribeOptions, Subscriber,
+    dead_letter_topic, process, redelivery_delay,
+};
+use futures_util::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use tokio::sync::mpsc;
+
+struct Sub {
+    id: u64,
+    queue: Option<String>,
+    tx: mpsc::UnboundedSender<Delivery>,
+}
+
+#[derive(Default)]
+struct State {
+    topics: HashMap<String, Vec<Sub>>,
+    next_id: u64,
+    turn: HashMap<(String, String), usize>,
+}
+
+/// An in-process [`Broker`] with the same semantics as the others: fan-out, queue
+/// groups (round-robin), redelivery on handler error with backoff, dead letters
+/// after `max_deliveries`, per-subscriber concurrency.
+#[derive(Clone, Default)]
+pub struct MemoryBroker {
+    state: Arc<Mutex<State>>,
+}
+
+impl MemoryBroker {
+    /// An empty broker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+        match state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Hands `delivery` to every plain subscriber and one member of each group.
+    fn dispatch(state: &Mutex<State>, topic: &str, message: &Message) {
+        let mut state = Self::lock(state);
+        let State { topics, turn, .. } = &mut *state;
+        let Some(subs) = topics.get(topic) else {
+            return;
+        };
+        let mut groups: HashMap<&str, Vec<&Sub>> = HashMap::new();
+        for sub in subs {
+            match &sub.queue {
+                None => {
+                    let _ = sub.tx.send(Delivery::new(topic, message.clone(), 1));
+                }
+                Some(queue) => groups.entry(queue.as_str()).or_default().push(sub),
+            }
+        }
+        for (queue, members) in groups {
+            let next = turn
+                .entry((topic.to_owned(), queue.to_owned()))
+                .or_insert(0);
+            let member = members[*next % members.len()];
+            *next = next.wrapping_add(1);
+            let _ = member.tx.send(Delivery::new(topic, message.clone(), 1));
+        }
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+
+    fn connect(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn disconnect(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let state = self.state.clone();
+        Box::pin(async move {
+            Self::lock(&state).topics.clear();
+            Ok(())
+        })
+    }
+
+    fn publish(&self, topic: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Self::dispatch(&self.state, topic, &message);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn subscribe(
+        &self,
+        topic: &str,
+        handler: Handler,
+        options: SubscribeOptions,
+    ) -> BoxFuture<'_, Result<Subscriber, BrokerError>> {
+        let topic = topic.to_owned();
+        let state = self.state.clone();
+        Box::pin(async move {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let id = {
+                let mut guard = Self::lock(&state);
+                guard.next_id += 1;
+                let id = guard.next_id;
+                guard.topics.entry(topic.clone()).or_default().push(Sub {
+                    id,
+                    queue: options.queue.clone(),
+                    tx: tx.clone(),
+                });
+                id
+            };
+            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            let mut workers = Vec::new();
+            for _ in 0..options.concurrency.max(1) {
+                workers.push(tokio::spawn(work(
+                    rx.clone(),
+                    tx.downgrade(),
+                    Arc::downgrade(&state),
+                    handler.clone(),
+                    options.clone(),
+                )));
+            }
+            drop(tx);
+            let stop_topic = topic.clone();
+            Ok(Subscriber::new(topic, options, move || async move {
+                if let Some(subs) = Self::lock(&state).topics.get_mut(&stop_topic) {
+                    subs.retain(|s| s.id != id);
+                }
+                for worker in workers {
+                    let _ = worker.await;
+                }
+            }))
+        })
+    }
+}
+
+/// One worker of a subscription: handles deliveries until the subscription ends.
+async fn work(
+    rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Delivery>>>,
+    requeue: mpsc::WeakUnboundedSender<Delivery>,
+    state: Weak<Mutex<State>>,
+    handler: Handler,
+    options: SubscribeOptions,
+) {
+    loop {
+        let delivery = rx.lock().await.recv().await;
+        let Some(delivery) = delivery else { return };
+        let (topic, message, attempt) = (
+            delivery.topic.clone(),
+            delivery.message.clone(),
+            delivery.attempt,
+        );
+        match process(&handler, delivery, &options).await {
+            Outcome::Ack => {}
+            Outcome::Retry(_) => {
+                let Some(requeue) = requeue.upgrade() else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    tokio::time::sleep(redelivery_delay(attempt)).await;
+                    let _ = requeue.send(Delivery::new(topic, message, attempt + 1));
+                });
+            }
+            Outcome::DeadLetter(dead) => {
+                if let Some(state) = state.upgrade() {
+                    MemoryBroker::dispatch(&state, &dead_letter_topic(&topic), &dead);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ERROR, handler};
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn counter() -> (Arc<AtomicUsize>, Handler) {
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = count.clone();
+        let h = handler(move |_d| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        });
+        (count, h)
+    }
+
+    #[tokio::test]
+    async fn fan_out_and_queue_groups() {
+        let broker = MemoryBroker::new();
+        let (a, ha) = counter();
+        let (b, hb) = counter();
+        let (q1, hq1) = counter();
+        let (q2, hq2) = counter();
+        let opts = SubscribeOptions::default;
+        let subs = vec![
+            broker.subscribe("t", ha, opts()).await.unwrap(),
+            broker.subscribe("t", hb, opts()).await.unwrap(),
+            broker.subscribe("t", hq1, opts().queue("g")).await.unwrap(),
+            broker.subscribe("t", hq2, opts().queue("g")).await.unwrap(),
+        ];
+        for i in 0..100 {
+            broker
+                .publish("t", Message::new(format!("{i}")))
+                .await
+                .unwrap();
+        }
+        wait_until("all delivered", || {
+            a.load(Ordering::SeqCst) == 100
+                && b.load(Ordering::SeqCst) == 100
+                && q1.load(Ordering::SeqCst) + q2.load(Ordering::SeqCst) == 100
+        })
+        .await;
+        assert_eq!(q1.load(Ordering::SeqCst), 50, "round robin in the group");
+        for sub in subs {
+            sub.unsubscribe().await;
+        }
+        broker.publish("t", Message::new("late")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            a.load(Ordering::SeqCst),
+            100,
+            "no delivery after unsubscribe"
+        );
+    }
+
+    #[tokio::test]
+    async fn redelivers_then_dead_letters() {
+        let broker = MemoryBroker::new();
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let seen = attempts.clone();
+        let failing = handler(move |d: Delivery| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(d.attempt);
+                Err(crate::Error::internal(
+                    "t",
+                    format!("attempt {} failed", d.attempt),
+                ))
+            }
+        });
+        let dead = Arc::new(Mutex::new(Vec::new()));
+        let sink = dead.clone();
+        let dlq = handler(move |d: Delivery| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(d.message);
+                Ok(())
+            }
+        });
+        let _s = broker
+            .subscribe(
+                "orders",
+                failing,
+                SubscribeOptions::default().max_deliveries(3),
+            )
+            .await
+            .unwrap();
+        let _d = broker
+            .subscribe("orders.dlq", dlq, SubscribeOptions::default())
+            .await
+            .unwrap();
+        broker.publish("orders", Message::new("o1")).await.unwrap();
+        wait_until("dead-lettered", || !dead.lock().unwrap().is_empty()).await;
+        assert_eq!(*attempts.lock().unwrap(), [1, 2, 3]);
+        let dead = dead.lock().unwrap();
+        assert_eq!(dead[0].body, "o1");
+        assert_eq!(dead[0].headers[ERROR], "attempt 3 failed");
+    }
+}
