@@ -64,6 +64,12 @@ pub struct Flags {
     /// Where the registry is: a directory for `local`, `host:port` for servers.
     #[arg(long, env = "MICRO_REGISTRY_ADDRESS", value_name = "ADDRESS")]
     pub registry_address: Option<String>,
+    /// Broker: `memory` (default), or an adapter's name (`nats`, `rabbitmq`, `redis`, `mqtt`).
+    #[arg(long, env = "MICRO_BROKER", value_name = "NAME")]
+    pub broker: Option<String>,
+    /// Where the broker is (`nats://host:4222`, `amqp://…`, `redis://…`, `host:1883`).
+    #[arg(long, env = "MICRO_BROKER_ADDRESS", value_name = "ADDRESS")]
+    pub broker_address: Option<String>,
     /// How long a registration lives without being refreshed [default: 60s].
     #[arg(long, env = "MICRO_REGISTER_TTL", value_name = "DURATION", value_parser = parse_duration)]
     pub register_ttl: Option<Duration>,

@@ -30,6 +30,9 @@ pub enum BuildError {
     /// A config source named by the flags cannot be built.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The broker named by the flags cannot be built.
+    #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerError),
 }
 
 impl BuildError {
@@ -47,6 +50,10 @@ impl BuildError {
                 std::process::exit(2)
             }
             BuildError::Config(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2)
+            }
+            BuildError::Broker(e) => {
                 eprintln!("error: {e}");
                 std::process::exit(2)
             }
@@ -72,9 +79,17 @@ pub struct ServiceBuilder {
     metadata: BTreeMap<String, String>,
     config_defaults: serde_json::Value,
     config_flags: Flags,
+    broker: Option<crate::broker::SharedBroker>,
 }
 
 impl ServiceBuilder {
+    /// The broker the service publishes and subscribes through (`--broker` overrides;
+    /// default: the in-process `memory` broker).
+    pub fn broker(mut self, broker: crate::broker::SharedBroker) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
     /// In-code configuration defaults, the lowest layer of [`Service::config`].
     pub fn config_defaults(mut self, tree: serde_json::Value) -> Self {
         self.config_defaults = tree;
@@ -192,6 +207,15 @@ impl ServiceBuilder {
             (None, Some(registry)) => registry,
             (None, None) => crate::registry::from_flags("local", None)?,
         };
+        let broker = match (&self.config_flags.broker, self.broker.take()) {
+            (Some(name), _) => {
+                crate::broker::from_flags(name, self.config_flags.broker_address.as_deref())?
+            }
+            (None, Some(broker)) => broker,
+            (None, None) => crate::broker::from_flags("memory", None)?,
+        };
+        self.client.broker = Some(broker.clone());
+        self.client.from_service = Some(self.name.clone());
         let selector = Arc::new(Selector::new(registry.clone(), self.strategy));
         Ok(Service {
             inner: Arc::new(ServiceInner {
@@ -204,6 +228,8 @@ impl ServiceBuilder {
                 register_interval: self.register_interval,
                 metadata: self.metadata,
                 config,
+                broker,
+                subscriptions: Mutex::new(Vec::new()),
                 handlers: Mutex::new(Vec::new()),
                 wrappers: Mutex::new(Vec::new()),
             }),
@@ -295,6 +321,8 @@ struct ServiceInner {
     register_interval: Duration,
     metadata: BTreeMap<String, String>,
     config: crate::config::Config,
+    broker: crate::broker::SharedBroker,
+    subscriptions: Mutex<Vec<(crate::registry::Endpoint, crate::broker::Subscriber)>>,
     handlers: Mutex<Vec<Arc<dyn ServiceHandler>>>,
     wrappers: Mutex<Vec<HandlerWrapper>>,
 }
@@ -330,6 +358,7 @@ impl Service {
             metadata: BTreeMap::new(),
             config_defaults: serde_json::Value::Object(Default::default()),
             config_flags: Flags::default(),
+            broker: None,
         }
     }
 
@@ -370,12 +399,154 @@ impl Service {
             endpoints: handlers
                 .iter()
                 .flat_map(|h| (h.descriptor().endpoints)())
+                .chain(
+                    inner
+                        .subscriptions
+                        .lock()
+                        .map(|subs| subs.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>())
+                        .unwrap_or_default(),
+                )
                 .collect(),
             nodes: vec![Node {
                 id: format!("{}-{}", inner.name, uuid::Uuid::new_v4()),
                 address: address.to_owned(),
                 metadata,
             }],
+        }
+    }
+
+    /// The broker the service publishes and subscribes through.
+    pub fn broker(&self) -> &crate::broker::SharedBroker {
+        &self.inner.broker
+    }
+
+    /// Subscribes `handler` to protobuf events of type `M` on `topic` (default
+    /// options: every message to this subscriber, auto ack, 5 deliveries).
+    /// A message that does not decode as `M` fails like a handler error and ends in
+    /// `<topic>.dlq`.
+    pub async fn subscribe<M, F, Fut>(
+        &self,
+        topic: &str,
+        handler: F,
+    ) -> Result<(), crate::broker::BrokerError>
+    where
+        M: prost::Message + Default + Send + 'static,
+        F: Fn(crate::broker::typed::Event<M>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), crate::Error>> + Send + 'static,
+    {
+        self.subscribe_with(topic, crate::broker::SubscribeOptions::default(), handler)
+            .await
+    }
+
+    /// Like [`subscribe`](Self::subscribe) with options (queue group, durability,
+    /// concurrency, manual ack, max deliveries).
+    pub async fn subscribe_with<M, F, Fut>(
+        &self,
+        topic: &str,
+        options: crate::broker::SubscribeOptions,
+        handler: F,
+    ) -> Result<(), crate::broker::BrokerError>
+    where
+        M: prost::Message + Default + Send + 'static,
+        F: Fn(crate::broker::typed::Event<M>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), crate::Error>> + Send + 'static,
+    {
+        self.subscribe_decoded(
+            topic,
+            options,
+            crate::broker::typed::decode_proto::<M>,
+            handler,
+        )
+        .await
+    }
+
+    /// Subscribes `handler` to JSON events of type `T` on `topic`.
+    pub async fn subscribe_json<T, F, Fut>(
+        &self,
+        topic: &str,
+        options: crate::broker::SubscribeOptions,
+        handler: F,
+    ) -> Result<(), crate::broker::BrokerError>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+        F: Fn(crate::broker::typed::Event<T>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), crate::Error>> + Send + 'static,
+    {
+        self.subscribe_decoded(
+            topic,
+            options,
+            crate::broker::typed::decode_json::<T>,
+            handler,
+        )
+        .await
+    }
+
+    /// Subscribes `handler` to events that `decode` turns into `T`.
+    async fn subscribe_decoded<T, F, Fut>(
+        &self,
+        topic: &str,
+        options: crate::broker::SubscribeOptions,
+        decode: fn(&crate::broker::Message) -> Result<T, crate::Error>,
+        handler: F,
+    ) -> Result<(), crate::broker::BrokerError>
+    where
+        T: Send + 'static,
+        F: Fn(crate::broker::typed::Event<T>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), crate::Error>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let raw = crate::broker::handler(move |delivery: crate::broker::Delivery| {
+            let handler = handler.clone();
+            async move {
+                let message = decode(&delivery.message)?;
+                handler(crate::broker::typed::Event::new(message, delivery)).await
+            }
+        });
+        self.subscribe_raw(topic, options, std::any::type_name::<T>(), raw)
+            .await
+    }
+
+    /// Subscribes a raw handler; the subscription is listed in the service's
+    /// registry record (endpoint metadata `topic`, `subscriber: "true"`, as
+    /// go-micro) from the next registration on, and ended by
+    /// [`unsubscribe_all`](Self::unsubscribe_all) or when `run()` shuts down.
+    pub async fn subscribe_raw(
+        &self,
+        topic: &str,
+        options: crate::broker::SubscribeOptions,
+        kind: &str,
+        handler: crate::broker::Handler,
+    ) -> Result<(), crate::broker::BrokerError> {
+        let mut metadata: BTreeMap<String, String> = [
+            ("topic".to_owned(), topic.to_owned()),
+            ("subscriber".to_owned(), "true".to_owned()),
+        ]
+        .into();
+        if let Some(queue) = &options.queue {
+            metadata.insert("queue".into(), queue.clone());
+        }
+        let short = kind.rsplit("::").next().unwrap_or(kind).to_owned();
+        let endpoint = crate::registry::Endpoint {
+            name: format!("Subscriber.{topic}"),
+            request: Some(crate::registry::Value::new(short.clone(), short, vec![])),
+            response: None,
+            metadata,
+        };
+        let subscriber = self.inner.broker.subscribe(topic, handler, options).await?;
+        if let Ok(mut subs) = self.inner.subscriptions.lock() {
+            subs.push((endpoint, subscriber));
+        }
+        Ok(())
+    }
+
+    /// Ends every subscription made through this service; in-flight messages finish.
+    pub async fn unsubscribe_all(&self) {
+        let subs = match self.inner.subscriptions.lock() {
+            Ok(mut subs) => std::mem::take(&mut *subs),
+            Err(_) => return,
+        };
+        for (_, subscriber) in subs {
+            subscriber.unsubscribe().await;
         }
     }
 
@@ -497,6 +668,8 @@ impl Service {
     pub async fn run(self) -> Result<(), ServerError> {
         let running = self.start().await?;
         shutdown_signal().await;
+        // Stop taking events first; events being handled finish.
+        self.unsubscribe_all().await;
         tracing::info!(service = %self.inner.name, in_flight = running.in_flight(), "shutting down: draining in-flight calls");
         let grace = self.inner.server.grace_period;
         if running.stop().await {

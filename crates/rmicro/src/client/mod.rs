@@ -50,6 +50,10 @@ pub struct ClientOptions {
     pub channel: ChannelOptions,
     /// Static routes: service name → address, until a registry resolves names.
     pub routes: HashMap<String, String>,
+    /// Where [`Client::publish`] sends events.
+    pub broker: Option<crate::broker::SharedBroker>,
+    /// The service publishing (the `Micro-From-Service` header).
+    pub from_service: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -60,6 +64,8 @@ impl Default for ClientOptions {
             max_message_size: 4 * 1024 * 1024,
             channel: ChannelOptions::default(),
             routes: HashMap::new(),
+            broker: None,
+            from_service: None,
         }
     }
 }
@@ -146,6 +152,50 @@ impl Client {
             mine.clone_from(&theirs);
         }
         client
+    }
+
+    /// A client that publishes through `broker`.
+    pub fn with_broker(&self, broker: crate::broker::SharedBroker) -> Self {
+        let mut options = self.inner.options.clone();
+        options.broker = Some(broker);
+        self.derive(options)
+    }
+
+    /// Publishes a protobuf event on `topic` with the standard headers; returns once
+    /// the broker confirmed it (where the broker confirms).
+    pub async fn publish<M: prost::Message>(&self, topic: &str, event: &M) -> Result<(), Error> {
+        self.publish_message(topic, crate::broker::typed::encode_proto(event))
+            .await
+    }
+
+    /// Publishes a JSON event on `topic` with the standard headers.
+    pub async fn publish_json<T: serde::Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &T,
+    ) -> Result<(), Error> {
+        self.publish_message(topic, crate::broker::typed::encode_json(event)?)
+            .await
+    }
+
+    /// Publishes a raw message, adding the standard headers it lacks.
+    pub async fn publish_message(
+        &self,
+        topic: &str,
+        message: crate::broker::Message,
+    ) -> Result<(), Error> {
+        let options = &self.inner.options;
+        let broker = options.broker.as_ref().ok_or_else(|| {
+            Error::internal(
+                "rmicro.client",
+                crate::broker::BrokerError::Missing.to_string(),
+            )
+        })?;
+        let message = crate::broker::typed::stamp(message, topic, options.from_service.as_deref());
+        broker
+            .publish(topic, message)
+            .await
+            .map_err(|e| Error::new("rmicro.client", 503, e.to_string()))
     }
 
     /// A client that dials over TLS.
