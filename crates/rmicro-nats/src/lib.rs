@@ -1,0 +1,528 @@
+//! NATS for rmicro: a [`Broker`] on NATS JetStream (at-least-once: persisted,
+//! acknowledged, redelivered) or on core NATS (at-most-once, in memory).
+//!
+//! JetStream mode (`--broker nats`): each topic has a stream `RMICRO_<topic>` (file
+//! storage, messages kept 24 h) created on first use; `publish` returns after the
+//! server's PubAck. A subscriber without a queue group gets its own ephemeral
+//! consumer (every subscriber sees every new message); a queue group is a durable
+//! consumer named after the group, shared by its members (each message to one
+//! member), that keeps its position while no member runs. Messages are acknowledged
+//! explicitly; a failed handler NAKs with backoff, a process that dies before
+//! acking gets its messages redelivered after the ack wait (30 s by default), and
+//! after `max_deliveries` the message goes to `<topic>.dlq`.
+//!
+//! Core mode (`--broker nats-core`): plain subjects and queue groups; redelivery on
+//! handler error happens in the subscribing process; nothing survives a restart.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rmicro::broker::BrokerError> {
+//! use rmicro::broker::{Broker, Message};
+//! let broker = rmicro_nats::NatsBroker::jetstream("nats://127.0.0.1:4222");
+//! broker.publish("user.created", Message::new("hi")).await?;
+//! # Ok(()) }
+//! ```
+
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use rmicro::broker::{
+    Broker, BrokerError, Delivery, Handler, Message, Outcome, SubscribeOptions, Subscriber,
+    dead_letter_topic, process, redelivery_delay,
+};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// The address used without `--broker-address`.
+pub const DEFAULT_ADDRESS: &str = "nats://127.0.0.1:4222";
+
+/// Which NATS delivery model a [`NatsBroker`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// JetStream: persisted, acknowledged, at-least-once.
+    JetStream,
+    /// Core NATS: in memory, at-most-once.
+    Core,
+}
+
+struct Inner {
+    address: String,
+    mode: Mode,
+    ack_wait: Duration,
+    client: OnceCell<async_nats::Client>,
+    streams: Mutex<HashSet<String>>,
+}
+
+/// A [`Broker`] on NATS. Cheap to clone; connects on first use and reconnects by
+/// itself after the server restarts.
+#[derive(Clone)]
+pub struct NatsBroker {
+    inner: Arc<Inner>,
+}
+
+/// A JetStream stream or consumer name for `text` (letters, digits, `-`, `_`).
+pub fn stream_name(topic: &str) -> String {
+    let clean: String = topic
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("RMICRO_{clean}")
+}
+
+fn headers_of(message: &Message) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    for (key, value) in &message.headers {
+        headers.insert(key.as_str(), value.as_str());
+    }
+    headers
+}
+
+fn message_of(headers: Option<&async_nats::HeaderMap>, payload: Bytes) -> Message {
+    let mut message = Message::new(payload);
+    if let Some(headers) = headers {
+        for (key, values) in headers.iter() {
+            if let Some(value) = values.first() {
+                message
+                    .headers
+                    .insert(key.to_string(), value.as_str().to_owned());
+            }
+        }
+    }
+    message
+}
+
+impl NatsBroker {
+    /// A JetStream broker for the server(s) at `address` (`nats://host:4222`,
+    /// comma-separated for a cluster).
+    pub fn jetstream(address: &str) -> Self {
+        Self::new(address, Mode::JetStream)
+    }
+
+    /// A core-NATS broker (at-most-once).
+    pub fn core(address: &str) -> Self {
+        Self::new(address, Mode::Core)
+    }
+
+    fn new(address: &str, mode: Mode) -> Self {
+        NatsBroker {
+            inner: Arc::new(Inner {
+                address: address.to_owned(),
+                mode,
+                ack_wait: Duration::from_secs(30),
+                client: OnceCell::new(),
+                streams: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    /// How long JetStream waits for an ack before redelivering (default 30 s);
+    /// bounds how long a dead subscriber's messages wait.
+    pub fn with_ack_wait(self, ack_wait: Duration) -> Self {
+        NatsBroker {
+            inner: Arc::new(Inner {
+                address: self.inner.address.clone(),
+                mode: self.inner.mode,
+                ack_wait,
+                client: OnceCell::new(),
+                streams: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    fn failed(&self, operation: impl Into<String>, detail: impl std::fmt::Display) -> BrokerError {
+        BrokerError::Backend {
+            broker: self.describe(),
+            operation: operation.into(),
+            detail: detail.to_string(),
+        }
+    }
+
+    async fn client(&self) -> Result<async_nats::Client, BrokerError> {
+        let client = self
+            .inner
+            .client
+            .get_or_try_init(|| async {
+                let servers: Vec<async_nats::ServerAddr> = self
+                    .inner
+                    .address
+                    .split(',')
+                    .map(|a| a.trim().parse())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| self.failed("parse the address", e))?;
+                async_nats::ConnectOptions::new()
+                    .name("rmicro")
+                    .connection_timeout(Duration::from_secs(5))
+                    .connect(servers)
+                    .await
+                    .map_err(|e| self.failed("connect", e))
+            })
+            .await?;
+        Ok(client.clone())
+    }
+
+    async fn jetstream_context(&self) -> Result<jetstream::Context, BrokerError> {
+        Ok(jetstream::new(self.client().await?))
+    }
+
+    /// Creates `topic`'s stream unless this broker already did.
+    async fn ensure_stream(&self, topic: &str) -> Result<jetstream::stream::Stream, BrokerError> {
+        if topic.contains(['*', '>', ' ']) || topic.is_empty() {
+            return Err(BrokerError::BadName {
+                broker: self.describe(),
+                what: "topic",
+                name: topic.to_owned(),
+                detail: "use a plain subject without wildcards or spaces".into(),
+            });
+        }
+        let js = self.jetstream_context().await?;
+        let name = stream_name(topic);
+        let stream = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: name.clone(),
+                subjects: vec![topic.to_owned()],
+                storage: jetstream::stream::StorageType::File,
+                max_age: Duration::from_secs(24 * 3600),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| self.failed(format!("create stream {name}"), e))?;
+        if let Ok(mut streams) = self.inner.streams.lock() {
+            streams.insert(topic.to_owned());
+        }
+        Ok(stream)
+    }
+
+    async fn publish_jetstream(&self, topic: &str, message: Message) -> Result<(), BrokerError> {
+        let known = self
+            .inner
+            .streams
+            .lock()
+            .map(|s| s.contains(topic))
+            .unwrap_or(false);
+        if !known {
+            self.ensure_stream(topic).await?;
+        }
+        let js = self.jetstream_context().await?;
+        let ack = js
+            .publish_with_headers(topic.to_owned(), headers_of(&message), message.body)
+            .await
+            .map_err(|e| self.failed(format!("publish to {topic}"), e))?;
+        ack.await
+            .map_err(|e| self.failed(format!("confirm a publish to {topic}"), e))?;
+        Ok(())
+    }
+
+    async fn subscribe_jetstream(
+        &self,
+        topic: &str,
+        handler: Handler,
+        options: SubscribeOptions,
+    ) -> Result<Subscriber, BrokerError> {
+        if options.durable && options.queue.is_none() {
+            return Err(BrokerError::BadName {
+                broker: self.describe(),
+                what: "queue",
+                name: String::new(),
+                detail:
+                    "a durable subscription needs a queue group: it names the JetStream consumer"
+                        .into(),
+            });
+        }
+        let stream = self.ensure_stream(topic).await?;
+        let durable = options.queue.as_deref().map(stream_name);
+        let config = pull::Config {
+            durable_name: durable.clone(),
+            filter_subject: topic.to_owned(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: self.inner.ack_wait,
+            deliver_policy: jetstream::consumer::DeliverPolicy::New,
+            max_ack_pending: i64::try_from(options.concurrency.max(1) * 4).unwrap_or(64),
+            inactive_threshold: if durable.is_some() {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(300)
+            },
+            ..Default::default()
+        };
+        let consumer: jetstream::consumer::Consumer<pull::Config> = match &durable {
+            Some(name) => stream.get_or_create_consumer(name, config).await,
+            None => stream.create_consumer(config).await,
+        }
+        .map_err(|e| self.failed(format!("create a consumer on {topic}"), e))?;
+        let consumer_name = consumer.cached_info().name.clone();
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(consume(
+            self.clone(),
+            consumer,
+            topic.to_owned(),
+            handler,
+            options.clone(),
+            stop.clone(),
+        ));
+        let me = self.clone();
+        let ephemeral = durable.is_none();
+        Ok(Subscriber::new(topic, options, move || async move {
+            stop.notify_one();
+            let _ = task.await;
+            if ephemeral {
+                let _ = stream.delete_consumer(&consumer_name).await;
+            }
+            drop(me);
+        }))
+    }
+
+    async fn subscribe_core(
+        &self,
+        topic: &str,
+        handler: Handler,
+        options: SubscribeOptions,
+    ) -> Result<Subscriber, BrokerError> {
+        let client = self.client().await?;
+        let subscription = match &options.queue {
+            Some(queue) => {
+                client
+                    .queue_subscribe(topic.to_owned(), queue.clone())
+                    .await
+            }
+            None => client.subscribe(topic.to_owned()).await,
+        }
+        .map_err(|e| self.failed(format!("subscribe to {topic}"), e))?;
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(consume_core(
+            self.clone(),
+            subscription,
+            topic.to_owned(),
+            handler,
+            options.clone(),
+            stop.clone(),
+        ));
+        Ok(Subscriber::new(topic, options, move || async move {
+            stop.notify_one();
+            let _ = task.await;
+        }))
+    }
+
+    /// Publishes a dead letter; true once it is safely stored.
+    async fn dead_letter(&self, topic: &str, dead: Message) -> bool {
+        match self.publish(&dead_letter_topic(topic), dead).await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(%topic, error = %err, "cannot publish a dead letter; the message stays pending");
+                false
+            }
+        }
+    }
+}
+
+/// Pulls messages for one subscription, handling up to `concurrency` at once, until
+/// unsubscribed; re-pulls after connection trouble.
+async fn consume(
+    broker: NatsBroker,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    topic: String,
+    handler: Handler,
+    options: SubscribeOptions,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
+    let mut in_flight = tokio::task::JoinSet::new();
+    'outer: loop {
+        let mut messages = tokio::select! {
+            () = stop.notified() => break 'outer,
+            messages = consumer.messages() => match messages {
+                Ok(messages) => messages,
+                Err(err) => {
+                    tracing::warn!(%topic, error = %err, "cannot pull from JetStream; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        loop {
+            let next = tokio::select! {
+                () = stop.notified() => break 'outer,
+                next = messages.next() => next,
+            };
+            let message = match next {
+                Some(Ok(message)) => message,
+                Some(Err(err)) => {
+                    tracing::debug!(%topic, error = %err, "JetStream pull interrupted; pulling again");
+                    continue 'outer;
+                }
+                None => continue 'outer,
+            };
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break 'outer;
+            };
+            while in_flight.try_join_next().is_some() {}
+            let (broker, topic, handler, options) = (
+                broker.clone(),
+                topic.clone(),
+                handler.clone(),
+                options.clone(),
+            );
+            in_flight.spawn(async move {
+                let attempt = message
+                    .info()
+                    .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
+                    .unwrap_or(1);
+                let delivery = Delivery::new(
+                    topic.clone(),
+                    message_of(message.headers.as_ref(), message.payload.clone()),
+                    attempt,
+                );
+                let ack = match process(&handler, delivery, &options).await {
+                    Outcome::Ack => AckKind::Ack,
+                    Outcome::Retry(_) => AckKind::Nak(Some(redelivery_delay(attempt))),
+                    Outcome::DeadLetter(dead) => {
+                        if broker.dead_letter(&topic, dead).await {
+                            AckKind::Ack
+                        } else {
+                            AckKind::Nak(Some(redelivery_delay(attempt)))
+                        }
+                    }
+                };
+                if let Err(err) = message.ack_with(ack).await {
+                    tracing::warn!(%topic, error = %err, "cannot acknowledge; JetStream will redeliver");
+                }
+                drop(permit);
+            });
+        }
+    }
+    // Let the messages being handled finish and be acknowledged.
+    while in_flight.join_next().await.is_some() {}
+}
+
+/// Core NATS: handles messages as they come; retries a failed one in-process.
+async fn consume_core(
+    broker: NatsBroker,
+    mut subscription: async_nats::Subscriber,
+    topic: String,
+    handler: Handler,
+    options: SubscribeOptions,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
+    let mut in_flight = tokio::task::JoinSet::new();
+    loop {
+        let next = tokio::select! {
+            () = stop.notified() => break,
+            next = subscription.next() => next,
+        };
+        let Some(message) = next else { break };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        while in_flight.try_join_next().is_some() {}
+        let (broker, topic, handler, options) = (
+            broker.clone(),
+            topic.clone(),
+            handler.clone(),
+            options.clone(),
+        );
+        in_flight.spawn(async move {
+            let body = message_of(message.headers.as_ref(), message.payload);
+            let mut attempt = 1;
+            loop {
+                let delivery = Delivery::new(topic.clone(), body.clone(), attempt);
+                match process(&handler, delivery, &options).await {
+                    Outcome::Ack => break,
+                    Outcome::Retry(_) => {
+                        tokio::time::sleep(redelivery_delay(attempt)).await;
+                        attempt += 1;
+                    }
+                    Outcome::DeadLetter(dead) => {
+                        broker.dead_letter(&topic, dead).await;
+                        break;
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+    let _ = subscription.unsubscribe().await;
+    while in_flight.join_next().await.is_some() {}
+}
+
+impl Broker for NatsBroker {
+    fn describe(&self) -> String {
+        let mode = match self.inner.mode {
+            Mode::JetStream => "jetstream",
+            Mode::Core => "core",
+        };
+        format!(
+            "nats-{mode}://{}",
+            self.inner.address.trim_start_matches("nats://")
+        )
+    }
+
+    fn connect(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move { self.client().await.map(drop) })
+    }
+
+    fn disconnect(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            if let Some(client) = self.inner.client.get() {
+                client.flush().await.map_err(|e| self.failed("flush", e))?;
+                client.drain().await.map_err(|e| self.failed("drain", e))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn publish(&self, topic: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            match self.inner.mode {
+                Mode::JetStream => self.publish_jetstream(&topic, message).await,
+                Mode::Core => {
+                    let client = self.client().await?;
+                    client
+                        .publish_with_headers(topic.clone(), headers_of(&message), message.body)
+                        .await
+                        .map_err(|e| self.failed(format!("publish to {topic}"), e))?;
+                    // Core NATS confirms nothing; a flush at least puts it on the wire.
+                    client.flush().await.map_err(|e| self.failed("flush", e))
+                }
+            }
+        })
+    }
+
+    fn subscribe(
+        &self,
+        topic: &str,
+        handler: Handler,
+        options: SubscribeOptions,
+    ) -> BoxFuture<'_, Result<Subscriber, BrokerError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            match self.inner.mode {
+                Mode::JetStream => self.subscribe_jetstream(&topic, handler, options).await,
+                Mode::Core => self.subscribe_core(&topic, handler, options).await,
+            }
+        })
+    }
+}
+
+/// Makes `--broker nats` (JetStream) and `--broker nats-core` selectable; the
+/// address defaults to [`DEFAULT_ADDRESS`].
+pub fn install() {
+    rmicro::broker::install("nats", |address| {
+        Ok(Arc::new(NatsBroker::jetstream(
+            address.unwrap_or(DEFAULT_ADDRESS),
+        )))
+    });
+    rmicro::broker::install("nats-core", |address| {
+        Ok(Arc::new(NatsBroker::core(
+            address.unwrap_or(DEFAULT_ADDRESS),
+        )))
+    });
+}
