@@ -9,6 +9,8 @@
 //! rmicro config get mysql --config-source etcd://127.0.0.1:2379/micro/config
 //! rmicro config set mysql.port 3306 --config-source consul://127.0.0.1:8500/micro/config
 //! rmicro config watch mysql --config-source etcd://127.0.0.1:2379/micro/config
+//! rmicro publish user.created '{"id": 1}' --broker nats --broker-address nats://127.0.0.1:4222
+//! rmicro subscribe user.created --queue mailers --broker nats   # a JSON line per message
 //! ```
 //!
 //! Every command honours `--registry NAME --registry-address ADDR` (env
@@ -78,6 +80,28 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Publish a JSON message on a topic.
+    Publish {
+        /// The topic (`user.created`).
+        topic: String,
+        /// The message body as JSON.
+        body: String,
+        /// A header to send, `key=value`; repeatable.
+        #[arg(long = "header", short = 'H', value_name = "KEY=VALUE")]
+        headers: Vec<String>,
+        #[command(flatten)]
+        broker: BrokerFlags,
+    },
+    /// Print each message on a topic as a line of JSON as it arrives (until Ctrl-C).
+    Subscribe {
+        /// The topic (`user.created`).
+        topic: String,
+        /// Join this queue group (each message to one member).
+        #[arg(long)]
+        queue: Option<String>,
+        #[command(flatten)]
+        broker: BrokerFlags,
+    },
     /// Check a service's gRPC health (`grpc.health.v1`); exit 0 only if SERVING.
     Health {
         /// The gRPC service to check (`greeter.v1.Greeter`); empty for the whole server.
@@ -113,6 +137,90 @@ enum ConfigAction {
         #[command(flatten)]
         sources: ConfigSources,
     },
+}
+
+#[derive(clap::Args)]
+struct BrokerFlags {
+    /// The broker: `nats`, `nats-core`, or `memory` (this process only).
+    #[arg(long = "broker", env = "MICRO_BROKER")]
+    name: String,
+    /// Where it is (`nats://127.0.0.1:4222`).
+    #[arg(long = "broker-address", env = "MICRO_BROKER_ADDRESS")]
+    address: Option<String>,
+}
+
+impl BrokerFlags {
+    fn build(&self) -> Result<rmicro::broker::SharedBroker, Error> {
+        rmicro::broker::from_flags(&self.name, self.address.as_deref())
+            .map_err(|e| Error::bad_request("rmicro.cli", e.to_string()))
+    }
+}
+
+/// A message body as one line of JSON: the body itself if it is JSON, else its
+/// content type and base64.
+fn json_line(message: &rmicro::broker::Message) -> String {
+    use base64::Engine;
+    match serde_json::from_slice::<serde_json::Value>(&message.body) {
+        Ok(json) => json.to_string(),
+        Err(_) => serde_json::json!({
+            "content_type": message.headers.get(rmicro::broker::CONTENT_TYPE),
+            "base64": base64::engine::general_purpose::STANDARD.encode(&message.body),
+        })
+        .to_string(),
+    }
+}
+
+async fn publish(
+    topic: &str,
+    body: &str,
+    headers: &[String],
+    flags: &BrokerFlags,
+) -> Result<(), Error> {
+    let json: serde_json::Value = serde_json::from_str(body).map_err(|e| {
+        Error::bad_request(
+            "rmicro.cli",
+            format!("the message `{body}` is not JSON: {e}"),
+        )
+    })?;
+    let mut message = rmicro::broker::typed::encode_json(&json)?;
+    for pair in headers {
+        let (key, value) = pair.split_once('=').ok_or_else(|| {
+            Error::bad_request("rmicro.cli", format!("header `{pair}` is not key=value"))
+        })?;
+        message = message.header(key, value);
+    }
+    let options = rmicro::client::ClientOptions {
+        from_service: Some("rmicro.cli".into()),
+        ..Default::default()
+    };
+    Client::new(options)
+        .with_broker(flags.build()?)
+        .publish_message(topic, message)
+        .await
+}
+
+async fn subscribe(topic: &str, queue: Option<String>, flags: &BrokerFlags) -> Result<(), Error> {
+    let broker = flags.build()?;
+    let mut options = rmicro::broker::SubscribeOptions::default();
+    if let Some(queue) = queue {
+        options = options.queue(queue);
+    }
+    let printer = rmicro::broker::handler(|delivery: rmicro::broker::Delivery| async move {
+        println!("{}", json_line(&delivery.message));
+        Ok(())
+    });
+    let subscriber = broker
+        .subscribe(topic, printer, options)
+        .await
+        .map_err(|e| Error::unavailable("rmicro.cli", e.to_string()))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::internal("rmicro.cli", e.to_string()))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    subscriber.unsubscribe().await;
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -235,6 +343,17 @@ async fn run(cli: Cli) -> Result<(), Error> {
     let client = Client::with_selector(rmicro::client::ClientOptions::default(), selector);
     match cli.command {
         Command::Config { action } => config(action).await,
+        Command::Publish {
+            topic,
+            body,
+            headers,
+            broker,
+        } => publish(&topic, &body, &headers, &broker).await,
+        Command::Subscribe {
+            topic,
+            queue,
+            broker,
+        } => subscribe(&topic, queue, &broker).await,
         Command::Services => {
             let mut names: Vec<String> = registry
                 .list_services()
@@ -349,6 +468,7 @@ async fn main() -> ExitCode {
     rmicro_etcd::install();
     rmicro_consul::install();
     rmicro_mdns::install();
+    rmicro_nats::install();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -310,6 +310,22 @@ impl NatsBroker {
         }))
     }
 
+    /// Deletes `topic`'s JetStream stream and every message in it (an admin
+    /// operation, e.g. for tests); `Ok` if it did not exist.
+    pub async fn delete_topic(&self, topic: &str) -> Result<(), BrokerError> {
+        let js = self.jetstream_context().await?;
+        let name = stream_name(topic);
+        match js.delete_stream(&name).await {
+            Ok(_) => {}
+            Err(err) if err.to_string().contains("not found") => {}
+            Err(err) => return Err(self.failed(format!("delete stream {name}"), err)),
+        }
+        if let Ok(mut streams) = self.inner.streams.lock() {
+            streams.remove(topic);
+        }
+        Ok(())
+    }
+
     /// Publishes a dead letter; true once it is safely stored.
     async fn dead_letter(&self, topic: &str, dead: Message) -> bool {
         match self.publish(&dead_letter_topic(topic), dead).await {
@@ -512,17 +528,39 @@ impl Broker for NatsBroker {
     }
 }
 
+/// Builds a broker from `--broker-address`: `nats://host:4222[,nats://…][?ack_wait=30s]`.
+pub fn from_address(address: Option<&str>, mode: Mode) -> Result<NatsBroker, BrokerError> {
+    let address = address.unwrap_or(DEFAULT_ADDRESS);
+    let (servers, query) = address.split_once('?').unwrap_or((address, ""));
+    let mut broker = NatsBroker::new(servers, mode);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let bad = |detail: String| BrokerError::Backend {
+            broker: format!("nats://{servers}"),
+            operation: "read the address".into(),
+            detail,
+        };
+        match pair.split_once('=') {
+            Some(("ack_wait", value)) => {
+                let ack_wait = rmicro::cmd::parse_duration(value).map_err(bad)?;
+                broker = broker.with_ack_wait(ack_wait);
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unknown option `{pair}`; known: ack_wait=DURATION"
+                )));
+            }
+        }
+    }
+    Ok(broker)
+}
+
 /// Makes `--broker nats` (JetStream) and `--broker nats-core` selectable; the
-/// address defaults to [`DEFAULT_ADDRESS`].
+/// address defaults to [`DEFAULT_ADDRESS`] (see [`from_address`]).
 pub fn install() {
     rmicro::broker::install("nats", |address| {
-        Ok(Arc::new(NatsBroker::jetstream(
-            address.unwrap_or(DEFAULT_ADDRESS),
-        )))
+        Ok(Arc::new(from_address(address, Mode::JetStream)?))
     });
     rmicro::broker::install("nats-core", |address| {
-        Ok(Arc::new(NatsBroker::core(
-            address.unwrap_or(DEFAULT_ADDRESS),
-        )))
+        Ok(Arc::new(from_address(address, Mode::Core)?))
     });
 }

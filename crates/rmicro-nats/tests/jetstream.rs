@@ -37,11 +37,9 @@ impl Drop for Cleanup {
                 .build()
                 .expect("runtime");
             runtime.block_on(async move {
-                if let Ok(client) = async_nats::connect(ADDRESS).await {
-                    let js = async_nats::jetstream::new(client);
-                    for topic in topics {
-                        let _ = js.delete_stream(rmicro_nats::stream_name(&topic)).await;
-                    }
+                let nats = NatsBroker::jetstream(ADDRESS);
+                for topic in topics {
+                    let _ = nats.delete_topic(&topic).await;
                 }
             });
         });

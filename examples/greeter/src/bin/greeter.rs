@@ -6,10 +6,11 @@ use rmicro::wrapper::logging::LoggingLayer;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // `--registry etcd|consul|mdns` work once the adapters are installed.
+    // `--registry etcd|consul|mdns` and `--broker nats` work once installed.
     rmicro_etcd::install();
     rmicro_consul::install();
     rmicro_mdns::install();
+    rmicro_nats::install();
     let service = match rmicro::Service::builder("greeter").version("1.0.0").build() {
         Ok(service) => service,
         Err(err) => err.exit(),

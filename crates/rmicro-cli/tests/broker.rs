@@ -1,0 +1,190 @@
+//! `rmicro publish` and `rmicro subscribe` against the machine's NATS (JetStream),
+//! including a subscriber process killed with SIGKILL mid-stream.
+
+use rmicro::broker::Broker;
+use rmicro_nats::NatsBroker;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+const ADDRESS: &str = "nats://127.0.0.1:4222";
+
+fn rmicro(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rmicro"))
+        .args(args)
+        .env_remove("MICRO_BROKER")
+        .env_remove("MICRO_BROKER_ADDRESS")
+        .output()
+        .expect("rmicro runs")
+}
+
+async fn nats_or_skip(test: &str) -> Option<NatsBroker> {
+    let nats = NatsBroker::jetstream(ADDRESS);
+    match nats.connect().await {
+        Ok(()) => Some(nats),
+        Err(err) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+            panic!("NATS is not reachable at {ADDRESS} and CI=true: {err}")
+        }
+        Err(err) => {
+            eprintln!("SKIPPED {test}: NATS is not reachable ({err})");
+            None
+        }
+    }
+}
+
+/// A `rmicro subscribe` process and the lines it prints.
+struct Subscriber {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Subscriber {
+    fn start(topic: &str, address: &str) -> Subscriber {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rmicro"))
+            .args(["subscribe", topic, "--queue", "workers", "--broker", "nats"])
+            .args(["--broker-address", address])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("subscriber starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Subscriber { child, lines }
+    }
+
+    /// The `n` fields of every line received so far.
+    fn drain(&self, into: &mut Vec<u64>) {
+        while let Ok(line) = self.lines.try_recv() {
+            let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+            into.push(json["n"].as_u64().expect("n"));
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscriber_killed_mid_stream_loses_nothing_its_group_does_not_redeliver() {
+    let Some(nats) = nats_or_skip("rmicro subscribe kill -9").await else {
+        return;
+    };
+    let topic = format!("rmicro-test.{}.cli", std::process::id());
+    let address = format!("{ADDRESS}?ack_wait=1s");
+    // The group's consumer exists before publishing starts.
+    let first = Subscriber::start(&topic, &address);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen_first = Vec::new();
+    let mut n = 0u64;
+    while seen_first.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the subscriber never received anything"
+        );
+        let out = rmicro(&[
+            "publish",
+            &topic,
+            &format!(r#"{{"n": {n}}}"#),
+            "--broker",
+            "nats",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        first.drain(&mut seen_first);
+    }
+
+    // Publish 600 more in the background, then kill -9 the subscriber mid-stream.
+    let publisher = {
+        let (nats, topic) = (nats.clone(), topic.clone());
+        tokio::spawn(async move {
+            for i in n..n + 600 {
+                let body =
+                    rmicro::broker::typed::encode_json(&serde_json::json!({"n": i})).unwrap();
+                nats.publish(&topic, body).await.expect("confirmed publish");
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut first = first;
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    first.drain(&mut seen_first);
+    let second = Subscriber::start(&topic, &address);
+    publisher.await.unwrap();
+    let total = n + 600;
+
+    // Every confirmed message published while subscribers existed is delivered at
+    // least once (probes published before the group's consumer existed may not be).
+    let expected: BTreeSet<u64> = (n..total).collect();
+    let mut seen_second = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        second.drain(&mut seen_second);
+        let all: BTreeSet<u64> = seen_first.iter().chain(&seen_second).copied().collect();
+        let missing = expected.difference(&all).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} messages never delivered (first {}, second {})",
+            expected.len(),
+            seen_first.len(),
+            seen_second.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "kill -9 mid-stream: {total} published, first took {}, second {}, all delivered",
+        seen_first.len(),
+        seen_second.len()
+    );
+    assert!(
+        seen_first.len() < total as usize,
+        "the kill came mid-stream"
+    );
+    drop(second);
+    nats.delete_topic(&topic).await.unwrap();
+}
+
+#[test]
+fn bad_input_gets_a_sentence_and_exit_1() {
+    let out = rmicro(&["publish", "t", "{not json", "--broker", "memory"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not JSON"));
+    let out = rmicro(&["publish", "t", "{}", "--broker", "kafka"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown broker `kafka`"));
+    let out = rmicro(&["publish", "t", "{}"]);
+    assert_eq!(out.status.code(), Some(2), "--broker is required");
+    let out = rmicro(&[
+        "publish",
+        "t",
+        "{}",
+        "--broker",
+        "nats",
+        "--broker-address",
+        "nats://127.0.0.1:4222?speed=fast",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option `speed=fast`"));
+}
