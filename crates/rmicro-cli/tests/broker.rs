@@ -2,14 +2,13 @@
 //! including a subscriber process killed with SIGKILL mid-stream.
 
 use rmicro::broker::Broker;
-use rmicro_nats::NatsBroker;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-const ADDRESS: &str = "nats://127.0.0.1:4222";
+const ADDRESS: &str = rmicro_nats::testing::SHARED_ADDRESS;
 
 fn rmicro(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rmicro"))
@@ -18,20 +17,6 @@ fn rmicro(args: &[&str]) -> Output {
         .env_remove("MICRO_BROKER_ADDRESS")
         .output()
         .expect("rmicro runs")
-}
-
-async fn nats_or_skip(test: &str) -> Option<NatsBroker> {
-    let nats = NatsBroker::jetstream(ADDRESS);
-    match nats.connect().await {
-        Ok(()) => Some(nats),
-        Err(err) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
-            panic!("NATS is not reachable at {ADDRESS} and CI=true: {err}")
-        }
-        Err(err) => {
-            eprintln!("SKIPPED {test}: NATS is not reachable ({err})");
-            None
-        }
-    }
 }
 
 /// A `rmicro subscribe` process and the lines it prints.
@@ -79,7 +64,7 @@ impl Drop for Subscriber {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subscriber_killed_mid_stream_loses_nothing_its_group_does_not_redeliver() {
-    let Some(nats) = nats_or_skip("rmicro subscribe kill -9").await else {
+    let Some(nats) = rmicro_nats::testing::shared_or_skip("rmicro subscribe kill -9").await else {
         return;
     };
     let topic = format!("rmicro-test.{}.cli", std::process::id());

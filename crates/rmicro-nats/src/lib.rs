@@ -35,6 +35,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
+pub mod testing;
+
 /// The address used without `--broker-address`.
 pub const DEFAULT_ADDRESS: &str = "nats://127.0.0.1:4222";
 

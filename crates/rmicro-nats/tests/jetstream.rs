@@ -8,22 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const ADDRESS: &str = "nats://127.0.0.1:4222";
-
-/// The shared server, or a skip (outside CI) / failure (under CI) when it is down.
-async fn server(test: &str) -> Option<NatsBroker> {
-    let broker = NatsBroker::jetstream(ADDRESS);
-    match broker.connect().await {
-        Ok(()) => Some(broker),
-        Err(err) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
-            panic!("NATS is not reachable at {ADDRESS} and CI=true: {err}")
-        }
-        Err(err) => {
-            eprintln!("SKIPPED {test}: NATS is not reachable at {ADDRESS} ({err})");
-            None
-        }
-    }
-}
+const ADDRESS: &str = rmicro_nats::testing::SHARED_ADDRESS;
 
 /// Deletes the streams of `topics` when the test ends.
 struct Cleanup(Vec<String>);
@@ -72,7 +57,7 @@ async fn wait_until(what: &str, cond: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fan_out_to_every_subscriber_and_one_member_per_queue_group() {
-    let Some(nats) = server("jetstream fan-out").await else {
+    let Some(nats) = rmicro_nats::testing::shared_or_skip("jetstream fan-out").await else {
         return;
     };
     let t = topic("fanout");
@@ -118,7 +103,7 @@ async fn fan_out_to_every_subscriber_and_one_member_per_queue_group() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_handler_gets_redeliveries_then_the_message_is_dead_lettered() {
-    let Some(nats) = server("jetstream redelivery").await else {
+    let Some(nats) = rmicro_nats::testing::shared_or_skip("jetstream redelivery").await else {
         return;
     };
     let t = topic("orders");
@@ -179,7 +164,7 @@ async fn a_failing_handler_gets_redeliveries_then_the_message_is_dead_lettered()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_consumer_that_stops_without_acking_leaves_its_messages_to_the_group() {
-    let Some(nats) = server("jetstream unacked").await else {
+    let Some(nats) = rmicro_nats::testing::shared_or_skip("jetstream unacked").await else {
         return;
     };
     let nats = nats.with_ack_wait(Duration::from_secs(1));
@@ -221,7 +206,7 @@ async fn a_consumer_that_stops_without_acking_leaves_its_messages_to_the_group()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn core_nats_fans_out_and_retries_in_process() {
-    let Some(_) = server("core nats").await else {
+    let Some(_) = rmicro_nats::testing::shared_or_skip("core nats").await else {
         return;
     };
     let nats = NatsBroker::core(ADDRESS);
