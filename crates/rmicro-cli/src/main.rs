@@ -141,10 +141,10 @@ enum ConfigAction {
 
 #[derive(clap::Args)]
 struct BrokerFlags {
-    /// The broker: `nats`, `nats-core`, or `memory` (this process only).
+    /// The broker: `nats`, `nats-core`, `redis`, or `memory` (this process only).
     #[arg(long = "broker", env = "MICRO_BROKER")]
     name: String,
-    /// Where it is (`nats://127.0.0.1:4222`).
+    /// Where it is (`nats://127.0.0.1:4222`, `redis://127.0.0.1:6379`).
     #[arg(long = "broker-address", env = "MICRO_BROKER_ADDRESS")]
     address: Option<String>,
 }
@@ -469,6 +469,7 @@ async fn main() -> ExitCode {
     rmicro_consul::install();
     rmicro_mdns::install();
     rmicro_nats::install();
+    rmicro_redis::install();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

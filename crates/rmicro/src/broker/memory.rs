@@ -177,7 +177,7 @@ async fn work(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{ERROR, handler};
+    use super::super::handler;
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
@@ -204,85 +204,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn fan_out_and_queue_groups() {
+    async fn memory_broker_conforms() {
         let broker = MemoryBroker::new();
-        let (a, ha) = counter();
-        let (b, hb) = counter();
-        let (q1, hq1) = counter();
-        let (q2, hq2) = counter();
-        let opts = SubscribeOptions::default;
-        let subs = vec![
-            broker.subscribe("t", ha, opts()).await.unwrap(),
-            broker.subscribe("t", hb, opts()).await.unwrap(),
-            broker.subscribe("t", hq1, opts().queue("g")).await.unwrap(),
-            broker.subscribe("t", hq2, opts().queue("g")).await.unwrap(),
-        ];
-        for i in 0..100 {
-            broker
-                .publish("t", Message::new(format!("{i}")))
-                .await
-                .unwrap();
-        }
-        wait_until("all delivered", || {
-            a.load(Ordering::SeqCst) == 100
-                && b.load(Ordering::SeqCst) == 100
-                && q1.load(Ordering::SeqCst) + q2.load(Ordering::SeqCst) == 100
-        })
-        .await;
-        assert_eq!(q1.load(Ordering::SeqCst), 50, "round robin in the group");
-        for sub in subs {
-            sub.unsubscribe().await;
-        }
-        broker.publish("t", Message::new("late")).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(
-            a.load(Ordering::SeqCst),
-            100,
-            "no delivery after unsubscribe"
-        );
+        super::super::testing::fan_out_and_queue_group(&broker, "").await;
+        super::super::testing::redelivery_then_dead_letter(&broker, "").await;
     }
 
     #[tokio::test]
-    async fn redelivers_then_dead_letters() {
+    async fn nothing_arrives_after_unsubscribe() {
         let broker = MemoryBroker::new();
-        let attempts = Arc::new(Mutex::new(Vec::new()));
-        let seen = attempts.clone();
-        let failing = handler(move |d: Delivery| {
-            let seen = seen.clone();
-            async move {
-                seen.lock().unwrap().push(d.attempt);
-                Err(crate::Error::internal(
-                    "t",
-                    format!("attempt {} failed", d.attempt),
-                ))
-            }
-        });
-        let dead = Arc::new(Mutex::new(Vec::new()));
-        let sink = dead.clone();
-        let dlq = handler(move |d: Delivery| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push(d.message);
-                Ok(())
-            }
-        });
-        let _s = broker
-            .subscribe(
-                "orders",
-                failing,
-                SubscribeOptions::default().max_deliveries(3),
-            )
+        let (count, h) = counter();
+        let sub = broker
+            .subscribe("t", h, SubscribeOptions::default())
             .await
             .unwrap();
-        let _d = broker
-            .subscribe("orders.dlq", dlq, SubscribeOptions::default())
-            .await
-            .unwrap();
-        broker.publish("orders", Message::new("o1")).await.unwrap();
-        wait_until("dead-lettered", || !dead.lock().unwrap().is_empty()).await;
-        assert_eq!(*attempts.lock().unwrap(), [1, 2, 3]);
-        let dead = dead.lock().unwrap();
-        assert_eq!(dead[0].body, "o1");
-        assert_eq!(dead[0].headers[ERROR], "attempt 3 failed");
+        broker.publish("t", Message::new("a")).await.unwrap();
+        wait_until("delivered", || count.load(Ordering::SeqCst) == 1).await;
+        sub.unsubscribe().await;
+        broker.publish("t", Message::new("late")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(count.load(Ordering::SeqCst), 1);
     }
 }

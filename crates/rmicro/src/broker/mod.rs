@@ -13,6 +13,7 @@
 //! codec and fills the standard headers.
 
 mod memory;
+pub mod testing;
 pub mod typed;
 
 pub use memory::MemoryBroker;

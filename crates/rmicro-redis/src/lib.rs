@@ -1,0 +1,507 @@
+//! Redis Streams for rmicro: a [`Broker`] with consumer groups and
+//! acknowledgements (at-least-once).
+//!
+//! A topic is a stream; `publish` is `XADD` (the body in field `body`, each header
+//! in a field `h:<name>`) and returns with the entry's id. A subscriber without a
+//! queue group reads through a consumer group of its own (every subscriber sees
+//! every new message; the group is destroyed on unsubscribe); a queue group is a
+//! consumer group of that name whose members are consumers (each message to one
+//! member). Reading is `XREADGROUP`; a handled message is `XACK`ed; a failed one
+//! stays pending and is claimed again (`XCLAIM`, which counts deliveries) after a
+//! backoff; a member that dies leaves its messages pending, and the others take
+//! them over with `XAUTOCLAIM` once idle for the ack wait (30 s, `?ack_wait=` in the
+//! address). After `max_deliveries` a message goes to `<topic>.dlq`.
+//!
+//! Durability is Redis's: with `appendonly yes` and `appendfsync always` a
+//! confirmed `XADD` survives a restart; without persistence it does not.
+
+use futures_util::future::BoxFuture;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::{
+    StreamAutoClaimReply, StreamClaimReply, StreamId, StreamPendingCountReply, StreamReadReply,
+};
+use rmicro::broker::{
+    Broker, BrokerError, Delivery, Handler, Message, Outcome, SubscribeOptions, Subscriber,
+    dead_letter_topic, process, redelivery_delay,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// The address used without `--broker-address`.
+pub const DEFAULT_ADDRESS: &str = "redis://127.0.0.1:6379";
+
+const BODY: &str = "body";
+const HEADER_PREFIX: &str = "h:";
+
+struct Inner {
+    address: String,
+    client: redis::Client,
+    ack_wait: Duration,
+    shared: OnceCell<ConnectionManager>,
+}
+
+/// A [`Broker`] on Redis Streams. Cheap to clone; reconnects by itself.
+#[derive(Clone)]
+pub struct RedisBroker {
+    inner: Arc<Inner>,
+}
+
+fn field_bytes(value: &redis::Value) -> Option<Vec<u8>> {
+    match value {
+        redis::Value::BulkString(bytes) => Some(bytes.clone()),
+        redis::Value::SimpleString(text) => Some(text.as_bytes().to_vec()),
+        _ => None,
+    }
+}
+
+/// Reads a stream entry back into a message.
+fn message_of(entry: &StreamId) -> Message {
+    let mut message = Message::new(
+        entry
+            .map
+            .get(BODY)
+            .and_then(field_bytes)
+            .unwrap_or_default(),
+    );
+    for (field, value) in &entry.map {
+        if let Some(name) = field.strip_prefix(HEADER_PREFIX)
+            && let Some(bytes) = field_bytes(value)
+        {
+            message.headers.insert(
+                name.to_owned(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            );
+        }
+    }
+    message
+}
+
+impl RedisBroker {
+    /// A broker for the Redis at `address` (`redis://host:6379[/db][?ack_wait=30s]`).
+    pub fn new(address: &str) -> Result<Self, BrokerError> {
+        let (url, query) = address.split_once('?').unwrap_or((address, ""));
+        let url = if url.contains("://") {
+            url.to_owned()
+        } else {
+            format!("redis://{url}")
+        };
+        let bad = |detail: String| BrokerError::Backend {
+            broker: format!("redis:{url}"),
+            operation: "read the address".into(),
+            detail,
+        };
+        let mut ack_wait = Duration::from_secs(30);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("ack_wait", value)) => {
+                    ack_wait = rmicro::cmd::parse_duration(value).map_err(bad)?;
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "unknown option `{pair}`; known: ack_wait=DURATION"
+                    )));
+                }
+            }
+        }
+        let client = redis::Client::open(url.as_str()).map_err(|e| bad(e.to_string()))?;
+        Ok(RedisBroker {
+            inner: Arc::new(Inner {
+                address: url,
+                client,
+                ack_wait,
+                shared: OnceCell::new(),
+            }),
+        })
+    }
+
+    fn failed(&self, operation: impl Into<String>, detail: impl std::fmt::Display) -> BrokerError {
+        BrokerError::Backend {
+            broker: self.describe(),
+            operation: operation.into(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// A connection manager; `block` ones have no response timeout (for `BLOCK`).
+    async fn manager(&self, block: bool) -> Result<ConnectionManager, BrokerError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_max_delay(Duration::from_secs(2))
+            .set_number_of_retries(2)
+            .set_response_timeout(if block {
+                None
+            } else {
+                Some(Duration::from_secs(5))
+            });
+        self.inner
+            .client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|e| self.failed("connect", e))
+    }
+
+    async fn shared(&self) -> Result<ConnectionManager, BrokerError> {
+        self.inner
+            .shared
+            .get_or_try_init(|| self.manager(false))
+            .await
+            .cloned()
+    }
+
+    /// Creates `group` on `topic` (and the stream) unless it exists; new groups start
+    /// at new messages.
+    async fn ensure_group(
+        &self,
+        connection: &mut ConnectionManager,
+        topic: &str,
+        group: &str,
+    ) -> Result<(), BrokerError> {
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(topic)
+            .arg(group)
+            .arg("$")
+            .arg("MKSTREAM")
+            .query_async(connection)
+            .await;
+        match created {
+            Ok(()) => Ok(()),
+            Err(err) if err.to_string().contains("BUSYGROUP") => Ok(()),
+            Err(err) => Err(self.failed(format!("create group {group} on {topic}"), err)),
+        }
+    }
+
+    /// Deletes `topic`'s stream (an admin operation, e.g. for tests).
+    pub async fn delete_topic(&self, topic: &str) -> Result<(), BrokerError> {
+        let mut connection = self.shared().await?;
+        redis::cmd("DEL")
+            .arg(topic)
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(|e| self.failed(format!("delete {topic}"), e))
+    }
+}
+
+/// One subscription's view: where to read and how to settle messages.
+#[derive(Clone)]
+struct Reader {
+    broker: RedisBroker,
+    topic: String,
+    group: String,
+    consumer: String,
+    handler: Handler,
+    options: SubscribeOptions,
+}
+
+impl Reader {
+    /// How many times `id` was delivered (1 if Redis no longer knows).
+    async fn deliveries(&self, connection: &mut ConnectionManager, id: &str) -> u32 {
+        let reply: redis::RedisResult<StreamPendingCountReply> = redis::cmd("XPENDING")
+            .arg(&self.topic)
+            .arg(&self.group)
+            .arg(id)
+            .arg(id)
+            .arg(1)
+            .query_async(connection)
+            .await;
+        reply
+            .ok()
+            .and_then(|r| r.ids.into_iter().next())
+            .map(|p| u32::try_from(p.times_delivered).unwrap_or(u32::MAX))
+            .unwrap_or(1)
+    }
+
+    async fn ack(&self, connection: &mut ConnectionManager, id: &str) {
+        let acked: redis::RedisResult<i64> = redis::cmd("XACK")
+            .arg(&self.topic)
+            .arg(&self.group)
+            .arg(id)
+            .query_async(connection)
+            .await;
+        if let Err(err) = acked {
+            tracing::warn!(topic = %self.topic, %id, error = %err, "cannot XACK; the message will be delivered again");
+        }
+    }
+
+    /// Handles one entry until it is acknowledged, dead-lettered, or left pending
+    /// (connection trouble) for `XAUTOCLAIM`.
+    async fn handle(self, mut entry: StreamId, mut attempt: u32) {
+        let Ok(mut connection) = self.broker.shared().await else {
+            return;
+        };
+        loop {
+            let delivery = Delivery::new(self.topic.clone(), message_of(&entry), attempt);
+            match process(&self.handler, delivery, &self.options).await {
+                Outcome::Ack => return self.ack(&mut connection, &entry.id).await,
+                Outcome::DeadLetter(dead) => {
+                    match self
+                        .broker
+                        .publish(&dead_letter_topic(&self.topic), dead)
+                        .await
+                    {
+                        Ok(()) => return self.ack(&mut connection, &entry.id).await,
+                        Err(err) => {
+                            tracing::warn!(topic = %self.topic, error = %err, "cannot publish a dead letter; the message stays pending");
+                            return;
+                        }
+                    }
+                }
+                Outcome::Retry(_) => {
+                    tokio::time::sleep(redelivery_delay(attempt)).await;
+                    // XCLAIM to ourselves counts the redelivery in Redis.
+                    let claimed: redis::RedisResult<StreamClaimReply> = redis::cmd("XCLAIM")
+                        .arg(&self.topic)
+                        .arg(&self.group)
+                        .arg(&self.consumer)
+                        .arg(0)
+                        .arg(&entry.id)
+                        .query_async(&mut connection)
+                        .await;
+                    match claimed.map(|r| r.ids.into_iter().next()) {
+                        Ok(Some(again)) => {
+                            entry = again;
+                            attempt = self.deliveries(&mut connection, &entry.id).await;
+                        }
+                        // Gone (trimmed or acknowledged elsewhere) or Redis away:
+                        // XAUTOCLAIM takes it up later if it is still pending.
+                        _ => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads new messages and claims abandoned ones for one subscription until stopped.
+async fn consume(reader: Reader, stop: Arc<tokio::sync::Notify>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        reader.options.concurrency.max(1),
+    ));
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut blocking: Option<ConnectionManager> = None;
+    let mut last_claim = tokio::time::Instant::now();
+    let mut claim_cursor = "0-0".to_owned();
+    loop {
+        let connection = match &mut blocking {
+            Some(connection) => connection,
+            None => match reader.broker.manager(true).await {
+                Ok(connection) => blocking.insert(connection),
+                Err(err) => {
+                    tracing::warn!(topic = %reader.topic, error = %err, "cannot reach Redis; retrying");
+                    tokio::select! {
+                        () = stop.notified() => break,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            },
+        };
+        let mut batch: Vec<(StreamId, u32)> = Vec::new();
+        // Take over messages a dead (or stuck) member left pending too long.
+        if last_claim.elapsed() >= reader.broker.inner.ack_wait / 2 {
+            last_claim = tokio::time::Instant::now();
+            let claimed: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
+                .arg(&reader.topic)
+                .arg(&reader.group)
+                .arg(&reader.consumer)
+                .arg(u64::try_from(reader.broker.inner.ack_wait.as_millis()).unwrap_or(u64::MAX))
+                .arg(&claim_cursor)
+                .arg("COUNT")
+                .arg(32)
+                .query_async(connection)
+                .await;
+            if let Ok(reply) = claimed {
+                claim_cursor = reply.next_stream_id.clone();
+                for entry in reply.claimed {
+                    let attempt = reader.deliveries(connection, &entry.id).await;
+                    batch.push((entry, attempt));
+                }
+            }
+        }
+        let free = permits.available_permits().max(1);
+        let mut read_command = redis::cmd("XREADGROUP");
+        read_command
+            .arg("GROUP")
+            .arg(&reader.group)
+            .arg(&reader.consumer)
+            .arg("COUNT")
+            .arg(free)
+            .arg("BLOCK")
+            .arg(500)
+            .arg("STREAMS")
+            .arg(&reader.topic)
+            .arg(">");
+        let read = read_command.query_async::<Option<StreamReadReply>>(connection);
+        let result = tokio::select! {
+            () = stop.notified() => break,
+            result = read => result,
+        };
+        match result {
+            Ok(Some(reply)) => {
+                for key in reply.keys {
+                    batch.extend(key.ids.into_iter().map(|entry| (entry, 1)));
+                }
+            }
+            Ok(None) => {}
+            Err(err) if err.to_string().contains("NOGROUP") => {
+                // Redis restarted without its data: recreate the group and go on.
+                if let Err(err) = reader
+                    .broker
+                    .ensure_group(connection, &reader.topic, &reader.group)
+                    .await
+                {
+                    tracing::warn!(topic = %reader.topic, error = %err, "cannot recreate the consumer group");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            Err(err) => {
+                tracing::debug!(topic = %reader.topic, error = %err, "XREADGROUP failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        for (entry, attempt) in batch {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let reader = reader.clone();
+            in_flight.spawn(async move {
+                reader.handle(entry, attempt).await;
+                drop(permit);
+            });
+        }
+        while in_flight.try_join_next().is_some() {}
+    }
+    while in_flight.join_next().await.is_some() {}
+}
+
+impl Broker for RedisBroker {
+    fn describe(&self) -> String {
+        self.inner.address.clone()
+    }
+
+    fn connect(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let mut connection = self.shared().await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+                .map(drop)
+                .map_err(|e| self.failed("ping", e))
+        })
+    }
+
+    fn disconnect(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn publish(&self, topic: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            let mut connection = self.shared().await?;
+            let mut command = redis::cmd("XADD");
+            command
+                .arg(&topic)
+                .arg("*")
+                .arg(BODY)
+                .arg(message.body.as_ref());
+            for (key, value) in &message.headers {
+                command.arg(format!("{HEADER_PREFIX}{key}")).arg(value);
+            }
+            command
+                .query_async::<String>(&mut connection)
+                .await
+                .map(drop)
+                .map_err(|e| self.failed(format!("XADD to {topic}"), e))
+        })
+    }
+
+    fn subscribe(
+        &self,
+        topic: &str,
+        handler: Handler,
+        options: SubscribeOptions,
+    ) -> BoxFuture<'_, Result<Subscriber, BrokerError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            if options.durable && options.queue.is_none() {
+                return Err(BrokerError::BadName {
+                    broker: self.describe(),
+                    what: "queue",
+                    name: String::new(),
+                    detail:
+                        "a durable subscription needs a queue group: it names the consumer group"
+                            .into(),
+                });
+            }
+            let ephemeral = options.queue.is_none();
+            let id = uuid::Uuid::new_v4();
+            let group = options
+                .queue
+                .clone()
+                .unwrap_or_else(|| format!("rmicro-{id}"));
+            let mut connection = self.shared().await?;
+            self.ensure_group(&mut connection, &topic, &group).await?;
+            let reader = Reader {
+                broker: self.clone(),
+                topic: topic.clone(),
+                group: group.clone(),
+                consumer: format!("rmicro-{id}"),
+                handler,
+                options: options.clone(),
+            };
+            let stop = Arc::new(tokio::sync::Notify::new());
+            let task = tokio::spawn(consume(reader, stop.clone()));
+            let (me, stop_topic) = (self.clone(), topic.clone());
+            Ok(Subscriber::new(topic, options, move || async move {
+                stop.notify_one();
+                let _ = task.await;
+                if ephemeral && let Ok(mut connection) = me.shared().await {
+                    let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
+                        .arg("DESTROY")
+                        .arg(&stop_topic)
+                        .arg(&group)
+                        .query_async(&mut connection)
+                        .await;
+                }
+            }))
+        })
+    }
+}
+
+/// Makes `--broker redis` selectable; the address defaults to [`DEFAULT_ADDRESS`].
+pub fn install() {
+    rmicro::broker::install("redis", |address| {
+        Ok(Arc::new(RedisBroker::new(
+            address.unwrap_or(DEFAULT_ADDRESS),
+        )?))
+    });
+}
+
+pub mod testing {
+    //! Test support: the Redis every machine of this project runs on 127.0.0.1:6379.
+
+    use super::RedisBroker;
+    use rmicro::broker::Broker;
+
+    /// The machine's Redis.
+    pub const SHARED_ADDRESS: &str = "redis://127.0.0.1:6379";
+
+    /// A broker on the machine's Redis (with `ack_wait`), or — when it is not
+    /// reachable — a failure under `CI=true`, otherwise a printed skip and `None`.
+    pub async fn shared_or_skip(test: &str, ack_wait: &str) -> Option<RedisBroker> {
+        let broker = RedisBroker::new(&format!("{SHARED_ADDRESS}?ack_wait={ack_wait}"))
+            .expect("a valid address");
+        match broker.connect().await {
+            Ok(()) => Some(broker),
+            Err(err) => {
+                let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+                assert!(
+                    !ci,
+                    "Redis is not reachable at {SHARED_ADDRESS} and CI=true: {err}"
+                );
+                eprintln!("SKIPPED {test}: Redis is not reachable ({err})");
+                None
+            }
+        }
+    }
+}

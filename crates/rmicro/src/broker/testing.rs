@@ -1,0 +1,197 @@
+//! A conformance suite every [`Broker`] runs in its tests, so the in-process broker
+//! and the adapter crates deliver alike. Each check uses topics under `prefix` and
+//! returns the topics it used, for the caller to clean up.
+
+use super::{
+    Broker, Delivery, ERROR, Handler, Message, ORIGINAL_TOPIC, SubscribeOptions, dead_letter_topic,
+    handler,
+};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Waits (up to 30 s) until `cond` holds.
+pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A handler that counts its calls.
+pub fn counting(count: &Arc<AtomicUsize>) -> Handler {
+    let count = count.clone();
+    handler(move |_d| {
+        let count = count.clone();
+        async move {
+            count.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    })
+}
+
+/// Two plain subscribers each get all 200 messages; two members of one queue group
+/// share them, each message going to exactly one member.
+pub async fn fan_out_and_queue_group(broker: &dyn Broker, prefix: &str) -> Vec<String> {
+    let topic = format!("{prefix}fanout");
+    let counts: Vec<Arc<AtomicUsize>> = (0..4).map(|_| Arc::default()).collect();
+    let opts = SubscribeOptions::default;
+    let mut subs = Vec::new();
+    for (i, options) in [
+        opts(),
+        opts(),
+        opts().queue("workers"),
+        opts().queue("workers"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        subs.push(
+            broker
+                .subscribe(&topic, counting(&counts[i]), options)
+                .await
+                .expect("subscribe"),
+        );
+    }
+    for i in 0..200 {
+        broker
+            .publish(&topic, Message::new(format!("m{i}")))
+            .await
+            .expect("publish");
+    }
+    let c = |i: usize| counts[i].load(Ordering::SeqCst);
+    wait_until("every subscriber and one member per message got it", || {
+        c(0) == 200 && c(1) == 200 && c(2) + c(3) == 200
+    })
+    .await;
+    assert!(
+        c(2) > 0 && c(3) > 0,
+        "both queue members worked: {} {}",
+        c(2),
+        c(3)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c(2) + c(3), 200, "no message went to two members");
+    for sub in subs {
+        sub.unsubscribe().await;
+    }
+    vec![topic]
+}
+
+/// A handler failing every time sees attempts 1, 2, 3 and the message then lands
+/// in `<topic>.dlq` with its body, headers and the last error.
+pub async fn redelivery_then_dead_letter(broker: &dyn Broker, prefix: &str) -> Vec<String> {
+    let topic = format!("{prefix}orders");
+    let dlq = dead_letter_topic(&topic);
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let seen = attempts.clone();
+    let failing = handler(move |d: Delivery| {
+        let seen = seen.clone();
+        async move {
+            if let Ok(mut seen) = seen.lock() {
+                seen.push(d.attempt);
+            }
+            Err(crate::Error::internal(
+                "orders",
+                format!("attempt {} failed", d.attempt),
+            ))
+        }
+    });
+    let dead = Arc::new(Mutex::new(Vec::new()));
+    let sink = dead.clone();
+    let dead_handler = handler(move |d: Delivery| {
+        let sink = sink.clone();
+        async move {
+            if let Ok(mut sink) = sink.lock() {
+                sink.push(d.message);
+            }
+            Ok(())
+        }
+    });
+    let failing_sub = broker
+        .subscribe(
+            &topic,
+            failing,
+            SubscribeOptions::default()
+                .queue("orders")
+                .max_deliveries(3),
+        )
+        .await
+        .expect("subscribe");
+    let dead_sub = broker
+        .subscribe(&dlq, dead_handler, SubscribeOptions::default())
+        .await
+        .expect("subscribe to the dead letters");
+    broker
+        .publish(&topic, Message::new("o1").header("k", "v"))
+        .await
+        .expect("publish");
+    wait_until("a dead letter", || {
+        dead.lock().map(|d| !d.is_empty()).unwrap_or(false)
+    })
+    .await;
+    assert_eq!(
+        *attempts.lock().expect("attempts"),
+        [1, 2, 3],
+        "delivery count"
+    );
+    let dead = dead.lock().expect("dead letters")[0].clone();
+    assert_eq!(dead.body, "o1");
+    assert_eq!(dead.headers["k"], "v", "headers travel");
+    assert_eq!(dead.headers[ERROR], "attempt 3 failed");
+    assert_eq!(dead.headers[ORIGINAL_TOPIC], topic);
+    failing_sub.unsubscribe().await;
+    dead_sub.unsubscribe().await;
+    vec![topic, dlq]
+}
+
+/// For persistent backends (whose ack wait is short in the test): a member that
+/// takes a message and never finishes it (a hung or dead process) does not keep it;
+/// after the ack wait another member of the group gets it.
+pub async fn unacked_messages_go_to_another_member(
+    broker: &dyn Broker,
+    prefix: &str,
+) -> Vec<String> {
+    let topic = format!("{prefix}unacked");
+    let taken = Arc::new(AtomicUsize::new(0));
+    let took = taken.clone();
+    let stuck = handler(move |_d| {
+        let took = took.clone();
+        async move {
+            took.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+    let _stuck = broker
+        .subscribe(&topic, stuck, SubscribeOptions::default().queue("q"))
+        .await
+        .expect("subscribe");
+    broker
+        .publish(&topic, Message::new("only"))
+        .await
+        .expect("publish");
+    wait_until("the stuck member took it", || {
+        taken.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let healthy = broker
+        .subscribe(
+            &topic,
+            counting(&done),
+            SubscribeOptions::default().queue("q"),
+        )
+        .await
+        .expect("subscribe");
+    wait_until("the message is delivered again after the ack wait", || {
+        done.load(Ordering::SeqCst) >= 1 || taken.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    healthy.unsubscribe().await;
+    vec![topic]
+}
