@@ -3,34 +3,18 @@
 //! other rmicro crates' tests that need etcd.
 
 use crate::EtcdClient;
-use std::net::TcpListener;
+use rmicro::testing::{ServerProcess, find_binary, in_ci};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The `etcd` binary: `$RMICRO_ETCD`, or `etcd` on `PATH`.
 pub fn etcd_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("RMICRO_ETCD") {
-        return Some(PathBuf::from(path));
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("etcd"))
-            .find(|candidate| candidate.is_file())
-    })
+    find_binary("etcd", "RMICRO_ETCD")
 }
 
 /// An etcd server started for a test.
 pub struct EtcdServer {
-    binary: PathBuf,
-    dir: PathBuf,
-    client_port: u16,
-    peer_port: u16,
-    child: Option<Child>,
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    process: ServerProcess,
 }
 
 impl EtcdServer {
@@ -40,20 +24,26 @@ impl EtcdServer {
         let Some(binary) = etcd_binary() else {
             return Ok(None);
         };
-        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("rmicro-etcd-{}-{n}", std::process::id()));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
-        }
-        std::fs::create_dir_all(&dir)?;
-        let mut server = EtcdServer {
-            binary,
-            dir,
-            client_port: free_port()?,
-            peer_port: free_port()?,
-            child: None,
-        };
+        let process = ServerProcess::new("etcd", binary, 2, |dir, ports| {
+            let client = format!("http://127.0.0.1:{}", ports[0]);
+            let peer = format!("http://127.0.0.1:{}", ports[1]);
+            let mut args: Vec<std::ffi::OsString> = Vec::new();
+            for (flag, value) in [
+                ("--name", "rmicro-test".to_owned()),
+                ("--listen-client-urls", client.clone()),
+                ("--advertise-client-urls", client),
+                ("--listen-peer-urls", peer.clone()),
+                ("--initial-advertise-peer-urls", peer.clone()),
+                ("--initial-cluster", format!("rmicro-test={peer}")),
+            ] {
+                args.push(flag.into());
+                args.push(value.into());
+            }
+            args.push("--data-dir".into());
+            args.push(dir.join("data").into());
+            args
+        })?;
+        let mut server = EtcdServer { process };
         server.resume().await?;
         Ok(Some(server))
     }
@@ -64,9 +54,8 @@ impl EtcdServer {
         match EtcdServer::start().await {
             Ok(Some(server)) => Some(server),
             Ok(None) => {
-                let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
                 assert!(
-                    !ci,
+                    !in_ci(),
                     "etcd is not installed and CI=true: run scripts/test (apt-get install -y etcd-server)"
                 );
                 eprintln!("SKIPPED {test}: etcd is not installed (apt-get install -y etcd-server)");
@@ -78,75 +67,29 @@ impl EtcdServer {
 
     /// `127.0.0.1:<port>` for clients.
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        format!("127.0.0.1:{}", self.process.ports()[0])
     }
 
-    /// The server's data directory (its log is `etcd.log` beside it).
+    /// The server's data directory (its log is `etcd.log` in it).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.process.dir()
     }
 
     /// Kills the server (as a crash would); its data stays for [`resume`](Self::resume).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.stop();
     }
 
     /// Starts the server again on the same ports and data, and waits until it answers.
     pub async fn resume(&mut self) -> std::io::Result<()> {
-        self.stop();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("etcd.log"))?;
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(&self.binary)
-            .args(["--name", "rmicro-test"])
-            .arg("--data-dir")
-            .arg(self.dir.join("data"))
-            .args(["--listen-client-urls", &client])
-            .args(["--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("rmicro-test={peer}")])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        self.child = Some(child);
         let probe = EtcdClient::new(&self.address())
             .map_err(std::io::Error::other)?
             .with_timeout(Duration::from_millis(500));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if probe.get("/rmicro-test-probe").await.is_ok() {
-                return Ok(());
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                return Err(std::io::Error::other(format!(
-                    "etcd exited with {status}; see {}",
-                    self.dir.join("etcd.log").display()
-                )));
-            }
-            if Instant::now() > deadline {
-                return Err(std::io::Error::other(format!(
-                    "etcd did not answer within 30 s; see {}",
-                    self.dir.join("etcd.log").display()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for EtcdServer {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.process
+            .start(|| {
+                let probe = probe.clone();
+                async move { probe.get("/rmicro-test-probe").await.is_ok() }
+            })
+            .await
     }
 }

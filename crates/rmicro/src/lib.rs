@@ -27,6 +27,7 @@ pub mod registry;
 pub mod selector;
 pub mod server;
 mod service;
+pub mod testing;
 pub mod transport;
 pub mod wrapper;
 

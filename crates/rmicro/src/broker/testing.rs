@@ -195,3 +195,103 @@ pub async fn unacked_messages_go_to_another_member(
     healthy.unsubscribe().await;
     vec![topic]
 }
+
+/// Publishes `count` messages on `topic` while `restart` stops and starts the
+/// server (after a third of them are confirmed); a publish that fails is retried
+/// until confirmed. Every confirmed message must reach the queue-group subscriber at
+/// least once. Returns (confirmed, distinct delivered, deliveries, failed publishes).
+pub async fn confirmed_messages_survive_a_restart<R, Fut>(
+    broker: &dyn Broker,
+    topic: &str,
+    count: u64,
+    restart: R,
+) -> (usize, usize, usize, u32)
+where
+    R: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use std::collections::BTreeSet;
+    let received: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let deliveries = Arc::new(AtomicUsize::new(0));
+    let (sink, counter) = (received.clone(), deliveries.clone());
+    let subscriber = broker
+        .subscribe(
+            topic,
+            handler(move |d: Delivery| {
+                let (sink, counter) = (sink.clone(), counter.clone());
+                async move {
+                    let n: u64 = std::str::from_utf8(&d.message.body)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(|| crate::Error::bad_request("test", "not a number"))?;
+                    if let Ok(mut sink) = sink.lock() {
+                        sink.insert(n);
+                    }
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+            }),
+            SubscribeOptions::default().queue("restart").concurrency(8),
+        )
+        .await
+        .expect("subscribe");
+    let confirmed: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let failures = Arc::new(AtomicUsize::new(0));
+    let publishing = async {
+        for n in 0..count {
+            loop {
+                match broker.publish(topic, Message::new(n.to_string())).await {
+                    Ok(()) => {
+                        if let Ok(mut confirmed) = confirmed.lock() {
+                            confirmed.insert(n);
+                        }
+                        break;
+                    }
+                    Err(_) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+    };
+    let restarting = async {
+        wait_until("a third of the messages are confirmed", || {
+            confirmed
+                .lock()
+                .map(|c| c.len() as u64 >= count / 3)
+                .unwrap_or(false)
+        })
+        .await;
+        restart().await;
+    };
+    let ((), ()) = tokio::join!(publishing, restarting);
+    let confirmed = confirmed.lock().expect("confirmed").clone();
+    assert_eq!(
+        confirmed.len() as u64,
+        count,
+        "every message was finally confirmed"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let missing = confirmed
+            .difference(&received.lock().expect("received"))
+            .count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} confirmed messages never delivered after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    subscriber.unsubscribe().await;
+    let distinct = received.lock().expect("received").len();
+    (
+        confirmed.len(),
+        distinct,
+        deliveries.load(Ordering::Relaxed),
+        u32::try_from(failures.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
+    )
+}

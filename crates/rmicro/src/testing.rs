@@ -1,0 +1,142 @@
+//! Test support shared by rmicro's crates: a server process (etcd, nats-server,
+//! redis-server, …) started for a test on free loopback ports, in its own data
+//! directory, that can be killed and started again on the same ports and data, and
+//! is stopped and removed when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether missing servers must fail the test (`CI=true`) rather than skip it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Finds `name`: `$override_var` if set, else on `PATH`, else in `/usr/sbin`.
+pub fn find_binary(name: &str, override_var: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(override_var) {
+        return Some(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A server process for a test.
+pub struct ServerProcess {
+    name: String,
+    binary: PathBuf,
+    dir: PathBuf,
+    ports: Vec<u16>,
+    args: Vec<std::ffi::OsString>,
+    child: Option<Child>,
+}
+
+impl ServerProcess {
+    /// Prepares `binary` with `ports` free loopback ports and a fresh directory;
+    /// `args` builds its command line from the directory and the ports. Nothing
+    /// runs until [`start`](Self::start).
+    pub fn new(
+        name: &str,
+        binary: PathBuf,
+        ports: usize,
+        args: impl FnOnce(&Path, &[u16]) -> Vec<std::ffi::OsString>,
+    ) -> std::io::Result<ServerProcess> {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("rmicro-{name}-{}-{n}", std::process::id()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        // Hold every listener until all ports are chosen, so they differ.
+        let listeners = (0..ports)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let ports = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let args = args(&dir, &ports);
+        Ok(ServerProcess {
+            name: name.to_owned(),
+            binary,
+            dir,
+            ports,
+            args,
+            child: None,
+        })
+    }
+
+    /// The ports, in the order asked for.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+
+    /// The data directory (the server's output goes to `<name>.log` in it).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Kills the process (SIGKILL, as a crash); its data stays.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts (or restarts) the process and waits up to 30 s until `ready` says it
+    /// serves; fails early, pointing at the log, if the process exits.
+    pub async fn start<F, Fut>(&mut self, mut ready: F) -> std::io::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        self.stop();
+        let log_path = self.dir.join(format!("{}.log", self.name));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let child = Command::new(&self.binary)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if ready().await {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(std::io::Error::other(format!(
+                    "{} exited with {status}; see {}",
+                    self.name,
+                    log_path.display()
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other(format!(
+                    "{} did not serve within 30 s; see {}",
+                    self.name,
+                    log_path.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
