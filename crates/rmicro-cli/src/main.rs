@@ -141,10 +141,10 @@ enum ConfigAction {
 
 #[derive(clap::Args)]
 struct BrokerFlags {
-    /// The broker: `nats`, `nats-core`, `redis`, or `memory` (this process only).
+    /// The broker: `nats`, `nats-core`, `redis`, `rabbitmq`, or `memory` (this process only).
     #[arg(long = "broker", env = "MICRO_BROKER")]
     name: String,
-    /// Where it is (`nats://127.0.0.1:4222`, `redis://127.0.0.1:6379`).
+    /// Where it is (`nats://127.0.0.1:4222`, `redis://127.0.0.1:6379`, `amqp://guest:guest@127.0.0.1:5672/%2f`).
     #[arg(long = "broker-address", env = "MICRO_BROKER_ADDRESS")]
     address: Option<String>,
 }
@@ -470,6 +470,7 @@ async fn main() -> ExitCode {
     rmicro_mdns::install();
     rmicro_nats::install();
     rmicro_redis::install();
+    rmicro_rabbitmq::install();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

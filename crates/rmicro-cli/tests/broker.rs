@@ -1,7 +1,6 @@
 //! `rmicro publish` and `rmicro subscribe` against the machine's NATS (JetStream),
 //! including a subscriber process killed with SIGKILL mid-stream.
 
-use rmicro::broker::Broker;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
@@ -26,9 +25,9 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    fn start(topic: &str, address: &str) -> Subscriber {
+    fn start(topic: &str, broker: &str, address: &str) -> Subscriber {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rmicro"))
-            .args(["subscribe", topic, "--queue", "workers", "--broker", "nats"])
+            .args(["subscribe", topic, "--queue", "workers", "--broker", broker])
             .args(["--broker-address", address])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -62,15 +61,13 @@ impl Drop for Subscriber {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_subscriber_killed_mid_stream_loses_nothing_its_group_does_not_redeliver() {
-    let Some(nats) = rmicro_nats::testing::shared_or_skip("rmicro subscribe kill -9").await else {
-        return;
-    };
-    let topic = format!("rmicro-test.{}.cli", std::process::id());
-    let address = format!("{ADDRESS}?ack_wait=1s");
-    // The group's consumer exists before publishing starts.
-    let first = Subscriber::start(&topic, &address);
+/// A `rmicro subscribe` process of queue group `workers` is killed with SIGKILL
+/// while 600 messages are being published; a second member started after it must
+/// see every message the first did not acknowledge. Returns (total, first, second).
+async fn kill_mid_stream(broker_name: &str, address: &str, topic: &str) -> (u64, usize, usize) {
+    let broker = rmicro::broker::from_flags(broker_name, Some(address)).expect("broker");
+    let first = Subscriber::start(topic, broker_name, address);
+    // Probe until the group exists and delivers.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen_first = Vec::new();
     let mut n = 0u64;
@@ -81,10 +78,12 @@ async fn a_subscriber_killed_mid_stream_loses_nothing_its_group_does_not_redeliv
         );
         let out = rmicro(&[
             "publish",
-            &topic,
+            topic,
             &format!(r#"{{"n": {n}}}"#),
             "--broker",
-            "nats",
+            broker_name,
+            "--broker-address",
+            address,
         ]);
         assert!(
             out.status.success(),
@@ -95,15 +94,16 @@ async fn a_subscriber_killed_mid_stream_loses_nothing_its_group_does_not_redeliv
         tokio::time::sleep(Duration::from_millis(200)).await;
         first.drain(&mut seen_first);
     }
-
-    // Publish 600 more in the background, then kill -9 the subscriber mid-stream.
     let publisher = {
-        let (nats, topic) = (nats.clone(), topic.clone());
+        let (broker, topic) = (broker.clone(), topic.to_owned());
         tokio::spawn(async move {
             for i in n..n + 600 {
                 let body =
                     rmicro::broker::typed::encode_json(&serde_json::json!({"n": i})).unwrap();
-                nats.publish(&topic, body).await.expect("confirmed publish");
+                broker
+                    .publish(&topic, body)
+                    .await
+                    .expect("confirmed publish");
                 tokio::time::sleep(Duration::from_millis(3)).await;
             }
         })
@@ -113,12 +113,11 @@ async fn a_subscriber_killed_mid_stream_loses_nothing_its_group_does_not_redeliv
     let _ = first.child.kill();
     let _ = first.child.wait();
     first.drain(&mut seen_first);
-    let second = Subscriber::start(&topic, &address);
+    let second = Subscriber::start(topic, broker_name, address);
     publisher.await.unwrap();
     let total = n + 600;
-
-    // Every confirmed message published while subscribers existed is delivered at
-    // least once (probes published before the group's consumer existed may not be).
+    // Every confirmed message published while the group existed is delivered at
+    // least once (probes published before the group existed may not be).
     let expected: BTreeSet<u64> = (n..total).collect();
     let mut seen_second = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -131,7 +130,7 @@ async fn a_subscriber_killed_mid_stream_loses_nothing_its_group_does_not_redeliv
         }
         assert!(
             Instant::now() < deadline,
-            "{missing} of {} messages never delivered (first {}, second {})",
+            "{broker_name}: {missing} of {} messages never delivered (first {}, second {})",
             expected.len(),
             seen_first.len(),
             seen_second.len()
@@ -139,16 +138,49 @@ async fn a_subscriber_killed_mid_stream_loses_nothing_its_group_does_not_redeliv
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!(
-        "kill -9 mid-stream: {total} published, first took {}, second {}, all delivered",
+        "{broker_name} kill -9 mid-stream: {total} published, first took {}, second {}, all delivered",
         seen_first.len(),
         seen_second.len()
     );
-    assert!(
-        seen_first.len() < total as usize,
-        "the kill came mid-stream"
-    );
-    drop(second);
-    nats.delete_topic(&topic).await.unwrap();
+    (total, seen_first.len(), seen_second.len())
+}
+
+fn topic(name: &str) -> String {
+    format!("rmicro-test.{}.{name}", std::process::id())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_subscriber_killed_mid_stream_loses_nothing() {
+    let Some(nats) = rmicro_nats::testing::shared_or_skip("nats kill -9").await else {
+        return;
+    };
+    rmicro_nats::install();
+    let t = topic("nats");
+    kill_mid_stream("nats", &format!("{ADDRESS}?ack_wait=1s"), &t).await;
+    nats.delete_topic(&t).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_subscriber_killed_mid_stream_loses_nothing() {
+    let Some(redis) = rmicro_redis::testing::shared_or_skip("redis kill -9", "1s").await else {
+        return;
+    };
+    rmicro_redis::install();
+    let t = topic("redis");
+    let address = format!("{}?ack_wait=1s", rmicro_redis::testing::SHARED_ADDRESS);
+    kill_mid_stream("redis", &address, &t).await;
+    redis.delete_topic(&t).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_subscriber_killed_mid_stream_loses_nothing() {
+    let Some(rabbit) = rmicro_rabbitmq::testing::shared_or_skip("rabbitmq kill -9").await else {
+        return;
+    };
+    rmicro_rabbitmq::install();
+    let t = topic("rabbitmq");
+    kill_mid_stream("rabbitmq", rmicro_rabbitmq::testing::SHARED_ADDRESS, &t).await;
+    rabbit.delete_queue(&t, "workers").await.unwrap();
 }
 
 #[test]

@@ -1,0 +1,522 @@
+//! RabbitMQ for rmicro: a [`Broker`] on a topic exchange with publisher confirms.
+//!
+//! Every topic is a routing key on the durable topic exchange `rmicro` (override
+//! with `?exchange=` in the address). `publish` sends persistent messages and
+//! returns after the broker's confirm. A subscriber without a queue group gets an
+//! exclusive, auto-deleted queue bound to the topic (every subscriber sees every
+//! message; a failed handler is retried in the subscribing process); a queue group
+//! is a durable quorum queue `rmicro.<group>.<topic>` shared by its members (each
+//! message to one member): a failed handler NACKs with requeue after a backoff,
+//! RabbitMQ counts deliveries (`x-delivery-count`), and a member that dies leaves
+//! its unacknowledged messages to the others. After `max_deliveries` a message goes
+//! to `<topic>.dlq`. The connection recovers by itself (lapin's auto-recovery).
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use rmicro::broker::{
+    Broker, BrokerError, Delivery, Handler, Message, Outcome, SubscribeOptions, Subscriber,
+    dead_letter_topic, process, redelivery_delay,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The address used without `--broker-address`.
+pub const DEFAULT_ADDRESS: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+struct Inner {
+    uri: String,
+    exchange: String,
+    /// The connection and the publishing channel (in confirm mode).
+    link: tokio::sync::Mutex<Option<(Arc<Connection>, Channel)>>,
+}
+
+/// A [`Broker`] on RabbitMQ. Cheap to clone; connects on first use.
+#[derive(Clone)]
+pub struct RabbitBroker {
+    inner: Arc<Inner>,
+}
+
+fn headers_of(message: &Message) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (key, value) in &message.headers {
+        table.insert(
+            ShortString::from(key.as_str()),
+            AMQPValue::LongString(LongString::from(value.as_str())),
+        );
+    }
+    table
+}
+
+fn text_of(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        AMQPValue::Boolean(b) => Some(b.to_string()),
+        AMQPValue::LongLongInt(n) => Some(n.to_string()),
+        AMQPValue::LongInt(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The message and the delivery count RabbitMQ reports (`x-delivery-count`, set by
+/// quorum queues on redeliveries).
+fn message_of(delivery: &lapin::message::Delivery) -> (Message, Option<u32>) {
+    let mut message = Message::new(delivery.data.clone());
+    let mut count = None;
+    if let Some(headers) = delivery.properties.headers() {
+        for (key, value) in headers {
+            if key.as_str() == "x-delivery-count" {
+                count = text_of(value).and_then(|t| t.parse().ok());
+            } else if let Some(text) = text_of(value) {
+                message.headers.insert(key.as_str().to_owned(), text);
+            }
+        }
+    }
+    (message, count)
+}
+
+impl RabbitBroker {
+    /// A broker for `address` (`amqp://user:pass@host:5672/vhost[?exchange=name]`).
+    pub fn new(address: &str) -> Result<Self, BrokerError> {
+        let (uri, query) = address.split_once('?').unwrap_or((address, ""));
+        let mut exchange = "rmicro".to_owned();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("exchange", name)) if !name.is_empty() => exchange = name.to_owned(),
+                _ => {
+                    return Err(BrokerError::Backend {
+                        broker: uri.to_owned(),
+                        operation: "read the address".into(),
+                        detail: format!("unknown option `{pair}`; known: exchange=NAME"),
+                    });
+                }
+            }
+        }
+        Ok(RabbitBroker {
+            inner: Arc::new(Inner {
+                uri: uri.to_owned(),
+                exchange,
+                link: tokio::sync::Mutex::new(None),
+            }),
+        })
+    }
+
+    fn failed(&self, operation: impl Into<String>, detail: impl std::fmt::Display) -> BrokerError {
+        BrokerError::Backend {
+            broker: self.describe(),
+            operation: operation.into(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// Opens a channel on the (shared) connection, connecting first if needed.
+    async fn channel(&self) -> Result<Channel, BrokerError> {
+        let connection = self.connection().await?;
+        connection
+            .create_channel()
+            .await
+            .map_err(|e| self.failed("open a channel", e))
+    }
+
+    async fn connection(&self) -> Result<Arc<Connection>, BrokerError> {
+        Ok(self.publishing().await?.0)
+    }
+
+    /// The connection and the confirm-mode publishing channel; reconnects when the
+    /// connection is gone for good.
+    async fn publishing(&self) -> Result<(Arc<Connection>, Channel), BrokerError> {
+        let mut link = self.inner.link.lock().await;
+        if let Some((connection, channel)) = link.as_ref()
+            && connection.status().connected()
+            && channel.status().connected()
+        {
+            return Ok((connection.clone(), channel.clone()));
+        }
+        let properties = ConnectionProperties::default()
+            .with_connection_name("rmicro".into())
+            .enable_auto_recover();
+        let connection = Arc::new(
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                Connection::connect(&self.inner.uri, properties),
+            )
+            .await
+            .map_err(|_| self.failed("connect", "no answer within 5 s"))?
+            .map_err(|e| self.failed("connect", e))?,
+        );
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| self.failed("open a channel", e))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| self.failed("enable publisher confirms", e))?;
+        channel
+            .exchange_declare(
+                self.inner.exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| self.failed(format!("declare exchange {}", self.inner.exchange), e))?;
+        *link = Some((connection.clone(), channel.clone()));
+        Ok((connection, channel))
+    }
+
+    async fn forget_connection(&self) {
+        *self.inner.link.lock().await = None;
+    }
+
+    async fn publish_once(&self, topic: &str, message: &Message) -> Result<(), BrokerError> {
+        let (_, channel) = self.publishing().await?;
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_headers(headers_of(message));
+        let confirm = channel
+            .basic_publish(
+                self.inner.exchange.as_str().into(),
+                topic.into(),
+                BasicPublishOptions::default(),
+                &message.body,
+                properties,
+            )
+            .await
+            .map_err(|e| self.failed(format!("publish to {topic}"), e))?;
+        let confirmation = tokio::time::timeout(Duration::from_secs(10), confirm)
+            .await
+            .map_err(|_| {
+                self.failed(
+                    format!("confirm a publish to {topic}"),
+                    "no confirm within 10 s",
+                )
+            })?
+            .map_err(|e| self.failed(format!("confirm a publish to {topic}"), e))?;
+        if confirmation.is_ack() {
+            Ok(())
+        } else {
+            Err(self.failed(format!("publish to {topic}"), "the broker refused (nack)"))
+        }
+    }
+
+    /// Deletes the quorum queue of `queue` on `topic` (an admin operation, e.g. for tests).
+    pub async fn delete_queue(&self, topic: &str, queue: &str) -> Result<(), BrokerError> {
+        let channel = self.channel().await?;
+        channel
+            .queue_delete(
+                queue_name(queue, topic).as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await
+            .map(drop)
+            .map_err(|e| self.failed("delete a queue", e))
+    }
+}
+
+/// The durable queue of group `queue` on `topic`.
+pub fn queue_name(queue: &str, topic: &str) -> String {
+    format!("rmicro.{queue}.{topic}")
+}
+
+/// One subscription's consumer loop.
+struct Consume {
+    broker: RabbitBroker,
+    channel: Channel,
+    consumer: lapin::Consumer,
+    topic: String,
+    handler: Handler,
+    options: SubscribeOptions,
+    shared: bool,
+}
+
+impl Consume {
+    async fn run(mut self, stop: Arc<tokio::sync::Notify>) {
+        let permits = Arc::new(tokio::sync::Semaphore::new(self.options.concurrency.max(1)));
+        let mut in_flight = tokio::task::JoinSet::new();
+        loop {
+            let next = tokio::select! {
+                () = stop.notified() => break,
+                next = self.consumer.next() => next,
+            };
+            let delivery = match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(err)) => {
+                    // Auto-recovery reconnects and replays the consumer.
+                    if let Err(err) = self.channel.wait_for_recovery(err).await {
+                        tracing::warn!(topic = %self.topic, error = %err, "RabbitMQ consumer lost; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    continue;
+                }
+                None => break,
+            };
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            while in_flight.try_join_next().is_some() {}
+            let (broker, topic, handler, options, shared) = (
+                self.broker.clone(),
+                self.topic.clone(),
+                self.handler.clone(),
+                self.options.clone(),
+                self.shared,
+            );
+            in_flight.spawn(async move {
+                settle(broker, topic, handler, options, shared, delivery).await;
+                drop(permit);
+            });
+        }
+        while in_flight.join_next().await.is_some() {}
+    }
+}
+
+/// Runs the handler on one delivery and acknowledges, requeues or dead-letters it.
+async fn settle(
+    broker: RabbitBroker,
+    topic: String,
+    handler: Handler,
+    options: SubscribeOptions,
+    shared: bool,
+    delivery: lapin::message::Delivery,
+) {
+    let (message, count) = message_of(&delivery);
+    let mut attempt = count.map_or(if delivery.redelivered { 2 } else { 1 }, |c| c + 1);
+    loop {
+        let outcome = process(
+            &handler,
+            Delivery::new(topic.clone(), message.clone(), attempt),
+            &options,
+        )
+        .await;
+        let result = match outcome {
+            Outcome::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+            Outcome::DeadLetter(dead) => {
+                match broker.publish(&dead_letter_topic(&topic), dead).await {
+                    Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+                    Err(err) => {
+                        tracing::warn!(%topic, error = %err, "cannot publish a dead letter; requeueing");
+                        tokio::time::sleep(redelivery_delay(attempt)).await;
+                        delivery
+                            .acker
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            })
+                            .await
+                    }
+                }
+            }
+            Outcome::Retry(_) if shared => {
+                // Back off, then give it back: RabbitMQ counts the redelivery and
+                // may hand it to another member.
+                tokio::time::sleep(redelivery_delay(attempt)).await;
+                delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+            }
+            Outcome::Retry(_) => {
+                // An exclusive queue has no other member: retry here.
+                tokio::time::sleep(redelivery_delay(attempt)).await;
+                attempt += 1;
+                continue;
+            }
+        };
+        if let Err(err) = result {
+            tracing::warn!(%topic, error = %err, "cannot settle a delivery; RabbitMQ will redeliver it");
+        }
+        return;
+    }
+}
+
+impl Broker for RabbitBroker {
+    fn describe(&self) -> String {
+        // Never show credentials.
+        let uri = &self.inner.uri;
+        match (uri.find("://"), uri.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}{}", &uri[..scheme + 3], &uri[at + 1..])
+            }
+            _ => uri.clone(),
+        }
+    }
+
+    fn connect(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move { self.publishing().await.map(drop) })
+    }
+
+    fn disconnect(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            if let Some((connection, _)) = self.inner.link.lock().await.take() {
+                connection
+                    .close(200, "bye".into())
+                    .await
+                    .map_err(|e| self.failed("close", e))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn publish(&self, topic: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            match self.publish_once(&topic, &message).await {
+                Ok(()) => Ok(()),
+                Err(err) => {
+                    // The connection may be gone for good; the next call reconnects.
+                    self.forget_connection().await;
+                    Err(err)
+                }
+            }
+        })
+    }
+
+    fn subscribe(
+        &self,
+        topic: &str,
+        handler: Handler,
+        options: SubscribeOptions,
+    ) -> BoxFuture<'_, Result<Subscriber, BrokerError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            if options.durable && options.queue.is_none() {
+                return Err(BrokerError::BadName {
+                    broker: self.describe(),
+                    what: "queue",
+                    name: String::new(),
+                    detail:
+                        "a durable subscription needs a queue group: it names the durable queue"
+                            .into(),
+                });
+            }
+            // Declares the exchange too.
+            self.publishing().await?;
+            let channel = self.channel().await?;
+            let prefetch = u16::try_from(options.concurrency.max(1)).unwrap_or(u16::MAX);
+            channel
+                .basic_qos(prefetch, BasicQosOptions::default())
+                .await
+                .map_err(|e| self.failed("set the prefetch", e))?;
+            let (name, declare, arguments) = match &options.queue {
+                Some(queue) => {
+                    let mut arguments = FieldTable::default();
+                    arguments.insert(
+                        "x-queue-type".into(),
+                        AMQPValue::LongString("quorum".into()),
+                    );
+                    (
+                        queue_name(queue, &topic),
+                        QueueDeclareOptions {
+                            durable: true,
+                            ..Default::default()
+                        },
+                        arguments,
+                    )
+                }
+                None => (
+                    String::new(),
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                ),
+            };
+            let queue = channel
+                .queue_declare(name.as_str().into(), declare, arguments)
+                .await
+                .map_err(|e| self.failed(format!("declare queue for {topic}"), e))?;
+            channel
+                .queue_bind(
+                    queue.name().clone(),
+                    self.inner.exchange.as_str().into(),
+                    topic.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| self.failed(format!("bind to {topic}"), e))?;
+            let tag = format!("rmicro-{}", uuid::Uuid::new_v4());
+            let consumer = channel
+                .basic_consume(
+                    queue.name().clone(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| self.failed(format!("consume from {topic}"), e))?;
+            let stop = Arc::new(tokio::sync::Notify::new());
+            let consume = Consume {
+                broker: self.clone(),
+                channel: channel.clone(),
+                consumer,
+                topic: topic.clone(),
+                handler,
+                options: options.clone(),
+                shared: options.queue.is_some(),
+            };
+            let task = tokio::spawn(consume.run(stop.clone()));
+            Ok(Subscriber::new(topic, options, move || async move {
+                let _ = channel
+                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                    .await;
+                stop.notify_one();
+                let _ = task.await;
+                let _ = channel.close(200, "unsubscribed".into()).await;
+            }))
+        })
+    }
+}
+
+/// Makes `--broker rabbitmq` selectable; the address defaults to [`DEFAULT_ADDRESS`].
+pub fn install() {
+    rmicro::broker::install("rabbitmq", |address| {
+        Ok(Arc::new(RabbitBroker::new(
+            address.unwrap_or(DEFAULT_ADDRESS),
+        )?))
+    });
+}
+
+pub mod testing {
+    //! Test support: the RabbitMQ every machine of this project runs on
+    //! 127.0.0.1:5672 (guest/guest).
+
+    use super::RabbitBroker;
+    use rmicro::broker::Broker;
+
+    /// The machine's RabbitMQ.
+    pub const SHARED_ADDRESS: &str = super::DEFAULT_ADDRESS;
+
+    /// A broker on the machine's RabbitMQ, or — when it is not reachable — a failure
+    /// under `CI=true`, otherwise a printed skip and `None`.
+    pub async fn shared_or_skip(test: &str) -> Option<RabbitBroker> {
+        let broker = RabbitBroker::new(SHARED_ADDRESS).expect("a valid address");
+        match broker.connect().await {
+            Ok(()) => Some(broker),
+            Err(err) => {
+                assert!(
+                    !rmicro::testing::in_ci(),
+                    "RabbitMQ is not reachable at 127.0.0.1:5672 and CI=true: {err}"
+                );
+                eprintln!("SKIPPED {test}: RabbitMQ is not reachable ({err})");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The RabbitMQ broker against the machine's RabbitMQ (127.0.0.1:5672). Topics
+//! carry the process id; the durable queues the tests create are deleted.
+
+use rmicro::broker::testing;
+use rmicro::broker::{Broker, Message};
+use rmicro_rabbitmq::RabbitBroker;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_broker_conforms() {
+    let Some(rabbit) = rmicro_rabbitmq::testing::shared_or_skip("rabbitmq conformance").await
+    else {
+        return;
+    };
+    let prefix = format!("rmicro-test.{}.", std::process::id());
+    let fanout = testing::fan_out_and_queue_group(&rabbit, &prefix).await;
+    let orders = testing::redelivery_then_dead_letter(&rabbit, &prefix).await;
+    rabbit.delete_queue(&fanout[0], "workers").await.unwrap();
+    rabbit.delete_queue(&orders[0], "orders").await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_addresses_and_credentials_get_a_sentence() {
+    let err = RabbitBroker::new("amqp://127.0.0.1:5672?speed=fast")
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("unknown option `speed=fast`"),
+        "{err}"
+    );
+    let wrong = RabbitBroker::new("amqp://guest:wrong@127.0.0.1:5672/%2f").unwrap();
+    assert_eq!(
+        wrong.describe(),
+        "amqp://127.0.0.1:5672/%2f",
+        "no credentials shown"
+    );
+    let err = wrong.publish("t", Message::new("x")).await.unwrap_err();
+    assert!(err.to_string().contains("connect"), "{err}");
+    assert!(!err.to_string().contains("wrong"), "{err}");
+}
