@@ -281,6 +281,18 @@ impl Consume {
     }
 }
 
+/// Backs off, then gives the message back to its queue.
+async fn requeue_later(delivery: &lapin::message::Delivery, attempt: u32) -> lapin::Result<bool> {
+    tokio::time::sleep(redelivery_delay(attempt)).await;
+    delivery
+        .acker
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+}
+
 /// Runs the handler on one delivery and acknowledges, requeues or dead-letters it.
 async fn settle(
     broker: RabbitBroker,
@@ -306,29 +318,12 @@ async fn settle(
                     Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
                     Err(err) => {
                         tracing::warn!(%topic, error = %err, "cannot publish a dead letter; requeueing");
-                        tokio::time::sleep(redelivery_delay(attempt)).await;
-                        delivery
-                            .acker
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                ..Default::default()
-                            })
-                            .await
+                        requeue_later(&delivery, attempt).await
                     }
                 }
             }
-            Outcome::Retry(_) if shared => {
-                // Back off, then give it back: RabbitMQ counts the redelivery and
-                // may hand it to another member.
-                tokio::time::sleep(redelivery_delay(attempt)).await;
-                delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await
-            }
+            // RabbitMQ counts the redelivery and may hand it to another member.
+            Outcome::Retry(_) if shared => requeue_later(&delivery, attempt).await,
             Outcome::Retry(_) => {
                 // An exclusive queue has no other member: retry here.
                 tokio::time::sleep(redelivery_delay(attempt)).await;
