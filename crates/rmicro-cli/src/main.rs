@@ -141,10 +141,10 @@ enum ConfigAction {
 
 #[derive(clap::Args)]
 struct BrokerFlags {
-    /// The broker: `nats`, `nats-core`, `redis`, `rabbitmq`, or `memory` (this process only).
+    /// The broker: `nats`, `nats-core`, `redis`, `rabbitmq`, `mqtt`, or `memory` (this process only).
     #[arg(long = "broker", env = "MICRO_BROKER")]
     name: String,
-    /// Where it is (`nats://127.0.0.1:4222`, `redis://127.0.0.1:6379`, `amqp://guest:guest@127.0.0.1:5672/%2f`).
+    /// Where it is (`nats://127.0.0.1:4222`, `redis://127.0.0.1:6379`, `amqp://guest:guest@127.0.0.1:5672/%2f`, `mqtt://127.0.0.1:1883`).
     #[arg(long = "broker-address", env = "MICRO_BROKER_ADDRESS")]
     address: Option<String>,
 }
@@ -471,6 +471,7 @@ async fn main() -> ExitCode {
     rmicro_nats::install();
     rmicro_redis::install();
     rmicro_rabbitmq::install();
+    rmicro_mqtt::install();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

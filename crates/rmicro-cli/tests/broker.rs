@@ -205,3 +205,20 @@ fn bad_input_gets_a_sentence_and_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option `speed=fast`"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt_subscriber_killed_mid_stream_loses_nothing() {
+    let Some(_mqtt) = rmicro_mqtt::testing::shared_or_skip("mqtt kill -9").await else {
+        return;
+    };
+    rmicro_mqtt::install();
+    let t = topic("mqtt").replace('.', "/");
+    // The second member reconnects as the first (same client id): its persistent
+    // session gets what the first never acknowledged.
+    let address = format!(
+        "{}?client_id=rmicro-test-{}",
+        rmicro_mqtt::testing::SHARED_ADDRESS,
+        std::process::id()
+    );
+    kill_mid_stream("mqtt", &address, &t).await;
+}

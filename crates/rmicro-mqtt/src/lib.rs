@@ -1,0 +1,465 @@
+//! MQTT for rmicro: a [`Broker`] on MQTT 5 (Mosquitto, EMQX, HiveMQ, …).
+//!
+//! Messages go at QoS 1 with the headers as MQTT 5 user properties; `publish`
+//! returns after the server's PUBACK. A subscriber without a queue group subscribes
+//! to the topic; a queue group is an MQTT 5 shared subscription
+//! `$share/<group>/<topic>` (each message to one member). Subscribers acknowledge
+//! manually, after the handler: a failed handler is retried in the subscribing
+//! process (MQTT has no negative acknowledgement) and after `max_deliveries` the
+//! message goes to `<topic>.dlq`. Queue-group and durable subscribers use
+//! persistent sessions (`clean_start = false`, one hour): what the server sent but
+//! never got acknowledged is sent again when the same client id connects again —
+//! give each member a stable id with `?client_id=` in the address.
+
+use futures_util::future::BoxFuture;
+use rmicro::broker::{
+    Broker, BrokerError, Delivery, Handler, Message, Outcome, SubscribeOptions, Subscriber,
+    dead_letter_topic, process, redelivery_delay,
+};
+use rumqttc::Outgoing;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, Publish, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{OnceCell, oneshot};
+
+/// The address used without `--broker-address`.
+pub const DEFAULT_ADDRESS: &str = "mqtt://127.0.0.1:1883";
+
+struct Inner {
+    host: String,
+    port: u16,
+    client_id: String,
+    publisher: OnceCell<Publisher>,
+    subscriptions: std::sync::atomic::AtomicU32,
+}
+
+/// Publishes waiting for their packet id, oldest first.
+type Waiters = Arc<Mutex<VecDeque<oneshot::Sender<Result<(), String>>>>>;
+
+/// The publishing connection: publishes are matched to their PUBACKs by packet id.
+struct Publisher {
+    client: AsyncClient,
+    /// Waiting publishes, in the order they were handed to the event loop.
+    queued: Waiters,
+    /// Held while queueing a waiter and sending its request, so both orders agree.
+    sending: tokio::sync::Mutex<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A [`Broker`] on MQTT 5. Cheap to clone; reconnects by itself.
+#[derive(Clone)]
+pub struct MqttBroker {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn message_of(publish: &Publish) -> Message {
+    let mut message = Message::new(publish.payload.clone());
+    if let Some(properties) = &publish.properties {
+        for (key, value) in &properties.user_properties {
+            message.headers.insert(key.clone(), value.clone());
+        }
+        if let Some(kind) = &properties.content_type {
+            message
+                .headers
+                .entry(rmicro::broker::CONTENT_TYPE.into())
+                .or_insert_with(|| kind.clone());
+        }
+    }
+    message
+}
+
+impl MqttBroker {
+    /// A broker for `address` (`mqtt://host:1883[?client_id=ID]`).
+    pub fn new(address: &str) -> Result<Self, BrokerError> {
+        let bad = |detail: String| BrokerError::Backend {
+            broker: address.to_owned(),
+            operation: "read the address".into(),
+            detail,
+        };
+        let (server, query) = address.split_once('?').unwrap_or((address, ""));
+        let hostport = server
+            .strip_prefix("mqtt://")
+            .or_else(|| server.strip_prefix("tcp://"))
+            .unwrap_or(server);
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse()
+                    .map_err(|_| bad(format!("`{port}` is not a port")))?,
+            ),
+            None => (hostport, 1883),
+        };
+        if host.is_empty() {
+            return Err(bad("expected mqtt://HOST:PORT".into()));
+        }
+        let mut client_id = format!("rmicro-{}", uuid::Uuid::new_v4().simple());
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("client_id", id)) if !id.is_empty() => client_id = id.to_owned(),
+                _ => return Err(bad(format!("unknown option `{pair}`; known: client_id=ID"))),
+            }
+        }
+        Ok(MqttBroker {
+            inner: Arc::new(Inner {
+                host: host.to_owned(),
+                port,
+                client_id,
+                publisher: OnceCell::new(),
+                subscriptions: std::sync::atomic::AtomicU32::new(0),
+            }),
+        })
+    }
+
+    fn failed(&self, operation: impl Into<String>, detail: impl std::fmt::Display) -> BrokerError {
+        BrokerError::Backend {
+            broker: self.describe(),
+            operation: operation.into(),
+            detail: detail.to_string(),
+        }
+    }
+
+    fn options(&self, client_id: String, persistent: bool) -> MqttOptions {
+        let mut options = MqttOptions::new(client_id, self.inner.host.clone(), self.inner.port);
+        options.set_keep_alive(Duration::from_secs(10));
+        options.set_clean_start(!persistent);
+        if persistent {
+            options.set_session_expiry_interval(Some(3600));
+        }
+        options
+    }
+
+    async fn publisher(&self) -> Result<&Publisher, BrokerError> {
+        self.inner
+            .publisher
+            .get_or_try_init(|| async {
+                let options = self.options(format!("{}-pub", self.inner.client_id), false);
+                let (client, mut events) = AsyncClient::new(options, 1024);
+                // Connect now, so a wrong address fails here with a sentence.
+                match tokio::time::timeout(Duration::from_secs(5), events.poll()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => return Err(self.failed("connect", err)),
+                    Err(_) => return Err(self.failed("connect", "no answer within 5 s")),
+                }
+                let queued: Waiters = Arc::default();
+                let task = tokio::spawn(publish_events(events, queued.clone()));
+                Ok(Publisher {
+                    client,
+                    queued,
+                    sending: tokio::sync::Mutex::new(()),
+                    task,
+                })
+            })
+            .await
+    }
+}
+
+/// Drives the publishing connection: matches each outgoing publish to its PUBACK.
+async fn publish_events(mut events: EventLoop, queued: Waiters) {
+    let mut sent: HashMap<u16, oneshot::Sender<Result<(), String>>> = HashMap::new();
+    loop {
+        match events.poll().await {
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                // A resend after reconnecting reuses its packet id: not a new publish.
+                if !sent.contains_key(&pkid)
+                    && let Some(waiter) = lock(&queued).pop_front()
+                {
+                    sent.insert(pkid, waiter);
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                if let Some(waiter) = sent.remove(&ack.pkid) {
+                    let result = match ack.reason {
+                        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
+                        other => Err(format!("the server refused: {other:?}")),
+                    };
+                    let _ = waiter.send(result);
+                }
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!(error = %err, "MQTT publisher connection lost; reconnecting");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Drives one subscription's connection: hands publishes to workers, which
+/// acknowledge after the handler.
+/// What one subscription's connection needs.
+struct Subscription {
+    broker: MqttBroker,
+    client: AsyncClient,
+    filter: String,
+    topic: String,
+    handler: Handler,
+    options: SubscribeOptions,
+}
+
+async fn subscribe_events(
+    subscription: Subscription,
+    mut events: EventLoop,
+    early: Vec<Publish>,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    let Subscription {
+        broker,
+        client,
+        filter,
+        topic,
+        handler,
+        options,
+    } = subscription;
+    let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut early = early.into_iter();
+    loop {
+        let event = match early.next() {
+            Some(publish) => Ok(Event::Incoming(Packet::Publish(publish))),
+            None => tokio::select! {
+                () = stop.notified() => break,
+                event = events.poll() => event,
+            },
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) if !ack.session_present => {
+                // A new session (or one the server forgot): subscribe (again).
+                if let Err(err) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
+                    tracing::warn!(%topic, error = %err, "cannot subscribe");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                while in_flight.try_join_next().is_some() {}
+                let (broker, client, topic, handler, options) = (
+                    broker.clone(),
+                    client.clone(),
+                    topic.clone(),
+                    handler.clone(),
+                    options.clone(),
+                );
+                in_flight.spawn(async move {
+                    let message = message_of(&publish);
+                    let mut attempt = 1;
+                    loop {
+                        let delivery = Delivery::new(topic.clone(), message.clone(), attempt);
+                        match process(&handler, delivery, &options).await {
+                            Outcome::Ack => break,
+                            Outcome::Retry(_) => {
+                                tokio::time::sleep(redelivery_delay(attempt)).await;
+                                attempt += 1;
+                            }
+                            Outcome::DeadLetter(dead) => {
+                                if let Err(err) = broker.publish(&dead_letter_topic(&topic), dead).await {
+                                    // Unacknowledged: the server sends it again on reconnect.
+                                    tracing::warn!(%topic, error = %err, "cannot publish a dead letter");
+                                    drop(permit);
+                                    return;
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    if let Err(err) = client.ack(&publish).await {
+                        tracing::warn!(%topic, error = %err, "cannot acknowledge");
+                    }
+                    drop(permit);
+                });
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!(%topic, error = %err, "MQTT subscriber connection lost; reconnecting");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    while in_flight.join_next().await.is_some() {}
+    let _ = client.disconnect().await;
+    // Let the DISCONNECT go out.
+    let _ = tokio::time::timeout(Duration::from_millis(500), events.poll()).await;
+}
+
+impl Broker for MqttBroker {
+    fn describe(&self) -> String {
+        format!("mqtt://{}:{}", self.inner.host, self.inner.port)
+    }
+
+    fn connect(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move { self.publisher().await.map(drop) })
+    }
+
+    fn disconnect(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            if let Some(publisher) = self.inner.publisher.get() {
+                publisher
+                    .client
+                    .disconnect()
+                    .await
+                    .map_err(|e| self.failed("disconnect", e))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn publish(&self, topic: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            let publisher = self.publisher().await?;
+            let properties = PublishProperties {
+                user_properties: message
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                content_type: message.headers.get(rmicro::broker::CONTENT_TYPE).cloned(),
+                ..Default::default()
+            };
+            let (tx, rx) = oneshot::channel();
+            {
+                // Queue the waiter and send the request under one lock, so the
+                // event loop's packet ids come in the order of the waiters.
+                let _sending = publisher.sending.lock().await;
+                lock(&publisher.queued).push_back(tx);
+                publisher
+                    .client
+                    .publish_with_properties(
+                        topic.clone(),
+                        QoS::AtLeastOnce,
+                        false,
+                        message.body,
+                        properties,
+                    )
+                    .await
+                    .map_err(|e| self.failed(format!("publish to {topic}"), e))?;
+            }
+            match tokio::time::timeout(Duration::from_secs(10), rx).await {
+                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Err(detail))) => Err(self.failed(format!("publish to {topic}"), detail)),
+                Ok(Err(_)) => Err(self.failed(format!("publish to {topic}"), "connection closed")),
+                Err(_) => Err(self.failed(format!("publish to {topic}"), "no PUBACK within 10 s")),
+            }
+        })
+    }
+
+    fn subscribe(
+        &self,
+        topic: &str,
+        handler: Handler,
+        options: SubscribeOptions,
+    ) -> BoxFuture<'_, Result<Subscriber, BrokerError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            if topic.contains(['+', '#']) || topic.is_empty() {
+                return Err(BrokerError::BadName {
+                    broker: self.describe(),
+                    what: "topic",
+                    name: topic,
+                    detail: "use a plain topic without MQTT wildcards".into(),
+                });
+            }
+            let n = self
+                .inner
+                .subscriptions
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let persistent = options.queue.is_some() || options.durable;
+            let mut mqtt = self.options(format!("{}-sub{n}", self.inner.client_id), persistent);
+            mqtt.set_manual_acks(true);
+            let (client, mut events) = AsyncClient::new(mqtt, 256);
+            let filter = match &options.queue {
+                Some(queue) => format!("$share/{queue}/{topic}"),
+                None => topic.clone(),
+            };
+            // Connect and subscribe before returning, so no message published after
+            // this returns is missed.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            client
+                .subscribe(filter.clone(), QoS::AtLeastOnce)
+                .await
+                .map_err(|e| self.failed(format!("subscribe to {topic}"), e))?;
+            // A resumed session may get its unacknowledged messages before the SUBACK.
+            let mut early = Vec::new();
+            loop {
+                match tokio::time::timeout_at(deadline, events.poll()).await {
+                    Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => break,
+                    Ok(Ok(Event::Incoming(Packet::Publish(publish)))) => early.push(publish),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => return Err(self.failed(format!("subscribe to {topic}"), err)),
+                    Err(_) => {
+                        return Err(
+                            self.failed(format!("subscribe to {topic}"), "no SUBACK within 5 s")
+                        );
+                    }
+                }
+            }
+            let stop = Arc::new(tokio::sync::Notify::new());
+            let subscription = Subscription {
+                broker: self.clone(),
+                client,
+                filter,
+                topic: topic.clone(),
+                handler,
+                options: options.clone(),
+            };
+            let task = tokio::spawn(subscribe_events(subscription, events, early, stop.clone()));
+            Ok(Subscriber::new(topic, options, move || async move {
+                stop.notify_one();
+                let _ = task.await;
+            }))
+        })
+    }
+}
+
+/// Makes `--broker mqtt` selectable; the address defaults to [`DEFAULT_ADDRESS`].
+pub fn install() {
+    rmicro::broker::install("mqtt", |address| {
+        Ok(Arc::new(MqttBroker::new(
+            address.unwrap_or(DEFAULT_ADDRESS),
+        )?))
+    });
+}
+
+pub mod testing {
+    //! Test support: the Mosquitto every machine of this project runs on
+    //! 127.0.0.1:1883.
+
+    use super::MqttBroker;
+    use rmicro::broker::Broker;
+
+    /// The machine's Mosquitto.
+    pub const SHARED_ADDRESS: &str = super::DEFAULT_ADDRESS;
+
+    /// A broker on the machine's Mosquitto, or — when it is not reachable — a
+    /// failure under `CI=true`, otherwise a printed skip and `None`.
+    pub async fn shared_or_skip(test: &str) -> Option<MqttBroker> {
+        let broker = MqttBroker::new(SHARED_ADDRESS).expect("a valid address");
+        match broker.connect().await {
+            Ok(()) => Some(broker),
+            Err(err) => {
+                assert!(
+                    !rmicro::testing::in_ci(),
+                    "Mosquitto is not reachable at 127.0.0.1:1883 and CI=true: {err}"
+                );
+                eprintln!("SKIPPED {test}: Mosquitto is not reachable ({err})");
+                None
+            }
+        }
+    }
+}
