@@ -13,8 +13,7 @@
 
 use futures_util::future::BoxFuture;
 use rmicro::broker::{
-    Broker, BrokerError, Delivery, Handler, Message, Outcome, SubscribeOptions, Subscriber,
-    dead_letter_topic, process, redelivery_delay,
+    Broker, BrokerError, Handler, Message, SubscribeOptions, Subscriber, dead_letter_topic,
 };
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
@@ -258,25 +257,15 @@ async fn subscribe_events(
                 );
                 in_flight.spawn(async move {
                     let message = message_of(&publish);
-                    let mut attempt = 1;
-                    loop {
-                        let delivery = Delivery::new(topic.clone(), message.clone(), attempt);
-                        match process(&handler, delivery, &options).await {
-                            Outcome::Ack => break,
-                            Outcome::Retry(_) => {
-                                tokio::time::sleep(redelivery_delay(attempt)).await;
-                                attempt += 1;
-                            }
-                            Outcome::DeadLetter(dead) => {
-                                if let Err(err) = broker.publish(&dead_letter_topic(&topic), dead).await {
-                                    // Unacknowledged: the server sends it again on reconnect.
-                                    tracing::warn!(%topic, error = %err, "cannot publish a dead letter");
-                                    drop(permit);
-                                    return;
-                                }
-                                break;
-                            }
-                        }
+                    if let Some(dead) =
+                        rmicro::broker::handle_with_retries(&handler, &topic, message, &options)
+                            .await
+                        && let Err(err) = broker.publish(&dead_letter_topic(&topic), dead).await
+                    {
+                        // Unacknowledged: the server sends it again on reconnect.
+                        tracing::warn!(%topic, error = %err, "cannot publish a dead letter");
+                        drop(permit);
+                        return;
                     }
                     if let Err(err) = client.ack(&publish).await {
                         tracing::warn!(%topic, error = %err, "cannot acknowledge");
@@ -441,7 +430,6 @@ pub mod testing {
     //! 127.0.0.1:1883.
 
     use super::MqttBroker;
-    use rmicro::broker::Broker;
 
     /// The machine's Mosquitto.
     pub const SHARED_ADDRESS: &str = super::DEFAULT_ADDRESS;
@@ -450,16 +438,6 @@ pub mod testing {
     /// failure under `CI=true`, otherwise a printed skip and `None`.
     pub async fn shared_or_skip(test: &str) -> Option<MqttBroker> {
         let broker = MqttBroker::new(SHARED_ADDRESS).expect("a valid address");
-        match broker.connect().await {
-            Ok(()) => Some(broker),
-            Err(err) => {
-                assert!(
-                    !rmicro::testing::in_ci(),
-                    "Mosquitto is not reachable at 127.0.0.1:1883 and CI=true: {err}"
-                );
-                eprintln!("SKIPPED {test}: Mosquitto is not reachable ({err})");
-                None
-            }
-        }
+        rmicro::broker::testing::reachable_or_skip(broker, test).await
     }
 }

@@ -448,20 +448,10 @@ async fn consume_core(
         );
         in_flight.spawn(async move {
             let body = message_of(message.headers.as_ref(), message.payload);
-            let mut attempt = 1;
-            loop {
-                let delivery = Delivery::new(topic.clone(), body.clone(), attempt);
-                match process(&handler, delivery, &options).await {
-                    Outcome::Ack => break,
-                    Outcome::Retry(_) => {
-                        tokio::time::sleep(redelivery_delay(attempt)).await;
-                        attempt += 1;
-                    }
-                    Outcome::DeadLetter(dead) => {
-                        broker.dead_letter(&topic, dead).await;
-                        break;
-                    }
-                }
+            if let Some(dead) =
+                rmicro::broker::handle_with_retries(&handler, &topic, body, &options).await
+            {
+                broker.dead_letter(&topic, dead).await;
             }
             drop(permit);
         });

@@ -493,7 +493,6 @@ pub mod testing {
     //! 127.0.0.1:5672 (guest/guest).
 
     use super::RabbitBroker;
-    use rmicro::broker::Broker;
 
     /// The machine's RabbitMQ.
     pub const SHARED_ADDRESS: &str = super::DEFAULT_ADDRESS;
@@ -502,16 +501,6 @@ pub mod testing {
     /// under `CI=true`, otherwise a printed skip and `None`.
     pub async fn shared_or_skip(test: &str) -> Option<RabbitBroker> {
         let broker = RabbitBroker::new(SHARED_ADDRESS).expect("a valid address");
-        match broker.connect().await {
-            Ok(()) => Some(broker),
-            Err(err) => {
-                assert!(
-                    !rmicro::testing::in_ci(),
-                    "RabbitMQ is not reachable at 127.0.0.1:5672 and CI=true: {err}"
-                );
-                eprintln!("SKIPPED {test}: RabbitMQ is not reachable ({err})");
-                None
-            }
-        }
+        rmicro::broker::testing::reachable_or_skip(broker, test).await
     }
 }

@@ -482,7 +482,6 @@ pub mod testing {
     //! and private `redis-server`s for tests that restart the server.
 
     use super::RedisBroker;
-    use rmicro::broker::Broker;
 
     /// A private `redis-server` on a free loopback port with an append-only file
     /// fsynced on every write (so a confirmed `XADD` survives a restart). Stopped
@@ -561,17 +560,6 @@ pub mod testing {
     pub async fn shared_or_skip(test: &str, ack_wait: &str) -> Option<RedisBroker> {
         let broker = RedisBroker::new(&format!("{SHARED_ADDRESS}?ack_wait={ack_wait}"))
             .expect("a valid address");
-        match broker.connect().await {
-            Ok(()) => Some(broker),
-            Err(err) => {
-                let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-                assert!(
-                    !ci,
-                    "Redis is not reachable at {SHARED_ADDRESS} and CI=true: {err}"
-                );
-                eprintln!("SKIPPED {test}: Redis is not reachable ({err})");
-                None
-            }
-        }
+        rmicro::broker::testing::reachable_or_skip(broker, test).await
     }
 }

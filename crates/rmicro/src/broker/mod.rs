@@ -235,6 +235,30 @@ pub async fn process(handler: &Handler, delivery: Delivery, options: &SubscribeO
     }
 }
 
+/// Runs `handler` on `message` until it succeeds or fails its last allowed attempt,
+/// retrying in this process with backoff — for backends (or subscriptions) that
+/// cannot give a message back to the server. Returns the dead letter to publish
+/// when the last attempt failed, `None` when the message was handled.
+pub async fn handle_with_retries(
+    handler: &Handler,
+    topic: &str,
+    message: Message,
+    options: &SubscribeOptions,
+) -> Option<Message> {
+    let mut attempt = 1;
+    loop {
+        let delivery = Delivery::new(topic, message.clone(), attempt);
+        match process(handler, delivery, options).await {
+            Outcome::Ack => return None,
+            Outcome::DeadLetter(dead) => return Some(dead),
+            Outcome::Retry(_) => {
+                tokio::time::sleep(redelivery_delay(attempt)).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
 /// How long to wait before redelivering attempt `attempt` (from 1): 100 ms doubling
 /// to at most 5 s.
 pub fn redelivery_delay(attempt: u32) -> Duration {

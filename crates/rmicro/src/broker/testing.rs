@@ -10,6 +10,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// `broker` if it connects; otherwise a failure under `CI=true`, or a printed skip
+/// of `test` and `None` (for tests against a server the machine should run).
+pub async fn reachable_or_skip<B: Broker>(broker: B, test: &str) -> Option<B> {
+    match broker.connect().await {
+        Ok(()) => Some(broker),
+        Err(err) => {
+            assert!(
+                !crate::testing::in_ci(),
+                "{} is not reachable and CI=true: {err}",
+                broker.describe()
+            );
+            eprintln!(
+                "SKIPPED {test}: {} is not reachable ({err})",
+                broker.describe()
+            );
+            None
+        }
+    }
+}
+
 /// Waits (up to 30 s) until `cond` holds.
 pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
