@@ -141,17 +141,22 @@ enum ConfigAction {
 
 #[derive(clap::Args)]
 struct BrokerFlags {
-    /// The broker: `nats`, `nats-core`, `redis`, `rabbitmq`, `mqtt`, or `memory` (this process only).
-    #[arg(long = "broker", env = "MICRO_BROKER")]
+    /// The broker: `http` (embedded, across the processes sharing the registry;
+    /// default), `nats`, `nats-core`, `redis`, `rabbitmq`, `mqtt`, or `memory`.
+    #[arg(long = "broker", env = "MICRO_BROKER", default_value = "http")]
     name: String,
-    /// Where it is (`nats://127.0.0.1:4222`, `redis://127.0.0.1:6379`, `amqp://guest:guest@127.0.0.1:5672/%2f`, `mqtt://127.0.0.1:1883`).
+    /// Where it is (`nats://127.0.0.1:4222`, `redis://127.0.0.1:6379`,
+    /// `amqp://guest:guest@127.0.0.1:5672/%2f`, `mqtt://127.0.0.1:1883`).
     #[arg(long = "broker-address", env = "MICRO_BROKER_ADDRESS")]
     address: Option<String>,
 }
 
 impl BrokerFlags {
-    fn build(&self) -> Result<rmicro::broker::SharedBroker, Error> {
-        rmicro::broker::from_flags(&self.name, self.address.as_deref())
+    fn build(
+        &self,
+        registry: &rmicro::registry::SharedRegistry,
+    ) -> Result<rmicro::broker::SharedBroker, Error> {
+        rmicro::broker::from_flags_with_registry(&self.name, self.address.as_deref(), registry)
             .map_err(|e| Error::bad_request("rmicro.cli", e.to_string()))
     }
 }
@@ -175,6 +180,7 @@ async fn publish(
     body: &str,
     headers: &[String],
     flags: &BrokerFlags,
+    registry: &rmicro::registry::SharedRegistry,
 ) -> Result<(), Error> {
     let json: serde_json::Value = serde_json::from_str(body).map_err(|e| {
         Error::bad_request(
@@ -194,13 +200,18 @@ async fn publish(
         ..Default::default()
     };
     Client::new(options)
-        .with_broker(flags.build()?)
+        .with_broker(flags.build(registry)?)
         .publish_message(topic, message)
         .await
 }
 
-async fn subscribe(topic: &str, queue: Option<String>, flags: &BrokerFlags) -> Result<(), Error> {
-    let broker = flags.build()?;
+async fn subscribe(
+    topic: &str,
+    queue: Option<String>,
+    flags: &BrokerFlags,
+    registry: &rmicro::registry::SharedRegistry,
+) -> Result<(), Error> {
+    let broker = flags.build(registry)?;
     let mut options = rmicro::broker::SubscribeOptions::default();
     if let Some(queue) = queue {
         options = options.queue(queue);
@@ -348,12 +359,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
             body,
             headers,
             broker,
-        } => publish(&topic, &body, &headers, &broker).await,
+        } => publish(&topic, &body, &headers, &broker, &registry).await,
         Command::Subscribe {
             topic,
             queue,
             broker,
-        } => subscribe(&topic, queue, &broker).await,
+        } => subscribe(&topic, queue, &broker, &registry).await,
         Command::Services => {
             let mut names: Vec<String> = registry
                 .list_services()

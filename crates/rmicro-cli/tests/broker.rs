@@ -26,9 +26,22 @@ struct Subscriber {
 
 impl Subscriber {
     fn start(topic: &str, broker: &str, address: &str) -> Subscriber {
+        Self::with_args(&[
+            "subscribe",
+            topic,
+            "--queue",
+            "workers",
+            "--broker",
+            broker,
+            "--broker-address",
+            address,
+        ])
+    }
+
+    fn with_args(args: &[&str]) -> Subscriber {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rmicro"))
-            .args(["subscribe", topic, "--queue", "workers", "--broker", broker])
-            .args(["--broker-address", address])
+            .args(args)
+            .env_remove("MICRO_BROKER")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -191,8 +204,22 @@ fn bad_input_gets_a_sentence_and_exit_1() {
     let out = rmicro(&["publish", "t", "{}", "--broker", "kafka"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown broker `kafka`"));
-    let out = rmicro(&["publish", "t", "{}"]);
-    assert_eq!(out.status.code(), Some(2), "--broker is required");
+    // The default, embedded broker: with nobody subscribed the message goes nowhere.
+    let dir = std::env::temp_dir().join(format!("rmicro-cli-broker-{}", std::process::id()));
+    let out = rmicro(&[
+        "publish",
+        "t",
+        "{}",
+        "--registry-address",
+        &dir.display().to_string(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
     let out = rmicro(&[
         "publish",
         "t",
@@ -221,4 +248,45 @@ async fn mqtt_subscriber_killed_mid_stream_loses_nothing() {
         std::process::id()
     );
     kill_mid_stream("mqtt", &address, &t).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_broker_delivers_between_processes_with_no_server() {
+    let dir = std::env::temp_dir().join(format!("rmicro-http-broker-{}", std::process::id()));
+    let registry = dir.display().to_string();
+    let subscriber = Subscriber::with_args(&[
+        "subscribe",
+        "user.created",
+        "--registry",
+        "local",
+        "--registry-address",
+        &registry,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        let out = rmicro(&[
+            "publish",
+            "user.created",
+            r#"{"id": 7}"#,
+            "--registry",
+            "local",
+            "--registry-address",
+            &registry,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Ok(line) = subscriber.lines.recv_timeout(Duration::from_millis(300)) {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the subscriber process never got a message"
+        );
+    };
+    assert_eq!(line, r#"{"id":7}"#);
+    drop(subscriber);
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -126,11 +126,7 @@ impl MqttBroker {
     }
 
     fn failed(&self, operation: impl Into<String>, detail: impl std::fmt::Display) -> BrokerError {
-        BrokerError::Backend {
-            broker: self.describe(),
-            operation: operation.into(),
-            detail: detail.to_string(),
-        }
+        BrokerError::backend(self.describe(), operation, detail)
     }
 
     fn options(&self, client_id: String, persistent: bool) -> MqttOptions {

@@ -140,11 +140,7 @@ impl NatsBroker {
     }
 
     fn failed(&self, operation: impl Into<String>, detail: impl std::fmt::Display) -> BrokerError {
-        BrokerError::Backend {
-            broker: self.describe(),
-            operation: operation.into(),
-            detail: detail.to_string(),
-        }
+        BrokerError::backend(self.describe(), operation, detail)
     }
 
     async fn client(&self) -> Result<async_nats::Client, BrokerError> {

@@ -109,11 +109,7 @@ impl RabbitBroker {
     }
 
     fn failed(&self, operation: impl Into<String>, detail: impl std::fmt::Display) -> BrokerError {
-        BrokerError::Backend {
-            broker: self.describe(),
-            operation: operation.into(),
-            detail: detail.to_string(),
-        }
+        BrokerError::backend(self.describe(), operation, detail)
     }
 
     /// Opens a channel on the (shared) connection, connecting first if needed.

@@ -116,11 +116,7 @@ impl RedisBroker {
     }
 
     fn failed(&self, operation: impl Into<String>, detail: impl std::fmt::Display) -> BrokerError {
-        BrokerError::Backend {
-            broker: self.describe(),
-            operation: operation.into(),
-            detail: detail.to_string(),
-        }
+        BrokerError::backend(self.describe(), operation, detail)
     }
 
     /// A connection manager; `block` ones have no response timeout (for `BLOCK`).

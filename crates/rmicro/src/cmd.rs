@@ -64,10 +64,12 @@ pub struct Flags {
     /// Where the registry is: a directory for `local`, `host:port` for servers.
     #[arg(long, env = "MICRO_REGISTRY_ADDRESS", value_name = "ADDRESS")]
     pub registry_address: Option<String>,
-    /// Broker: `memory` (default), or an adapter's name (`nats`, `rabbitmq`, `redis`, `mqtt`).
+    /// Broker: `http` (default: embedded, across the processes sharing the registry),
+    /// `memory`, or an adapter's name (`nats`, `nats-core`, `rabbitmq`, `redis`, `mqtt`).
     #[arg(long, env = "MICRO_BROKER", value_name = "NAME")]
     pub broker: Option<String>,
-    /// Where the broker is (`nats://host:4222`, `amqp://…`, `redis://…`, `host:1883`).
+    /// Where the broker is (`nats://host:4222`, `amqp://…`, `redis://…`,
+    /// `mqtt://host:1883`; for `http` the address to listen on, default `127.0.0.1:0`).
     #[arg(long, env = "MICRO_BROKER_ADDRESS", value_name = "ADDRESS")]
     pub broker_address: Option<String>,
     /// How long a registration lives without being refreshed [default: 60s].

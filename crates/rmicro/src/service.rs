@@ -84,7 +84,7 @@ pub struct ServiceBuilder {
 
 impl ServiceBuilder {
     /// The broker the service publishes and subscribes through (`--broker` overrides;
-    /// default: the in-process `memory` broker).
+    /// default: the embedded `http` broker over the service's registry).
     pub fn broker(mut self, broker: crate::broker::SharedBroker) -> Self {
         self.broker = Some(broker);
         self
@@ -207,12 +207,15 @@ impl ServiceBuilder {
             (None, Some(registry)) => registry,
             (None, None) => crate::registry::from_flags("local", None)?,
         };
+        let broker_address = self.config_flags.broker_address.as_deref();
         let broker = match (&self.config_flags.broker, self.broker.take()) {
             (Some(name), _) => {
-                crate::broker::from_flags(name, self.config_flags.broker_address.as_deref())?
+                crate::broker::from_flags_with_registry(name, broker_address, &registry)?
             }
             (None, Some(broker)) => broker,
-            (None, None) => crate::broker::from_flags("memory", None)?,
+            (None, None) => {
+                crate::broker::from_flags_with_registry("http", broker_address, &registry)?
+            }
         };
         self.client.broker = Some(broker.clone());
         self.client.from_service = Some(self.name.clone());

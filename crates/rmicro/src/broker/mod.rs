@@ -12,10 +12,12 @@
 //! ([`crate::Service::subscribe`], [`crate::Client::publish`]) encodes events with a
 //! codec and fills the standard headers.
 
+mod http;
 mod memory;
 pub mod testing;
 pub mod typed;
 
+pub use http::HttpBroker;
 pub use memory::MemoryBroker;
 
 use bytes::Bytes;
@@ -292,7 +294,7 @@ pub enum BrokerError {
         detail: String,
     },
     /// `--broker` named an implementation this program does not have.
-    #[error("unknown broker `{name}`: this program knows {known}")]
+    #[error("unknown broker `{name}`: this program knows http, {known}")]
     Unknown {
         /// The name asked for.
         name: String,
@@ -302,6 +304,21 @@ pub enum BrokerError {
     /// No broker was configured where one is needed.
     #[error("no broker: give the service one with `.broker(..)` or `--broker NAME`")]
     Missing,
+}
+
+impl BrokerError {
+    /// A [`BrokerError::Backend`] of `broker` (its description) failing `operation`.
+    pub fn backend(
+        broker: impl Into<String>,
+        operation: impl Into<String>,
+        detail: impl std::fmt::Display,
+    ) -> Self {
+        BrokerError::Backend {
+            broker: broker.into(),
+            operation: operation.into(),
+            detail: detail.to_string(),
+        }
+    }
 }
 
 /// A live subscription; dropping it does not end it — call
@@ -414,6 +431,23 @@ pub fn names() -> Vec<String> {
     match plugins().read() {
         Ok(table) => table.keys().cloned().collect(),
         Err(poisoned) => poisoned.into_inner().keys().cloned().collect(),
+    }
+}
+
+/// Builds the broker `--broker NAME --broker-address ADDR` names, where the
+/// embedded `http` broker (the default, also for an empty name) finds subscribers
+/// through `registry`.
+pub fn from_flags_with_registry(
+    name: &str,
+    address: Option<&str>,
+    registry: &crate::registry::SharedRegistry,
+) -> Result<SharedBroker, BrokerError> {
+    match name {
+        "" | "http" => Ok(Arc::new(HttpBroker::new(
+            registry.clone(),
+            address.filter(|a| !a.is_empty()),
+        ))),
+        other => from_flags(other, address),
     }
 }
 
