@@ -5,6 +5,8 @@
 //! over a fixed number of HTTP/2 connections), and prints requests/s, p50 and p99
 //! latency for both, and their ratios.
 
+mod broker;
+
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use std::io::{BufRead, BufReader};
@@ -44,6 +46,8 @@ enum Cmd {
     },
     /// Calls by service name through the selector vs calls to a fixed address.
     Discovery(LoadArgs),
+    /// Publish -> consume throughput per broker backend vs its own client.
+    Broker(broker::BrokerArgs),
 }
 
 #[derive(clap::Parser, Clone)]
@@ -435,6 +439,7 @@ async fn main() -> anyhow::Result<()> {
             registry_dir,
         }) => serve(&kind, &address, registry_dir).await,
         Some(Cmd::Discovery(args)) => discovery(args).await,
+        Some(Cmd::Broker(args)) => broker::run(args).await,
         Some(Cmd::Compare(args)) => compare(args).await,
         None => compare(LoadArgs::parse_from(["compare"])).await,
     }

@@ -240,10 +240,10 @@ async fn subscribe_events(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    break;
-                };
+                // Keep polling the connection while handlers run, so acknowledgements
+                // go out at once; the server's in-flight window bounds these tasks.
                 while in_flight.try_join_next().is_some() {}
+                let permits = permits.clone();
                 let (broker, client, topic, handler, options) = (
                     broker.clone(),
                     client.clone(),
@@ -252,6 +252,9 @@ async fn subscribe_events(
                     options.clone(),
                 );
                 in_flight.spawn(async move {
+                    let Ok(permit) = permits.acquire_owned().await else {
+                        return;
+                    };
                     let message = message_of(&publish);
                     if let Some(dead) =
                         rmicro::broker::handle_with_retries(&handler, &topic, message, &options)
