@@ -242,7 +242,9 @@ impl NatsBroker {
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: self.inner.ack_wait,
             deliver_policy: jetstream::consumer::DeliverPolicy::New,
-            max_ack_pending: i64::try_from(options.concurrency.max(1) * 4).unwrap_or(64),
+            // JetStream's default window; more in flight than handlers keeps them busy.
+            max_ack_pending: i64::try_from((options.concurrency.max(1) * 4).max(1000))
+                .unwrap_or(1000),
             inactive_threshold: if durable.is_some() {
                 Duration::ZERO
             } else {

@@ -188,6 +188,8 @@ struct Reader {
     consumer: String,
     handler: Handler,
     options: SubscribeOptions,
+    /// Handled entry ids, acknowledged in batches by [`acknowledge`].
+    acks: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 impl Reader {
@@ -208,16 +210,10 @@ impl Reader {
             .unwrap_or(1)
     }
 
-    async fn ack(&self, connection: &mut ConnectionManager, id: &str) {
-        let acked: redis::RedisResult<i64> = redis::cmd("XACK")
-            .arg(&self.topic)
-            .arg(&self.group)
-            .arg(id)
-            .query_async(connection)
-            .await;
-        if let Err(err) = acked {
-            tracing::warn!(topic = %self.topic, %id, error = %err, "cannot XACK; the message will be delivered again");
-        }
+    /// Queues `id` for the next batched `XACK`.
+    fn ack(&self, id: &str) {
+        // If the acknowledger is gone the message stays pending and is claimed again.
+        let _ = self.acks.send(id.to_owned());
     }
 
     /// Handles one entry until it is acknowledged, dead-lettered, or left pending
@@ -229,14 +225,14 @@ impl Reader {
         loop {
             let delivery = Delivery::new(self.topic.clone(), message_of(&entry), attempt);
             match process(&self.handler, delivery, &self.options).await {
-                Outcome::Ack => return self.ack(&mut connection, &entry.id).await,
+                Outcome::Ack => return self.ack(&entry.id),
                 Outcome::DeadLetter(dead) => {
                     match self
                         .broker
                         .publish(&dead_letter_topic(&self.topic), dead)
                         .await
                     {
-                        Ok(()) => return self.ack(&mut connection, &entry.id).await,
+                        Ok(()) => return self.ack(&entry.id),
                         Err(err) => {
                             tracing::warn!(topic = %self.topic, error = %err, "cannot publish a dead letter; the message stays pending");
                             return;
@@ -265,6 +261,31 @@ impl Reader {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Sends the queued acknowledgements of one subscription, as many per `XACK` as
+/// have gathered, until the subscription ends and every queued one is sent.
+async fn acknowledge(
+    broker: RedisBroker,
+    topic: String,
+    group: String,
+    mut ids: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let mut batch = Vec::new();
+    while ids.recv_many(&mut batch, 512).await > 0 {
+        let Ok(mut connection) = broker.shared().await else {
+            batch.clear();
+            continue;
+        };
+        let mut command = redis::cmd("XACK");
+        command.arg(&topic).arg(&group);
+        for id in batch.drain(..) {
+            command.arg(id);
+        }
+        if let Err(err) = command.query_async::<i64>(&mut connection).await {
+            tracing::warn!(%topic, error = %err, "cannot XACK; the messages will be delivered again");
         }
     }
 }
@@ -314,7 +335,8 @@ async fn consume(reader: Reader, stop: Arc<tokio::sync::Notify>) {
                 }
             }
         }
-        let free = permits.available_permits().max(1);
+        // A full batch each time; handler slots pace the work (read entries wait for one).
+        let free = reader.options.concurrency.max(32);
         let mut read_command = redis::cmd("XREADGROUP");
         read_command
             .arg("GROUP")
@@ -437,6 +459,13 @@ impl Broker for RedisBroker {
                 .unwrap_or_else(|| format!("rmicro-{id}"));
             let mut connection = self.shared().await?;
             self.ensure_group(&mut connection, &topic, &group).await?;
+            let (acks, ack_queue) = tokio::sync::mpsc::unbounded_channel();
+            let acknowledger = tokio::spawn(acknowledge(
+                self.clone(),
+                topic.clone(),
+                group.clone(),
+                ack_queue,
+            ));
             let reader = Reader {
                 broker: self.clone(),
                 topic: topic.clone(),
@@ -444,9 +473,16 @@ impl Broker for RedisBroker {
                 consumer: format!("rmicro-{id}"),
                 handler,
                 options: options.clone(),
+                acks,
             };
             let stop = Arc::new(tokio::sync::Notify::new());
-            let task = tokio::spawn(consume(reader, stop.clone()));
+            let stop_handle = stop.clone();
+            let task = tokio::spawn(async move {
+                consume(reader, stop).await;
+                // Every reader clone is gone: send the last acknowledgements.
+                let _ = acknowledger.await;
+            });
+            let stop = stop_handle;
             let (me, stop_topic) = (self.clone(), topic.clone());
             Ok(Subscriber::new(topic, options, move || async move {
                 stop.notify_one();
