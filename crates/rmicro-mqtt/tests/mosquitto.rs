@@ -13,6 +13,7 @@ async fn mqtt_broker_conforms() {
     let prefix = format!("rmicro-test/{}/", std::process::id());
     testing::fan_out_and_queue_group(&mqtt, &prefix).await;
     testing::redelivery_then_dead_letter(&mqtt, &prefix).await;
+    testing::malformed_payload_is_dead_lettered(&mqtt, &prefix).await;
 }
 
 #[tokio::test]

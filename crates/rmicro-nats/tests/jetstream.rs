@@ -47,6 +47,7 @@ async fn jetstream_broker_conforms() {
     let mut used = Vec::new();
     used.extend(testing::fan_out_and_queue_group(&nats, &prefix).await);
     used.extend(testing::redelivery_then_dead_letter(&nats, &prefix).await);
+    used.extend(testing::malformed_payload_is_dead_lettered(&nats, &prefix).await);
     used.extend(testing::unacked_messages_go_to_another_member(&nats, &prefix).await);
     drop(Cleanup(used));
 }

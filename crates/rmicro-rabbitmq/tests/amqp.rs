@@ -14,6 +14,8 @@ async fn rabbitmq_broker_conforms() {
     let prefix = format!("rmicro-test.{}.", std::process::id());
     let fanout = testing::fan_out_and_queue_group(&rabbit, &prefix).await;
     let orders = testing::redelivery_then_dead_letter(&rabbit, &prefix).await;
+    let typed = testing::malformed_payload_is_dead_lettered(&rabbit, &prefix).await;
+    rabbit.delete_queue(&typed[0], "typed").await.unwrap();
     rabbit.delete_queue(&fanout[0], "workers").await.unwrap();
     rabbit.delete_queue(&orders[0], "orders").await.unwrap();
 }

@@ -14,6 +14,7 @@ async fn redis_broker_conforms() {
     let mut used = Vec::new();
     used.extend(testing::fan_out_and_queue_group(&redis, &prefix).await);
     used.extend(testing::redelivery_then_dead_letter(&redis, &prefix).await);
+    used.extend(testing::malformed_payload_is_dead_lettered(&redis, &prefix).await);
     used.extend(testing::unacked_messages_go_to_another_member(&redis, &prefix).await);
     for topic in used {
         redis.delete_topic(&topic).await.unwrap();

@@ -417,6 +417,7 @@ mod tests {
         let broker = HttpBroker::new(registry, None);
         super::super::testing::fan_out_and_queue_group(&broker, "").await;
         super::super::testing::redelivery_then_dead_letter(&broker, "").await;
+        super::super::testing::malformed_payload_is_dead_lettered(&broker, "").await;
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -315,3 +315,72 @@ where
         u32::try_from(failures.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
     )
 }
+
+/// A payload that does not decode as the subscriber's event type is a handler
+/// error like any other: redelivered, then dead-lettered with the decode error —
+/// never a crash — and the subscriber goes on with the next message.
+pub async fn malformed_payload_is_dead_lettered(broker: &dyn Broker, prefix: &str) -> Vec<String> {
+    let topic = format!("{prefix}typed");
+    let dlq = dead_letter_topic(&topic);
+    let good = Arc::new(AtomicUsize::new(0));
+    let seen = good.clone();
+    let typed = handler(move |d: Delivery| {
+        let seen = seen.clone();
+        async move {
+            let _: prost_types::Duration = super::typed::decode_proto(&d.message)?;
+            seen.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let dead = Arc::new(Mutex::new(Vec::new()));
+    let sink = dead.clone();
+    let dead_handler = handler(move |d: Delivery| {
+        let sink = sink.clone();
+        async move {
+            if let Ok(mut sink) = sink.lock() {
+                sink.push(d.message);
+            }
+            Ok(())
+        }
+    });
+    let typed_sub = broker
+        .subscribe(
+            &topic,
+            typed,
+            SubscribeOptions::default().queue("typed").max_deliveries(2),
+        )
+        .await
+        .expect("subscribe");
+    let dead_sub = broker
+        .subscribe(&dlq, dead_handler, SubscribeOptions::default())
+        .await
+        .expect("subscribe to the dead letters");
+    let garbage = Message::new(vec![0xff, 0xff, 0xff, 0x01])
+        .header(super::CONTENT_TYPE, super::typed::PROTOBUF);
+    broker
+        .publish(&topic, garbage)
+        .await
+        .expect("publish garbage");
+    let valid = super::typed::encode_proto(&prost_types::Duration {
+        seconds: 1,
+        nanos: 0,
+    });
+    broker
+        .publish(&topic, valid)
+        .await
+        .expect("publish a valid event");
+    wait_until(
+        "the garbage is dead-lettered and the valid event handled",
+        || good.load(Ordering::SeqCst) == 1 && dead.lock().map(|d| !d.is_empty()).unwrap_or(false),
+    )
+    .await;
+    let dead = dead.lock().expect("dead letters")[0].clone();
+    assert!(
+        dead.headers[ERROR].contains("malformed protobuf event"),
+        "{:?}",
+        dead.headers
+    );
+    typed_sub.unsubscribe().await;
+    dead_sub.unsubscribe().await;
+    vec![topic, dlq]
+}
