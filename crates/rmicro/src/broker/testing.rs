@@ -54,6 +54,22 @@ pub fn counting(count: &Arc<AtomicUsize>) -> Handler {
     })
 }
 
+/// A handler that keeps every message it gets, and the list it keeps them in.
+pub fn collecting() -> (Arc<Mutex<Vec<Message>>>, Handler) {
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let sink = kept.clone();
+    let keep = handler(move |d: Delivery| {
+        let sink = sink.clone();
+        async move {
+            if let Ok(mut sink) = sink.lock() {
+                sink.push(d.message);
+            }
+            Ok(())
+        }
+    });
+    (kept, keep)
+}
+
 /// Two plain subscribers each get all 200 messages; two members of one queue group
 /// share them, each message going to exactly one member.
 pub async fn fan_out_and_queue_group(broker: &dyn Broker, prefix: &str) -> Vec<String> {
@@ -121,17 +137,7 @@ pub async fn redelivery_then_dead_letter(broker: &dyn Broker, prefix: &str) -> V
             ))
         }
     });
-    let dead = Arc::new(Mutex::new(Vec::new()));
-    let sink = dead.clone();
-    let dead_handler = handler(move |d: Delivery| {
-        let sink = sink.clone();
-        async move {
-            if let Ok(mut sink) = sink.lock() {
-                sink.push(d.message);
-            }
-            Ok(())
-        }
-    });
+    let (dead, dead_handler) = collecting();
     let failing_sub = broker
         .subscribe(
             &topic,
@@ -332,17 +338,7 @@ pub async fn malformed_payload_is_dead_lettered(broker: &dyn Broker, prefix: &st
             Ok(())
         }
     });
-    let dead = Arc::new(Mutex::new(Vec::new()));
-    let sink = dead.clone();
-    let dead_handler = handler(move |d: Delivery| {
-        let sink = sink.clone();
-        async move {
-            if let Ok(mut sink) = sink.lock() {
-                sink.push(d.message);
-            }
-            Ok(())
-        }
-    });
+    let (dead, dead_handler) = collecting();
     let typed_sub = broker
         .subscribe(
             &topic,
