@@ -433,6 +433,69 @@ pub mod testing {
     /// The machine's Mosquitto.
     pub const SHARED_ADDRESS: &str = super::DEFAULT_ADDRESS;
 
+    /// A private `mosquitto` on a free loopback port with persistence in its own
+    /// directory and no limit on queued messages, for tests that restart the
+    /// server. Stopped and removed when dropped.
+    pub struct MosquittoServer {
+        process: rmicro::testing::ServerProcess,
+    }
+
+    impl MosquittoServer {
+        /// Starts a server and waits until it accepts clients; `Ok(None)` when
+        /// `mosquitto` is not installed.
+        pub async fn start() -> std::io::Result<Option<MosquittoServer>> {
+            let Some(binary) = rmicro::testing::find_binary("mosquitto", "RMICRO_MOSQUITTO") else {
+                return Ok(None);
+            };
+            let mut config = None;
+            let process = rmicro::testing::ServerProcess::new(
+                "mosquitto",
+                binary,
+                1,
+                |dir, ports| {
+                    let path = dir.join("mosquitto.conf");
+                    config = Some((
+                        path.clone(),
+                        format!(
+                            "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 100\n",
+                            ports[0],
+                            dir.display()
+                        ),
+                    ));
+                    vec!["-c".into(), path.into()]
+                },
+            )?;
+            if let Some((path, text)) = config {
+                std::fs::write(path, text)?;
+            }
+            let mut server = MosquittoServer { process };
+            server.resume().await?;
+            Ok(Some(server))
+        }
+
+        /// `mqtt://127.0.0.1:<port>`.
+        pub fn address(&self) -> String {
+            format!("mqtt://127.0.0.1:{}", self.process.ports()[0])
+        }
+
+        /// Stops the server cleanly (SIGTERM), so it saves its sessions and queues.
+        pub fn stop(&mut self) {
+            self.process.terminate();
+        }
+
+        /// Starts the server again on the same port and data; waits until it accepts.
+        pub async fn resume(&mut self) -> std::io::Result<()> {
+            let port = self.process.ports()[0];
+            self.process
+                .start(|| async move {
+                    tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .is_ok()
+                })
+                .await
+        }
+    }
+
     /// A broker on the machine's Mosquitto, or — when it is not reachable — a
     /// failure under `CI=true`, otherwise a printed skip and `None`.
     pub async fn shared_or_skip(test: &str) -> Option<MqttBroker> {

@@ -88,6 +88,25 @@ impl ServerProcess {
         }
     }
 
+    /// Stops the process with SIGTERM (a clean shutdown: servers that save their
+    /// state on exit, like Mosquitto, do so) and waits up to 20 s, then kills it.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Starts (or restarts) the process and waits up to 30 s until `ready` says it
     /// serves; fails early, pointing at the log, if the process exits.
     pub async fn start<F, Fut>(&mut self, mut ready: F) -> std::io::Result<()>
