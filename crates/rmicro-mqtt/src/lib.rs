@@ -485,14 +485,7 @@ pub mod testing {
 
         /// Starts the server again on the same port and data; waits until it accepts.
         pub async fn resume(&mut self) -> std::io::Result<()> {
-            let port = self.process.ports()[0];
-            self.process
-                .start(|| async move {
-                    tokio::net::TcpStream::connect(("127.0.0.1", port))
-                        .await
-                        .is_ok()
-                })
-                .await
+            self.process.start_listening().await
         }
     }
 

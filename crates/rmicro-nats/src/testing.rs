@@ -56,13 +56,6 @@ impl NatsServer {
 
     /// Starts the server again on the same port and store; waits until it accepts.
     pub async fn resume(&mut self) -> std::io::Result<()> {
-        let port = self.process.ports()[0];
-        self.process
-            .start(|| async move {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-            })
-            .await
+        self.process.start_listening().await
     }
 }

@@ -88,6 +88,18 @@ impl ServerProcess {
         }
     }
 
+    /// Starts (or restarts) the process and waits until its first port accepts
+    /// TCP connections.
+    pub async fn start_listening(&mut self) -> std::io::Result<()> {
+        let port = self.ports[0];
+        self.start(|| async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await
+    }
+
     /// Stops the process with SIGTERM (a clean shutdown: servers that save their
     /// state on exit, like Mosquitto, do so) and waits up to 20 s, then kills it.
     pub fn terminate(&mut self) {
