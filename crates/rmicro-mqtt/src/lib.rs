@@ -143,7 +143,9 @@ impl MqttBroker {
         self.inner
             .publisher
             .get_or_try_init(|| async {
-                let options = self.options(format!("{}-pub", self.inner.client_id), false);
+                // A persistent session: publishes in flight when the connection
+                // breaks are sent again with their packet ids.
+                let options = self.options(format!("{}-pub", self.inner.client_id), true);
                 let (client, mut events) = AsyncClient::new(options, 1024);
                 // Connect now, so a wrong address fails here with a sentence.
                 match tokio::time::timeout(Duration::from_secs(5), events.poll()).await {
@@ -167,17 +169,23 @@ impl MqttBroker {
 /// Drives the publishing connection: matches each outgoing publish to its PUBACK.
 async fn publish_events(mut events: EventLoop, queued: Waiters) {
     let mut sent: HashMap<u16, oneshot::Sender<Result<(), String>>> = HashMap::new();
+    // Packet ids in flight when a connection broke: the (persistent) session resends
+    // them after reconnecting, and their PUBACKs must not confirm anything else.
+    let mut stale: std::collections::HashSet<u16> = std::collections::HashSet::new();
     loop {
         match events.poll().await {
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                // A resend after reconnecting reuses its packet id: not a new publish.
-                if !sent.contains_key(&pkid)
-                    && let Some(waiter) = lock(&queued).pop_front()
-                {
+                if stale.contains(&pkid) || sent.contains_key(&pkid) {
+                    continue; // a resend, not a new publish
+                }
+                if let Some(waiter) = lock(&queued).pop_front() {
                     sent.insert(pkid, waiter);
                 }
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                if stale.remove(&ack.pkid) {
+                    continue;
+                }
                 if let Some(waiter) = sent.remove(&ack.pkid) {
                     let result = match ack.reason {
                         PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
@@ -188,6 +196,12 @@ async fn publish_events(mut events: EventLoop, queued: Waiters) {
             }
             Ok(_) => {}
             Err(err) => {
+                // Unconfirmed publishes fail (their callers may retry; the session
+                // may still deliver them: at least once, never "confirmed" wrongly).
+                for (pkid, waiter) in sent.drain() {
+                    stale.insert(pkid);
+                    let _ = waiter.send(Err(format!("connection lost before the PUBACK: {err}")));
+                }
                 tracing::debug!(error = %err, "MQTT publisher connection lost; reconnecting");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
