@@ -300,15 +300,19 @@ where
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let missing = confirmed
+        let missing: Vec<u64> = confirmed
             .difference(&received.lock().expect("received"))
-            .count();
-        if missing == 0 {
+            .copied()
+            .collect();
+        if missing.is_empty() {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{missing} confirmed messages never delivered after the restart"
+            "{} confirmed messages never delivered after the restart (first: {:?}; {} of {count} were confirmed when the restart began)",
+            missing.len(),
+            &missing[..missing.len().min(10)],
+            count / 3
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
