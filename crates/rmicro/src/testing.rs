@@ -31,6 +31,7 @@ pub struct ServerProcess {
     dir: PathBuf,
     ports: Vec<u16>,
     args: Vec<std::ffi::OsString>,
+    envs: Vec<(std::ffi::OsString, std::ffi::OsString)>,
     child: Option<Child>,
 }
 
@@ -66,8 +67,19 @@ impl ServerProcess {
             dir,
             ports,
             args,
+            envs: Vec::new(),
             child: None,
         })
+    }
+
+    /// Sets an environment variable for the process.
+    pub fn env(
+        mut self,
+        key: impl Into<std::ffi::OsString>,
+        value: impl Into<std::ffi::OsString>,
+    ) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
     }
 
     /// The ports, in the order asked for.
@@ -134,6 +146,7 @@ impl ServerProcess {
             .open(&log_path)?;
         let child = Command::new(&self.binary)
             .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
