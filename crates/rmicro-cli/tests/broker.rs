@@ -81,7 +81,7 @@ async fn kill_mid_stream(broker_name: &str, address: &str, topic: &str) -> (u64,
     let broker = rmicro::broker::from_flags(broker_name, Some(address)).expect("broker");
     let first = Subscriber::start(topic, broker_name, address);
     // Probe until the group exists and delivers.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen_first = Vec::new();
     let mut n = 0u64;
     while seen_first.is_empty() {
