@@ -23,6 +23,7 @@ mod context;
 pub mod errors;
 mod logging;
 pub mod metadata;
+mod plugins;
 pub mod registry;
 pub mod selector;
 pub mod server;

@@ -406,32 +406,21 @@ impl std::fmt::Debug for dyn Broker {
 /// Builds a broker from an optional `--broker-address`.
 pub type Factory = fn(Option<&str>) -> Result<SharedBroker, BrokerError>;
 
-fn plugins() -> &'static std::sync::RwLock<BTreeMap<String, Factory>> {
-    static PLUGINS: std::sync::OnceLock<std::sync::RwLock<BTreeMap<String, Factory>>> =
-        std::sync::OnceLock::new();
-    PLUGINS.get_or_init(|| {
-        let mut builtin: BTreeMap<String, Factory> = BTreeMap::new();
-        builtin.insert("memory".into(), |_| Ok(Arc::new(MemoryBroker::new())));
-        std::sync::RwLock::new(builtin)
-    })
-}
+static PLUGINS: crate::plugins::Plugins<Factory> = crate::plugins::Plugins::new(|| {
+    vec![("memory", |_| {
+        Ok(Arc::new(MemoryBroker::new()) as SharedBroker)
+    })]
+});
 
 /// Makes `--broker NAME` build its broker with `factory` (adapter crates call this
 /// from their `install()`).
 pub fn install(name: &str, factory: Factory) {
-    let mut table = match plugins().write() {
-        Ok(table) => table,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    table.insert(name.to_owned(), factory);
+    PLUGINS.install(name, factory);
 }
 
 /// The broker names `--broker` accepts in this process.
 pub fn names() -> Vec<String> {
-    match plugins().read() {
-        Ok(table) => table.keys().cloned().collect(),
-        Err(poisoned) => poisoned.into_inner().keys().cloned().collect(),
-    }
+    PLUGINS.names()
 }
 
 /// Builds the broker `--broker NAME --broker-address ADDR` names, where the
@@ -453,11 +442,7 @@ pub fn from_flags_with_registry(
 
 /// Builds the broker `--broker NAME --broker-address ADDR` names.
 pub fn from_flags(name: &str, address: Option<&str>) -> Result<SharedBroker, BrokerError> {
-    let factory = match plugins().read() {
-        Ok(table) => table.get(name).copied(),
-        Err(poisoned) => poisoned.into_inner().get(name).copied(),
-    };
-    match factory {
+    match PLUGINS.get(name) {
         Some(factory) => factory(address.filter(|a| !a.is_empty())),
         None => Err(BrokerError::Unknown {
             name: name.to_owned(),

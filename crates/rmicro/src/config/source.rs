@@ -322,20 +322,12 @@ impl Source for File {
 /// Builds a config-center source from an address and a key prefix.
 pub type SourceFactory = fn(address: &str, prefix: &str) -> Result<Arc<dyn Source>, ConfigError>;
 
-fn factories() -> &'static std::sync::RwLock<BTreeMap<String, SourceFactory>> {
-    static FACTORIES: std::sync::OnceLock<std::sync::RwLock<BTreeMap<String, SourceFactory>>> =
-        std::sync::OnceLock::new();
-    FACTORIES.get_or_init(Default::default)
-}
+static FACTORIES: crate::plugins::Plugins<SourceFactory> = crate::plugins::Plugins::new(Vec::new);
 
 /// Makes `--config-source SCHEME://host:port/prefix` build its source with `factory`
 /// (adapter crates call this from their `install()`).
 pub fn install(scheme: &str, factory: SourceFactory) {
-    let mut table = match factories().write() {
-        Ok(table) => table,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    table.insert(scheme.to_owned(), factory);
+    FACTORIES.install(scheme, factory);
 }
 
 /// Builds the source a `--config-source` URL names, e.g.
@@ -355,17 +347,10 @@ pub fn from_url(url: &str) -> Result<Arc<dyn Source>, ConfigError> {
     if address.is_empty() {
         return Err(bad("no HOST:PORT".into()));
     }
-    let factory = match factories().read() {
-        Ok(table) => table.get(scheme).copied(),
-        Err(poisoned) => poisoned.into_inner().get(scheme).copied(),
-    };
-    match factory {
+    match FACTORIES.get(scheme) {
         Some(factory) => factory(address, prefix),
         None => {
-            let known: Vec<String> = match factories().read() {
-                Ok(table) => table.keys().cloned().collect(),
-                Err(poisoned) => poisoned.into_inner().keys().cloned().collect(),
-            };
+            let known = FACTORIES.names();
             Err(bad(format!(
                 "unknown config center `{scheme}`; this program knows: {}",
                 if known.is_empty() {

@@ -218,21 +218,19 @@ impl std::fmt::Debug for dyn Registry {
 /// one (`rmicro_etcd::install`) and [`install`] makes it selectable by name.
 pub type Factory = fn(Option<&str>) -> Result<SharedRegistry, RegistryError>;
 
-fn plugins() -> &'static std::sync::RwLock<BTreeMap<String, Factory>> {
-    static PLUGINS: std::sync::OnceLock<std::sync::RwLock<BTreeMap<String, Factory>>> =
-        std::sync::OnceLock::new();
-    PLUGINS.get_or_init(|| {
-        let mut builtin: BTreeMap<String, Factory> = BTreeMap::new();
-        builtin.insert("memory".into(), |_| Ok(Arc::new(MemoryRegistry::new())));
-        builtin.insert("local".into(), |address| {
+static PLUGINS: crate::plugins::Plugins<Factory> = crate::plugins::Plugins::new(|| {
+    vec![
+        ("memory", |_| {
+            Ok(Arc::new(MemoryRegistry::new()) as SharedRegistry)
+        }),
+        ("local", |address| {
             Ok(Arc::new(match address {
                 Some(dir) if !dir.is_empty() => LocalRegistry::new(dir),
                 _ => LocalRegistry::default_location(),
-            }))
-        });
-        std::sync::RwLock::new(builtin)
-    })
-}
+            }) as SharedRegistry)
+        }),
+    ]
+});
 
 /// Makes `--registry NAME` build its registry with `factory` in this process.
 ///
@@ -250,19 +248,12 @@ fn plugins() -> &'static std::sync::RwLock<BTreeMap<String, Factory>> {
 /// assert!(registry::names().contains(&"shared-memory".to_string()));
 /// ```
 pub fn install(name: &str, factory: Factory) {
-    let mut table = match plugins().write() {
-        Ok(table) => table,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    table.insert(name.to_owned(), factory);
+    PLUGINS.install(name, factory);
 }
 
 /// The registry names `--registry` accepts in this process, sorted.
 pub fn names() -> Vec<String> {
-    match plugins().read() {
-        Ok(table) => table.keys().cloned().collect(),
-        Err(poisoned) => poisoned.into_inner().keys().cloned().collect(),
-    }
+    PLUGINS.names()
 }
 
 /// Builds a registry from `--registry NAME --registry-address ADDR`.
@@ -271,11 +262,7 @@ pub fn names() -> Vec<String> {
 /// adapter crates added with [`install`].
 pub fn from_flags(name: &str, address: Option<&str>) -> Result<SharedRegistry, RegistryError> {
     let name = if name.is_empty() { "local" } else { name };
-    let factory = match plugins().read() {
-        Ok(table) => table.get(name).copied(),
-        Err(poisoned) => poisoned.into_inner().get(name).copied(),
-    };
-    match factory {
+    match PLUGINS.get(name) {
         Some(factory) => factory(address.filter(|a| !a.is_empty())),
         None => Err(RegistryError::Unknown {
             name: name.to_owned(),
