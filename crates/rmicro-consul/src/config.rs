@@ -71,10 +71,7 @@ impl ConsulSource {
     }
 
     fn owns(&self, key: &str) -> bool {
-        key == self.prefix
-            || key
-                .strip_prefix(&self.prefix)
-                .is_some_and(|rest| rest.starts_with('/'))
+        rmicro::config::source::is_under(&self.prefix, key)
     }
 
     /// Every key's raw text under the prefix, and the index it was read at.

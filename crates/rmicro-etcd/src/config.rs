@@ -54,10 +54,7 @@ impl EtcdSource {
 
     /// Whether `key` belongs to this source (the prefix itself or below it).
     fn owns(&self, key: &str) -> bool {
-        key == self.prefix
-            || key
-                .strip_prefix(&self.prefix)
-                .is_some_and(|rest| rest.starts_with('/'))
+        rmicro::config::source::is_under(&self.prefix, key)
     }
 
     /// Reads every key; returns the good values, the read errors, and the revision.

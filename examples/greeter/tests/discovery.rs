@@ -83,23 +83,11 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_found_by_name_balanced_and_one_killed_under_load() {
-    let dir = std::env::temp_dir().join(format!("rmicro-discovery-{}", uuid_like()));
-    let registry: Arc<dyn Registry> =
-        Arc::new(LocalRegistry::new(&dir).poll_interval(Duration::from_millis(50)));
-    let flags = [
-        "--registry".as_ref(),
-        "local".as_ref(),
-        "--registry-address".as_ref(),
-        dir.as_os_str(),
-    ];
-    let mut nodes: Vec<Node> = (0..3).map(|_| spawn_greeter(flags)).collect();
+    let (dir, registry, flags) = local_cluster("discovery");
+    let mut nodes: Vec<Node> = (0..3).map(|_| spawn_greeter(&flags)).collect();
     wait_for_nodes(registry.as_ref(), 3).await;
 
-    let selector = Arc::new(Selector::new(registry.clone(), Strategy::RoundRobin));
-    let client =
-        rmicro::Client::with_selector(rmicro::client::ClientOptions::default(), selector.clone());
-    let counts = PerNode::default();
-    client.wrap(counts.clone());
+    let (client, counts, selector) = counted_client(&registry, Strategy::RoundRobin);
     let greeter = GreeterClient::new("greeter", client.clone());
     for i in 0..3000 {
         let reply = greeter
@@ -183,6 +171,40 @@ async fn three_processes_found_by_name_balanced_and_one_killed_under_load() {
     assert_eq!(left, 1, "the stopped node deregistered");
     drop(nodes);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A client finding greeters through `registry` with `strategy`, counting the calls
+/// each node gets.
+fn counted_client(
+    registry: &Arc<dyn Registry>,
+    strategy: Strategy,
+) -> (rmicro::Client, PerNode, Arc<Selector>) {
+    let selector = Arc::new(Selector::new(registry.clone(), strategy));
+    let client =
+        rmicro::Client::with_selector(rmicro::client::ClientOptions::default(), selector.clone());
+    let counts = PerNode::default();
+    client.wrap(counts.clone());
+    (client, counts, selector)
+}
+
+/// A fresh local-registry directory, the registry on it, and greeters' flags for it.
+fn local_cluster(
+    tag: &str,
+) -> (
+    std::path::PathBuf,
+    Arc<dyn Registry>,
+    [std::ffi::OsString; 4],
+) {
+    let dir = std::env::temp_dir().join(format!("rmicro-{tag}-{}", uuid_like()));
+    let registry: Arc<dyn Registry> =
+        Arc::new(LocalRegistry::new(&dir).poll_interval(Duration::from_millis(50)));
+    let flags = [
+        "--registry".into(),
+        "local".into(),
+        "--registry-address".into(),
+        dir.clone().into_os_string(),
+    ];
+    (dir, registry, flags)
 }
 
 /// Waits (up to 30 s) until `registry` lists `n` greeter nodes that serve `SayHello`.
@@ -335,27 +357,10 @@ async fn placement(client: &rmicro::Client, counts: &PerNode, keys: &[String]) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_spreads_evenly_and_hash_is_sticky_and_moves_few_keys() {
-    let dir = std::env::temp_dir().join(format!("rmicro-strategies-{}", uuid_like()));
-    let registry: Arc<dyn Registry> =
-        Arc::new(LocalRegistry::new(&dir).poll_interval(Duration::from_millis(50)));
-    let flags = [
-        "--registry".as_ref(),
-        "local".as_ref(),
-        "--registry-address".as_ref(),
-        dir.as_os_str(),
-    ];
-    let mut nodes: Vec<Node> = (0..3).map(|_| spawn_greeter(flags)).collect();
+    let (dir, registry, flags) = local_cluster("strategies");
+    let mut nodes: Vec<Node> = (0..3).map(|_| spawn_greeter(&flags)).collect();
     wait_for_nodes(registry.as_ref(), 3).await;
-    let client_with = |strategy| {
-        let selector = Arc::new(Selector::new(registry.clone(), strategy));
-        let client = rmicro::Client::with_selector(
-            rmicro::client::ClientOptions::default(),
-            selector.clone(),
-        );
-        let counts = PerNode::default();
-        client.wrap(counts.clone());
-        (client, counts, selector)
-    };
+    let client_with = |strategy| counted_client(&registry, strategy);
 
     // random: 3,000 calls over 3 nodes pass a chi-square test (2 degrees of freedom;
     // 18.42 is the p = 0.0001 critical value, so a fair selector fails 1 run in 10,000).
@@ -418,7 +423,7 @@ async fn random_spreads_evenly_and_hash_is_sticky_and_moves_few_keys() {
     assert_eq!(moved, on_departed, "keys of surviving nodes moved");
 
     // A node joins: the keys that move all move to it, about 1/3 of them.
-    nodes.push(spawn_greeter(flags));
+    nodes.push(spawn_greeter(&flags));
     wait_for_cached(&selector, 3, Duration::from_secs(10)).await;
     let joined = placement(&client, &counts, &keys).await;
     let moved: Vec<&String> = after
@@ -469,9 +474,7 @@ async fn etcd_stopped_30s_under_load_calls_go_on_from_the_cache_and_it_resyncs()
         Arc::new(rmicro_etcd::EtcdRegistry::new(&address).expect("etcd address"));
     wait_for_nodes(registry.as_ref(), 3).await;
 
-    let selector = Arc::new(Selector::new(registry.clone(), Strategy::Random));
-    let client =
-        rmicro::Client::with_selector(rmicro::client::ClientOptions::default(), selector.clone());
+    let (client, _, selector) = counted_client(&registry, Strategy::Random);
     let greeter = GreeterClient::new("greeter", client);
     let load = Load::paced(&greeter, "e", usize::MAX, false, Duration::from_millis(5));
     wait_until("calls flow", Duration::from_secs(10), || {
@@ -536,11 +539,7 @@ async fn consul_greeters_are_found_by_name_and_a_killed_one_leaves_within_its_tt
         Arc::new(rmicro_consul::ConsulRegistry::new(&address).expect("address"));
     wait_for_nodes(registry.as_ref(), 3).await;
 
-    let selector = Arc::new(Selector::new(registry.clone(), Strategy::RoundRobin));
-    let client =
-        rmicro::Client::with_selector(rmicro::client::ClientOptions::default(), selector.clone());
-    let counts = PerNode::default();
-    client.wrap(counts.clone());
+    let (client, counts, selector) = counted_client(&registry, Strategy::RoundRobin);
     let greeter = GreeterClient::new("greeter", client);
     let errors = Load::start(&greeter, "c", 30, false).finish().await;
     assert!(errors.is_empty(), "{errors:?}");

@@ -386,6 +386,15 @@ pub fn tree_from_keys<'a>(
     tree
 }
 
+/// Whether a center's `key` is `prefix` itself or below it (`prefix/…`, not a
+/// sibling such as `prefixes/…`).
+pub fn is_under(prefix: &str, key: &str) -> bool {
+    key == prefix
+        || key
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// The config path of a center's key: prefix stripped, `/` → `.`.
 pub fn key_path(prefix: &str, key: &str) -> String {
     let prefix = prefix.trim_matches('/');
