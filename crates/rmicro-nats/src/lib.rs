@@ -224,16 +224,7 @@ impl NatsBroker {
         handler: Handler,
         options: SubscribeOptions,
     ) -> Result<Subscriber, BrokerError> {
-        if options.durable && options.queue.is_none() {
-            return Err(BrokerError::BadName {
-                broker: self.describe(),
-                what: "queue",
-                name: String::new(),
-                detail:
-                    "a durable subscription needs a queue group: it names the JetStream consumer"
-                        .into(),
-            });
-        }
+        options.require_queue_if_durable(&self.describe(), "the JetStream consumer")?;
         let stream = self.ensure_stream(topic).await?;
         let durable = options.queue.as_deref().map(stream_name);
         let config = pull::Config {

@@ -384,16 +384,7 @@ impl Broker for RabbitBroker {
     ) -> BoxFuture<'_, Result<Subscriber, BrokerError>> {
         let topic = topic.to_owned();
         Box::pin(async move {
-            if options.durable && options.queue.is_none() {
-                return Err(BrokerError::BadName {
-                    broker: self.describe(),
-                    what: "queue",
-                    name: String::new(),
-                    detail:
-                        "a durable subscription needs a queue group: it names the durable queue"
-                            .into(),
-                });
-            }
+            options.require_queue_if_durable(&self.describe(), "the durable queue")?;
             // Declares the exchange too.
             self.publishing().await?;
             let channel = self.channel().await?;

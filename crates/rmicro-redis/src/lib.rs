@@ -441,16 +441,7 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'_, Result<Subscriber, BrokerError>> {
         let topic = topic.to_owned();
         Box::pin(async move {
-            if options.durable && options.queue.is_none() {
-                return Err(BrokerError::BadName {
-                    broker: self.describe(),
-                    what: "queue",
-                    name: String::new(),
-                    detail:
-                        "a durable subscription needs a queue group: it names the consumer group"
-                            .into(),
-                });
-            }
+            options.require_queue_if_durable(&self.describe(), "the consumer group")?;
             let ephemeral = options.queue.is_none();
             let id = uuid::Uuid::new_v4();
             let group = options

@@ -130,6 +130,20 @@ impl SubscribeOptions {
         self
     }
 
+    /// Fails for a durable subscription without a queue group, on backends where
+    /// the group names the durable state (`names`: "the consumer group", …).
+    pub fn require_queue_if_durable(&self, broker: &str, names: &str) -> Result<(), BrokerError> {
+        if self.durable && self.queue.is_none() {
+            return Err(BrokerError::BadName {
+                broker: broker.to_owned(),
+                what: "queue",
+                name: String::new(),
+                detail: format!("a durable subscription needs a queue group: it names {names}"),
+            });
+        }
+        Ok(())
+    }
+
     /// Dead-letters a message after `n` failed deliveries.
     pub fn max_deliveries(mut self, n: u32) -> Self {
         self.max_deliveries = n.max(1);
