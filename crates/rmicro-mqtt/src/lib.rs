@@ -35,8 +35,26 @@ struct Inner {
     subscriptions: std::sync::atomic::AtomicU32,
 }
 
+/// How long after the publishing connection is re-established a publish that no
+/// subscription matched is sent again: Mosquitto restores shared subscriptions
+/// (queue groups) from its database inactive, matching nothing until their members
+/// come back and subscribe, so right after a server restart "no matching
+/// subscribers" usually means "not yet".
+const RESUBSCRIBE_GRACE: Duration = Duration::from_secs(5);
+
+/// How the server answered one publish.
+enum Acked {
+    /// A subscription matched (or the server does not say).
+    Delivered,
+    /// PUBACK reason "no matching subscribers": the server dropped the message.
+    NoSubscriber,
+}
+
+/// Where a publish waits for its PUBACK.
+type Waiter = oneshot::Sender<Result<Acked, String>>;
+
 /// Publishes waiting for their packet id, oldest first.
-type Waiters = Arc<Mutex<VecDeque<oneshot::Sender<Result<(), String>>>>>;
+type Waiters = Arc<Mutex<VecDeque<Waiter>>>;
 
 /// The publishing connection: publishes are matched to their PUBACKs by packet id.
 struct Publisher {
@@ -45,7 +63,16 @@ struct Publisher {
     queued: Waiters,
     /// Held while queueing a waiter and sending its request, so both orders agree.
     sending: tokio::sync::Mutex<()>,
+    /// When the connection was last re-established after a loss.
+    reconnected: Arc<Mutex<Option<tokio::time::Instant>>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    /// Whether the connection came back less than [`RESUBSCRIBE_GRACE`] ago.
+    fn recently_reconnected(&self) -> bool {
+        lock(&self.reconnected).is_some_and(|at| at.elapsed() < RESUBSCRIBE_GRACE)
+    }
 }
 
 impl Drop for Publisher {
@@ -154,21 +181,60 @@ impl MqttBroker {
                     Err(_) => return Err(self.failed("connect", "no answer within 5 s")),
                 }
                 let queued: Waiters = Arc::default();
-                let task = tokio::spawn(publish_events(events, queued.clone()));
+                let reconnected = Arc::default();
+                let task = tokio::spawn(publish_events(
+                    events,
+                    queued.clone(),
+                    Arc::clone(&reconnected),
+                ));
                 Ok(Publisher {
                     client,
                     queued,
                     sending: tokio::sync::Mutex::new(()),
+                    reconnected,
                     task,
                 })
             })
             .await
     }
+    /// Sends one QoS 1 publish and waits for its PUBACK.
+    async fn publish_once(
+        &self,
+        publisher: &Publisher,
+        topic: &str,
+        body: bytes::Bytes,
+        properties: PublishProperties,
+    ) -> Result<Acked, BrokerError> {
+        let failed =
+            |detail: &dyn std::fmt::Display| self.failed(format!("publish to {topic}"), detail);
+        let (tx, rx) = oneshot::channel();
+        {
+            // Queue the waiter and send the request under one lock, so the event
+            // loop's packet ids come in the order of the waiters.
+            let _sending = publisher.sending.lock().await;
+            lock(&publisher.queued).push_back(tx);
+            publisher
+                .client
+                .publish_with_properties(topic, QoS::AtLeastOnce, false, body, properties)
+                .await
+                .map_err(|e| failed(&e))?;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(Ok(acked))) => Ok(acked),
+            Ok(Ok(Err(detail))) => Err(failed(&detail)),
+            Ok(Err(_)) => Err(failed(&"connection closed")),
+            Err(_) => Err(failed(&"no PUBACK within 10 s")),
+        }
+    }
 }
 
 /// Drives the publishing connection: matches each outgoing publish to its PUBACK.
-async fn publish_events(mut events: EventLoop, queued: Waiters) {
-    let mut sent: HashMap<u16, oneshot::Sender<Result<(), String>>> = HashMap::new();
+async fn publish_events(
+    mut events: EventLoop,
+    queued: Waiters,
+    reconnected: Arc<Mutex<Option<tokio::time::Instant>>>,
+) {
+    let mut sent: HashMap<u16, Waiter> = HashMap::new();
     // Packet ids in flight when a connection broke: the (persistent) session resends
     // them after reconnecting, and their PUBACKs must not confirm anything else.
     let mut stale: std::collections::HashSet<u16> = std::collections::HashSet::new();
@@ -182,13 +248,19 @@ async fn publish_events(mut events: EventLoop, queued: Waiters) {
                     sent.insert(pkid, waiter);
                 }
             }
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                // The first CONNACK was read before this task started: this is a
+                // reconnection.
+                *lock(&reconnected) = Some(tokio::time::Instant::now());
+            }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
                 if stale.remove(&ack.pkid) {
                     continue;
                 }
                 if let Some(waiter) = sent.remove(&ack.pkid) {
                     let result = match ack.reason {
-                        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
+                        PubAckReason::Success => Ok(Acked::Delivered),
+                        PubAckReason::NoMatchingSubscribers => Ok(Acked::NoSubscriber),
                         other => Err(format!("the server refused: {other:?}")),
                     };
                     let _ = waiter.send(result);
@@ -247,8 +319,19 @@ async fn subscribe_events(
             },
         };
         match event {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) if !ack.session_present => {
-                // A new session (or one the server forgot): subscribe (again).
+            Ok(Event::Incoming(Packet::ConnAck(ack)))
+                if !ack.session_present || options.queue.is_some() =>
+            {
+                // A new session (or one the server forgot): subscribe again. A
+                // shared subscription subscribes again even in a resumed session:
+                // Mosquitto restores it from its database inactive, delivering
+                // nothing until the member subscribes anew.
+                if !ack.session_present && (options.durable || options.queue.is_some()) {
+                    tracing::warn!(
+                        %topic,
+                        "the MQTT server lost this subscription's persistent session (is its persistence writable?); messages published while it was away are lost"
+                    );
+                }
                 if let Err(err) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
                     tracing::warn!(%topic, error = %err, "cannot subscribe");
                 }
@@ -334,29 +417,18 @@ impl Broker for MqttBroker {
                 content_type: message.headers.get(rmicro::broker::CONTENT_TYPE).cloned(),
                 ..Default::default()
             };
-            let (tx, rx) = oneshot::channel();
-            {
-                // Queue the waiter and send the request under one lock, so the
-                // event loop's packet ids come in the order of the waiters.
-                let _sending = publisher.sending.lock().await;
-                lock(&publisher.queued).push_back(tx);
-                publisher
-                    .client
-                    .publish_with_properties(
-                        topic.clone(),
-                        QoS::AtLeastOnce,
-                        false,
-                        message.body,
-                        properties,
-                    )
-                    .await
-                    .map_err(|e| self.failed(format!("publish to {topic}"), e))?;
-            }
-            match tokio::time::timeout(Duration::from_secs(10), rx).await {
-                Ok(Ok(Ok(()))) => Ok(()),
-                Ok(Ok(Err(detail))) => Err(self.failed(format!("publish to {topic}"), detail)),
-                Ok(Err(_)) => Err(self.failed(format!("publish to {topic}"), "connection closed")),
-                Err(_) => Err(self.failed(format!("publish to {topic}"), "no PUBACK within 10 s")),
+            loop {
+                match self
+                    .publish_once(publisher, &topic, message.body.clone(), properties.clone())
+                    .await?
+                {
+                    Acked::NoSubscriber if publisher.recently_reconnected() => {
+                        // Right after a server restart: the queue groups' members
+                        // may not have subscribed again yet. Send it again.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Acked::Delivered | Acked::NoSubscriber => return Ok(()),
+                }
             }
         })
     }
@@ -468,10 +540,15 @@ pub mod testing {
                 1,
                 |dir, ports| {
                     let path = dir.join("mosquitto.conf");
+                    // `user root`: started as root, mosquitto would otherwise switch
+                    // to the `mosquitto` user, which cannot write its database into
+                    // this directory, and lose every session on restart (without it
+                    // the log says "Error saving in-memory database … Permission
+                    // denied"). Started as any other user it has no effect.
                     config = Some((
                         path.clone(),
                         format!(
-                            "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 100\n",
+                            "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 100\nuser root\n",
                             ports[0],
                             dir.display()
                         ),

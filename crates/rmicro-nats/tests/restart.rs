@@ -3,6 +3,7 @@
 //! subscriber resume by themselves. A private nats-server (free port, own store)
 //! keeps the machine's shared server out of it.
 
+use rmicro::broker::SubscribeOptions;
 use rmicro_nats::NatsBroker;
 use rmicro_nats::testing::NatsServer;
 use std::time::Duration;
@@ -25,6 +26,7 @@ async fn every_confirmed_message_survives_a_server_restart() {
             &nats,
             "orders",
             10_000,
+            SubscribeOptions::default().queue("restart").concurrency(8),
             || async {
                 server.stop();
                 tokio::time::sleep(Duration::from_secs(1)).await;

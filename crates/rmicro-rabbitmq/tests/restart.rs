@@ -4,6 +4,7 @@
 //! subscriber resume by themselves. A private node keeps the machine's shared one
 //! out of it.
 
+use rmicro::broker::SubscribeOptions;
 use rmicro_rabbitmq::RabbitBroker;
 use rmicro_rabbitmq::testing::RabbitServer;
 use std::time::Duration;
@@ -24,6 +25,7 @@ async fn every_confirmed_message_survives_a_server_restart() {
             &rabbit,
             "orders",
             10_000,
+            SubscribeOptions::default().queue("restart").concurrency(8),
             || async {
                 server.stop();
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -3,6 +3,7 @@
 //! publisher and subscriber resume by themselves. A private redis-server keeps the
 //! machine's shared one (which persists nothing) out of it.
 
+use rmicro::broker::SubscribeOptions;
 use rmicro_redis::RedisBroker;
 use rmicro_redis::testing::RedisServer;
 use std::time::Duration;
@@ -25,6 +26,7 @@ async fn every_confirmed_message_survives_a_server_restart() {
             &redis,
             "orders",
             10_000,
+            SubscribeOptions::default().queue("restart").concurrency(8),
             || async {
                 server.stop();
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -224,12 +224,14 @@ pub async fn unacked_messages_go_to_another_member(
 
 /// Publishes `count` messages on `topic` while `restart` stops and starts the
 /// server (after a third of them are confirmed); a publish that fails is retried
-/// until confirmed. Every confirmed message must reach the queue-group subscriber at
-/// least once. Returns (confirmed, distinct delivered, deliveries, failed publishes).
+/// until confirmed. Every confirmed message must reach the subscriber (subscribed
+/// with `subscription`, e.g. a queue group or a durable subscription) at least once.
+/// Returns (confirmed, distinct delivered, deliveries, failed publishes).
 pub async fn confirmed_messages_survive_a_restart<R, Fut>(
     broker: &dyn Broker,
     topic: &str,
     count: u64,
+    subscription: SubscribeOptions,
     restart: R,
 ) -> (usize, usize, usize, u32)
 where
@@ -257,7 +259,7 @@ where
                     Ok(())
                 }
             }),
-            SubscribeOptions::default().queue("restart").concurrency(8),
+            subscription,
         )
         .await
         .expect("subscribe");
