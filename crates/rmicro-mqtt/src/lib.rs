@@ -13,7 +13,8 @@
 
 use futures_util::future::BoxFuture;
 use rmicro::broker::{
-    Broker, BrokerError, Handler, Message, SubscribeOptions, Subscriber, dead_letter_topic,
+    Broker, BrokerError, Handler, InFlight, Message, SubscribeOptions, Subscriber,
+    dead_letter_topic,
 };
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
@@ -281,9 +282,7 @@ async fn publish_events(
     }
 }
 
-/// Drives one subscription's connection: hands publishes to workers, which
-/// acknowledge after the handler.
-/// What one subscription's connection needs.
+/// What one subscription's connection and its handler runs share.
 struct Subscription {
     broker: MqttBroker,
     client: AsyncClient,
@@ -293,30 +292,60 @@ struct Subscription {
     options: SubscribeOptions,
 }
 
+/// Handles one message and acknowledges it; a dead letter that cannot be published
+/// leaves it unacknowledged, so the server sends it again on reconnect.
+async fn settle(subscription: Arc<Subscription>, publish: Publish) {
+    let Subscription {
+        broker,
+        client,
+        topic,
+        handler,
+        options,
+        ..
+    } = &*subscription;
+    let message = message_of(&publish);
+    if let Some(dead) = rmicro::broker::handle_with_retries(handler, topic, message, options).await
+        && let Err(err) = broker.publish(&dead_letter_topic(topic), dead).await
+    {
+        tracing::warn!(%topic, error = %err, "cannot publish a dead letter");
+        return;
+    }
+    if let Err(err) = client.ack(&publish).await {
+        tracing::warn!(%topic, error = %err, "cannot acknowledge");
+    }
+}
+
+/// Drives one subscription's connection — it never stops reading, so
+/// acknowledgements and keep-alives go out — and runs the handlers, up to the
+/// subscription's concurrency at once; messages beyond that wait their turn (the
+/// server's in-flight window bounds them).
 async fn subscribe_events(
     subscription: Subscription,
     mut events: EventLoop,
     early: Vec<Publish>,
     stop: Arc<tokio::sync::Notify>,
 ) {
+    let subscription = Arc::new(subscription);
     let Subscription {
-        broker,
         client,
         filter,
         topic,
-        handler,
         options,
-    } = subscription;
-    let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
-    let mut in_flight = tokio::task::JoinSet::new();
-    let mut early = early.into_iter();
+        ..
+    } = &*subscription;
+    let mut in_flight = InFlight::new(options.concurrency);
+    let mut waiting: VecDeque<Publish> = early.into();
     loop {
-        let event = match early.next() {
-            Some(publish) => Ok(Event::Incoming(Packet::Publish(publish))),
-            None => tokio::select! {
-                () = stop.notified() => break,
-                event = events.poll() => event,
-            },
+        while in_flight.has_room()
+            && let Some(publish) = waiting.pop_front()
+        {
+            in_flight.push(settle(Arc::clone(&subscription), publish));
+        }
+        let event = tokio::select! {
+            biased;
+            () = stop.notified() => break,
+            () = in_flight.progress() => continue,
+            event = events.poll() => event,
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack)))
@@ -336,39 +365,7 @@ async fn subscribe_events(
                     tracing::warn!(%topic, error = %err, "cannot subscribe");
                 }
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
-                // Keep polling the connection while handlers run, so acknowledgements
-                // go out at once; the server's in-flight window bounds these tasks.
-                while in_flight.try_join_next().is_some() {}
-                let permits = permits.clone();
-                let (broker, client, topic, handler, options) = (
-                    broker.clone(),
-                    client.clone(),
-                    topic.clone(),
-                    handler.clone(),
-                    options.clone(),
-                );
-                in_flight.spawn(async move {
-                    let Ok(permit) = permits.acquire_owned().await else {
-                        return;
-                    };
-                    let message = message_of(&publish);
-                    if let Some(dead) =
-                        rmicro::broker::handle_with_retries(&handler, &topic, message, &options)
-                            .await
-                        && let Err(err) = broker.publish(&dead_letter_topic(&topic), dead).await
-                    {
-                        // Unacknowledged: the server sends it again on reconnect.
-                        tracing::warn!(%topic, error = %err, "cannot publish a dead letter");
-                        drop(permit);
-                        return;
-                    }
-                    if let Err(err) = client.ack(&publish).await {
-                        tracing::warn!(%topic, error = %err, "cannot acknowledge");
-                    }
-                    drop(permit);
-                });
-            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => waiting.push_back(publish),
             Ok(_) => {}
             Err(err) => {
                 tracing::debug!(%topic, error = %err, "MQTT subscriber connection lost; reconnecting");
@@ -376,7 +373,18 @@ async fn subscribe_events(
             }
         }
     }
-    while in_flight.join_next().await.is_some() {}
+    // Let the handlers finish, still driving the connection so their
+    // acknowledgements go out.
+    while !in_flight.is_empty() {
+        tokio::select! {
+            () = in_flight.progress() => {}
+            event = events.poll() => {
+                if event.is_err() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
     let _ = client.disconnect().await;
     // Let the DISCONNECT go out.
     let _ = tokio::time::timeout(Duration::from_millis(500), events.poll()).await;

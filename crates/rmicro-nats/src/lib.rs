@@ -27,8 +27,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use rmicro::broker::{
-    Broker, BrokerError, Delivery, Handler, Message, Outcome, SubscribeOptions, Subscriber,
-    dead_letter_topic, process, redelivery_delay,
+    Broker, BrokerError, Delivery, Handler, InFlight, Message, Outcome, SubscribeOptions,
+    Subscriber, dead_letter_topic, process, redelivery_delay,
 };
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -54,6 +54,8 @@ struct Inner {
     mode: Mode,
     ack_wait: Duration,
     client: OnceCell<async_nats::Client>,
+    /// The JetStream context on `client`, made once.
+    jetstream: OnceCell<jetstream::Context>,
     streams: Mutex<HashSet<String>>,
 }
 
@@ -120,6 +122,7 @@ impl NatsBroker {
                 mode,
                 ack_wait: Duration::from_secs(30),
                 client: OnceCell::new(),
+                jetstream: OnceCell::new(),
                 streams: Mutex::new(HashSet::new()),
             }),
         }
@@ -134,6 +137,7 @@ impl NatsBroker {
                 mode: self.inner.mode,
                 ack_wait,
                 client: OnceCell::new(),
+                jetstream: OnceCell::new(),
                 streams: Mutex::new(HashSet::new()),
             }),
         }
@@ -167,7 +171,11 @@ impl NatsBroker {
     }
 
     async fn jetstream_context(&self) -> Result<jetstream::Context, BrokerError> {
-        Ok(jetstream::new(self.client().await?))
+        self.inner
+            .jetstream
+            .get_or_try_init(|| async { Ok(jetstream::new(self.client().await?)) })
+            .await
+            .cloned()
     }
 
     /// Creates `topic`'s stream unless this broker already did.
@@ -209,10 +217,13 @@ impl NatsBroker {
             self.ensure_stream(topic).await?;
         }
         let js = self.jetstream_context().await?;
-        let ack = js
-            .publish_with_headers(topic.to_owned(), headers_of(&message), message.body)
-            .await
-            .map_err(|e| self.failed(format!("publish to {topic}"), e))?;
+        let sent = if message.headers.is_empty() {
+            js.publish(topic.to_owned(), message.body).await
+        } else {
+            js.publish_with_headers(topic.to_owned(), headers_of(&message), message.body)
+                .await
+        };
+        let ack = sent.map_err(|e| self.failed(format!("publish to {topic}"), e))?;
         ack.await
             .map_err(|e| self.failed(format!("confirm a publish to {topic}"), e))?;
         Ok(())
@@ -250,14 +261,13 @@ impl NatsBroker {
         .map_err(|e| self.failed(format!("create a consumer on {topic}"), e))?;
         let consumer_name = consumer.cached_info().name.clone();
         let stop = Arc::new(tokio::sync::Notify::new());
-        let task = tokio::spawn(consume(
-            self.clone(),
-            consumer,
-            topic.to_owned(),
+        let handling = Arc::new(Handling {
+            broker: self.clone(),
+            topic: topic.to_owned(),
             handler,
-            options.clone(),
-            stop.clone(),
-        ));
+            options: options.clone(),
+        });
+        let task = tokio::spawn(consume(handling, consumer, stop.clone()));
         let me = self.clone();
         let ephemeral = durable.is_none();
         Ok(Subscriber::new(topic, options, move || async move {
@@ -287,14 +297,13 @@ impl NatsBroker {
         }
         .map_err(|e| self.failed(format!("subscribe to {topic}"), e))?;
         let stop = Arc::new(tokio::sync::Notify::new());
-        let task = tokio::spawn(consume_core(
-            self.clone(),
-            subscription,
-            topic.to_owned(),
+        let handling = Arc::new(Handling {
+            broker: self.clone(),
+            topic: topic.to_owned(),
             handler,
-            options.clone(),
-            stop.clone(),
-        ));
+            options: options.clone(),
+        });
+        let task = tokio::spawn(consume_core(handling, subscription, stop.clone()));
         Ok(Subscriber::new(topic, options, move || async move {
             stop.notify_one();
             let _ = task.await;
@@ -329,18 +338,23 @@ impl NatsBroker {
     }
 }
 
-/// Pulls messages for one subscription, handling up to `concurrency` at once, until
-/// unsubscribed; re-pulls after connection trouble.
-async fn consume(
+/// What one subscription's handler tasks share.
+struct Handling {
     broker: NatsBroker,
-    consumer: jetstream::consumer::Consumer<pull::Config>,
     topic: String,
     handler: Handler,
     options: SubscribeOptions,
+}
+
+/// Pulls messages for one subscription, handling up to `concurrency` at once, until
+/// unsubscribed; re-pulls after connection trouble.
+async fn consume(
+    handling: Arc<Handling>,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
     stop: Arc<tokio::sync::Notify>,
 ) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
-    let mut in_flight = tokio::task::JoinSet::new();
+    let Handling { topic, options, .. } = &*handling;
+    let mut in_flight = InFlight::new(options.concurrency);
     'outer: loop {
         let mut messages = tokio::select! {
             () = stop.notified() => break 'outer,
@@ -355,8 +369,10 @@ async fn consume(
         };
         loop {
             let next = tokio::select! {
+                biased;
                 () = stop.notified() => break 'outer,
-                next = messages.next() => next,
+                () = in_flight.progress() => continue,
+                next = messages.next(), if in_flight.has_room() => next,
             };
             let message = match next {
                 Some(Ok(message)) => message,
@@ -366,17 +382,14 @@ async fn consume(
                 }
                 None => continue 'outer,
             };
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break 'outer;
-            };
-            while in_flight.try_join_next().is_some() {}
-            let (broker, topic, handler, options) = (
-                broker.clone(),
-                topic.clone(),
-                handler.clone(),
-                options.clone(),
-            );
-            in_flight.spawn(async move {
+            let handling = Arc::clone(&handling);
+            in_flight.push(async move {
+                let Handling {
+                    broker,
+                    topic,
+                    handler,
+                    options,
+                } = &*handling;
                 let attempt = message
                     .info()
                     .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
@@ -386,11 +399,11 @@ async fn consume(
                     message_of(message.headers.as_ref(), message.payload.clone()),
                     attempt,
                 );
-                let ack = match process(&handler, delivery, &options).await {
+                let ack = match process(handler, delivery, options).await {
                     Outcome::Ack => AckKind::Ack,
                     Outcome::Retry(_) => AckKind::Nak(Some(redelivery_delay(attempt))),
                     Outcome::DeadLetter(dead) => {
-                        if broker.dead_letter(&topic, dead).await {
+                        if broker.dead_letter(topic, dead).await {
                             AckKind::Ack
                         } else {
                             AckKind::Nak(Some(redelivery_delay(attempt)))
@@ -400,53 +413,46 @@ async fn consume(
                 if let Err(err) = message.ack_with(ack).await {
                     tracing::warn!(%topic, error = %err, "cannot acknowledge; JetStream will redeliver");
                 }
-                drop(permit);
             });
         }
     }
     // Let the messages being handled finish and be acknowledged.
-    while in_flight.join_next().await.is_some() {}
+    in_flight.finish().await;
 }
 
 /// Core NATS: handles messages as they come; retries a failed one in-process.
 async fn consume_core(
-    broker: NatsBroker,
+    handling: Arc<Handling>,
     mut subscription: async_nats::Subscriber,
-    topic: String,
-    handler: Handler,
-    options: SubscribeOptions,
     stop: Arc<tokio::sync::Notify>,
 ) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
-    let mut in_flight = tokio::task::JoinSet::new();
+    let mut in_flight = InFlight::new(handling.options.concurrency);
     loop {
         let next = tokio::select! {
+            biased;
             () = stop.notified() => break,
-            next = subscription.next() => next,
+            () = in_flight.progress() => continue,
+            next = subscription.next(), if in_flight.has_room() => next,
         };
         let Some(message) = next else { break };
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        while in_flight.try_join_next().is_some() {}
-        let (broker, topic, handler, options) = (
-            broker.clone(),
-            topic.clone(),
-            handler.clone(),
-            options.clone(),
-        );
-        in_flight.spawn(async move {
+        let handling = Arc::clone(&handling);
+        in_flight.push(async move {
+            let Handling {
+                broker,
+                topic,
+                handler,
+                options,
+            } = &*handling;
             let body = message_of(message.headers.as_ref(), message.payload);
             if let Some(dead) =
-                rmicro::broker::handle_with_retries(&handler, &topic, body, &options).await
+                rmicro::broker::handle_with_retries(handler, topic, body, options).await
             {
-                broker.dead_letter(&topic, dead).await;
+                broker.dead_letter(topic, dead).await;
             }
-            drop(permit);
         });
     }
     let _ = subscription.unsubscribe().await;
-    while in_flight.join_next().await.is_some() {}
+    in_flight.finish().await;
 }
 
 impl Broker for NatsBroker {

@@ -21,8 +21,8 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use rmicro::broker::{
-    Broker, BrokerError, Delivery, Handler, Message, Outcome, SubscribeOptions, Subscriber,
-    dead_letter_topic, process, redelivery_delay,
+    Broker, BrokerError, Delivery, Handler, InFlight, Message, Outcome, SubscribeOptions,
+    Subscriber, dead_letter_topic, process, redelivery_delay,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -238,12 +238,13 @@ struct Consume {
 
 impl Consume {
     async fn run(mut self, stop: Arc<tokio::sync::Notify>) {
-        let permits = Arc::new(tokio::sync::Semaphore::new(self.options.concurrency.max(1)));
-        let mut in_flight = tokio::task::JoinSet::new();
+        let mut in_flight = InFlight::new(self.options.concurrency);
         loop {
             let next = tokio::select! {
+                biased;
                 () = stop.notified() => break,
-                next = self.consumer.next() => next,
+                () = in_flight.progress() => continue,
+                next = self.consumer.next(), if in_flight.has_room() => next,
             };
             let delivery = match next {
                 Some(Ok(delivery)) => delivery,
@@ -257,23 +258,16 @@ impl Consume {
                 }
                 None => break,
             };
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break;
-            };
-            while in_flight.try_join_next().is_some() {}
-            let (broker, topic, handler, options, shared) = (
+            in_flight.push(settle(
                 self.broker.clone(),
                 self.topic.clone(),
                 self.handler.clone(),
                 self.options.clone(),
                 self.shared,
-            );
-            in_flight.spawn(async move {
-                settle(broker, topic, handler, options, shared, delivery).await;
-                drop(permit);
-            });
+                delivery,
+            ));
         }
-        while in_flight.join_next().await.is_some() {}
+        in_flight.finish().await;
     }
 }
 

@@ -21,9 +21,10 @@ use redis::streams::{
     StreamAutoClaimReply, StreamClaimReply, StreamId, StreamPendingCountReply, StreamReadReply,
 };
 use rmicro::broker::{
-    Broker, BrokerError, Delivery, Handler, Message, Outcome, SubscribeOptions, Subscriber,
-    dead_letter_topic, process, redelivery_delay,
+    Broker, BrokerError, Delivery, Handler, InFlight, Message, Outcome, SubscribeOptions,
+    Subscriber, dead_letter_topic, process, redelivery_delay,
 };
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -47,31 +48,26 @@ pub struct RedisBroker {
     inner: Arc<Inner>,
 }
 
-fn field_bytes(value: &redis::Value) -> Option<Vec<u8>> {
+fn field_bytes(value: redis::Value) -> Option<Vec<u8>> {
     match value {
-        redis::Value::BulkString(bytes) => Some(bytes.clone()),
-        redis::Value::SimpleString(text) => Some(text.as_bytes().to_vec()),
+        redis::Value::BulkString(bytes) => Some(bytes),
+        redis::Value::SimpleString(text) => Some(text.into_bytes()),
         _ => None,
     }
 }
 
-/// Reads a stream entry back into a message.
-fn message_of(entry: &StreamId) -> Message {
-    let mut message = Message::new(
-        entry
-            .map
-            .get(BODY)
-            .and_then(field_bytes)
-            .unwrap_or_default(),
-    );
-    for (field, value) in &entry.map {
-        if let Some(name) = field.strip_prefix(HEADER_PREFIX)
+/// Reads a stream entry's fields back into a message (moving, not copying, them).
+fn message_of(fields: HashMap<String, redis::Value>) -> Message {
+    let mut message = Message::default();
+    for (field, value) in fields {
+        if field == BODY {
+            message.body = field_bytes(value).unwrap_or_default().into();
+        } else if let Some(name) = field.strip_prefix(HEADER_PREFIX)
             && let Some(bytes) = field_bytes(value)
         {
-            message.headers.insert(
-                name.to_owned(),
-                String::from_utf8_lossy(&bytes).into_owned(),
-            );
+            let value = String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            message.headers.insert(name.to_owned(), value);
         }
     }
     message
@@ -179,8 +175,8 @@ impl RedisBroker {
     }
 }
 
-/// One subscription's view: where to read and how to settle messages.
-#[derive(Clone)]
+/// One subscription's view: where to read and how to settle messages (shared by
+/// its handler tasks behind an `Arc`).
 struct Reader {
     broker: RedisBroker,
     topic: String,
@@ -211,28 +207,28 @@ impl Reader {
     }
 
     /// Queues `id` for the next batched `XACK`.
-    fn ack(&self, id: &str) {
+    fn ack(&self, id: String) {
         // If the acknowledger is gone the message stays pending and is claimed again.
-        let _ = self.acks.send(id.to_owned());
+        let _ = self.acks.send(id);
     }
 
     /// Handles one entry until it is acknowledged, dead-lettered, or left pending
     /// (connection trouble) for `XAUTOCLAIM`.
-    async fn handle(self, mut entry: StreamId, mut attempt: u32) {
-        let Ok(mut connection) = self.broker.shared().await else {
-            return;
-        };
+    async fn handle(self: Arc<Self>, entry: StreamId, mut attempt: u32) {
+        let StreamId { mut id, map, .. } = entry;
+        let mut fields = map;
         loop {
-            let delivery = Delivery::new(self.topic.clone(), message_of(&entry), attempt);
+            let message = message_of(std::mem::take(&mut fields));
+            let delivery = Delivery::new(self.topic.clone(), message, attempt);
             match process(&self.handler, delivery, &self.options).await {
-                Outcome::Ack => return self.ack(&entry.id),
+                Outcome::Ack => return self.ack(id),
                 Outcome::DeadLetter(dead) => {
                     match self
                         .broker
                         .publish(&dead_letter_topic(&self.topic), dead)
                         .await
                     {
-                        Ok(()) => return self.ack(&entry.id),
+                        Ok(()) => return self.ack(id),
                         Err(err) => {
                             tracing::warn!(topic = %self.topic, error = %err, "cannot publish a dead letter; the message stays pending");
                             return;
@@ -241,19 +237,22 @@ impl Reader {
                 }
                 Outcome::Retry(_) => {
                     tokio::time::sleep(redelivery_delay(attempt)).await;
+                    let Ok(mut connection) = self.broker.shared().await else {
+                        return;
+                    };
                     // XCLAIM to ourselves counts the redelivery in Redis.
                     let claimed: redis::RedisResult<StreamClaimReply> = redis::cmd("XCLAIM")
                         .arg(&self.topic)
                         .arg(&self.group)
                         .arg(&self.consumer)
                         .arg(0)
-                        .arg(&entry.id)
+                        .arg(&id)
                         .query_async(&mut connection)
                         .await;
                     match claimed.map(|r| r.ids.into_iter().next()) {
                         Ok(Some(again)) => {
-                            entry = again;
-                            attempt = self.deliveries(&mut connection, &entry.id).await;
+                            (id, fields) = (again.id, again.map);
+                            attempt = self.deliveries(&mut connection, &id).await;
                         }
                         // Gone (trimmed or acknowledged elsewhere) or Redis away:
                         // XAUTOCLAIM takes it up later if it is still pending.
@@ -291,11 +290,8 @@ async fn acknowledge(
 }
 
 /// Reads new messages and claims abandoned ones for one subscription until stopped.
-async fn consume(reader: Reader, stop: Arc<tokio::sync::Notify>) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(
-        reader.options.concurrency.max(1),
-    ));
-    let mut in_flight = tokio::task::JoinSet::new();
+async fn consume(reader: Arc<Reader>, stop: Arc<tokio::sync::Notify>) {
+    let mut in_flight = InFlight::new(reader.options.concurrency);
     let mut blocking: Option<ConnectionManager> = None;
     let mut last_claim = tokio::time::Instant::now();
     let mut claim_cursor = "0-0".to_owned();
@@ -349,11 +345,20 @@ async fn consume(reader: Reader, stop: Arc<tokio::sync::Notify>) {
             .arg("STREAMS")
             .arg(&reader.topic)
             .arg(">");
-        let read = read_command.query_async::<Option<StreamReadReply>>(connection);
-        let result = tokio::select! {
-            () = stop.notified() => break,
-            result = read => result,
+        // Handlers go on while the read waits.
+        let result = {
+            let read = read_command.query_async::<Option<StreamReadReply>>(connection);
+            tokio::pin!(read);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = stop.notified() => break None,
+                    () = in_flight.progress() => {}
+                    result = &mut read => break Some(result),
+                }
+            }
         };
+        let Some(result) = result else { break };
         match result {
             Ok(Some(reply)) => {
                 for key in reply.keys {
@@ -378,18 +383,12 @@ async fn consume(reader: Reader, stop: Arc<tokio::sync::Notify>) {
             }
         }
         for (entry, attempt) in batch {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break;
-            };
-            let reader = reader.clone();
-            in_flight.spawn(async move {
-                reader.handle(entry, attempt).await;
-                drop(permit);
-            });
+            in_flight
+                .push_when_room(Arc::clone(&reader).handle(entry, attempt))
+                .await;
         }
-        while in_flight.try_join_next().is_some() {}
     }
-    while in_flight.join_next().await.is_some() {}
+    in_flight.finish().await;
 }
 
 impl Broker for RedisBroker {
@@ -457,7 +456,7 @@ impl Broker for RedisBroker {
                 group.clone(),
                 ack_queue,
             ));
-            let reader = Reader {
+            let reader = Arc::new(Reader {
                 broker: self.clone(),
                 topic: topic.clone(),
                 group: group.clone(),
@@ -465,7 +464,7 @@ impl Broker for RedisBroker {
                 handler,
                 options: options.clone(),
                 acks,
-            };
+            });
             let stop = Arc::new(tokio::sync::Notify::new());
             let stop_handle = stop.clone();
             let task = tokio::spawn(async move {

@@ -13,11 +13,13 @@
 //! codec and fills the standard headers.
 
 mod http;
+mod in_flight;
 mod memory;
 pub mod testing;
 pub mod typed;
 
 pub use http::HttpBroker;
+pub use in_flight::InFlight;
 pub use memory::MemoryBroker;
 
 use bytes::Bytes;
@@ -224,7 +226,9 @@ pub enum Outcome {
 pub async fn process(handler: &Handler, delivery: Delivery, options: &SubscribeOptions) -> Outcome {
     let attempt = delivery.attempt;
     let topic = delivery.topic.clone();
-    let message = delivery.message.clone();
+    // Only a last attempt can need the message afterwards (as the dead letter).
+    let last = attempt >= options.max_deliveries;
+    let message = last.then(|| delivery.message.clone());
     let acked = delivery.acked.clone();
     let run = std::panic::AssertUnwindSafe(handler(delivery));
     let result = match futures_util::FutureExt::catch_unwind(run).await {
@@ -239,8 +243,7 @@ pub async fn process(handler: &Handler, delivery: Delivery, options: &SubscribeO
         Ok(()) => "the handler returned without acknowledging (manual ack)".to_owned(),
         Err(err) => err.detail.clone(),
     };
-    if attempt >= options.max_deliveries {
-        let mut dead = message;
+    if let Some(mut dead) = message {
         dead.headers.insert(ERROR.into(), error);
         dead.headers.insert(ORIGINAL_TOPIC.into(), topic);
         dead.headers.insert(DELIVERIES.into(), attempt.to_string());
