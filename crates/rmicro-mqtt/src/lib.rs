@@ -14,7 +14,7 @@
 use futures_util::future::BoxFuture;
 use rmicro::broker::{
     Broker, BrokerError, Handler, InFlight, Message, SubscribeOptions, Subscriber,
-    dead_letter_topic,
+    dead_letter_topic, init_once,
 };
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
@@ -168,36 +168,35 @@ impl MqttBroker {
     }
 
     async fn publisher(&self) -> Result<&Publisher, BrokerError> {
-        self.inner
-            .publisher
-            .get_or_try_init(|| async {
-                // A persistent session: publishes in flight when the connection
-                // breaks are sent again with their packet ids.
-                let options = self.options(format!("{}-pub", self.inner.client_id), true);
-                let (client, mut events) = AsyncClient::new(options, 1024);
-                // Connect now, so a wrong address fails here with a sentence.
-                match tokio::time::timeout(Duration::from_secs(5), events.poll()).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(err)) => return Err(self.failed("connect", err)),
-                    Err(_) => return Err(self.failed("connect", "no answer within 5 s")),
-                }
-                let queued: Waiters = Arc::default();
-                let reconnected = Arc::default();
-                let task = tokio::spawn(publish_events(
-                    events,
-                    queued.clone(),
-                    Arc::clone(&reconnected),
-                ));
-                Ok(Publisher {
-                    client,
-                    queued,
-                    sending: tokio::sync::Mutex::new(()),
-                    reconnected,
-                    task,
-                })
+        init_once(&self.inner.publisher, || async {
+            // A persistent session: publishes in flight when the connection
+            // breaks are sent again with their packet ids.
+            let options = self.options(format!("{}-pub", self.inner.client_id), true);
+            let (client, mut events) = AsyncClient::new(options, 1024);
+            // Connect now, so a wrong address fails here with a sentence.
+            match tokio::time::timeout(Duration::from_secs(5), events.poll()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => return Err(self.failed("connect", err)),
+                Err(_) => return Err(self.failed("connect", "no answer within 5 s")),
+            }
+            let queued: Waiters = Arc::default();
+            let reconnected = Arc::default();
+            let task = tokio::spawn(publish_events(
+                events,
+                queued.clone(),
+                Arc::clone(&reconnected),
+            ));
+            Ok(Publisher {
+                client,
+                queued,
+                sending: tokio::sync::Mutex::new(()),
+                reconnected,
+                task,
             })
-            .await
+        })
+        .await
     }
+
     /// Sends one QoS 1 publish and waits for its PUBACK.
     async fn publish_once(
         &self,

@@ -28,7 +28,7 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use rmicro::broker::{
     Broker, BrokerError, Delivery, Handler, InFlight, Message, Outcome, SubscribeOptions,
-    Subscriber, dead_letter_topic, process, redelivery_delay,
+    Subscriber, dead_letter_topic, init_once, process, redelivery_delay,
 };
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -148,34 +148,32 @@ impl NatsBroker {
     }
 
     async fn client(&self) -> Result<async_nats::Client, BrokerError> {
-        let client = self
-            .inner
-            .client
-            .get_or_try_init(|| async {
-                let servers: Vec<async_nats::ServerAddr> = self
-                    .inner
-                    .address
-                    .split(',')
-                    .map(|a| a.trim().parse())
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| self.failed("parse the address", e))?;
-                async_nats::ConnectOptions::new()
-                    .name("rmicro")
-                    .connection_timeout(Duration::from_secs(5))
-                    .connect(servers)
-                    .await
-                    .map_err(|e| self.failed("connect", e))
-            })
-            .await?;
+        let client = init_once(&self.inner.client, || async {
+            let servers: Vec<async_nats::ServerAddr> = self
+                .inner
+                .address
+                .split(',')
+                .map(|a| a.trim().parse())
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.failed("parse the address", e))?;
+            async_nats::ConnectOptions::new()
+                .name("rmicro")
+                .connection_timeout(Duration::from_secs(5))
+                .connect(servers)
+                .await
+                .map_err(|e| self.failed("connect", e))
+        })
+        .await?;
         Ok(client.clone())
     }
 
+    /// The JetStream context, made once (making one starts a task).
     async fn jetstream_context(&self) -> Result<jetstream::Context, BrokerError> {
-        self.inner
-            .jetstream
-            .get_or_try_init(|| async { Ok(jetstream::new(self.client().await?)) })
-            .await
-            .cloned()
+        init_once(&self.inner.jetstream, || async {
+            Ok(jetstream::new(self.client().await?))
+        })
+        .await
+        .cloned()
     }
 
     /// Creates `topic`'s stream unless this broker already did.
@@ -214,7 +212,9 @@ impl NatsBroker {
             .map(|s| s.contains(topic))
             .unwrap_or(false);
         if !known {
-            self.ensure_stream(topic).await?;
+            // Boxed: creating a stream is a large future, and inline it would make
+            // every publish allocate and move it.
+            Box::pin(self.ensure_stream(topic)).await?;
         }
         let js = self.jetstream_context().await?;
         let sent = if message.headers.is_empty() {
@@ -346,6 +346,48 @@ struct Handling {
     options: SubscribeOptions,
 }
 
+impl Handling {
+    /// Handles one JetStream message and acknowledges it, asks for it again later,
+    /// or dead-letters it.
+    async fn settle(self: Arc<Self>, message: jetstream::Message) {
+        let topic = &self.topic;
+        let attempt = message
+            .info()
+            .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
+            .unwrap_or(1);
+        let delivery = Delivery::new(
+            topic.clone(),
+            message_of(message.headers.as_ref(), message.payload.clone()),
+            attempt,
+        );
+        let ack = match process(&self.handler, delivery, &self.options).await {
+            Outcome::Ack => AckKind::Ack,
+            Outcome::Retry(_) => AckKind::Nak(Some(redelivery_delay(attempt))),
+            Outcome::DeadLetter(dead) => {
+                if self.broker.dead_letter(topic, dead).await {
+                    AckKind::Ack
+                } else {
+                    AckKind::Nak(Some(redelivery_delay(attempt)))
+                }
+            }
+        };
+        if let Err(err) = message.ack_with(ack).await {
+            tracing::warn!(%topic, error = %err, "cannot acknowledge; JetStream will redeliver");
+        }
+    }
+
+    /// Handles one core-NATS message, retrying in this process, then dead-lettering.
+    async fn settle_core(self: Arc<Self>, message: async_nats::Message) {
+        let body = message_of(message.headers.as_ref(), message.payload);
+        if let Some(dead) =
+            rmicro::broker::handle_with_retries(&self.handler, &self.topic, body, &self.options)
+                .await
+        {
+            self.broker.dead_letter(&self.topic, dead).await;
+        }
+    }
+}
+
 /// Pulls messages for one subscription, handling up to `concurrency` at once, until
 /// unsubscribed; re-pulls after connection trouble.
 async fn consume(
@@ -382,38 +424,7 @@ async fn consume(
                 }
                 None => continue 'outer,
             };
-            let handling = Arc::clone(&handling);
-            in_flight.push(async move {
-                let Handling {
-                    broker,
-                    topic,
-                    handler,
-                    options,
-                } = &*handling;
-                let attempt = message
-                    .info()
-                    .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
-                    .unwrap_or(1);
-                let delivery = Delivery::new(
-                    topic.clone(),
-                    message_of(message.headers.as_ref(), message.payload.clone()),
-                    attempt,
-                );
-                let ack = match process(handler, delivery, options).await {
-                    Outcome::Ack => AckKind::Ack,
-                    Outcome::Retry(_) => AckKind::Nak(Some(redelivery_delay(attempt))),
-                    Outcome::DeadLetter(dead) => {
-                        if broker.dead_letter(topic, dead).await {
-                            AckKind::Ack
-                        } else {
-                            AckKind::Nak(Some(redelivery_delay(attempt)))
-                        }
-                    }
-                };
-                if let Err(err) = message.ack_with(ack).await {
-                    tracing::warn!(%topic, error = %err, "cannot acknowledge; JetStream will redeliver");
-                }
-            });
+            in_flight.push(Arc::clone(&handling).settle(message));
         }
     }
     // Let the messages being handled finish and be acknowledged.
@@ -435,21 +446,7 @@ async fn consume_core(
             next = subscription.next(), if in_flight.has_room() => next,
         };
         let Some(message) = next else { break };
-        let handling = Arc::clone(&handling);
-        in_flight.push(async move {
-            let Handling {
-                broker,
-                topic,
-                handler,
-                options,
-            } = &*handling;
-            let body = message_of(message.headers.as_ref(), message.payload);
-            if let Some(dead) =
-                rmicro::broker::handle_with_retries(handler, topic, body, options).await
-            {
-                broker.dead_letter(topic, dead).await;
-            }
-        });
+        in_flight.push(Arc::clone(&handling).settle_core(message));
     }
     let _ = subscription.unsubscribe().await;
     in_flight.finish().await;

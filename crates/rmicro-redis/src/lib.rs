@@ -22,7 +22,7 @@ use redis::streams::{
 };
 use rmicro::broker::{
     Broker, BrokerError, Delivery, Handler, InFlight, Message, Outcome, SubscribeOptions,
-    Subscriber, dead_letter_topic, process, redelivery_delay,
+    Subscriber, dead_letter_topic, init_once, process, redelivery_delay,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -134,9 +134,7 @@ impl RedisBroker {
     }
 
     async fn shared(&self) -> Result<ConnectionManager, BrokerError> {
-        self.inner
-            .shared
-            .get_or_try_init(|| self.manager(false))
+        init_once(&self.inner.shared, || self.manager(false))
             .await
             .cloned()
     }

@@ -221,6 +221,21 @@ pub enum Outcome {
     DeadLetter(Message),
 }
 
+/// The value in `cell`, made by `init` on first use (one caller makes it; a failed
+/// attempt leaves the cell empty for the next). For backends' lazily opened
+/// connections: the already-made case is a plain read, and `init` — connecting,
+/// often a large future — is boxed, so every publish does not carry it.
+pub async fn init_once<T, E, F, Fut>(cell: &tokio::sync::OnceCell<T>, init: F) -> Result<&T, E>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    if let Some(value) = cell.get() {
+        return Ok(value);
+    }
+    Box::pin(cell.get_or_try_init(init)).await
+}
+
 /// Runs `handler` on `delivery` and decides what the backend must do, the same for
 /// every backend. A handler that panics counts as a failure.
 pub async fn process(handler: &Handler, delivery: Delivery, options: &SubscribeOptions) -> Outcome {
