@@ -334,6 +334,9 @@ async fn subscribe_events(
     } = &*subscription;
     let mut in_flight = InFlight::new(options.concurrency);
     let mut waiting: VecDeque<Publish> = early.into();
+    // One waiter for the whole loop (a new one per message costs two locks).
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
     loop {
         while in_flight.has_room()
             && let Some(publish) = waiting.pop_front()
@@ -342,7 +345,7 @@ async fn subscribe_events(
         }
         let event = tokio::select! {
             biased;
-            () = stop.notified() => break,
+            () = &mut stopped => break,
             () = in_flight.progress() => continue,
             event = events.poll() => event,
         };

@@ -168,12 +168,11 @@ impl NatsBroker {
     }
 
     /// The JetStream context, made once (making one starts a task).
-    async fn jetstream_context(&self) -> Result<jetstream::Context, BrokerError> {
+    async fn jetstream_context(&self) -> Result<&jetstream::Context, BrokerError> {
         init_once(&self.inner.jetstream, || async {
             Ok(jetstream::new(self.client().await?))
         })
         .await
-        .cloned()
     }
 
     /// Creates `topic`'s stream unless this broker already did.
@@ -346,15 +345,28 @@ struct Handling {
     options: SubscribeOptions,
 }
 
+/// How many times JetStream has delivered a message, read from its `$JS.ACK.`
+/// reply subject (both forms of ADR-15: `<stream>.<consumer>.<delivered>.…`, and
+/// with `<domain>.<account hash>.` in front) without parsing the rest; 1 when the
+/// subject does not say.
+fn delivered(reply: Option<&str>) -> u32 {
+    let Some(tokens) = reply.and_then(|reply| reply.strip_prefix("$JS.ACK.")) else {
+        return 1;
+    };
+    let index = if tokens.split('.').count() >= 9 { 4 } else { 2 };
+    tokens
+        .split('.')
+        .nth(index)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
 impl Handling {
     /// Handles one JetStream message and acknowledges it, asks for it again later,
     /// or dead-letters it.
     async fn settle(self: Arc<Self>, message: jetstream::Message) {
         let topic = &self.topic;
-        let attempt = message
-            .info()
-            .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
-            .unwrap_or(1);
+        let attempt = delivered(message.reply.as_ref().map(|r| r.as_str()));
         let delivery = Delivery::new(
             topic.clone(),
             message_of(message.headers.as_ref(), message.payload.clone()),
@@ -397,9 +409,12 @@ async fn consume(
 ) {
     let Handling { topic, options, .. } = &*handling;
     let mut in_flight = InFlight::new(options.concurrency);
+    // One waiter for the whole loop (a new one per message costs two locks).
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
     'outer: loop {
         let mut messages = tokio::select! {
-            () = stop.notified() => break 'outer,
+            () = &mut stopped => break 'outer,
             messages = consumer.messages() => match messages {
                 Ok(messages) => messages,
                 Err(err) => {
@@ -412,7 +427,7 @@ async fn consume(
         loop {
             let next = tokio::select! {
                 biased;
-                () = stop.notified() => break 'outer,
+                () = &mut stopped => break 'outer,
                 () = in_flight.progress() => continue,
                 next = messages.next(), if in_flight.has_room() => next,
             };
@@ -438,10 +453,13 @@ async fn consume_core(
     stop: Arc<tokio::sync::Notify>,
 ) {
     let mut in_flight = InFlight::new(handling.options.concurrency);
+    // One waiter for the whole loop (a new one per message costs two locks).
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
     loop {
         let next = tokio::select! {
             biased;
-            () = stop.notified() => break,
+            () = &mut stopped => break,
             () = in_flight.progress() => continue,
             next = subscription.next(), if in_flight.has_room() => next,
         };
@@ -547,4 +565,30 @@ pub fn install() {
     rmicro::broker::install("nats-core", |address| {
         Ok(Arc::new(from_address(address, Mode::Core)?))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::delivered;
+
+    #[test]
+    fn the_delivery_count_comes_from_either_reply_subject_form() {
+        // <stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<timestamp>.<pending>
+        assert_eq!(
+            delivered(Some(
+                "$JS.ACK.RMICRO_orders.workers.3.120.118.1700000000000000000.5"
+            )),
+            3
+        );
+        // <domain>.<account hash>.<stream>.<consumer>.<delivered>.… .<random>
+        assert_eq!(
+            delivered(Some(
+                "$JS.ACK.hub.ACCHASH.RMICRO_orders.workers.7.120.118.1700000000000000000.5.xyz"
+            )),
+            7
+        );
+        assert_eq!(delivered(Some("_INBOX.abc")), 1);
+        assert_eq!(delivered(Some("$JS.ACK.s.c.notanumber.1.1.1.0")), 1);
+        assert_eq!(delivered(None), 1);
+    }
 }

@@ -239,10 +239,13 @@ struct Consume {
 impl Consume {
     async fn run(mut self, stop: Arc<tokio::sync::Notify>) {
         let mut in_flight = InFlight::new(self.options.concurrency);
+        // One waiter for the whole loop (a new one per message costs two locks).
+        let stopped = stop.notified();
+        tokio::pin!(stopped);
         loop {
             let next = tokio::select! {
                 biased;
-                () = stop.notified() => break,
+                () = &mut stopped => break,
                 () = in_flight.progress() => continue,
                 next = self.consumer.next(), if in_flight.has_room() => next,
             };
