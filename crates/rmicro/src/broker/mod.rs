@@ -89,7 +89,9 @@ pub struct SubscribeOptions {
     /// Acknowledge when the handler returns `Ok` (default). When false, the handler
     /// must call [`Delivery::ack`]; returning without it redelivers the message.
     pub auto_ack: bool,
-    /// How many messages one subscriber handles at once (default 1).
+    /// How many messages one subscriber handles at once (default 1). The server
+    /// backends run these on the subscription's own task ([`InFlight`]): they
+    /// overlap while waiting on I/O; heavy CPU work belongs in `spawn_blocking`.
     pub concurrency: usize,
     /// Attempts before a failing message goes to `<topic>.dlq` (default 5).
     pub max_deliveries: u32,
