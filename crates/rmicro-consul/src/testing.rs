@@ -150,10 +150,7 @@ struct Inner {
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
-        match self.state.lock() {
-            Ok(state) => state,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        rmicro::sync::lock(&self.state)
     }
 
     /// Runs `change` on the state and wakes blocking queries if it bumped the index.

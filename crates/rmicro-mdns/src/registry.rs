@@ -11,10 +11,11 @@ use rmicro::registry::{
     Endpoint, Node, Registry, RegistryError, Service, Watcher, compact, merge_by_version,
     watch_snapshots,
 };
+use rmicro::sync::lock;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::broadcast;
@@ -92,13 +93,6 @@ impl Drop for Shared {
 #[derive(Clone)]
 pub struct MdnsRegistry {
     shared: Arc<Shared>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 impl Default for MdnsRegistry {

@@ -16,6 +16,7 @@ use rmicro::broker::{
     Broker, BrokerError, Handler, InFlight, Message, SubscribeOptions, Subscriber,
     dead_letter_topic, init_once,
 };
+use rmicro::sync::lock;
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, Publish, PublishProperties};
@@ -86,13 +87,6 @@ impl Drop for Publisher {
 #[derive(Clone)]
 pub struct MqttBroker {
     inner: Arc<Inner>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 fn message_of(publish: &Publish) -> Message {

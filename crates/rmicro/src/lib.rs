@@ -28,6 +28,7 @@ pub mod registry;
 pub mod selector;
 pub mod server;
 mod service;
+pub mod sync;
 pub mod testing;
 pub mod transport;
 pub mod wrapper;

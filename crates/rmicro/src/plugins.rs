@@ -33,26 +33,17 @@ impl<F: Copy + 'static> Plugins<F> {
 
     /// Adds (or replaces) `name`.
     pub(crate) fn install(&self, name: &str, factory: F) {
-        let mut table = match self.table().write() {
-            Ok(table) => table,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut table = crate::sync::write(self.table());
         table.insert(name.to_owned(), factory);
     }
 
     /// The factory called `name`.
     pub(crate) fn get(&self, name: &str) -> Option<F> {
-        match self.table().read() {
-            Ok(table) => table.get(name).copied(),
-            Err(poisoned) => poisoned.into_inner().get(name).copied(),
-        }
+        crate::sync::read(self.table()).get(name).copied()
     }
 
     /// Every name, sorted.
     pub(crate) fn names(&self) -> Vec<String> {
-        match self.table().read() {
-            Ok(table) => table.keys().cloned().collect(),
-            Err(poisoned) => poisoned.into_inner().keys().cloned().collect(),
-        }
+        crate::sync::read(self.table()).keys().cloned().collect()
     }
 }

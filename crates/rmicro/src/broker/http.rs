@@ -9,6 +9,7 @@ use super::{
     handle_with_retries,
 };
 use crate::registry::{Node, Registration, Service, SharedRegistry};
+use crate::sync::lock;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Full, Limited};
@@ -90,13 +91,6 @@ impl Drop for Inner {
 #[derive(Clone)]
 pub struct HttpBroker {
     inner: Arc<Inner>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 impl HttpBroker {

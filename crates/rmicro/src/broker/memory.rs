@@ -38,10 +38,7 @@ impl MemoryBroker {
     }
 
     fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-        match state.lock() {
-            Ok(state) => state,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::sync::lock(state)
     }
 
     /// Hands `delivery` to every plain subscriber and one member of each group.

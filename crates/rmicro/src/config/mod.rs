@@ -472,10 +472,7 @@ impl Config {
     }
 
     fn layers(&self) -> std::sync::MutexGuard<'_, Vec<Layer>> {
-        match self.inner.layers.lock() {
-            Ok(layers) => layers,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::sync::lock(&self.inner.layers)
     }
 
     /// Rebuilds the merged tree from the layers and publishes it in one step.

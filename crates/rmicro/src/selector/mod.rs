@@ -163,10 +163,7 @@ impl Selector {
         {
             return cache.clone();
         }
-        let mut caches = match self.caches.write() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut caches = crate::sync::write(&self.caches);
         caches
             .entry(service.to_owned())
             .or_insert_with(|| Arc::new(NodeCache::new(service, self.registry.clone())))
