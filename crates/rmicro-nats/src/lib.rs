@@ -116,11 +116,15 @@ impl NatsBroker {
     }
 
     fn new(address: &str, mode: Mode) -> Self {
+        Self::with(address, mode, Duration::from_secs(30))
+    }
+
+    fn with(address: &str, mode: Mode, ack_wait: Duration) -> Self {
         NatsBroker {
             inner: Arc::new(Inner {
                 address: address.to_owned(),
                 mode,
-                ack_wait: Duration::from_secs(30),
+                ack_wait,
                 client: OnceCell::new(),
                 jetstream: OnceCell::new(),
                 streams: Mutex::new(HashSet::new()),
@@ -131,16 +135,7 @@ impl NatsBroker {
     /// How long JetStream waits for an ack before redelivering (default 30 s);
     /// bounds how long a dead subscriber's messages wait.
     pub fn with_ack_wait(self, ack_wait: Duration) -> Self {
-        NatsBroker {
-            inner: Arc::new(Inner {
-                address: self.inner.address.clone(),
-                mode: self.inner.mode,
-                ack_wait,
-                client: OnceCell::new(),
-                jetstream: OnceCell::new(),
-                streams: Mutex::new(HashSet::new()),
-            }),
-        }
+        Self::with(&self.inner.address, self.inner.mode, ack_wait)
     }
 
     fn failed(&self, operation: impl Into<String>, detail: impl std::fmt::Display) -> BrokerError {

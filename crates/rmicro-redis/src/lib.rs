@@ -213,8 +213,11 @@ impl Reader {
     /// Handles one entry until it is acknowledged, dead-lettered, or left pending
     /// (connection trouble) for `XAUTOCLAIM`.
     async fn handle(self: Arc<Self>, entry: StreamId, mut attempt: u32) {
-        let StreamId { mut id, map, .. } = entry;
-        let mut fields = map;
+        let StreamId {
+            mut id,
+            map: mut fields,
+            ..
+        } = entry;
         loop {
             let message = message_of(std::mem::take(&mut fields));
             let delivery = Delivery::new(self.topic.clone(), message, attempt);
@@ -293,6 +296,9 @@ async fn consume(reader: Arc<Reader>, stop: Arc<tokio::sync::Notify>) {
     let mut blocking: Option<ConnectionManager> = None;
     let mut last_claim = tokio::time::Instant::now();
     let mut claim_cursor = "0-0".to_owned();
+    // One waiter for the whole loop (a new one per handler run costs two locks).
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
     loop {
         let connection = match &mut blocking {
             Some(connection) => connection,
@@ -301,7 +307,7 @@ async fn consume(reader: Arc<Reader>, stop: Arc<tokio::sync::Notify>) {
                 Err(err) => {
                     tracing::warn!(topic = %reader.topic, error = %err, "cannot reach Redis; retrying");
                     tokio::select! {
-                        () = stop.notified() => break,
+                        () = &mut stopped => break,
                         () = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     }
                 }
@@ -350,7 +356,7 @@ async fn consume(reader: Arc<Reader>, stop: Arc<tokio::sync::Notify>) {
             loop {
                 tokio::select! {
                     biased;
-                    () = stop.notified() => break None,
+                    () = &mut stopped => break None,
                     () = in_flight.progress() => {}
                     result = &mut read => break Some(result),
                 }
