@@ -145,9 +145,7 @@ impl ConsulRegistry {
             )
             .await
             .map_err(|e| self.failed("register a service", e))?;
-        if let Ok(mut registered) = self.registered.lock() {
-            registered.insert(node.id.clone(), body);
-        }
+        rmicro::sync::lock(&self.registered).insert(node.id.clone(), body);
         Ok(())
     }
 
@@ -496,9 +494,7 @@ impl Registry for ConsulRegistry {
         let service = service.clone();
         async move {
             for node in &service.nodes {
-                if let Ok(mut registered) = self.registered.lock() {
-                    registered.remove(&node.id);
-                }
+                rmicro::sync::lock(&self.registered).remove(&node.id);
                 let path = format!("/v1/agent/service/deregister/{}", segment(&node.id));
                 match self.client.put(&path, None).await {
                     Ok(_) => {}

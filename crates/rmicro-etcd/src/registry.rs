@@ -88,13 +88,11 @@ impl EtcdRegistry {
     }
 
     fn remember(&self, key: String, lease: Lease) {
-        if let Ok(mut leases) = self.leases.lock() {
-            leases.insert(key, lease);
-        }
+        rmicro::sync::lock(&self.leases).insert(key, lease);
     }
 
     fn forget(&self, key: &str) -> Option<Lease> {
-        self.leases.lock().ok()?.remove(key)
+        rmicro::sync::lock(&self.leases).remove(key)
     }
 
     async fn register_node(

@@ -77,9 +77,7 @@ struct Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        if let Ok(mut task) = self.responder.lock()
-            && let Some(task) = task.take()
-        {
+        if let Some(task) = lock(&self.responder).take() {
             task.abort();
         }
     }

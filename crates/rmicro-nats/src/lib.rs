@@ -192,19 +192,12 @@ impl NatsBroker {
             })
             .await
             .map_err(|e| self.failed(format!("create stream {name}"), e))?;
-        if let Ok(mut streams) = self.inner.streams.lock() {
-            streams.insert(topic.to_owned());
-        }
+        rmicro::sync::lock(&self.inner.streams).insert(topic.to_owned());
         Ok(stream)
     }
 
     async fn publish_jetstream(&self, topic: &str, message: Message) -> Result<(), BrokerError> {
-        let known = self
-            .inner
-            .streams
-            .lock()
-            .map(|s| s.contains(topic))
-            .unwrap_or(false);
+        let known = rmicro::sync::lock(&self.inner.streams).contains(topic);
         if !known {
             // Boxed: creating a stream is a large future, and inline it would make
             // every publish allocate and move it.
@@ -314,9 +307,7 @@ impl NatsBroker {
             Err(err) if err.to_string().contains("not found") => {}
             Err(err) => return Err(self.failed(format!("delete stream {name}"), err)),
         }
-        if let Ok(mut streams) = self.inner.streams.lock() {
-            streams.remove(topic);
-        }
+        rmicro::sync::lock(&self.inner.streams).remove(topic);
         Ok(())
     }
 

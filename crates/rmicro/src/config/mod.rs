@@ -269,10 +269,8 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Ok(tasks) = self.tasks.lock() {
-            for task in tasks.iter() {
-                task.abort();
-            }
+        for task in crate::sync::lock(&self.tasks).iter() {
+            task.abort();
         }
     }
 }
@@ -389,9 +387,7 @@ impl ConfigBuilder {
             })
             .collect();
         let config = Config::from_layers(layers, self.ready_timeout);
-        if let Ok(mut pending) = config.inner.pending.lock() {
-            *pending = self.sources;
-        }
+        *crate::sync::lock(&config.inner.pending) = self.sources;
         if tokio::runtime::Handle::try_current().is_ok() {
             config.spawn_loaders();
         }
@@ -465,9 +461,7 @@ impl Config {
         };
         for (index, source) in sources.into_iter().enumerate() {
             let task = tokio::spawn(follow(Arc::downgrade(&self.inner), index, source));
-            if let Ok(mut tasks) = self.inner.tasks.lock() {
-                tasks.push(task);
-            }
+            crate::sync::lock(&self.inner.tasks).push(task);
         }
     }
 

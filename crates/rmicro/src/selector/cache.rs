@@ -127,9 +127,7 @@ pub(crate) struct NodeCache {
 
 impl Drop for NodeCache {
     fn drop(&mut self) {
-        if let Ok(mut watch) = self.watch.lock()
-            && let Some(task) = watch.take()
-        {
+        if let Some(task) = crate::sync::lock(&self.watch).take() {
             task.abort();
         }
     }
@@ -172,9 +170,7 @@ impl NodeCache {
             self.registry.clone(),
             self.name.clone(),
         ));
-        if let Ok(mut watch) = self.watch.lock() {
-            *watch = Some(task);
-        }
+        *crate::sync::lock(&self.watch) = Some(task);
         self.loaded.store(true, Ordering::Release);
         Ok(())
     }
