@@ -117,6 +117,7 @@ where
 
 /// rmicro's side: one queue-group subscriber, publishers through `broker`.
 async fn rmicro_side(
+    backend: &str,
     broker: rmicro::broker::SharedBroker,
     args: &BrokerArgs,
 ) -> anyhow::Result<Side> {
@@ -147,7 +148,33 @@ async fn rmicro_side(
     let (arrived, last) = wait_for(&consumed, args.messages).await;
     let elapsed = last.duration_since(started);
     subscriber.unsubscribe().await;
+    remove_topic(backend, &topic).await?;
     Ok(rate(args, arrived, elapsed))
+}
+
+/// Deletes what the rmicro side left on the server for `topic` (a JetStream stream,
+/// a Redis stream, a quorum queue), as the own-client sides do, so that repeated
+/// runs do not pile up data on the machine's servers.
+async fn remove_topic(backend: &str, topic: &str) -> anyhow::Result<()> {
+    match backend {
+        "nats" => {
+            rmicro_nats::NatsBroker::jetstream(rmicro_nats::DEFAULT_ADDRESS)
+                .delete_topic(topic)
+                .await?
+        }
+        "redis" => {
+            rmicro_redis::RedisBroker::new(rmicro_redis::DEFAULT_ADDRESS)?
+                .delete_topic(topic)
+                .await?
+        }
+        "rabbitmq" => {
+            rmicro_rabbitmq::RabbitBroker::new(rmicro_rabbitmq::DEFAULT_ADDRESS)?
+                .delete_queue(topic, "bench")
+                .await?
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 async fn raw_nats(args: &BrokerArgs) -> anyhow::Result<Side> {
@@ -488,7 +515,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
             for is_rmicro in order {
                 let cpu_before = cpu_time();
                 let result = if is_rmicro {
-                    rmicro_side(broker.clone(), &args).await?
+                    rmicro_side(backend, broker.clone(), &args).await?
                 } else {
                     raw(backend, &args).await?
                 };

@@ -18,10 +18,11 @@ fn rmicro(args: &[&str]) -> Output {
         .expect("rmicro runs")
 }
 
-/// A `rmicro subscribe` process and the lines it prints.
+/// A `rmicro subscribe` process, the lines it prints, and what it says on stderr.
 struct Subscriber {
     child: Child,
     lines: Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Subscriber {
@@ -43,10 +44,19 @@ impl Subscriber {
             .args(args)
             .env_remove("MICRO_BROKER")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("subscriber starts");
         let stdout = child.stdout.take().expect("stdout");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (mut errors, sink) = (child.stderr.take().expect("stderr"), stderr.clone());
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut errors, &mut text);
+            if let Ok(mut sink) = sink.lock() {
+                *sink = text;
+            }
+        });
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -55,7 +65,22 @@ impl Subscriber {
                 }
             }
         });
-        Subscriber { child, lines }
+        Subscriber {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// Whether the process still runs, and what it wrote to stderr (once it ended).
+    fn state(&mut self) -> String {
+        let status = match self.child.try_wait() {
+            Ok(Some(status)) => format!("exited: {status}"),
+            Ok(None) => "still running".to_owned(),
+            Err(err) => format!("cannot tell: {err}"),
+        };
+        let stderr = self.stderr.lock().map(|s| s.clone()).unwrap_or_default();
+        format!("subscriber {status}; stderr: {stderr}")
     }
 
     /// The `n` fields of every line received so far.
@@ -79,7 +104,7 @@ impl Drop for Subscriber {
 /// see every message the first did not acknowledge. Returns (total, first, second).
 async fn kill_mid_stream(broker_name: &str, address: &str, topic: &str) -> (u64, usize, usize) {
     let broker = rmicro::broker::from_flags(broker_name, Some(address)).expect("broker");
-    let first = Subscriber::start(topic, broker_name, address);
+    let mut first = Subscriber::start(topic, broker_name, address);
     // Probe until the group exists and delivers.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen_first = Vec::new();
@@ -87,7 +112,8 @@ async fn kill_mid_stream(broker_name: &str, address: &str, topic: &str) -> (u64,
     while seen_first.is_empty() {
         assert!(
             Instant::now() < deadline,
-            "the subscriber never received anything"
+            "the subscriber never received anything ({})",
+            first.state()
         );
         let out = rmicro(&[
             "publish",
@@ -122,7 +148,6 @@ async fn kill_mid_stream(broker_name: &str, address: &str, topic: &str) -> (u64,
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut first = first;
     let _ = first.child.kill();
     let _ = first.child.wait();
     first.drain(&mut seen_first);
