@@ -129,8 +129,8 @@ async fn serve(kind: &str, address: &str, registry_dir: Option<String>) -> anyho
             let service = rmicro::Service::builder("greeter")
                 .address(address)
                 .args(args)
+                .handle(greeter::proto::GreeterServer::new(greeter::Greeter))
                 .build()?;
-            service.handle(greeter::proto::GreeterServer::new(greeter::Greeter));
             let server = service.start().await?;
             println!("LISTENING {}", server.local_addr());
             std::future::pending::<()>().await;

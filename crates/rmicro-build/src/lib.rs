@@ -3,7 +3,7 @@
 //! For every `.proto` package it writes one Rust file to `OUT_DIR` holding:
 //! - the prost message types;
 //! - per service, a handler trait with one async method per RPC (all four kinds),
-//!   a `*Server` type to pass to `service.handle(..)`, and a typed `*Client`;
+//!   a `*Server` type to pass to the service builder's `.handle(..)`, and a typed `*Client`;
 //! - each endpoint's name and request/response description (go-micro's
 //!   `Endpoint{name, request, response, metadata}`, for the registry);
 //! - `FILE_DESCRIPTOR_SET`, the encoded descriptors (reflection, the JSON codec).

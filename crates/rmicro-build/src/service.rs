@@ -165,8 +165,9 @@ impl Generator {
         let trait_doc = format!(
             "Handlers of `{full_name}`: implement this and serve it with [`{server_name}`]."
         );
-        let server_doc =
-            format!("Serves a [`{trait_name}`] implementation: pass it to `service.handle(..)`.");
+        let server_doc = format!(
+            "Serves a [`{trait_name}`] implementation: pass it to the service builder's `.handle(..)`."
+        );
         let client_doc = format!("Typed client of `{full_name}`.");
         let descriptor_doc =
             format!("Description of `{full_name}`: methods, descriptors, registry endpoints.");

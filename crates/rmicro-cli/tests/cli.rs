@@ -7,9 +7,9 @@ async fn greeter() -> (rmicro::Service, rmicro::server::RunningServer) {
     let service = rmicro::Service::builder("greeter")
         .address("127.0.0.1:0")
         .args(["greeter", "--log-level", "warn", "--registry", "memory"])
+        .handle(GreeterServer::new(greeter::Greeter))
         .build()
         .unwrap();
-    service.handle(GreeterServer::new(greeter::Greeter));
     let server = service.start().await.unwrap();
     (service, server)
 }
@@ -142,9 +142,9 @@ async fn services_describe_and_call(registry: rmicro::registry::SharedRegistry, 
         .address("127.0.0.1:0")
         .registry(registry)
         .args(["greeter", "--log-level", "warn"])
+        .handle(GreeterServer::new(greeter::Greeter))
         .build()
         .unwrap();
-    service.handle(GreeterServer::new(greeter::Greeter));
     let server = service.start().await.unwrap();
     let cli = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_rmicro"))

@@ -197,9 +197,9 @@ async fn a_service_reads_its_config_center_from_the_standard_flags() {
         .registry(std::sync::Arc::new(rmicro::registry::MemoryRegistry::new()))
         .config_defaults(json!({"mysql": {"host": "localhost", "pool": 4}}))
         .args(["greeter", "--log-level", "warn", "--config-source", &url])
+        .handle(greeter::proto::GreeterServer::new(greeter::Greeter))
         .build()
         .unwrap();
-    service.handle(greeter::proto::GreeterServer::new(greeter::Greeter));
     // start() waits for the config sources to load.
     let server = service.start().await.unwrap();
     let config = service.config();

@@ -5,6 +5,11 @@
 //! A call the handler makes through [`crate::Client`] picks the current context up and
 //! inherits its deadline, so a deadline set by the first caller bounds the whole chain
 //! (go-micro does the same through `context.Context`).
+//!
+//! Handler wrappers pass typed values to the handler through the request's
+//! extensions (an authenticated principal, a transaction): whatever a wrapper inserts
+//! with `request.extensions_mut().insert(value)` the handler reads with
+//! [`Context::get`].
 
 use crate::metadata::Metadata;
 use std::future::Future;
@@ -23,6 +28,7 @@ pub struct Context {
     pub(crate) endpoint: String,
     pub(crate) metadata: Metadata,
     pub(crate) deadline: Option<Instant>,
+    pub(crate) extensions: http::Extensions,
 }
 
 impl Context {
@@ -33,7 +39,26 @@ impl Context {
             endpoint: endpoint.into(),
             metadata: Metadata::new(),
             deadline: None,
+            extensions: http::Extensions::new(),
         }
+    }
+
+    /// A value a wrapper put in the request's extensions, by type.
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.extensions.get::<T>()
+    }
+
+    /// Adds a typed value, as a wrapper would; for building contexts in tests.
+    pub fn with_extension<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extensions.insert(value);
+        self
+    }
+
+    /// Who sent the call (its socket address and, over mutual TLS, its certificate's
+    /// identity); `None` for contexts built by hand.
+    pub fn peer(&self) -> Option<&crate::wrapper::Peer> {
+        self.get::<crate::wrapper::CallInfo>()
+            .and_then(crate::wrapper::CallInfo::peer)
     }
 
     /// The name of the service being called, as registered (`greeter`).

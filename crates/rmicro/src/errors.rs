@@ -8,7 +8,140 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use tonic::Code;
+
+/// A gRPC status code (the numbers and names of `grpc/status.proto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Code {
+    /// 0: not an error.
+    Ok = 0,
+    /// 1: the caller cancelled the call.
+    Cancelled = 1,
+    /// 2: an error without a better code.
+    Unknown = 2,
+    /// 3: the request is invalid, whatever the server's state.
+    InvalidArgument = 3,
+    /// 4: the deadline passed before the call finished.
+    DeadlineExceeded = 4,
+    /// 5: the entity asked for does not exist.
+    NotFound = 5,
+    /// 6: the entity to create exists already.
+    AlreadyExists = 6,
+    /// 7: the caller may not do this.
+    PermissionDenied = 7,
+    /// 8: a quota, a limit or space ran out.
+    ResourceExhausted = 8,
+    /// 9: the system is not in the state the call needs.
+    FailedPrecondition = 9,
+    /// 10: the call was aborted (a conflict, a transaction abort).
+    Aborted = 10,
+    /// 11: past the valid range.
+    OutOfRange = 11,
+    /// 12: the method is not implemented or not served.
+    Unimplemented = 12,
+    /// 13: an invariant broke inside the server.
+    Internal = 13,
+    /// 14: the service is unavailable now; a retry may succeed.
+    Unavailable = 14,
+    /// 15: data was lost or corrupted.
+    DataLoss = 15,
+    /// 16: the caller is not authenticated.
+    Unauthenticated = 16,
+}
+
+impl Code {
+    const ALL: [Code; 17] = [
+        Code::Ok,
+        Code::Cancelled,
+        Code::Unknown,
+        Code::InvalidArgument,
+        Code::DeadlineExceeded,
+        Code::NotFound,
+        Code::AlreadyExists,
+        Code::PermissionDenied,
+        Code::ResourceExhausted,
+        Code::FailedPrecondition,
+        Code::Aborted,
+        Code::OutOfRange,
+        Code::Unimplemented,
+        Code::Internal,
+        Code::Unavailable,
+        Code::DataLoss,
+        Code::Unauthenticated,
+    ];
+
+    /// The code with this number; numbers gRPC does not define are `Unknown`.
+    pub fn from_i32(value: i32) -> Code {
+        usize::try_from(value)
+            .ok()
+            .and_then(|i| Code::ALL.get(i).copied())
+            .unwrap_or(Code::Unknown)
+    }
+
+    /// The code's number, as sent in `grpc-status`.
+    pub fn as_i32(self) -> i32 {
+        self as i32
+    }
+
+    /// Reads a `grpc-status` header value (ASCII digits); anything else is `Unknown`.
+    pub fn from_header(value: &[u8]) -> Code {
+        std::str::from_utf8(value)
+            .ok()
+            .and_then(|s| s.parse::<i32>().ok())
+            .map_or(Code::Unknown, Code::from_i32)
+    }
+
+    /// The code's name in `status.proto` (`UNAVAILABLE`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Code::Ok => "OK",
+            Code::Cancelled => "CANCELLED",
+            Code::Unknown => "UNKNOWN",
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Code::NotFound => "NOT_FOUND",
+            Code::AlreadyExists => "ALREADY_EXISTS",
+            Code::PermissionDenied => "PERMISSION_DENIED",
+            Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Code::FailedPrecondition => "FAILED_PRECONDITION",
+            Code::Aborted => "ABORTED",
+            Code::OutOfRange => "OUT_OF_RANGE",
+            Code::Unimplemented => "UNIMPLEMENTED",
+            Code::Internal => "INTERNAL",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::DataLoss => "DATA_LOSS",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+        }
+    }
+
+    /// Faults of the server side (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, `INTERNAL`,
+    /// `UNKNOWN`, `DATA_LOSS`, `RESOURCE_EXHAUSTED`), as opposed to the caller's own
+    /// mistakes (`INVALID_ARGUMENT`, `NOT_FOUND`, …).
+    pub fn is_server_fault(self) -> bool {
+        matches!(
+            self,
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Internal
+                | Code::Unknown
+                | Code::DataLoss
+                | Code::ResourceExhausted
+        )
+    }
+
+    pub(crate) fn to_tonic(self) -> tonic::Code {
+        tonic::Code::from_i32(self.as_i32())
+    }
+
+    pub(crate) fn from_tonic(code: tonic::Code) -> Code {
+        Code::from_i32(code as i32)
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Trailer that carries the JSON of an [`Error`] next to the gRPC status.
 pub const ERROR_TRAILER: &str = "micro-error-bin";
@@ -118,18 +251,38 @@ impl Error {
     /// When the callee was an rmicro service the original error travels in the
     /// `micro-error-bin` trailer and comes back unchanged; otherwise one is built from
     /// the status code and message, with `id` set to `default_id`.
-    pub fn from_status(status: &tonic::Status, default_id: &str) -> Self {
+    pub(crate) fn from_status(status: &tonic::Status, default_id: &str) -> Self {
         if let Some(value) = status.metadata().get_bin(ERROR_TRAILER)
             && let Ok(bytes) = value.to_bytes()
             && let Ok(err) = serde_json::from_slice::<Error>(&bytes)
         {
             return err;
         }
-        Error::new(default_id, Self::http_code(status.code()), status.message())
+        Error::new(
+            default_id,
+            Self::http_code(Code::from_tonic(status.code())),
+            status.message(),
+        )
+    }
+
+    /// The error a caller sees for a gRPC status it received as `code` + `message`
+    /// (+ the `micro-error-bin` value, when the callee was rmicro).
+    pub fn from_grpc(
+        code: Code,
+        message: &str,
+        micro_error: Option<&[u8]>,
+        default_id: &str,
+    ) -> Self {
+        if let Some(json) = micro_error
+            && let Ok(err) = serde_json::from_slice::<Error>(json)
+        {
+            return err;
+        }
+        Error::new(default_id, Self::http_code(code), message)
     }
 
     /// Turns this error into a gRPC status carrying the error in its trailer.
-    pub fn to_status(&self) -> tonic::Status {
+    pub(crate) fn to_status(&self) -> tonic::Status {
         let mut metadata = tonic::metadata::MetadataMap::new();
         if let Ok(json) = serde_json::to_vec(self) {
             metadata.insert_bin(
@@ -137,7 +290,7 @@ impl Error {
                 tonic::metadata::MetadataValue::from_bytes(&json),
             );
         }
-        tonic::Status::with_metadata(self.grpc_code(), self.detail.clone(), metadata)
+        tonic::Status::with_metadata(self.grpc_code().to_tonic(), self.detail.clone(), metadata)
     }
 }
 
@@ -152,12 +305,6 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
-
-impl From<Error> for tonic::Status {
-    fn from(err: Error) -> Self {
-        err.to_status()
-    }
-}
 
 /// The reason phrase of an HTTP status code, as go-micro puts in `status`.
 fn reason_phrase(code: u16) -> &'static str {
@@ -178,7 +325,7 @@ mod tests {
     fn round_trips_through_a_grpc_status() {
         let err = Error::conflict("user", "user `ann` already exists");
         let status = err.to_status();
-        assert_eq!(status.code(), Code::AlreadyExists);
+        assert_eq!(status.code(), tonic::Code::AlreadyExists);
         assert_eq!(status.message(), "user `ann` already exists");
         assert_eq!(Error::from_status(&status, "client"), err);
     }
@@ -200,6 +347,19 @@ mod tests {
             json,
             serde_json::json!({"id": "greeter", "code": 400, "detail": "name is empty", "status": "Bad Request"})
         );
+    }
+
+    #[test]
+    fn codes_match_grpc_numbers_and_names() {
+        for (i, code) in Code::ALL.iter().enumerate() {
+            assert_eq!(code.as_i32(), i as i32);
+            assert_eq!(Code::from_tonic(code.to_tonic()), *code);
+            assert_eq!(code.to_tonic() as i32, i as i32, "{code}");
+        }
+        assert_eq!(Code::from_i32(99), Code::Unknown);
+        assert_eq!(Code::from_header(b"14"), Code::Unavailable);
+        assert_eq!(Code::from_header(b"x"), Code::Unknown);
+        assert_eq!(Code::Unavailable.to_string(), "UNAVAILABLE");
     }
 
     #[test]

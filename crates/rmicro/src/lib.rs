@@ -4,8 +4,10 @@
 //! handler trait, and serve it:
 //!
 //! ```ignore
-//! let service = rmicro::Service::builder("greeter").version("1.0.0").build()?; // parses --flags and MICRO_* env
-//! service.handle(GreeterServer::new(MyGreeter));
+//! let service = rmicro::Service::builder("greeter")
+//!     .version("1.0.0")
+//!     .handle(GreeterServer::new(MyGreeter))
+//!     .build()?; // parses --flags and MICRO_* env
 //! service.run().await // serves until SIGINT/SIGTERM, then shuts down gracefully
 //! ```
 //!
@@ -35,11 +37,11 @@ pub mod wrapper;
 
 pub use client::{CallOptions, Client, ResponseStream};
 pub use context::Context;
+pub use errors::Code;
 pub use errors::Error;
 pub use metadata::Metadata;
 pub use server::{Request, RequestStream, ResponseSender};
 pub use service::{BuildError, Service, ServiceBuilder};
-pub use tonic::Code;
 
 /// Items the generated code refers to; not for direct use.
 #[doc(hidden)]

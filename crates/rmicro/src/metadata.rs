@@ -41,15 +41,7 @@ impl Metadata {
 
     /// The decoded bytes of a binary key (`*-bin`).
     pub fn get_bin(&self, key: &str) -> Option<Vec<u8>> {
-        use base64::Engine as _;
-        let raw = self.headers.get(key)?.as_bytes();
-        base64::engine::general_purpose::STANDARD_NO_PAD
-            .decode(
-                raw.strip_suffix(b"==")
-                    .or(raw.strip_suffix(b"="))
-                    .unwrap_or(raw),
-            )
-            .ok()
+        decode_bin(self.headers.get(key)?.as_bytes())
     }
 
     /// Sets `key` to a text value. Fails if the key or value cannot be an HTTP/2 header.
@@ -94,6 +86,18 @@ impl Metadata {
             }
         }
     }
+}
+
+/// Decodes a binary header value (base64, padded or not, as gRPC allows).
+pub(crate) fn decode_bin(raw: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(
+            raw.strip_suffix(b"==")
+                .or(raw.strip_suffix(b"="))
+                .unwrap_or(raw),
+        )
+        .ok()
 }
 
 /// A metadata key or value that cannot travel as an HTTP/2 header.

@@ -9,6 +9,7 @@ use crate::server::{
     HandlerStack, RunningServer, ServerError, ServerOptions, ServiceHandler, build_router,
 };
 use crate::transport::{ClientTls, ServerTls};
+use crate::wrapper::stack::HandlerWrap;
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -61,8 +62,10 @@ impl BuildError {
     }
 }
 
+/// A client wrapper waiting for the client to be built.
+type ClientWrap = Box<dyn FnOnce(&Client) + Send>;
+
 /// Configures a [`Service`]; every setter is a default that flags and env override.
-#[derive(Debug)]
 pub struct ServiceBuilder {
     name: String,
     version: String,
@@ -80,9 +83,90 @@ pub struct ServiceBuilder {
     config_defaults: serde_json::Value,
     config_flags: Flags,
     broker: Option<crate::broker::SharedBroker>,
+    handlers: Vec<Arc<dyn ServiceHandler>>,
+    handler_wrappers: Vec<HandlerWrap>,
+    client_wrappers: Vec<ClientWrap>,
+}
+
+impl std::fmt::Debug for ServiceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceBuilder")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("server", &self.server)
+            .field("client", &self.client)
+            .field("handlers", &self.handlers.len())
+            .field("handler_wrappers", &self.handler_wrappers.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServiceBuilder {
+    /// Adds a gRPC service (a generated `*Server`) to serve.
+    pub fn handle(mut self, handler: impl ServiceHandler) -> Self {
+        self.handlers.push(Arc::new(handler));
+        self
+    }
+
+    /// Wraps every handler in `layer`, any tower layer over HTTP-level gRPC calls;
+    /// the first registered is the outermost.
+    ///
+    /// The server drives the stack as tower requires (`poll_ready`, then `call`,
+    /// on a clone per call), so `tower::limit::ConcurrencyLimitLayer` queues calls
+    /// until a permit is free (or the caller's deadline passes: `DEADLINE_EXCEEDED`).
+    /// A layer's error becomes a gRPC status ([`crate::wrapper::error_from_wrapper`]):
+    /// `Elapsed` → `DEADLINE_EXCEEDED`, `Overloaded` → `RESOURCE_EXHAUSTED`, ….
+    /// Layers whose service is not `Clone` (`RateLimitLayer`) go behind
+    /// `tower::buffer::BufferLayer`. Health and reflection are not wrapped.
+    ///
+    /// ```
+    /// let service = rmicro::Service::builder("greeter")
+    ///     .args(["greeter"])
+    ///     .wrap_handler(tower::limit::ConcurrencyLimitLayer::new(64))
+    ///     .wrap_handler(rmicro::wrapper::logging::LoggingLayer::new())
+    ///     .build()
+    ///     .expect("valid flags");
+    /// ```
+    pub fn wrap_handler<L>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<HandlerStack> + Send + Sync + 'static,
+        L::Service: tower::Service<
+                http::Request<crate::transport::Body>,
+                Response = http::Response<crate::transport::Body>,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<http::Request<crate::transport::Body>>>::Error:
+            Into<tower::BoxError> + Send + 'static,
+        <L::Service as tower::Service<http::Request<crate::transport::Body>>>::Future:
+            Send + 'static,
+    {
+        self.handler_wrappers
+            .push(crate::wrapper::stack::handler_wrap(layer));
+        self
+    }
+
+    /// Wraps every call this service's client makes; the first registered is the outermost.
+    pub fn wrap_client<L>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<crate::client::ClientStack> + Send + Sync + 'static,
+        L::Service: tower::Service<
+                http::Request<crate::transport::Body>,
+                Response = http::Response<crate::transport::Body>,
+                Error = crate::transport::TransportError,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<http::Request<crate::transport::Body>>>::Future:
+            Send + 'static,
+    {
+        self.client_wrappers
+            .push(Box::new(move |client: &Client| client.wrap(layer)));
+        self
+    }
+
     /// The broker the service publishes and subscribes through (`--broker` overrides;
     /// default: the embedded `http` broker over the service's registry).
     pub fn broker(mut self, broker: crate::broker::SharedBroker) -> Self {
@@ -220,11 +304,15 @@ impl ServiceBuilder {
         self.client.broker = Some(broker.clone());
         self.client.from_service = Some(self.name.clone());
         let selector = Arc::new(Selector::new(registry.clone(), self.strategy));
+        let client = Client::with_selector(self.client, selector);
+        for wrap in self.client_wrappers {
+            wrap(&client);
+        }
         Ok(Service {
             inner: Arc::new(ServiceInner {
                 name: self.name,
                 version: self.version,
-                client: Client::with_selector(self.client, selector),
+                client,
                 server: self.server,
                 registry,
                 register_ttl: self.register_ttl,
@@ -233,8 +321,9 @@ impl ServiceBuilder {
                 config,
                 broker,
                 subscriptions: Mutex::new(Vec::new()),
-                handlers: Mutex::new(Vec::new()),
-                wrappers: Mutex::new(Vec::new()),
+                handlers: Mutex::new(self.handlers),
+                wrappers: self.handler_wrappers,
+                started: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -297,15 +386,13 @@ impl ServiceBuilder {
     }
 }
 
-type HandlerWrapper = Box<dyn Fn(HandlerStack) -> HandlerStack + Send + Sync>;
-
 /// A microservice: handlers served over gRPC, a client for calling others, wrappers
 /// around both. Cheap to clone.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let service = rmicro::Service::builder("greeter").version("1.0.0").build()?;
-/// // service.handle(GreeterServer::new(MyGreeter));
+/// // in a real service: `.handle(GreeterServer::new(MyGreeter))` before `.build()`
 /// service.run().await?;
 /// # Ok(()) }
 /// ```
@@ -327,7 +414,10 @@ struct ServiceInner {
     broker: crate::broker::SharedBroker,
     subscriptions: Mutex<Vec<(crate::registry::Endpoint, crate::broker::Subscriber)>>,
     handlers: Mutex<Vec<Arc<dyn ServiceHandler>>>,
-    wrappers: Mutex<Vec<HandlerWrapper>>,
+    /// Fixed when the service is built: nothing can drop or reorder them.
+    wrappers: Vec<HandlerWrap>,
+    /// Set by the first `start()`: the handlers are fixed from then on.
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Service {
@@ -362,6 +452,9 @@ impl Service {
             config_defaults: serde_json::Value::Object(Default::default()),
             config_flags: Flags::default(),
             broker: None,
+            handlers: Vec::new(),
+            handler_wrappers: Vec::new(),
+            client_wrappers: Vec::new(),
         }
     }
 
@@ -403,11 +496,10 @@ impl Service {
                 .iter()
                 .flat_map(|h| (h.descriptor().endpoints)())
                 .chain(
-                    inner
-                        .subscriptions
-                        .lock()
-                        .map(|subs| subs.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>())
-                        .unwrap_or_default(),
+                    crate::sync::lock(&inner.subscriptions)
+                        .iter()
+                        .map(|(e, _)| e.clone())
+                        .collect::<Vec<_>>(),
                 )
                 .collect(),
             nodes: vec![Node {
@@ -536,18 +628,13 @@ impl Service {
             metadata,
         };
         let subscriber = self.inner.broker.subscribe(topic, handler, options).await?;
-        if let Ok(mut subs) = self.inner.subscriptions.lock() {
-            subs.push((endpoint, subscriber));
-        }
+        crate::sync::lock(&self.inner.subscriptions).push((endpoint, subscriber));
         Ok(())
     }
 
     /// Ends every subscription made through this service; in-flight messages finish.
     pub async fn unsubscribe_all(&self) {
-        let subs = match self.inner.subscriptions.lock() {
-            Ok(mut subs) => std::mem::take(&mut *subs),
-            Err(_) => return,
-        };
+        let subs = std::mem::take(&mut *crate::sync::lock(&self.inner.subscriptions));
         for (_, subscriber) in subs {
             subscriber.unsubscribe().await;
         }
@@ -568,49 +655,24 @@ impl Service {
         &self.inner.server
     }
 
-    /// Adds a gRPC service (a generated `*Server`) to serve.
-    pub fn handle(&self, handler: impl ServiceHandler) {
-        if let Ok(mut handlers) = self.inner.handlers.lock() {
-            handlers.push(Arc::new(handler));
+    /// Adds a gRPC service (a generated `*Server`) to serve, for handlers that need
+    /// the built service (its client, its config). Only before the first
+    /// [`start`](Self::start): a running server's routes are fixed, so a later call
+    /// is refused with [`ServerError::AlreadyStarted`] rather than silently ignored.
+    pub fn handle(&self, handler: impl ServiceHandler) -> Result<(), ServerError> {
+        let mut handlers = crate::sync::lock(&self.inner.handlers);
+        if self
+            .inner
+            .started
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(ServerError::AlreadyStarted {
+                service: self.inner.name.clone(),
+                handler: handler.descriptor().name,
+            });
         }
-    }
-
-    /// Wraps every handler in `layer`; the first registered is the outermost.
-    pub fn wrap_handler<L>(&self, layer: L)
-    where
-        L: tower::Layer<HandlerStack> + Send + Sync + 'static,
-        L::Service: tower::Service<
-                http::Request<crate::transport::Body>,
-                Response = http::Response<crate::transport::Body>,
-                Error = std::convert::Infallible,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as tower::Service<http::Request<crate::transport::Body>>>::Future:
-            Send + 'static,
-    {
-        if let Ok(mut wrappers) = self.inner.wrappers.lock() {
-            wrappers.push(Box::new(move |s| HandlerStack::new(layer.layer(s))));
-        }
-    }
-
-    /// Wraps every call this service's client makes; the first registered is the outermost.
-    pub fn wrap_client<L>(&self, layer: L)
-    where
-        L: tower::Layer<crate::client::ClientStack> + Send + Sync + 'static,
-        L::Service: tower::Service<
-                http::Request<crate::transport::Body>,
-                Response = http::Response<crate::transport::Body>,
-                Error = crate::transport::TransportError,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as tower::Service<http::Request<crate::transport::Body>>>::Future:
-            Send + 'static,
-    {
-        self.inner.client.wrap(layer);
+        handlers.push(Arc::new(handler));
+        Ok(())
     }
 
     /// The client this service calls others with.
@@ -620,25 +682,20 @@ impl Service {
 
     /// Binds and starts serving in the background; returns the running server.
     pub async fn start(&self) -> Result<RunningServer, ServerError> {
-        let handlers: Vec<Arc<dyn ServiceHandler>> = self
-            .inner
-            .handlers
-            .lock()
-            .map(|h| h.clone())
-            .unwrap_or_default();
+        let handlers: Vec<Arc<dyn ServiceHandler>> = {
+            let handlers = crate::sync::lock(&self.inner.handlers);
+            self.inner
+                .started
+                .store(true, std::sync::atomic::Ordering::Release);
+            handlers.clone()
+        };
         if handlers.is_empty() {
             return Err(ServerError::NoHandlers(self.inner.name.clone()));
         }
         self.inner.config.ready().await?;
         let services = handlers.iter().map(|h| h.descriptor().name).collect();
-        let (router, health) = {
-            let wrappers = self.inner.wrappers.lock();
-            build_router(&self.inner.server, &handlers, |dispatch| match &wrappers {
-                Ok(w) => w.iter().rev().fold(dispatch, |s, wrap| wrap(s)),
-                Err(_) => dispatch,
-            })
-            .await?
-        };
+        let (router, health) =
+            build_router(&self.inner.server, &handlers, &self.inner.wrappers).await?;
         let mut running =
             RunningServer::start(&self.inner.server, router, health, services).await?;
         let record = self.record(running.advertise(), &handlers);

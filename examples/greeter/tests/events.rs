@@ -23,7 +23,9 @@ async fn subscriptions_appear_in_the_registry_record() {
         )
         .await
         .unwrap();
-    service.handle(greeter::proto::GreeterServer::new(greeter::Greeter));
+    service
+        .handle(greeter::proto::GreeterServer::new(greeter::Greeter))
+        .expect("not started yet");
     let server = service.start().await.unwrap();
     let record = registry.get_service("greeter").await.unwrap();
     let subscriber = record[0]

@@ -429,8 +429,10 @@ where
             let response = fut.await?;
             let log = me.log.clone();
             let name = me.name;
-            Ok(rmicro::wrapper::on_status(response, move |code, _| {
-                log.lock().unwrap().push(format!("{name} status {code:?}"));
+            Ok(rmicro::wrapper::on_status(response, move |outcome| {
+                log.lock()
+                    .unwrap()
+                    .push(format!("{name} status {}", outcome.code()));
             }))
         })
     }
@@ -439,22 +441,22 @@ where
 #[tokio::test]
 async fn wrappers_run_in_registration_order_and_see_the_call() {
     let log = Arc::new(Mutex::new(Vec::new()));
-    let (service, server) = start_with(greeter::Greeter, |b| b).await;
-    assert!(server.stop().await);
-    // Register wrappers before start: first registered is outermost.
-    service.wrap_handler(Recorder {
-        name: "outer",
-        log: log.clone(),
-    });
-    service.wrap_handler(Recorder {
-        name: "inner",
-        log: log.clone(),
-    });
-    service.wrap_client(Recorder {
-        name: "client",
-        log: log.clone(),
-    });
-    let server = service.start().await.unwrap();
+    // First registered is outermost.
+    let (service, server) = start_with(greeter::Greeter, |b| {
+        b.wrap_handler(Recorder {
+            name: "outer",
+            log: log.clone(),
+        })
+        .wrap_handler(Recorder {
+            name: "inner",
+            log: log.clone(),
+        })
+        .wrap_client(Recorder {
+            name: "client",
+            log: log.clone(),
+        })
+    })
+    .await;
     let client = proto::GreeterClient::new(
         "greeter",
         service
@@ -480,9 +482,9 @@ async fn wrappers_run_in_registration_order_and_see_the_call() {
             "client before greeter Greeter.SayHello user=ann",
             "outer before greeter Greeter.SayHello user=ann",
             "inner before greeter Greeter.SayHello user=ann",
-            "inner status InvalidArgument",
-            "outer status InvalidArgument",
-            "client status InvalidArgument",
+            "inner status INVALID_ARGUMENT",
+            "outer status INVALID_ARGUMENT",
+            "client status INVALID_ARGUMENT",
         ]
     );
 }

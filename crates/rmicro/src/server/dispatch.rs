@@ -58,12 +58,17 @@ impl CallEnv {
             .apply_max_message_size_config(Some(self.max_message_size), Some(self.max_message_size))
     }
 
-    fn context(&self, metadata: tonic::metadata::MetadataMap) -> Arc<Context> {
+    fn context(
+        &self,
+        metadata: tonic::metadata::MetadataMap,
+        extensions: http::Extensions,
+    ) -> Arc<Context> {
         Arc::new(Context {
             service: self.service.to_string(),
             endpoint: self.endpoint.to_owned(),
             metadata: Metadata::from_headers(metadata.into_headers()),
             deadline: self.deadline,
+            extensions,
         })
     }
 }
@@ -127,8 +132,8 @@ where
             Ok(f) => f,
             Err(status) => return Box::pin(std::future::ready(Err(status))),
         };
-        let (metadata, _, message) = request.into_parts();
-        let ctx = self.env.context(metadata);
+        let (metadata, extensions, message) = request.into_parts();
+        let ctx = self.env.context(metadata, extensions);
         let fut = f(Request::with_context(ctx.clone(), message));
         Box::pin(run_unary(ctx, self.env.deadline, fut))
     }
@@ -202,8 +207,8 @@ where
             Ok(f) => f,
             Err(status) => return Box::pin(std::future::ready(Err(status))),
         };
-        let (metadata, _, stream) = request.into_parts();
-        let ctx = self.env.context(metadata);
+        let (metadata, extensions, stream) = request.into_parts();
+        let ctx = self.env.context(metadata, extensions);
         let fut = f(Request::with_context(ctx.clone(), stream));
         Box::pin(run_unary(ctx, self.env.deadline, fut))
     }
@@ -230,8 +235,8 @@ where
     let (Some(f), Some(env)) = (f, env) else {
         return Err(Status::internal("handler called twice for one request"));
     };
-    let (metadata, _, message) = request.into_parts();
-    let ctx = env.context(metadata);
+    let (metadata, extensions, message) = request.into_parts();
+    let ctx = env.context(metadata, extensions);
     let deadline = env.deadline;
     let stream = HandlerStream::new(
         move |tx| Context::scope(ctx.clone(), f(Request::with_context(ctx, message), tx)),

@@ -2,7 +2,7 @@
 //! down gracefully.
 //!
 //! A [`crate::Service`] owns one server. Generated `*Server` types implement
-//! [`ServiceHandler`] and are added with `service.handle(..)`. Besides them every server
+//! [`ServiceHandler`] and are added with the builder's `.handle(..)`. Besides them every server
 //! answers `grpc.health.v1.Health` (one status per gRPC service and `""` for the whole
 //! server, all `NOT_SERVING` once shutdown starts) and server reflection v1 and
 //! v1alpha, so `grpcurl` can list and describe it with no `.proto` at hand.
@@ -82,18 +82,29 @@ pub enum ServerError {
     #[error("cannot register in the registry: {0}")]
     Register(#[from] crate::registry::RegistryError),
     /// No handler was added.
-    #[error("service `{0}` has no handlers: call `service.handle(..)` before `run()`")]
+    #[error("service `{0}` has no handlers: add one with the builder's `.handle(..)`")]
     NoHandlers(String),
+    /// A handler was added after the server started.
+    #[error(
+        "service `{service}` is already serving: add `{handler}` with the builder's `.handle(..)` or before `start()`"
+    )]
+    AlreadyStarted {
+        /// The service.
+        service: String,
+        /// The gRPC service that came too late.
+        handler: &'static str,
+    },
     /// The configuration could not be loaded.
     #[error("cannot load the configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
 }
 
-/// Builds the routes, health and reflection for `handlers`, wrapped in `wrap`.
+/// Builds the routes, health and reflection for `handlers`, wrapped in `wrappers`
+/// (the first is the outermost).
 pub(crate) async fn build_router(
     options: &ServerOptions,
     handlers: &[Arc<dyn ServiceHandler>],
-    wrap: impl FnOnce(HandlerStack) -> HandlerStack,
+    wrappers: &[crate::wrapper::stack::HandlerWrap],
 ) -> Result<(Router, HealthReporter), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let mut builtin: HashMap<String, HandlerStack> = HashMap::new();
@@ -137,10 +148,19 @@ pub(crate) async fn build_router(
         builtin,
         options.max_message_size,
     ));
-    let stack = wrap(HandlerStack::new(Dispatch {
+    let dispatch = HandlerStack::new(Dispatch {
         routes: routes.clone(),
-    }));
-    Ok((Router { routes, stack }, health))
+    });
+    let stack = wrappers.iter().rev().fold(dispatch, |s, wrap| wrap(s));
+    Ok((
+        Router {
+            routes,
+            stack,
+            wrapped: !wrappers.is_empty(),
+            peer: None,
+        },
+        health,
+    ))
 }
 
 /// A server that is listening. Dropping it does not stop it; call [`RunningServer::stop`].
@@ -186,14 +206,20 @@ impl RunningServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let in_flight = router.routes.in_flight.clone();
         let grace = options.grace_period;
+        let service_for = move |peer: crate::wrapper::Peer| {
+            let mut router = router.clone();
+            router.peer = Some(Arc::new(peer));
+            router
+        };
         let task = tokio::spawn(crate::transport::serve(
             listener,
-            router,
+            service_for,
             tls,
             async move {
                 let _ = stopped.await;
             },
             grace,
+            in_flight.clone(),
         ));
         let advertise = options
             .advertise

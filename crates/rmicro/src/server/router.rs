@@ -5,7 +5,7 @@ use super::dispatch::{CallEnv, InFlightGuard};
 use super::handler::{MethodDescriptor, ServiceHandler};
 use crate::codec::{Format, JsonTranscoder, MapFrames, json_to_proto, proto_to_json};
 use crate::transport::{Body, parse_grpc_timeout};
-use crate::wrapper::CallInfo;
+use crate::wrapper::{CallInfo, Peer};
 use futures_util::future::BoxFuture;
 use http::HeaderValue;
 use hyper::body::Incoming;
@@ -99,7 +99,11 @@ impl Routes {
     }
 }
 
-/// The innermost service: runs the handler named by the request's [`CallInfo`].
+/// Which handler a request goes to, in its extensions next to the [`CallInfo`].
+#[derive(Clone)]
+pub(crate) struct RouteTarget(pub(crate) Arc<Route>);
+
+/// The innermost service: runs the handler named by the request's [`RouteTarget`].
 #[derive(Clone)]
 pub(crate) struct Dispatch {
     pub(crate) routes: Arc<Routes>,
@@ -115,15 +119,19 @@ impl Service<http::Request<Body>> for Dispatch {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let Some(info) = request.extensions().get::<CallInfo>() else {
+        let extensions = request.extensions();
+        let (Some(RouteTarget(route)), Some(info)) = (
+            extensions.get::<RouteTarget>(),
+            extensions.get::<CallInfo>(),
+        ) else {
             let status = Status::internal("a handler wrapper removed the call's CallInfo");
             return Box::pin(std::future::ready(Ok(status.into_http())));
         };
-        let route = info.route.clone();
+        let route = route.clone();
         let env = CallEnv {
             service: self.routes.name.clone(),
             endpoint: route.method.endpoint,
-            deadline: info.deadline,
+            deadline: info.deadline(),
             max_message_size: self.routes.max_message_size,
             in_flight: InFlightGuard::enter(&self.routes.in_flight),
         };
@@ -138,6 +146,10 @@ pub(crate) struct Router {
     pub(crate) routes: Arc<Routes>,
     /// Dispatch wrapped in the user's handler wrappers.
     pub(crate) stack: HandlerStack,
+    /// Whether `stack` has wrappers, whose readiness must be awaited per call.
+    pub(crate) wrapped: bool,
+    /// The other end of this router's connection (each connection has its own clone).
+    pub(crate) peer: Option<Arc<Peer>>,
 }
 
 /// A trailers-only gRPC error response.
@@ -230,22 +242,51 @@ impl Service<http::Request<Incoming>> for Router {
                 }))
             }
         };
-        parts.extensions.insert(CallInfo {
-            service: self.routes.name.clone(),
-            endpoint: route.method.endpoint,
-            path: route.method.path,
-            format,
-            deadline,
-            route,
-        });
-        let call = self.stack.call(http::Request::from_parts(parts, body));
+        parts.extensions.insert(
+            CallInfo::new(
+                self.routes.name.clone(),
+                route.method.endpoint,
+                route.method.path,
+            )
+            .with_format(format)
+            .with_optional_deadline(deadline)
+            .with_shared_peer(self.peer.clone()),
+        );
+        parts.extensions.insert(RouteTarget(route));
+        let request = http::Request::from_parts(parts, body);
+        let json_output = json.map(|(_, output)| output);
+        if !self.wrapped {
+            let call = self.stack.call(request);
+            return Box::pin(async move {
+                let Ok(response) = call.await;
+                Ok(finish_response(response, json_output, max))
+            });
+        }
+        // tower's contract: a service is called only once `poll_ready` said yes. Each
+        // call drives its own clone, so a concurrency limit's permit is held per call.
+        let mut stack = self.stack.clone();
+        let service = self.routes.name.clone();
         Box::pin(async move {
-            let Ok(response) = call.await;
-            Ok(finish_response(
-                response,
-                json.map(|(_, output)| output),
-                max,
-            ))
+            let ready = tower::ServiceExt::ready(&mut stack);
+            let waited = match deadline {
+                Some(at) => tokio::time::timeout_at(at, ready).await.is_ok(),
+                None => {
+                    let _ = ready.await;
+                    true
+                }
+            };
+            if !waited {
+                let err = crate::Error::timeout(
+                    &*service,
+                    format!(
+                        "`{service}` could not take the call before its deadline: \
+                         a handler wrapper (a concurrency or rate limit) stayed full"
+                    ),
+                );
+                return Ok(finish_response(err.to_status().into_http(), None, max));
+            }
+            let Ok(response) = stack.call(request).await;
+            Ok(finish_response(response, json_output, max))
         })
     }
 }

@@ -3,27 +3,36 @@
 //! grace period.
 
 use super::Body;
+use crate::wrapper::{Peer, PeerIdentity};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tower::Service;
 
-/// Serves `service` on `listener` until `shutdown` resolves, then drains for up to `grace`.
+/// Serves on `listener` until `shutdown` resolves, then drains for up to `grace`;
+/// `service_for` makes the service of each connection from its [`Peer`] (known once
+/// the TLS handshake is done). `in_flight` counts the calls being handled.
 ///
-/// Returns `true` when every connection finished within the grace period.
-pub(crate) async fn serve<S>(
+/// Returns `true` when every connection finished within the grace period; otherwise
+/// the remaining connections are closed and a warning says how many calls were cut.
+pub(crate) async fn serve<S, M>(
     listener: TcpListener,
-    service: S,
+    service_for: M,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
+    in_flight: Arc<AtomicUsize>,
 ) -> bool
 where
+    M: Fn(Peer) -> S + Clone + Send + 'static,
     S: Service<http::Request<Incoming>, Response = http::Response<Body>, Error = Infallible>
         + Clone
         + Send
@@ -34,7 +43,10 @@ where
     http2.timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut connections = JoinSet::new();
     loop {
+        // Reap finished connections so the set only holds live ones.
+        while connections.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -49,12 +61,12 @@ where
         };
         // Small gRPC frames must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        let hyper_service = TowerToHyperService::new(service.clone());
         match &tls {
             None => {
+                let hyper_service = TowerToHyperService::new(service_for(Peer::new(peer)));
                 let conn = http2.serve_connection(TokioIo::new(stream), hyper_service);
                 let watched = graceful.watch(conn);
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     if let Err(err) = watched.await {
                         tracing::debug!(%peer, error = %err, "connection ended with an error");
                     }
@@ -64,7 +76,8 @@ where
                 let acceptor = acceptor.clone();
                 let http2 = http2.clone();
                 let watcher = graceful.watcher();
-                tokio::spawn(async move {
+                let service_for = service_for.clone();
+                connections.spawn(async move {
                     let stream = match tokio::time::timeout(
                         Duration::from_secs(10),
                         acceptor.accept(stream),
@@ -81,6 +94,17 @@ where
                             return;
                         }
                     };
+                    let mut who = Peer::new(peer);
+                    if let Some(identity) = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|certs| certs.first())
+                        .and_then(|cert| PeerIdentity::from_der(cert))
+                    {
+                        who = who.with_identity(identity);
+                    }
+                    let hyper_service = TowerToHyperService::new(service_for(who));
                     let conn = http2.serve_connection(TokioIo::new(stream), hyper_service);
                     if let Err(err) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %err, "connection ended with an error");
@@ -90,7 +114,21 @@ where
         }
     }
     drop(listener);
-    tokio::time::timeout(grace, graceful.shutdown())
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_ok()
+    {
+        return true;
+    }
+    let calls = in_flight.load(Ordering::Acquire);
+    let open = connections.len();
+    // Dropping a connection's task closes its socket and drops its calls' futures.
+    connections.shutdown().await;
+    tracing::warn!(
+        ?grace,
+        connections = open,
+        calls,
+        "grace period of {grace:?} over: closed {open} connection(s), cutting {calls} call(s) still running"
+    );
+    false
 }

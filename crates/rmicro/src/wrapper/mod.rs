@@ -10,42 +10,19 @@
 //! Shipped wrappers: [`logging`]. Tracing, metrics, circuit breaking and rate limiting
 //! follow the same layout (`layer` + `service`).
 
+mod call;
+mod error;
+mod from_fn;
 pub mod logging;
+pub(crate) mod stack;
 mod status;
 
-pub use status::{StatusObserver, on_status};
+pub use call::{CallInfo, Peer, PeerIdentity};
+pub use error::{NotSent, error_from_wrapper};
+pub use from_fn::{Call, FromFn, FromFnLayer, Next, from_fn};
+pub use status::{Outcome, StatusObserver, on_status};
 
-use crate::codec::Format;
 use std::sync::Arc;
-use tokio::time::Instant;
-
-/// What a call is, attached to the request's extensions for wrappers to read.
-#[derive(Clone)]
-pub struct CallInfo {
-    /// The rmicro service name: the server's own name for handlers, the target for calls.
-    pub service: Arc<str>,
-    /// go-micro endpoint name (`Greeter.SayHello`).
-    pub endpoint: &'static str,
-    /// gRPC path (`/greeter.v1.Greeter/SayHello`).
-    pub path: &'static str,
-    /// The codec the caller asked for.
-    pub format: Format,
-    /// When the caller stops waiting.
-    pub deadline: Option<Instant>,
-    pub(crate) route: Arc<crate::server::router::Route>,
-}
-
-impl std::fmt::Debug for CallInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallInfo")
-            .field("service", &self.service)
-            .field("endpoint", &self.endpoint)
-            .field("path", &self.path)
-            .field("format", &self.format)
-            .field("deadline", &self.deadline)
-            .finish()
-    }
-}
 
 /// What a client call is, attached to the request's extensions for client wrappers.
 #[derive(Debug, Clone)]
@@ -67,7 +44,7 @@ pub trait DescribeCall {
 impl<B> DescribeCall for http::Request<B> {
     fn describe(&self) -> Option<(Arc<str>, &str)> {
         if let Some(info) = self.extensions().get::<CallInfo>() {
-            return Some((info.service.clone(), info.endpoint));
+            return Some((info.service_arc().clone(), info.endpoint()));
         }
         self.extensions()
             .get::<ClientCallInfo>()

@@ -1,29 +1,84 @@
 //! Learning how a call ended: the gRPC status sits in the response headers for
 //! trailers-only errors, otherwise in the trailers at the end of the body.
 
+use crate::errors::{Code, ERROR_TRAILER, Error};
 use crate::transport::Body;
 use http_body::{Body as HttpBody, Frame};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use tonic::Code;
 
-/// Called once with the call's final status code and message.
-pub trait StatusObserver: FnOnce(Code, &str) + Send + 'static {}
-impl<F: FnOnce(Code, &str) + Send + 'static> StatusObserver for F {}
-
-fn status_of(headers: &http::HeaderMap) -> Option<(Code, String)> {
-    let code = headers.get("grpc-status")?;
-    let code = Code::from_bytes(code.as_bytes());
-    let message = headers
-        .get("grpc-message")
-        .map(|m| {
-            percent_encoding::percent_decode(m.as_bytes())
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .unwrap_or_default();
-    Some((code, message))
+/// How a call ended: OK, or the [`Error`] the caller receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    code: Code,
+    error: Option<Error>,
 }
+
+impl Outcome {
+    /// A call that succeeded.
+    pub fn ok() -> Self {
+        Outcome {
+            code: Code::Ok,
+            error: None,
+        }
+    }
+
+    /// A call that failed with `error`.
+    pub fn failed(error: Error) -> Self {
+        Outcome {
+            code: error.grpc_code(),
+            error: Some(error),
+        }
+    }
+
+    /// The gRPC status code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// Whether the call succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.code == Code::Ok
+    }
+
+    /// The error (`id`, `code`, `detail`), unless the call succeeded.
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
+
+    /// Reads the outcome from headers or trailers holding `grpc-status`.
+    fn from_headers(headers: &http::HeaderMap) -> Option<Outcome> {
+        let code = Code::from_header(headers.get("grpc-status")?.as_bytes());
+        if code == Code::Ok {
+            return Some(Outcome::ok());
+        }
+        let message = headers
+            .get("grpc-message")
+            .map(|m| {
+                percent_encoding::percent_decode(m.as_bytes())
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .unwrap_or_default();
+        let micro = headers
+            .get(ERROR_TRAILER)
+            .and_then(|v| crate::metadata::decode_bin(v.as_bytes()));
+        let mut outcome =
+            Outcome::failed(Error::from_grpc(code, &message, micro.as_deref(), "grpc"));
+        outcome.code = code;
+        Some(outcome)
+    }
+
+    fn status(code: Code, message: &str) -> Outcome {
+        let mut outcome = Outcome::failed(Error::from_grpc(code, message, None, "rmicro"));
+        outcome.code = code;
+        outcome
+    }
+}
+
+/// Called once with the call's [`Outcome`].
+pub trait StatusObserver: FnOnce(&Outcome) + Send + 'static {}
+impl<F: FnOnce(&Outcome) + Send + 'static> StatusObserver for F {}
 
 /// Calls `observe` once the response's gRPC status is known: at once for a
 /// trailers-only response, else when the body's trailers arrive. A body dropped before
@@ -32,8 +87,8 @@ pub fn on_status(
     response: http::Response<Body>,
     observe: impl StatusObserver,
 ) -> http::Response<Body> {
-    if let Some((code, message)) = status_of(response.headers()) {
-        observe(code, &message);
+    if let Some(outcome) = Outcome::from_headers(response.headers()) {
+        observe(&outcome);
         return response;
     }
     response.map(|inner| {
@@ -44,7 +99,7 @@ pub fn on_status(
     })
 }
 
-type BoxedObserver = Box<dyn FnOnce(Code, &str) + Send>;
+type BoxedObserver = Box<dyn FnOnce(&Outcome) + Send>;
 
 struct ObservedBody {
     inner: Body,
@@ -52,9 +107,9 @@ struct ObservedBody {
 }
 
 impl ObservedBody {
-    fn report(&mut self, code: Code, message: &str) {
+    fn report(&mut self, outcome: impl FnOnce() -> Outcome) {
         if let Some(observe) = self.observe.take() {
-            observe(code, message);
+            observe(&outcome());
         }
     }
 }
@@ -72,13 +127,20 @@ impl HttpBody for ObservedBody {
         match &frame {
             Some(Ok(f)) => {
                 if let Some(trailers) = f.trailers_ref() {
-                    let (code, message) = status_of(trailers)
-                        .unwrap_or((Code::Unknown, "no grpc-status in trailers".into()));
-                    this.report(code, &message);
+                    this.report(|| {
+                        Outcome::from_headers(trailers).unwrap_or_else(|| {
+                            Outcome::status(Code::Unknown, "no grpc-status in trailers")
+                        })
+                    });
                 }
             }
-            Some(Err(e)) => this.report(e.code(), e.message()),
-            None => this.report(Code::Unknown, "response ended without a status"),
+            Some(Err(e)) => {
+                let (code, message) = (Code::from_tonic(e.code()), e.message().to_owned());
+                this.report(|| Outcome::status(code, &message))
+            }
+            None => {
+                this.report(|| Outcome::status(Code::Unknown, "response ended without a status"))
+            }
         }
         Poll::Ready(frame)
     }
@@ -94,9 +156,11 @@ impl HttpBody for ObservedBody {
 
 impl Drop for ObservedBody {
     fn drop(&mut self) {
-        self.report(
-            Code::Cancelled,
-            "the caller went away before the call ended",
-        );
+        self.report(|| {
+            Outcome::status(
+                Code::Cancelled,
+                "the caller went away before the call ended",
+            )
+        });
     }
 }

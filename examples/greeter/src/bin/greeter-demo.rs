@@ -12,13 +12,13 @@ async fn main() -> anyhow::Result<()> {
     let service = match rmicro::Service::builder("greeter")
         .version("1.0.0")
         .address("127.0.0.1:0")
+        .wrap_handler(rmicro::wrapper::logging::LoggingLayer::new())
+        .handle(GreeterServer::new(Greeter))
         .build()
     {
         Ok(service) => service,
         Err(err) => err.exit(),
     };
-    service.wrap_handler(rmicro::wrapper::logging::LoggingLayer::new());
-    service.handle(GreeterServer::new(Greeter));
     // Events: a protobuf message on a topic, through the embedded broker (the
     // subscriber is a node in the registry; the publisher delivers over HTTP/2).
     let (received, mut arrived) = tokio::sync::mpsc::unbounded_channel();

@@ -14,12 +14,15 @@ async fn main() -> anyhow::Result<()> {
     rmicro_redis::install();
     rmicro_rabbitmq::install();
     rmicro_mqtt::install();
-    let service = match rmicro::Service::builder("greeter").version("1.0.0").build() {
+    let service = match rmicro::Service::builder("greeter")
+        .version("1.0.0")
+        .wrap_handler(LoggingLayer::new())
+        .handle(GreeterServer::new(Greeter))
+        .build()
+    {
         Ok(service) => service,
         Err(err) => err.exit(),
     };
-    service.wrap_handler(LoggingLayer::new());
-    service.handle(GreeterServer::new(Greeter));
     service.run().await?;
     Ok(())
 }

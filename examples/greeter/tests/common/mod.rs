@@ -23,8 +23,9 @@ pub async fn start_with<H: greeter::proto::Greeter>(
         .grace_period(Duration::from_secs(2))
         .args(["greeter", "--log-level", "warn"])
         .registry(Arc::new(rmicro::registry::MemoryRegistry::new()));
-    let service = configure(builder).build().expect("valid test flags");
-    service.handle(GreeterServer::new(handler));
+    let service = configure(builder.handle(GreeterServer::new(handler)))
+        .build()
+        .expect("valid test flags");
     let server = service.start().await.expect("server starts");
     (service, server)
 }

@@ -1,12 +1,12 @@
 //! The logging service: times the call and logs it when its status is known.
 
+use crate::errors::Code;
 use crate::transport::Body;
-use crate::wrapper::{DescribeCall, on_status};
+use crate::wrapper::{DescribeCall, Outcome, on_status};
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
-use tonic::Code;
 use tower::Service;
 
 /// Logs each call that passes through it; see [`super`].
@@ -22,8 +22,10 @@ impl<S> Logging<S> {
     }
 }
 
-fn log(service: &str, endpoint: &str, code: Code, message: &str, started: Instant) {
+fn log(service: &str, endpoint: &str, outcome: &Outcome, started: Instant) {
     let micros = started.elapsed().as_micros() as u64;
+    let code = outcome.code();
+    let message = outcome.error().map_or("", |e| e.detail.as_str());
     match code {
         Code::Ok => tracing::info!(service, endpoint, status = ?code, micros, "call ok"),
         Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
@@ -58,17 +60,13 @@ where
         let fut = self.inner.call(request);
         Box::pin(async move {
             match fut.await {
-                Ok(response) => Ok(on_status(response, move |code, message| {
-                    log(&service, &endpoint, code, message, started)
+                Ok(response) => Ok(on_status(response, move |outcome| {
+                    log(&service, &endpoint, outcome, started)
                 })),
                 Err(err) => {
-                    log(
-                        &service,
-                        &endpoint,
-                        Code::Unavailable,
-                        &err.to_string(),
-                        started,
-                    );
+                    let outcome =
+                        Outcome::failed(crate::Error::unavailable(&*service, err.to_string()));
+                    log(&service, &endpoint, &outcome, started);
                     Err(err)
                 }
             }
