@@ -5,9 +5,7 @@ use crate::client::{Client, ClientOptions};
 use crate::cmd::Flags;
 use crate::registry::{Node, Registration, RegistryError, SharedRegistry};
 use crate::selector::{Selector, Strategy};
-use crate::server::{
-    HandlerStack, RunningServer, ServerError, ServerOptions, ServiceHandler, build_router,
-};
+use crate::server::{RunningServer, ServerError, ServerOptions, ServiceHandler, build_router};
 use crate::transport::{ClientTls, ServerTls};
 use crate::wrapper::stack::HandlerWrap;
 use clap::Parser;
@@ -62,9 +60,6 @@ impl BuildError {
     }
 }
 
-/// A client wrapper waiting for the client to be built.
-type ClientWrap = Box<dyn FnOnce(&Client) + Send>;
-
 /// Configures a [`Service`]; every setter is a default that flags and env override.
 pub struct ServiceBuilder {
     name: String,
@@ -85,7 +80,6 @@ pub struct ServiceBuilder {
     broker: Option<crate::broker::SharedBroker>,
     handlers: Vec<Arc<dyn ServiceHandler>>,
     handler_wrappers: Vec<HandlerWrap>,
-    client_wrappers: Vec<ClientWrap>,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -127,43 +121,22 @@ impl ServiceBuilder {
     ///     .build()
     ///     .expect("valid flags");
     /// ```
-    pub fn wrap_handler<L>(mut self, layer: L) -> Self
-    where
-        L: tower::Layer<HandlerStack> + Send + Sync + 'static,
-        L::Service: tower::Service<
-                http::Request<crate::transport::Body>,
-                Response = http::Response<crate::transport::Body>,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as tower::Service<http::Request<crate::transport::Body>>>::Error:
-            Into<tower::BoxError> + Send + 'static,
-        <L::Service as tower::Service<http::Request<crate::transport::Body>>>::Future:
-            Send + 'static,
-    {
-        self.handler_wrappers
-            .push(crate::wrapper::stack::handler_wrap(layer));
+    pub fn wrap_handler(mut self, layer: impl crate::wrapper::HandlerLayer) -> Self {
+        self.handler_wrappers.push(layer.into_wrap());
         self
     }
 
-    /// Wraps every call this service's client makes; the first registered is the outermost.
-    pub fn wrap_client<L>(mut self, layer: L) -> Self
-    where
-        L: tower::Layer<crate::client::ClientStack> + Send + Sync + 'static,
-        L::Service: tower::Service<
-                http::Request<crate::transport::Body>,
-                Response = http::Response<crate::transport::Body>,
-                Error = crate::transport::TransportError,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as tower::Service<http::Request<crate::transport::Body>>>::Future:
-            Send + 'static,
-    {
-        self.client_wrappers
-            .push(Box::new(move |client: &Client| client.wrap(layer)));
+    /// Wraps each logical call this service's client makes, once per call, above
+    /// node selection and retries; the first registered is the outermost.
+    pub fn wrap_client(mut self, layer: impl crate::client::ClientLayer) -> Self {
+        self.client = self.client.wrap_client(layer);
+        self
+    }
+
+    /// Wraps each attempt of this service's calls, after the node is picked; the
+    /// first registered is the outermost.
+    pub fn wrap_call(mut self, layer: impl crate::client::ClientLayer) -> Self {
+        self.client = self.client.wrap_call(layer);
         self
     }
 
@@ -305,9 +278,6 @@ impl ServiceBuilder {
         self.client.from_service = Some(self.name.clone());
         let selector = Arc::new(Selector::new(registry.clone(), self.strategy));
         let client = Client::with_selector(self.client, selector);
-        for wrap in self.client_wrappers {
-            wrap(&client);
-        }
         Ok(Service {
             inner: Arc::new(ServiceInner {
                 name: self.name,
@@ -454,7 +424,6 @@ impl Service {
             broker: None,
             handlers: Vec::new(),
             handler_wrappers: Vec::new(),
-            client_wrappers: Vec::new(),
         }
     }
 

@@ -68,13 +68,13 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> S::Future {
-        if let Some(info) = req.extensions().get::<rmicro::wrapper::ClientCallInfo>() {
+        if let Some(info) = req.extensions().get::<rmicro::wrapper::AttemptInfo>() {
             *self
                 .counts
                 .0
                 .lock()
                 .unwrap()
-                .entry(info.address.to_string())
+                .entry(info.address().to_string())
                 .or_default() += 1;
         }
         self.inner.call(req)
@@ -180,10 +180,9 @@ fn counted_client(
     strategy: Strategy,
 ) -> (rmicro::Client, PerNode, Arc<Selector>) {
     let selector = Arc::new(Selector::new(registry.clone(), strategy));
-    let client =
-        rmicro::Client::with_selector(rmicro::client::ClientOptions::default(), selector.clone());
     let counts = PerNode::default();
-    client.wrap(counts.clone());
+    let options = rmicro::client::ClientOptions::default().wrap_call(counts.clone());
+    let client = rmicro::Client::with_selector(options, selector.clone());
     (client, counts, selector)
 }
 

@@ -1,13 +1,14 @@
 //! Calls under construction: options set by chaining, sent by `.await`.
 
+use super::retry::CallPlan;
 use super::{CLIENT_ID, Client, ResponseStream};
-use crate::codec::{DecodeReply, Format, PreEncoded};
+use crate::codec::{DecodeReply, FRAME_HEADER, Format, ReplyDecoder, encode_framed, frame};
 use crate::context::Context;
 use crate::errors::Error;
 use crate::metadata::Metadata;
-use crate::selector::{SelectOptions, Selected};
-use crate::transport::{Channel, is_safe_to_retry};
-use crate::wrapper::ClientCallInfo;
+use crate::selector::SelectOptions;
+use crate::transport::Body;
+use crate::wrapper::{ClientCallInfo, NotSent};
 use bytes::Bytes;
 use futures_util::Stream;
 use futures_util::future::BoxFuture;
@@ -18,7 +19,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-use tonic::Code;
+use tower::{Service, ServiceExt};
 
 /// Per-call settings; each overrides the client's default.
 #[derive(Debug, Clone, Default)]
@@ -152,12 +153,9 @@ struct Target {
     options: CallOptions,
 }
 
-/// A call ready to go out: its channel and deadline.
-struct Prepared {
-    channel: Channel,
-    address: Arc<str>,
-    /// The node the selector picked (counts as in flight until dropped).
-    node: Option<Selected>,
+/// A call on its way: what wrappers are told about it and when it gives up.
+struct Started {
+    info: ClientCallInfo,
     deadline: Instant,
     timeout: Duration,
 }
@@ -179,212 +177,222 @@ impl Target {
         }
     }
 
-    /// The call's deadline and how long that is from now.
-    fn deadline(&self) -> (Instant, Duration) {
-        let defaults = &self.client.inner.options;
+    /// Starts the call's clock: its deadline, and how long that is from now.
+    fn start(&self) -> Started {
+        let defaults = self.client.options();
         let mut timeout = self.options.timeout.unwrap_or(defaults.request_timeout);
         // Inside a handler, never outlive the incoming call.
         if let Some(remaining) = Context::current().and_then(|c| c.remaining()) {
             timeout = timeout.min(remaining);
         }
-        (Instant::now() + timeout, timeout)
+        let deadline = Instant::now() + timeout;
+        let info = ClientCallInfo::new(
+            self.service.clone(),
+            self.endpoint.clone(),
+            self.path.as_str(),
+            deadline,
+        );
+        Started {
+            info,
+            deadline,
+            timeout,
+        }
     }
 
-    async fn prepare(&self) -> Result<Prepared, Error> {
-        let (deadline, timeout) = self.deadline();
-        self.prepare_until(deadline, timeout, &self.options.select)
-            .await
-    }
-
-    /// Picks where the next attempt goes, honouring the call's deadline.
-    async fn prepare_until(
+    /// Sends the call through the client's stacks (wrappers, selection, retries);
+    /// `replay` is the framed request for retries (`None` for request streams).
+    async fn send(
         &self,
-        deadline: Instant,
-        timeout: Duration,
-        select: &SelectOptions,
-    ) -> Result<Prepared, Error> {
+        body: Body,
+        replay: Option<Bytes>,
+        started: &Started,
+    ) -> Result<http::Response<Body>, Error> {
         if let Some(invalid) = &self.options.invalid {
             return Err(Error::bad_request(CLIENT_ID, invalid.clone()));
         }
-        let resolve = self
-            .client
-            .resolve(&self.service, self.options.address.as_deref(), select);
-        let (address, node) =
-            tokio::time::timeout_at(deadline, resolve)
-                .await
-                .map_err(|_| {
-                    Error::timeout(
-                        CLIENT_ID,
-                        format!("finding a node of `{}` timed out", self.service),
-                    )
-                })??;
-        let channel = self.client.channel(&address)?;
-        Ok(Prepared {
-            channel,
-            address,
-            node,
-            deadline,
-            timeout,
-        })
-    }
-
-    fn request<T>(&self, message: T, prepared: &Prepared) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if !self.options.metadata.is_empty() {
-            let mut headers = http::HeaderMap::new();
-            self.options.metadata.write_to(&mut headers);
-            *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
-        }
-        request.set_timeout(prepared.deadline.saturating_duration_since(Instant::now()));
+        let defaults = self.client.options();
+        let plan = CallPlan {
+            retries: self.options.retries.unwrap_or(defaults.retries),
+            idempotent: self.options.idempotent,
+            address: self.options.address.as_deref().map(Arc::from),
+            select: self.options.select.clone(),
+            deadline: started.deadline,
+            replay,
+        };
+        let mut request = http::Request::new(body);
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = http::Uri::from(self.path.clone());
+        let headers = request.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(self.format.content_type()),
+        );
+        headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        self.options.metadata.write_to(headers);
         let extensions = request.extensions_mut();
-        extensions.insert(ClientCallInfo {
-            service: self.service.clone(),
-            endpoint: self.endpoint.clone(),
-            address: prepared.address.clone(),
-        });
-        if self.format != Format::Proto {
-            extensions.insert(self.format);
+        extensions.insert(started.info.clone());
+        extensions.insert(Arc::new(plan));
+        let mut stack = self.client.inner.stack.clone();
+        let sent = async { stack.ready().await?.call(request).await };
+        match tokio::time::timeout_at(started.deadline, sent).await {
+            Err(_) => Err(self.timed_out(started)),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) => Err(self.error_from(err, started)),
         }
-        request
     }
 
-    fn grpc(&self, prepared: &Prepared) -> tonic::client::Grpc<Channel> {
-        let max = self.client.inner.options.max_message_size;
-        tonic::client::Grpc::new(prepared.channel.clone())
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max)
-    }
-
-    fn timed_out(&self, prepared: &Prepared) -> Error {
-        Error::timeout(
+    /// The caller's error for what the client stack failed with.
+    fn error_from(&self, err: tower::BoxError, started: &Started) -> Error {
+        let err = match err.downcast::<Error>() {
+            Ok(err) => return *err,
+            Err(err) => err,
+        };
+        // The channel's own timer ends a call at the same deadline as ours.
+        if Instant::now() >= started.deadline {
+            return self.timed_out(started);
+        }
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            let line = cause.to_string();
+            if !text.contains(&line) {
+                text.push_str(": ");
+                text.push_str(&line);
+            }
+            source = cause.source();
+        }
+        if err.is::<NotSent>() {
+            return Error::unavailable(
+                CLIENT_ID,
+                format!(
+                    "no node of `{}` took the call {}: {text}",
+                    self.service, self.endpoint
+                ),
+            );
+        }
+        Error::unavailable(
             CLIENT_ID,
             format!(
-                "call to `{}` {} timed out after {:?}",
-                self.service, self.endpoint, prepared.timeout
+                "call to `{}` {} failed: {text}",
+                self.service, self.endpoint
             ),
         )
     }
 
-    /// The error for a failed attempt. tonic's own timer cancels a call at the same
-    /// deadline as ours; report that as the timeout it is.
-    fn failed(&self, status: &tonic::Status, prepared: &Prepared) -> Error {
-        if status.code() == Code::Cancelled && Instant::now() >= prepared.deadline {
-            return self.timed_out(prepared);
+    /// Opens the reply stream; an error answered before any reply comes back at once.
+    fn replies<D: DecodeReply>(
+        &self,
+        response: http::Response<Body>,
+        started: &Started,
+    ) -> Result<tonic::Streaming<D>, Error> {
+        let decoder = ReplyDecoder::<D>::counting(started.info.messages().clone());
+        if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+            if status.code() != tonic::Code::Ok {
+                return Err(self.failed(&status, started));
+            }
+            return Ok(tonic::Streaming::new_empty(decoder, response.into_body()));
+        }
+        let code = response.status();
+        Ok(tonic::Streaming::new_response(
+            decoder,
+            response.into_body(),
+            code,
+            None,
+            Some(self.client.options().max_message_size),
+        ))
+    }
+
+    /// Reads the one reply of a unary or client-streaming call, and its status.
+    async fn one_reply<D: DecodeReply>(
+        &self,
+        response: http::Response<Body>,
+        started: &Started,
+    ) -> Result<D, Error> {
+        let mut replies = self.replies::<D>(response, started)?;
+        let read = async {
+            let reply = replies
+                .message()
+                .await?
+                .ok_or_else(|| tonic::Status::internal("the server sent no reply message"))?;
+            replies.trailers().await?;
+            Ok::<D, tonic::Status>(reply)
+        };
+        match tokio::time::timeout_at(started.deadline, read).await {
+            Err(_) => Err(self.timed_out(started)),
+            Ok(result) => result.map_err(|status| self.failed(&status, started)),
+        }
+    }
+
+    fn timed_out(&self, started: &Started) -> Error {
+        Error::timeout(
+            CLIENT_ID,
+            format!(
+                "call to `{}` {} timed out after {:?}",
+                self.service, self.endpoint, started.timeout
+            ),
+        )
+    }
+
+    /// The error for a failed reply. The server's own timer cancels a call at the
+    /// same deadline as ours; report that as the timeout it is.
+    fn failed(&self, status: &tonic::Status, started: &Started) -> Error {
+        if status.code() == tonic::Code::Cancelled && Instant::now() >= started.deadline {
+            return self.timed_out(started);
         }
         Error::from_status(status, CLIENT_ID)
     }
 
-    fn should_retry(&self, status: &tonic::Status) -> bool {
-        is_safe_to_retry(status)
-            || (self.options.idempotent
-                && matches!(
-                    status.code(),
-                    Code::Unavailable | Code::Aborted | Code::Internal | Code::Unknown
-                ))
-    }
-
-    /// Sends one request message as `A` does, retrying where safe.
-    async fn with_retries<A: Attempt>(&self, message: Bytes) -> Result<A::Reply, Error> {
-        let mut prepared = self.prepare().await?;
-        let retries = self
-            .options
-            .retries
-            .unwrap_or(self.client.inner.options.retries);
-        let mut attempt = 0u32;
-        let mut select = self.options.select.clone();
-        loop {
-            let mut grpc = self.grpc(&prepared);
-            let request = self.request(message.clone(), &prepared);
-            let sent = async {
-                grpc.ready()
-                    .await
-                    .map_err(|e| tonic::Status::from_error(Box::new(e)))?;
-                A::send(grpc, request, self.path.clone()).await
-            };
-            let status = match tokio::time::timeout_at(prepared.deadline, sent).await {
-                Err(_) => return Err(self.timed_out(&prepared)),
-                Ok(Ok(reply)) => {
-                    if let Some(node) = &prepared.node {
-                        node.mark_up();
-                    }
-                    return Ok(reply);
-                }
-                Ok(Err(status)) => status,
-            };
-            let unreachable = is_safe_to_retry(&status);
-            if let Some(node) = &prepared.node {
-                if unreachable {
-                    node.mark_down();
-                    self.client.evict(&prepared.address);
-                }
-                // The next attempt goes to another node when there is one.
-                select.exclude.push(node.id().clone());
-            }
-            if attempt >= retries || !self.should_retry(&status) {
-                return Err(self.failed(&status, &prepared));
-            }
-            // A refused connection is retried at once (the channel re-dials); further
-            // attempts back off 100 ms, 200 ms, 400 ms, … within the deadline.
-            if attempt > 0 {
-                let backoff = Duration::from_millis(100) * 2u32.saturating_pow(attempt - 1);
-                tokio::time::sleep_until((Instant::now() + backoff).min(prepared.deadline)).await;
-            }
-            attempt += 1;
-            tracing::debug!(service = %self.service, endpoint = %self.endpoint, attempt, error = %status.message(), "retrying call");
-            if prepared.node.is_some() {
-                let (deadline, timeout) = (prepared.deadline, prepared.timeout);
-                prepared = match self.prepare_until(deadline, timeout, &select).await {
-                    Ok(next) => next,
-                    // Every node was tried: go round again from the full set.
-                    Err(_) => {
-                        select.exclude.clear();
-                        self.prepare_until(deadline, timeout, &select).await?
-                    }
-                };
-            }
+    /// Checks a framed request against the client's message size limit.
+    fn check_size(&self, framed: &Bytes) -> Result<(), Error> {
+        let max = self.client.options().max_message_size;
+        let len = framed.len().saturating_sub(FRAME_HEADER);
+        if len > max {
+            return Err(Error::too_many_requests(
+                CLIENT_ID,
+                format!(
+                    "request to `{}` {} is {len} bytes, over the limit of {max} bytes",
+                    self.service, self.endpoint
+                ),
+            ));
         }
+        Ok(())
     }
-}
 
-/// One attempt of a call whose request is a single message.
-trait Attempt {
-    type Reply;
-    fn send(
-        grpc: tonic::client::Grpc<Channel>,
-        request: tonic::Request<Bytes>,
-        path: PathAndQuery,
-    ) -> impl Future<Output = Result<Self::Reply, tonic::Status>> + Send;
-}
-
-impl<Resp: DecodeReply> Attempt for UnaryCall<Resp> {
-    type Reply = Resp;
-    async fn send(
-        mut grpc: tonic::client::Grpc<Channel>,
-        request: tonic::Request<Bytes>,
-        path: PathAndQuery,
-    ) -> Result<Resp, tonic::Status> {
-        grpc.unary(request, path, PreEncoded::<Resp>::default())
-            .await
-            .map(tonic::Response::into_inner)
+    /// Sends a single framed request message and returns the response head.
+    async fn send_one(
+        &self,
+        framed: Bytes,
+        started: &Started,
+    ) -> Result<http::Response<Body>, Error> {
+        self.check_size(&framed)?;
+        started
+            .info
+            .messages()
+            .record_sent(framed.len().saturating_sub(FRAME_HEADER));
+        let body = Body::new(http_body_util::Full::new(framed.clone()));
+        self.send(body, Some(framed), started).await
     }
-}
 
-impl<Resp: DecodeReply> Attempt for ServerStreamCall<Resp> {
-    type Reply = tonic::Streaming<Resp>;
-    async fn send(
-        mut grpc: tonic::client::Grpc<Channel>,
-        request: tonic::Request<Bytes>,
-        path: PathAndQuery,
-    ) -> Result<tonic::Streaming<Resp>, tonic::Status> {
-        grpc.server_streaming(request, path, PreEncoded::<Resp>::default())
-            .await
-            .map(tonic::Response::into_inner)
+    /// Sends a stream of encoded request messages (never retried).
+    async fn send_stream(
+        &self,
+        requests: RequestBytes,
+        started: &Started,
+    ) -> Result<http::Response<Body>, Error> {
+        let messages = started.info.messages().clone();
+        let frames = futures_util::StreamExt::map(requests, move |message: Bytes| {
+            messages.record_sent(message.len());
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(frame(&message)))
+        });
+        let body = Body::new(http_body_util::StreamBody::new(frames));
+        self.send(body, None, started).await
     }
 }
 
 /// A unary call: one request, one reply. Await it to send.
 pub struct UnaryCall<Resp> {
     target: Target,
+    /// The request, gRPC-framed.
     message: Bytes,
     _reply: PhantomData<fn() -> Resp>,
 }
@@ -398,13 +406,18 @@ impl<Resp: DecodeReply> IntoFuture for UnaryCall<Resp> {
     type IntoFuture = BoxFuture<'static, Result<Resp, Error>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move { self.target.with_retries::<Self>(self.message).await })
+        Box::pin(async move {
+            let started = self.target.start();
+            let response = self.target.send_one(self.message, &started).await?;
+            self.target.one_reply(response, &started).await
+        })
     }
 }
 
 /// A call with one request and a stream of replies. Await it for the stream.
 pub struct ServerStreamCall<Resp> {
     target: Target,
+    /// The request, gRPC-framed.
     message: Bytes,
     _reply: PhantomData<fn() -> Resp>,
 }
@@ -419,11 +432,16 @@ impl<Resp: DecodeReply> IntoFuture for ServerStreamCall<Resp> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let service = self.target.service.clone();
+            let target = self.target;
+            let started = target.start();
+            let response = target.send_one(self.message, &started).await?;
+            let replies = target.replies::<Resp>(response, &started)?;
             // The stream keeps the call's deadline.
-            let (deadline, _) = self.target.deadline();
-            let stream = self.target.with_retries::<Self>(self.message).await?;
-            Ok(ResponseStream::new(stream, Some(deadline), service))
+            Ok(ResponseStream::new(
+                replies,
+                Some(started.deadline),
+                target.service.clone(),
+            ))
         })
     }
 }
@@ -437,31 +455,6 @@ fn encode_stream<Req: prost::Message + 'static>(
 
 /// A boxed stream of encoded request messages.
 type RequestBytes = std::pin::Pin<Box<dyn Stream<Item = Bytes> + Send>>;
-
-/// Runs a call whose request is a stream (never retried: the stream is consumed).
-async fn open_stream(
-    target: &Target,
-    requests: RequestBytes,
-) -> Result<
-    (
-        tonic::client::Grpc<Channel>,
-        tonic::Request<RequestBytes>,
-        Prepared,
-    ),
-    Error,
-> {
-    let prepared = target.prepare().await?;
-    let mut grpc = target.grpc(&prepared);
-    let request = target.request(requests, &prepared);
-    match tokio::time::timeout_at(prepared.deadline, grpc.ready()).await {
-        Err(_) => Err(target.timed_out(&prepared)),
-        Ok(Err(e)) => Err(Error::from_status(
-            &tonic::Status::from_error(Box::new(e)),
-            CLIENT_ID,
-        )),
-        Ok(Ok(())) => Ok((grpc, request, prepared)),
-    }
-}
 
 /// A call with a stream of requests and one reply. Await it to send.
 pub struct ClientStreamCall<Resp> {
@@ -480,16 +473,9 @@ impl<Resp: DecodeReply> IntoFuture for ClientStreamCall<Resp> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let target = self.target;
-            let (mut grpc, request, prepared) = open_stream(&target, self.requests).await?;
-            let call =
-                grpc.client_streaming(request, target.path.clone(), PreEncoded::<Resp>::default());
-            match tokio::time::timeout_at(prepared.deadline, call).await {
-                Err(_) => Err(target.timed_out(&prepared)),
-                Ok(result) => result
-                    .map(tonic::Response::into_inner)
-                    .map_err(|s| target.failed(&s, &prepared)),
-            }
+            let started = self.target.start();
+            let response = self.target.send_stream(self.requests, &started).await?;
+            self.target.one_reply(response, &started).await
         })
     }
 }
@@ -512,20 +498,14 @@ impl<Resp: DecodeReply> IntoFuture for StreamingCall<Resp> {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let target = self.target;
-            let (mut grpc, request, prepared) = open_stream(&target, self.requests).await?;
-            let call = grpc.streaming(request, target.path.clone(), PreEncoded::<Resp>::default());
-            match tokio::time::timeout_at(prepared.deadline, call).await {
-                Err(_) => Err(target.timed_out(&prepared)),
-                Ok(result) => result
-                    .map(|r| {
-                        ResponseStream::new(
-                            r.into_inner(),
-                            Some(prepared.deadline),
-                            target.service.clone(),
-                        )
-                    })
-                    .map_err(|s| target.failed(&s, &prepared)),
-            }
+            let started = target.start();
+            let response = target.send_stream(self.requests, &started).await?;
+            let replies = target.replies::<Resp>(response, &started)?;
+            Ok(ResponseStream::new(
+                replies,
+                Some(started.deadline),
+                target.service.clone(),
+            ))
         })
     }
 }
@@ -565,7 +545,7 @@ impl Client {
                 PathAndQuery::from_static(path),
                 Cow::Borrowed(endpoint),
             ),
-            message: Bytes::from(request.encode_to_vec()),
+            message: encode_framed(request),
             _reply: PhantomData,
         }
     }
@@ -585,7 +565,7 @@ impl Client {
                 PathAndQuery::from_static(path),
                 Cow::Borrowed(endpoint),
             ),
-            message: Bytes::from(request.encode_to_vec()),
+            message: encode_framed(request),
             _reply: PhantomData,
         }
     }
@@ -659,7 +639,7 @@ impl Client {
         target.options = options;
         let reply: crate::codec::RawMessage = UnaryCall {
             target,
-            message: Bytes::copy_from_slice(json.as_bytes()),
+            message: frame(json.as_bytes()),
             _reply: PhantomData,
         }
         .await?;

@@ -8,10 +8,20 @@
 //! let reply = greeter.say_hello(req).timeout(Duration::from_secs(1)).metadata("x-user", "ann").await?;
 //! ```
 //!
-//! A service name resolves to an address through static routes (the discovery issue
-//! adds the registry and selector); `.address(..)` overrides it per call. Each address
-//! gets one multiplexed HTTP/2 connection, dialled on first use, shared by all calls,
-//! and re-dialled after the peer goes away.
+//! A service name resolves to an address through `.address(..)` per call, a static
+//! route, or the selector over the registry; a `host:port` name is dialled as it is.
+//! Each address gets one multiplexed HTTP/2 connection, dialled on first use, shared
+//! by all calls, and re-dialled after the peer goes away.
+//!
+//! **Wrappers** sit at two levels, go-micro's names: [`ClientOptions::wrap_client`]
+//! wraps each logical call once, above node selection and retries (it sees the
+//! target, endpoint, deadline and metadata, and at the end the final status and the
+//! number of attempts: [`crate::wrapper::ClientCallInfo`]); [`ClientOptions::wrap_call`]
+//! wraps each attempt (it also sees the node and address picked and the attempt
+//! number: [`crate::wrapper::AttemptInfo`]). A `wrap_call` wrapper that fails with
+//! [`crate::wrapper::NotSent`] makes the client try another node within its retry
+//! rules. Both stacks are built once per client, so wrapper state lives as long as
+//! the client.
 //!
 //! **Retries** (default 1) happen only where they cannot run a handler twice: the
 //! connection could not be made, or the request was refused before it was sent. A call
@@ -21,17 +31,23 @@
 //! **Deadlines**: the timeout (default 5 s) is sent as `grpc-timeout`; inside a handler,
 //! a call inherits what is left of the incoming call's deadline if that is sooner.
 
+mod attempt;
 mod call;
+mod resolve;
+mod retry;
 mod stream;
 
+pub use crate::wrapper::stack::{ClientLayer, ClientStack};
 pub use call::{CallOptions, ClientStreamCall, ServerStreamCall, StreamingCall, UnaryCall};
 pub use stream::ResponseStream;
 
 use crate::errors::Error;
-use crate::selector::{SelectError, SelectOptions, Selected, Selector};
-use crate::transport::{Channel, ChannelOptions, ClientTls, connect_lazy};
+use crate::selector::Selector;
+use crate::transport::{ChannelOptions, ClientTls};
+use crate::wrapper::stack::{ClientWrap, apply};
+use resolve::Resolver;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The `id` of errors the client itself produces.
@@ -48,12 +64,31 @@ pub struct ClientOptions {
     pub max_message_size: usize,
     /// How connections are dialled.
     pub channel: ChannelOptions,
-    /// Static routes: service name → address, until a registry resolves names.
+    /// Static routes: service name → address; other names go to the selector.
     pub routes: HashMap<String, String>,
     /// Where [`Client::publish`] sends events.
     pub broker: Option<crate::broker::SharedBroker>,
     /// The service publishing (the `Micro-From-Service` header).
     pub from_service: Option<String>,
+    /// Client wrappers, set with [`wrap_client`](Self::wrap_client) and
+    /// [`wrap_call`](Self::wrap_call).
+    pub wrappers: ClientWrappers,
+}
+
+/// The client wrappers of a [`ClientOptions`], in registration order.
+#[derive(Clone, Default)]
+pub struct ClientWrappers {
+    client: Vec<ClientWrap>,
+    call: Vec<ClientWrap>,
+}
+
+impl std::fmt::Debug for ClientWrappers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientWrappers")
+            .field("client", &self.client.len())
+            .field("call", &self.call.len())
+            .finish()
+    }
 }
 
 impl Default for ClientOptions {
@@ -66,30 +101,44 @@ impl Default for ClientOptions {
             routes: HashMap::new(),
             broker: None,
             from_service: None,
+            wrappers: ClientWrappers::default(),
         }
     }
 }
 
-/// A layer applied to each new channel: client wrappers.
-type ClientLayer = Arc<dyn Fn(Channel) -> Channel + Send + Sync>;
+impl ClientOptions {
+    /// Wraps each logical call once, above node selection and retries; the first
+    /// registered is the outermost. Any tower layer over HTTP-level gRPC calls.
+    pub fn wrap_client(mut self, layer: impl ClientLayer) -> Self {
+        self.wrappers.client.push(layer.into_wrap());
+        self
+    }
 
-/// Makes calls to services. Cheap to clone; clones share connections.
+    /// Wraps each attempt of a call (after the node is picked); the first registered
+    /// is the outermost. Fail with [`crate::wrapper::NotSent`] to have the client
+    /// try another node.
+    pub fn wrap_call(mut self, layer: impl ClientLayer) -> Self {
+        self.wrappers.call.push(layer.into_wrap());
+        self
+    }
+}
+
+/// Makes calls to services. Cheap to clone; clones share connections and wrappers.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<ClientInner>,
 }
 
 struct ClientInner {
-    options: ClientOptions,
-    selector: Option<Arc<Selector>>,
-    layers: RwLock<Vec<ClientLayer>>,
-    channels: RwLock<HashMap<String, Channel>>,
+    resolver: Arc<Resolver>,
+    /// `wrap_client` wrappers around selection, retries and the `wrap_call` stack.
+    stack: ClientStack,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("options", &self.inner.options)
+            .field("options", &self.inner.resolver.options)
             .finish_non_exhaustive()
     }
 }
@@ -112,51 +161,41 @@ impl Client {
     }
 
     fn build(options: ClientOptions, selector: Option<Arc<Selector>>) -> Self {
+        let wrappers = options.wrappers.clone();
+        let resolver = Arc::new(Resolver::new(options, selector));
+        let attempt = apply(attempt::to_channel(), &wrappers.call);
+        let stack = apply(retry::retrying(resolver.clone(), attempt), &wrappers.client);
         Client {
-            inner: Arc::new(ClientInner {
-                options,
-                selector,
-                layers: RwLock::new(Vec::new()),
-                channels: RwLock::new(HashMap::new()),
-            }),
+            inner: Arc::new(ClientInner { resolver, stack }),
         }
     }
 
     /// The selector this client resolves names with, if it has a registry.
     pub fn selector(&self) -> Option<&Arc<Selector>> {
-        self.inner.selector.as_ref()
+        self.inner.resolver.selector.as_ref()
     }
 
     /// A client like this one but with other options (same selector and wrappers).
     fn derive(&self, options: ClientOptions) -> Self {
-        let client = Self::build(options, self.inner.selector.clone());
-        if let (Ok(mut mine), Ok(theirs)) = (client.inner.layers.write(), self.inner.layers.read())
-        {
-            mine.clone_from(&theirs);
-        }
-        client
+        Self::build(options, self.inner.resolver.selector.clone())
     }
 
     /// The client's options.
     pub fn options(&self) -> &ClientOptions {
-        &self.inner.options
+        &self.inner.resolver.options
     }
 
-    /// A client that resolves `service` to `address`, sharing this client's settings.
+    /// A client that resolves `service` to `address` and every other name as this
+    /// one does (same selector, settings and wrappers).
     pub fn with_route(&self, service: impl Into<String>, address: impl Into<String>) -> Self {
-        let mut options = self.inner.options.clone();
+        let mut options = self.options().clone();
         options.routes.insert(service.into(), address.into());
-        let client = Client::new(options);
-        if let (Ok(mut mine), Ok(theirs)) = (client.inner.layers.write(), self.inner.layers.read())
-        {
-            mine.clone_from(&theirs);
-        }
-        client
+        self.derive(options)
     }
 
     /// A client that publishes through `broker`.
     pub fn with_broker(&self, broker: crate::broker::SharedBroker) -> Self {
-        let mut options = self.inner.options.clone();
+        let mut options = self.options().clone();
         options.broker = Some(broker);
         self.derive(options)
     }
@@ -184,7 +223,7 @@ impl Client {
         topic: &str,
         message: crate::broker::Message,
     ) -> Result<(), Error> {
-        let options = &self.inner.options;
+        let options = self.options();
         let broker = options.broker.as_ref().ok_or_else(|| {
             Error::internal(
                 "rmicro.client",
@@ -200,110 +239,13 @@ impl Client {
 
     /// A client that dials over TLS.
     pub fn with_tls(&self, tls: ClientTls) -> Self {
-        let mut options = self.inner.options.clone();
+        let mut options = self.options().clone();
         options.channel.tls = Some(tls);
         self.derive(options)
     }
 
-    /// Adds a wrapper around every call; the first added is the outermost.
-    /// Applies to connections dialled after this call.
-    pub fn wrap<L>(&self, layer: L)
-    where
-        L: tower::Layer<ClientStack> + Send + Sync + 'static,
-        L::Service: tower::Service<
-                http::Request<crate::transport::Body>,
-                Response = http::Response<crate::transport::Body>,
-                Error = crate::transport::TransportError,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as tower::Service<http::Request<crate::transport::Body>>>::Future:
-            Send + 'static,
-    {
-        let apply: ClientLayer = Arc::new(move |ch: Channel| Channel::new(layer.layer(ch)));
-        if let Ok(mut layers) = self.inner.layers.write() {
-            layers.push(apply);
-        }
-    }
-
-    /// Where a call to `service` goes: the per-call address, a static route, a node
-    /// picked by the selector, or the name itself when it is a `host:port`.
-    pub(crate) async fn resolve(
-        &self,
-        service: &str,
-        address: Option<&str>,
-        select: &SelectOptions,
-    ) -> Result<(Arc<str>, Option<Selected>), Error> {
-        if let Some(address) = address {
-            return Ok((Arc::from(address), None));
-        }
-        if let Some(address) = self.inner.options.routes.get(service) {
-            return Ok((Arc::from(address.as_str()), None));
-        }
-        if let Some(selector) = &self.inner.selector {
-            return match selector.select(service, select).await {
-                Ok(selected) => Ok((selected.address().clone(), Some(selected))),
-                Err(SelectError::NoNodes { .. }) if service.contains(':') => {
-                    Ok((Arc::from(service), None))
-                }
-                Err(err) => Err(Error::unavailable(CLIENT_ID, err.to_string())),
-            };
-        }
-        if service.contains(':') {
-            return Ok((Arc::from(service), None));
-        }
-        Err(Error::new(
-            CLIENT_ID,
-            503,
-            format!(
-                "service `{service}` has no known address: give the call an `.address(..)`, \
-                 route it with `client.with_route(\"{service}\", \"host:port\")`, or use a registry"
-            ),
-        ))
-    }
-
-    /// Forgets the channel to `address` (its node is unreachable), so channels of
-    /// departed nodes do not pile up; a later call dials afresh.
-    pub(crate) fn evict(&self, address: &str) {
-        if let Ok(mut channels) = self.inner.channels.write() {
-            channels.remove(address);
-        }
-    }
-
     /// How many channels are cached (one per address called).
     pub fn cached_channels(&self) -> usize {
-        self.inner.channels.read().map(|c| c.len()).unwrap_or(0)
-    }
-
-    /// The shared channel to `address`, dialled lazily on first use.
-    pub(crate) fn channel(&self, address: &str) -> Result<Channel, Error> {
-        if let Ok(channels) = self.inner.channels.read()
-            && let Some(channel) = channels.get(address)
-        {
-            return Ok(channel.clone());
-        }
-        let raw = connect_lazy(address, &self.inner.options.channel)
-            .map_err(|e| Error::bad_request(CLIENT_ID, e.to_string()))?;
-        let layers = self
-            .inner
-            .layers
-            .read()
-            .map(|l| l.clone())
-            .unwrap_or_default();
-        // First added = outermost, so wrap from the last one inwards.
-        let channel = layers.iter().rev().fold(raw, |ch, layer| layer(ch));
-        let mut channels = self
-            .inner
-            .channels
-            .write()
-            .map_err(|_| Error::internal(CLIENT_ID, "channel cache poisoned"))?;
-        Ok(channels
-            .entry(address.to_owned())
-            .or_insert(channel)
-            .clone())
+        self.inner.resolver.cached_channels()
     }
 }
-
-/// The service type client wrappers wrap: a channel to one node.
-pub type ClientStack = Channel;

@@ -19,7 +19,7 @@ pub use json::{JsonTranscoder, TranscodeError, json_to_proto, proto_to_json};
 use bytes::{Buf, BufMut, Bytes};
 use std::marker::PhantomData;
 use tonic::Status;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{DecodeBuf, Decoder};
 
 /// The codec a request asked for with its `content-type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,48 +53,6 @@ impl Format {
     }
 }
 
-/// A tonic codec that sends bytes already encoded and decodes replies of type `D`.
-///
-/// Clients encode a request once and keep the bytes, so a retry resends them without
-/// encoding or cloning the message again.
-#[derive(Debug)]
-pub(crate) struct PreEncoded<D>(PhantomData<fn() -> D>);
-
-impl<D> Default for PreEncoded<D> {
-    fn default() -> Self {
-        PreEncoded(PhantomData)
-    }
-}
-
-impl<D: DecodeReply> Codec for PreEncoded<D> {
-    type Encode = Bytes;
-    type Decode = D;
-    type Encoder = BytesEncoder;
-    type Decoder = ReplyDecoder<D>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        BytesEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        ReplyDecoder(PhantomData)
-    }
-}
-
-/// Writes pre-encoded message bytes into a gRPC frame.
-#[derive(Debug)]
-pub(crate) struct BytesEncoder;
-
-impl Encoder for BytesEncoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
 /// A reply type a client can decode: a protobuf message, or raw bytes for dynamic calls.
 pub trait DecodeReply: Send + Sync + 'static + Sized {
     /// Decodes one message from the frame's bytes.
@@ -118,17 +76,56 @@ impl DecodeReply for RawMessage {
     }
 }
 
-/// Decodes each reply frame as `D`.
+/// Decodes each reply frame as `D`, counting what it decodes.
 #[derive(Debug)]
-pub(crate) struct ReplyDecoder<D>(PhantomData<fn() -> D>);
+pub(crate) struct ReplyDecoder<D> {
+    counts: Option<std::sync::Arc<crate::wrapper::MessageCounts>>,
+    _reply: PhantomData<fn() -> D>,
+}
+
+impl<D> ReplyDecoder<D> {
+    /// A decoder that records each reply in `counts`.
+    pub(crate) fn counting(counts: std::sync::Arc<crate::wrapper::MessageCounts>) -> Self {
+        ReplyDecoder {
+            counts: Some(counts),
+            _reply: PhantomData,
+        }
+    }
+}
 
 impl<D: DecodeReply> Decoder for ReplyDecoder<D> {
     type Item = D;
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<D>, Status> {
+        if let Some(counts) = &self.counts {
+            counts.record_received(src.remaining());
+        }
         D::decode_reply(src).map(Some)
     }
+}
+
+/// Bytes in front of every gRPC message: a compression flag and a 4-byte length.
+pub(crate) const FRAME_HEADER: usize = 5;
+
+/// Frames one uncompressed message as gRPC sends it.
+pub(crate) fn frame(message: &[u8]) -> Bytes {
+    let mut buf = bytes::BytesMut::with_capacity(FRAME_HEADER + message.len());
+    buf.put_u8(0);
+    buf.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+    buf.put_slice(message);
+    buf.freeze()
+}
+
+/// Encodes a protobuf message straight into a gRPC frame (no second copy).
+pub(crate) fn encode_framed<M: prost::Message>(message: &M) -> Bytes {
+    let len = message.encoded_len();
+    let mut buf = bytes::BytesMut::with_capacity(FRAME_HEADER + len);
+    buf.put_u8(0);
+    buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    // Cannot fail: the buffer was sized to the message.
+    let _ = message.encode(&mut buf);
+    buf.freeze()
 }
 
 #[cfg(test)]

@@ -157,6 +157,11 @@ impl Selector {
         self.strategy
     }
 
+    /// How many services have a node cache (each follows the registry with a watch).
+    pub fn cached_services(&self) -> usize {
+        crate::sync::read(&self.caches).len()
+    }
+
     fn cache(&self, service: &str) -> Arc<NodeCache> {
         if let Ok(caches) = self.caches.read()
             && let Some(cache) = caches.get(service)

@@ -10,6 +10,7 @@ use crate::context::Context;
 use crate::errors::Error;
 use crate::metadata::Metadata;
 use crate::transport::Body;
+use crate::wrapper::MessageCounts;
 use futures_util::future::BoxFuture;
 use std::future::Future;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub struct CallEnv {
     pub(crate) deadline: Option<Instant>,
     pub(crate) max_message_size: usize,
     pub(crate) in_flight: InFlightGuard,
+    pub(crate) messages: Arc<MessageCounts>,
 }
 
 impl CallEnv {
@@ -84,9 +86,10 @@ pub(crate) fn map_transport_status(status: Status) -> Status {
 }
 
 /// Runs `fut` as the current context, cancelling it at the deadline.
-async fn run_unary<Resp>(
+async fn run_unary<Resp: prost::Message>(
     ctx: Arc<Context>,
     deadline: Option<Instant>,
+    messages: Arc<MessageCounts>,
     fut: impl Future<Output = Result<Resp, Error>>,
 ) -> Result<tonic::Response<Resp>, Status> {
     let scoped = Context::scope(ctx, fut);
@@ -101,6 +104,9 @@ async fn run_unary<Resp>(
             }),
         None => scoped.await,
     };
+    if let Ok(reply) = &result {
+        messages.record_sent(reply.encoded_len());
+    }
     result.map(tonic::Response::new).map_err(|e| e.to_status())
 }
 
@@ -122,7 +128,8 @@ impl<Req, Resp, F, Fut> tonic::server::UnaryService<Req> for Once<F>
 where
     F: FnOnce(Request<Req>) -> Fut,
     Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
-    Resp: Send + 'static,
+    Req: prost::Message,
+    Resp: prost::Message + Send + 'static,
 {
     type Response = Resp;
     type Future = BoxFuture<'static, Result<tonic::Response<Resp>, Status>>;
@@ -133,9 +140,15 @@ where
             Err(status) => return Box::pin(std::future::ready(Err(status))),
         };
         let (metadata, extensions, message) = request.into_parts();
+        self.env.messages.record_received(message.encoded_len());
         let ctx = self.env.context(metadata, extensions);
         let fut = f(Request::with_context(ctx.clone(), message));
-        Box::pin(run_unary(ctx, self.env.deadline, fut))
+        Box::pin(run_unary(
+            ctx,
+            self.env.deadline,
+            self.env.messages.clone(),
+            fut,
+        ))
     }
 }
 
@@ -176,11 +189,12 @@ where
 {
     let mut grpc = env.grpc::<Resp, Req>();
     let service = env.service.clone();
+    let messages = env.messages.clone();
     let adapter = move |r: Request<tonic::Streaming<Req>>| {
         let (ctx, stream) = r.into_parts();
         handler(Request::with_context(
             ctx,
-            RequestStream::new(stream, service),
+            RequestStream::new(stream, service, messages),
         ))
     };
     grpc.client_streaming(
@@ -197,7 +211,7 @@ impl<Req, Resp, F, Fut> tonic::server::ClientStreamingService<Req> for Once<F>
 where
     F: FnOnce(Request<tonic::Streaming<Req>>) -> Fut,
     Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
-    Resp: Send + 'static,
+    Resp: prost::Message + Send + 'static,
 {
     type Response = Resp;
     type Future = BoxFuture<'static, Result<tonic::Response<Resp>, Status>>;
@@ -210,7 +224,12 @@ where
         let (metadata, extensions, stream) = request.into_parts();
         let ctx = self.env.context(metadata, extensions);
         let fut = f(Request::with_context(ctx.clone(), stream));
-        Box::pin(run_unary(ctx, self.env.deadline, fut))
+        Box::pin(run_unary(
+            ctx,
+            self.env.deadline,
+            self.env.messages.clone(),
+            fut,
+        ))
     }
 }
 
@@ -242,6 +261,7 @@ where
         move |tx| Context::scope(ctx.clone(), f(Request::with_context(ctx, message), tx)),
         deadline,
         env.in_flight,
+        env.messages,
     );
     Ok(tonic::Response::new(stream))
 }
@@ -289,8 +309,13 @@ where
     Fut: Future<Output = Result<(), Error>> + Send + 'static,
 {
     let mut grpc = env.grpc::<Resp, Req>();
+    let messages = env.messages.clone();
+    let adapter = move |r: Request<Req>, tx: ResponseSender<Resp>| {
+        messages.record_received(r.message().encoded_len());
+        handler(r, tx)
+    };
     let service = OnceStreaming {
-        f: Some(handler),
+        f: Some(adapter),
         env: Some(env),
         _reply: std::marker::PhantomData,
     };
@@ -311,10 +336,11 @@ where
 {
     let mut grpc = env.grpc::<Resp, Req>();
     let service_name = env.service.clone();
+    let messages = env.messages.clone();
     let adapter = move |r: Request<tonic::Streaming<Req>>, tx: ResponseSender<Resp>| {
         let (ctx, stream) = r.into_parts();
         handler(
-            Request::with_context(ctx, RequestStream::new(stream, service_name)),
+            Request::with_context(ctx, RequestStream::new(stream, service_name, messages)),
             tx,
         )
     };

@@ -151,7 +151,7 @@ pub(crate) async fn build_router(
     let dispatch = HandlerStack::new(Dispatch {
         routes: routes.clone(),
     });
-    let stack = wrappers.iter().rev().fold(dispatch, |s, wrap| wrap(s));
+    let stack = crate::wrapper::stack::apply(dispatch, wrappers);
     Ok((
         Router {
             routes,

@@ -134,6 +134,7 @@ impl Service<http::Request<Body>> for Dispatch {
             deadline: info.deadline(),
             max_message_size: self.routes.max_message_size,
             in_flight: InFlightGuard::enter(&self.routes.in_flight),
+            messages: info.messages().clone(),
         };
         let fut = route.handler.call(route.index, env, request);
         Box::pin(async move { Ok(fut.await) })

@@ -7,10 +7,12 @@
 
 use super::dispatch::{InFlightGuard, map_transport_status};
 use crate::errors::Error;
+use crate::wrapper::MessageCounts;
 use futures_util::Stream;
 use futures_util::future::BoxFuture;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
@@ -20,6 +22,7 @@ use tonic::Status;
 pub struct RequestStream<T> {
     inner: tonic::Streaming<T>,
     service: std::sync::Arc<str>,
+    messages: Arc<MessageCounts>,
 }
 
 impl<T> std::fmt::Debug for RequestStream<T> {
@@ -29,27 +32,41 @@ impl<T> std::fmt::Debug for RequestStream<T> {
 }
 
 impl<T> RequestStream<T> {
-    pub(crate) fn new(inner: tonic::Streaming<T>, service: std::sync::Arc<str>) -> Self {
-        RequestStream { inner, service }
-    }
-
-    /// The next message; `Ok(None)` once the client has closed its side.
-    pub async fn message(&mut self) -> Result<Option<T>, Error> {
-        let service = &self.service;
-        self.inner
-            .message()
-            .await
-            .map_err(|s| Error::from_status(&map_transport_status(s), service))
+    pub(crate) fn new(
+        inner: tonic::Streaming<T>,
+        service: std::sync::Arc<str>,
+        messages: Arc<MessageCounts>,
+    ) -> Self {
+        RequestStream {
+            inner,
+            service,
+            messages,
+        }
     }
 }
 
-impl<T> Stream for RequestStream<T> {
+impl<T: prost::Message> RequestStream<T> {
+    /// The next message; `Ok(None)` once the client has closed its side.
+    pub async fn message(&mut self) -> Result<Option<T>, Error> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx))
+            .await
+            .transpose()
+    }
+}
+
+impl<T: prost::Message> Stream for RequestStream<T> {
     type Item = Result<T, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         Pin::new(&mut this.inner).poll_next(cx).map(|item| {
-            item.map(|r| r.map_err(|s| Error::from_status(&map_transport_status(s), &this.service)))
+            item.map(|r| match r {
+                Ok(message) => {
+                    this.messages.record_received(message.encoded_len());
+                    Ok(message)
+                }
+                Err(s) => Err(Error::from_status(&map_transport_status(s), &this.service)),
+            })
         })
     }
 }
@@ -58,16 +75,20 @@ impl<T> Stream for RequestStream<T> {
 #[derive(Debug)]
 pub struct ResponseSender<T> {
     tx: mpsc::Sender<T>,
+    messages: Arc<MessageCounts>,
 }
 
-impl<T> ResponseSender<T> {
+impl<T: prost::Message> ResponseSender<T> {
     /// Sends one reply, waiting while the caller is slower than the handler
     /// (back-pressure). Fails once the stream is closed.
     pub async fn send(&self, message: T) -> Result<(), Error> {
+        let size = message.encoded_len();
         self.tx
             .send(message)
             .await
-            .map_err(|_| Error::new("rmicro.server", 499, "the caller closed the stream"))
+            .map_err(|_| Error::new("rmicro.server", 499, "the caller closed the stream"))?;
+        self.messages.record_sent(size);
+        Ok(())
     }
 }
 
@@ -91,6 +112,7 @@ impl<T: Send + 'static> HandlerStream<T> {
         handler: F,
         deadline: Option<Instant>,
         in_flight: InFlightGuard,
+        messages: Arc<MessageCounts>,
     ) -> Self
     where
         F: FnOnce(ResponseSender<T>) -> Fut,
@@ -98,7 +120,7 @@ impl<T: Send + 'static> HandlerStream<T> {
     {
         let (tx, rx) = mpsc::channel(SEND_BUFFER);
         HandlerStream {
-            handler: Some(Box::pin(handler(ResponseSender { tx }))),
+            handler: Some(Box::pin(handler(ResponseSender { tx, messages }))),
             rx,
             error: None,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),

@@ -92,18 +92,6 @@ impl Service<http::Uri> for MarkingConnector {
     }
 }
 
-/// tonic always sends `application/grpc`; a call that asked for another codec (a
-/// [`crate::codec::Format`] in its extensions) gets that codec's content-type.
-fn apply_codec(mut request: http::Request<super::Body>) -> http::Request<super::Body> {
-    if let Some(format) = request.extensions().get::<crate::codec::Format>().copied() {
-        request.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static(format.content_type()),
-        );
-    }
-    request
-}
-
 /// An address that cannot be dialled.
 #[derive(Debug, thiserror::Error)]
 #[error("`{address}` is not a dialable address (want host:port): {reason}")]
@@ -137,7 +125,6 @@ pub fn connect_lazy(address: &str, options: &ChannelOptions) -> Result<Channel, 
     http.set_nodelay(true);
     http.set_connect_timeout(Some(options.connect_timeout));
     let channel = endpoint.connect_with_connector_lazy(MarkingConnector { inner: http });
-    let channel = tower::ServiceExt::map_request(channel, apply_codec);
     Ok(Channel::new(tower::ServiceExt::map_err(channel, |e| {
         TransportError(e.into())
     })))
@@ -148,8 +135,8 @@ pub fn connect_lazy(address: &str, options: &ChannelOptions) -> Result<Channel, 
 /// cancelled before hyper sent it, the server refused the stream unprocessed, or the
 /// server's GOAWAY (graceful shutdown) named a last stream below this one — HTTP/2
 /// guarantees such streams were not processed.
-pub fn is_safe_to_retry(status: &tonic::Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(status);
+pub fn is_safe_to_retry(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(err) = source {
         if err.is::<ConnectFailed>() {
             return true;

@@ -101,6 +101,7 @@ pub struct CallInfo {
     format: Format,
     deadline: Option<Instant>,
     peer: Option<Arc<Peer>>,
+    messages: Arc<super::MessageCounts>,
 }
 
 impl CallInfo {
@@ -114,6 +115,7 @@ impl CallInfo {
             format: Format::Proto,
             deadline: None,
             peer: None,
+            messages: Arc::default(),
         }
     }
 
@@ -172,6 +174,11 @@ impl CallInfo {
     /// When the caller stops waiting, if it set a timeout.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
+    }
+
+    /// Messages and bytes received (requests) and sent (replies) so far.
+    pub fn messages(&self) -> &Arc<super::MessageCounts> {
+        &self.messages
     }
 
     /// Who sent the call (absent only for calls built by hand).

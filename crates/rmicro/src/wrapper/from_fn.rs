@@ -6,7 +6,7 @@
 //! tower layer like any other, so it sits in `wrap_handler`, `wrap_call` or a plain
 //! tonic stack.
 
-use super::{CallInfo, ClientCallInfo, Peer};
+use super::{AttemptInfo, CallInfo, ClientCallInfo, Peer};
 use crate::metadata::Metadata;
 use crate::transport::Body;
 use futures_util::future::BoxFuture;
@@ -105,7 +105,7 @@ impl Call {
     pub fn service(&self) -> &str {
         match (self.info(), self.client_info()) {
             (Some(info), _) => info.service(),
-            (None, Some(info)) => &info.service,
+            (None, Some(info)) => info.service(),
             (None, None) => "",
         }
     }
@@ -114,7 +114,7 @@ impl Call {
     pub fn endpoint(&self) -> &str {
         match (self.info(), self.client_info()) {
             (Some(info), _) => info.endpoint(),
-            (None, Some(info)) => &info.endpoint,
+            (None, Some(info)) => info.endpoint(),
             (None, None) => self.request.uri().path(),
         }
     }
@@ -122,6 +122,11 @@ impl Call {
     /// The gRPC path (`/greeter.v1.Greeter/SayHello`).
     pub fn path(&self) -> &str {
         self.request.uri().path()
+    }
+
+    /// On `wrap_call` wrappers, the attempt: node, address, attempt number.
+    pub fn attempt(&self) -> Option<&AttemptInfo> {
+        self.request.extensions().get::<AttemptInfo>()
     }
 
     /// On the server, who sent the call.

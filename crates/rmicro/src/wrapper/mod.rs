@@ -11,29 +11,22 @@
 //! follow the same layout (`layer` + `service`).
 
 mod call;
+mod client_info;
 mod error;
 mod from_fn;
 pub mod logging;
 pub(crate) mod stack;
+
+pub use stack::{ClientLayer, HandlerLayer, StackLayer};
 mod status;
 
 pub use call::{CallInfo, Peer, PeerIdentity};
+pub use client_info::{AttemptInfo, ClientCallInfo, MessageCounts};
 pub use error::{NotSent, error_from_wrapper};
 pub use from_fn::{Call, FromFn, FromFnLayer, Next, from_fn};
 pub use status::{Outcome, StatusObserver, on_status};
 
 use std::sync::Arc;
-
-/// What a client call is, attached to the request's extensions for client wrappers.
-#[derive(Debug, Clone)]
-pub struct ClientCallInfo {
-    /// The service called (`greeter`).
-    pub service: Arc<str>,
-    /// The endpoint called (`Greeter.SayHello`).
-    pub endpoint: std::borrow::Cow<'static, str>,
-    /// The address dialled.
-    pub address: Arc<str>,
-}
 
 /// What wrappers need to know about a call, whichever side they sit on.
 pub trait DescribeCall {
@@ -48,6 +41,6 @@ impl<B> DescribeCall for http::Request<B> {
         }
         self.extensions()
             .get::<ClientCallInfo>()
-            .map(|info| (info.service.clone(), &*info.endpoint))
+            .map(|info| (info.service_arc().clone(), info.endpoint()))
     }
 }

@@ -15,19 +15,81 @@ use tower::{BoxError, Layer, Service};
 /// One registered handler wrapper, applied when a server starts.
 pub(crate) type HandlerWrap = Arc<dyn Fn(HandlerStack) -> HandlerStack + Send + Sync>;
 
-/// Wraps `layer` so that it takes and returns a [`HandlerStack`].
-pub(crate) fn handler_wrap<L>(layer: L) -> HandlerWrap
+/// A tower layer over `S` whose service is an HTTP-level gRPC service that a stack
+/// can hold: `Clone + Send + Sync`, failing with anything that becomes a `BoxError`.
+pub trait StackLayer<S>: Layer<S, Service = Self::Wrapped> + Send + Sync + 'static {
+    /// The layer's service.
+    type Wrapped: Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error: Into<BoxError> + Send + 'static,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static;
+}
+
+impl<S, L> StackLayer<S> for L
 where
-    L: Layer<HandlerStack> + Send + Sync + 'static,
-    L::Service: Service<http::Request<Body>, Response = http::Response<Body>>
-        + Clone
+    L: Layer<S> + Send + Sync + 'static,
+    L::Service: Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error: Into<BoxError> + Send + 'static,
+            Future: Send + 'static,
+        > + Clone
         + Send
         + Sync
         + 'static,
-    <L::Service as Service<http::Request<Body>>>::Error: Into<BoxError> + Send + 'static,
-    <L::Service as Service<http::Request<Body>>>::Future: Send + 'static,
 {
-    Arc::new(move |inner| HandlerStack::new(ErrorsAsStatus::new(layer.layer(inner))))
+    type Wrapped = L::Service;
+}
+
+/// A tower layer that can wrap handlers: its service takes and returns HTTP-level
+/// gRPC calls, is `Clone + Send + Sync`, and fails with anything that converts into
+/// a `BoxError` (answered as a gRPC status). Implemented for every such layer.
+pub trait HandlerLayer: Send + Sync + 'static {
+    /// Boxes the layer for the server's stack.
+    #[doc(hidden)]
+    fn into_wrap(self) -> HandlerWrap;
+}
+
+impl<L: StackLayer<HandlerStack>> HandlerLayer for L {
+    fn into_wrap(self) -> HandlerWrap {
+        Arc::new(move |inner| HandlerStack::new(ErrorsAsStatus::new(self.layer(inner))))
+    }
+}
+
+/// The stack client wrappers wrap, at both levels (`wrap_client`, `wrap_call`).
+pub type ClientStack =
+    tower::util::BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
+
+/// One registered client wrapper, applied when a client is built.
+pub(crate) type ClientWrap = Arc<dyn Fn(ClientStack) -> ClientStack + Send + Sync>;
+
+/// A tower layer that can wrap client calls (`wrap_client`, `wrap_call`): its
+/// service takes and returns HTTP-level gRPC calls, is `Clone + Send + Sync`, and
+/// fails with anything that converts into a `BoxError`. Implemented for every such
+/// layer.
+pub trait ClientLayer: Send + Sync + 'static {
+    /// Boxes the layer for the client's stacks.
+    #[doc(hidden)]
+    fn into_wrap(self) -> ClientWrap;
+}
+
+impl<L: StackLayer<ClientStack>> ClientLayer for L {
+    fn into_wrap(self) -> ClientWrap {
+        Arc::new(move |inner| {
+            let into: fn(_) -> BoxError = Into::into;
+            ClientStack::new(tower::util::MapErr::new(self.layer(inner), into))
+        })
+    }
+}
+
+/// Applies `wraps` around `inner`, the first registered outermost.
+pub(crate) fn apply<S>(inner: S, wraps: &[Arc<dyn Fn(S) -> S + Send + Sync>]) -> S {
+    wraps.iter().rev().fold(inner, |s, wrap| wrap(s))
 }
 
 /// A wrapper's service whose errors are answered as gRPC statuses.
