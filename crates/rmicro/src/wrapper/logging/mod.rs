@@ -3,15 +3,17 @@
 //!
 //! Successful calls log at `INFO`, caller errors (bad request, not found, …) at `WARN`,
 //! server faults (internal, unknown, unavailable, data loss) at `ERROR`. Works on both
-//! sides: `service.wrap_handler(LoggingLayer::new())` logs what the service serves,
-//! `service.wrap_client(LoggingLayer::new())` what it calls.
+//! sides: `.wrap_handler(LoggingLayer::new())` logs what the service serves,
+//! `.wrap_client(LoggingLayer::new())` what it calls.
 //!
 //! ```
+//! use rmicro::wrapper::logging::LoggingLayer;
 //! let service = rmicro::Service::builder("greeter")
 //!     .args(["greeter"])
+//!     .wrap_handler(LoggingLayer::new())
+//!     .wrap_client(LoggingLayer::new())
 //!     .build()
 //!     .expect("valid flags");
-//! service.wrap_handler(rmicro::wrapper::logging::LoggingLayer::new());
 //! ```
 
 mod service;
