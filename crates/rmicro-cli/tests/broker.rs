@@ -53,7 +53,8 @@ impl Subscriber {
         std::thread::spawn(move || {
             let mut text = String::new();
             let _ = std::io::Read::read_to_string(&mut errors, &mut text);
-            if let Ok(mut sink) = sink.lock() {
+            {
+                let mut sink = rmicro::sync::lock(&sink);
                 *sink = text;
             }
         });

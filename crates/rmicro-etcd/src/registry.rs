@@ -84,7 +84,7 @@ impl EtcdRegistry {
     }
 
     fn remembered(&self, key: &str) -> Option<Lease> {
-        self.leases.lock().ok()?.get(key).cloned()
+        rmicro::sync::lock(&self.leases).get(key).cloned()
     }
 
     fn remember(&self, key: String, lease: Lease) {

@@ -61,7 +61,8 @@ pub fn collecting() -> (Arc<Mutex<Vec<Message>>>, Handler) {
     let keep = handler(move |d: Delivery| {
         let sink = sink.clone();
         async move {
-            if let Ok(mut sink) = sink.lock() {
+            {
+                let mut sink = crate::sync::lock(&sink);
                 sink.push(d.message);
             }
             Ok(())
@@ -128,7 +129,8 @@ pub async fn redelivery_then_dead_letter(broker: &dyn Broker, prefix: &str) -> V
     let failing = handler(move |d: Delivery| {
         let seen = seen.clone();
         async move {
-            if let Ok(mut seen) = seen.lock() {
+            {
+                let mut seen = crate::sync::lock(&seen);
                 seen.push(d.attempt);
             }
             Err(crate::Error::internal(
@@ -157,7 +159,7 @@ pub async fn redelivery_then_dead_letter(broker: &dyn Broker, prefix: &str) -> V
         .await
         .expect("publish");
     wait_until("a dead letter", || {
-        dead.lock().map(|d| !d.is_empty()).unwrap_or(false)
+        !crate::sync::lock(&dead).is_empty()
     })
     .await;
     assert_eq!(
@@ -252,7 +254,8 @@ where
                         .ok()
                         .and_then(|s| s.parse().ok())
                         .ok_or_else(|| crate::Error::bad_request("test", "not a number"))?;
-                    if let Ok(mut sink) = sink.lock() {
+                    {
+                        let mut sink = crate::sync::lock(&sink);
                         sink.insert(n);
                     }
                     counter.fetch_add(1, Ordering::Relaxed);
@@ -270,7 +273,8 @@ where
             loop {
                 match broker.publish(topic, Message::new(n.to_string())).await {
                     Ok(()) => {
-                        if let Ok(mut confirmed) = confirmed.lock() {
+                        {
+                            let mut confirmed = crate::sync::lock(&confirmed);
                             confirmed.insert(n);
                         }
                         break;
@@ -373,7 +377,7 @@ pub async fn malformed_payload_is_dead_lettered(broker: &dyn Broker, prefix: &st
         .expect("publish a valid event");
     wait_until(
         "the garbage is dead-lettered and the valid event handled",
-        || good.load(Ordering::SeqCst) == 1 && dead.lock().map(|d| !d.is_empty()).unwrap_or(false),
+        || good.load(Ordering::SeqCst) == 1 && !crate::sync::lock(&dead).is_empty(),
     )
     .await;
     let dead = dead.lock().expect("dead letters")[0].clone();

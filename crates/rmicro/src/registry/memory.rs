@@ -99,7 +99,8 @@ impl MemoryRegistry {
             loop {
                 tokio::time::sleep(SWEEP).await;
                 let Some(state) = weak.upgrade() else { return };
-                if let Ok(mut state) = state.lock() {
+                {
+                    let mut state = crate::sync::lock(&state);
                     Self::sweep(&mut state, &events);
                 }
             }

@@ -5,11 +5,14 @@ use super::{RegistryError, Service, SharedRegistry};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-/// A service's registration, alive until [`Registration::stop`].
+/// A service's registration, alive until [`Registration::stop`] or until dropped
+/// (which stops the heartbeat at once and deregisters in the background).
 pub(crate) struct Registration {
     registry: SharedRegistry,
     service: Service,
     heartbeat: JoinHandle<()>,
+    /// Set once deregistered, so dropping does not deregister again.
+    stopped: bool,
 }
 
 impl Registration {
@@ -39,6 +42,7 @@ impl Registration {
             registry,
             service,
             heartbeat,
+            stopped: false,
         })
     }
 
@@ -48,10 +52,30 @@ impl Registration {
     }
 
     /// Stops the heartbeat and removes the record.
-    pub(crate) async fn stop(self) {
+    pub(crate) async fn stop(mut self) {
         self.heartbeat.abort();
-        if let Err(err) = self.registry.deregister(&self.service).await {
-            tracing::warn!(service = %self.service.name, error = %err, "deregistration failed; the record expires with its TTL");
+        self.stopped = true;
+        deregister(&self.registry, &self.service).await;
+    }
+}
+
+async fn deregister(registry: &SharedRegistry, service: &Service) {
+    if let Err(err) = registry.deregister(service).await {
+        tracing::warn!(service = %service.name, error = %err, "deregistration failed; the record expires with its TTL");
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+        if self.stopped {
+            return;
+        }
+        // No zombie node: callers must stop being routed here. Without a runtime
+        // (the process is ending) the record expires with its TTL.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (registry, service) = (self.registry.clone(), self.service.clone());
+            runtime.spawn(async move { deregister(&registry, &service).await });
         }
     }
 }

@@ -123,6 +123,8 @@ pub(crate) struct NodeCache {
     load_lock: tokio::sync::Mutex<()>,
     round_robin: AtomicUsize,
     watch: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// When a call last used the cache (ms since the process's epoch).
+    last_used_ms: AtomicU64,
 }
 
 impl Drop for NodeCache {
@@ -143,7 +145,18 @@ impl NodeCache {
             load_lock: tokio::sync::Mutex::new(()),
             round_robin: AtomicUsize::new(0),
             watch: std::sync::Mutex::new(None),
+            last_used_ms: AtomicU64::new(now_ms()),
         }
+    }
+
+    /// Notes a use; cheap enough for every call (one relaxed store).
+    pub(crate) fn touch(&self) {
+        self.last_used_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long since a call last used the cache.
+    pub(crate) fn idle_for(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.last_used_ms.load(Ordering::Relaxed)))
     }
 
     pub(crate) fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {

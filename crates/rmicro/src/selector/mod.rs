@@ -122,11 +122,25 @@ impl Drop for Selected {
 }
 
 /// Picks nodes for calls by service name; one per client, shared by its clones.
+///
+/// Each service called gets a node cache that follows the registry with a watch.
+/// The caches are bounded: when a new name would pass
+/// [`max_services`](Self::with_limits) caches, those unused for `idle` are dropped
+/// (their watches end), then the least recently used — so a gateway forwarding to
+/// thousands of distinct names keeps a bounded number of watches.
 pub struct Selector {
     registry: SharedRegistry,
     strategy: Strategy,
     caches: RwLock<HashMap<String, Arc<NodeCache>>>,
+    max_services: usize,
+    idle: std::time::Duration,
 }
+
+/// Default bound on the services a selector caches.
+pub const DEFAULT_MAX_SERVICES: usize = 1024;
+
+/// Default time after which an unused service cache may be dropped.
+pub const DEFAULT_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl std::fmt::Debug for Selector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,7 +158,17 @@ impl Selector {
             registry,
             strategy,
             caches: RwLock::new(HashMap::new()),
+            max_services: DEFAULT_MAX_SERVICES,
+            idle: DEFAULT_IDLE,
         }
+    }
+
+    /// The same selector caching at most `max_services` services (at least 1),
+    /// dropping caches unused for `idle` first when it must make room.
+    pub fn with_limits(mut self, max_services: usize, idle: std::time::Duration) -> Self {
+        self.max_services = max_services.max(1);
+        self.idle = idle;
+        self
     }
 
     /// The registry it reads.
@@ -157,22 +181,49 @@ impl Selector {
         self.strategy
     }
 
+    /// Whether `service` has a node cache now.
+    pub fn is_cached(&self, service: &str) -> bool {
+        crate::sync::read(&self.caches).contains_key(service)
+    }
+
     /// How many services have a node cache (each follows the registry with a watch).
     pub fn cached_services(&self) -> usize {
         crate::sync::read(&self.caches).len()
     }
 
     fn cache(&self, service: &str) -> Arc<NodeCache> {
-        if let Ok(caches) = self.caches.read()
-            && let Some(cache) = caches.get(service)
-        {
+        if let Some(cache) = crate::sync::read(&self.caches).get(service) {
+            cache.touch();
             return cache.clone();
         }
         let mut caches = crate::sync::write(&self.caches);
-        caches
-            .entry(service.to_owned())
-            .or_insert_with(|| Arc::new(NodeCache::new(service, self.registry.clone())))
-            .clone()
+        if let Some(cache) = caches.get(service) {
+            return cache.clone();
+        }
+        if caches.len() >= self.max_services {
+            self.make_room(&mut caches);
+        }
+        let cache = Arc::new(NodeCache::new(service, self.registry.clone()));
+        caches.insert(service.to_owned(), cache.clone());
+        cache
+    }
+
+    /// Drops the caches idle for longer than `idle`, then the least recently used
+    /// until there is room for one more. A dropped cache's watch ends with it.
+    fn make_room(&self, caches: &mut HashMap<String, Arc<NodeCache>>) {
+        caches.retain(|_, cache| cache.idle_for() < self.idle);
+        while caches.len() >= self.max_services {
+            let oldest = caches
+                .iter()
+                .max_by_key(|(_, cache)| cache.idle_for())
+                .map(|(name, _)| name.clone());
+            match oldest {
+                Some(name) => {
+                    caches.remove(&name);
+                }
+                None => break,
+            }
+        }
     }
 
     /// The nodes currently cached for `service` (loading them on first use).

@@ -163,7 +163,9 @@ pub(crate) async fn build_router(
     ))
 }
 
-/// A server that is listening. Dropping it does not stop it; call [`RunningServer::stop`].
+/// A server that is listening. [`RunningServer::stop`] shuts it down gracefully and
+/// waits; dropping it does the same in the background (deregisters at once, stops
+/// accepting, drains within the grace period), so no node outlives its handle.
 pub struct RunningServer {
     address: SocketAddr,
     advertise: String,
@@ -278,6 +280,16 @@ impl RunningServer {
             let _ = stop.send(());
         }
         (&mut self.task).await.unwrap_or(false)
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        // Deregistering first (the registration's own drop), then the listener stops.
+        drop(self.registration.take());
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
