@@ -13,8 +13,8 @@
 
 use futures_util::future::BoxFuture;
 use rmicro::broker::{
-    Broker, BrokerError, Handler, InFlight, Message, SubscribeOptions, Subscriber,
-    dead_letter_topic, init_once,
+    Broker, BrokerAddress, BrokerError, Handler, InFlight, Message, SubscribeOptions, Subscriber,
+    dead_letter_topic, init_once, redact_str,
 };
 use rmicro::sync::lock;
 use rumqttc::Outgoing;
@@ -32,6 +32,10 @@ pub const DEFAULT_ADDRESS: &str = "mqtt://127.0.0.1:1883";
 struct Inner {
     host: String,
     port: u16,
+    /// User and password, when the address has them: never shown.
+    credentials: Option<(String, String)>,
+    /// The address without its password, for `describe()` and errors.
+    shown: String,
     client_id: String,
     publisher: OnceCell<Publisher>,
     subscriptions: std::sync::atomic::AtomicU32,
@@ -106,40 +110,33 @@ fn message_of(publish: &Publish) -> Message {
 }
 
 impl MqttBroker {
-    /// A broker for `address` (`mqtt://host:1883[?client_id=ID]`).
+    /// A broker for `address`: `[mqtt://][user:pass@]host[:1883][?client_id=ID]` (a
+    /// bare `host:port` works; see [`rmicro::broker::BrokerAddress`]).
     pub fn new(address: &str) -> Result<Self, BrokerError> {
-        let bad = |detail: String| BrokerError::Backend {
-            broker: address.to_owned(),
-            operation: "read the address".into(),
-            detail,
-        };
-        let (server, query) = address.split_once('?').unwrap_or((address, ""));
-        let hostport = server
-            .strip_prefix("mqtt://")
-            .or_else(|| server.strip_prefix("tcp://"))
-            .unwrap_or(server);
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((host, port)) => (
-                host,
-                port.parse()
-                    .map_err(|_| bad(format!("`{port}` is not a port")))?,
-            ),
-            None => (hostport, 1883),
-        };
-        if host.is_empty() {
-            return Err(bad("expected mqtt://HOST:PORT".into()));
-        }
-        let mut client_id = format!("rmicro-{}", uuid::Uuid::new_v4().simple());
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("client_id", id)) if !id.is_empty() => client_id = id.to_owned(),
-                _ => return Err(bad(format!("unknown option `{pair}`; known: client_id=ID"))),
+        let mut parsed = BrokerAddress::parse(address, "mqtt", 1883)?;
+        let client_id = match parsed.take("client_id") {
+            Some(id) if id.is_empty() => {
+                return Err(parsed.error("read the address", "`client_id=` needs an id"));
             }
-        }
+            Some(id) => id,
+            None => format!("rmicro-{}", uuid::Uuid::new_v4().simple()),
+        };
+        parsed.finish("client_id=ID")?;
+        let [(host, port)] = parsed.hosts() else {
+            return Err(parsed.error("read the address", "MQTT takes one server"));
+        };
+        let credentials = parsed.user().map(|user| {
+            (
+                user.to_owned(),
+                parsed.password().unwrap_or_default().to_owned(),
+            )
+        });
         Ok(MqttBroker {
             inner: Arc::new(Inner {
-                host: host.to_owned(),
-                port,
+                host: host.clone(),
+                port: *port,
+                credentials,
+                shown: parsed.redacted(),
                 client_id,
                 publisher: OnceCell::new(),
                 subscriptions: std::sync::atomic::AtomicU32::new(0),
@@ -148,11 +145,14 @@ impl MqttBroker {
     }
 
     fn failed(&self, operation: impl Into<String>, detail: impl std::fmt::Display) -> BrokerError {
-        BrokerError::backend(self.describe(), operation, detail)
+        BrokerError::backend(self.describe(), operation, redact_str(&detail.to_string()))
     }
 
     fn options(&self, client_id: String, persistent: bool) -> MqttOptions {
         let mut options = MqttOptions::new(client_id, self.inner.host.clone(), self.inner.port);
+        if let Some((user, password)) = &self.inner.credentials {
+            options.set_credentials(user.clone(), password.clone());
+        }
         options.set_keep_alive(Duration::from_secs(10));
         options.set_clean_start(!persistent);
         if persistent {
@@ -386,9 +386,18 @@ async fn subscribe_events(
     let _ = tokio::time::timeout(Duration::from_millis(500), events.poll()).await;
 }
 
+impl std::fmt::Debug for MqttBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The address without its password: credentials never reach a log.
+        f.debug_struct("MqttBroker")
+            .field("address", &self.describe())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Broker for MqttBroker {
     fn describe(&self) -> String {
-        format!("mqtt://{}:{}", self.inner.host, self.inner.port)
+        self.inner.shown.clone()
     }
 
     fn connect(&self) -> BoxFuture<'_, Result<(), BrokerError>> {

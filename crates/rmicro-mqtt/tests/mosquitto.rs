@@ -26,6 +26,15 @@ async fn bad_addresses_and_topics_get_a_sentence() {
         "{err}"
     );
     assert!(MqttBroker::new("mqtt://127.0.0.1:port").is_err());
+    let secret = MqttBroker::new("mqtt://app:s3cretpw@127.0.0.1:1?client_id=x").unwrap();
+    assert_eq!(secret.describe(), "mqtt://app:***@127.0.0.1:1");
+    assert!(!format!("{secret:?}").contains("s3cretpw"));
+    let err = secret.publish("t", Message::new("x")).await.unwrap_err();
+    assert!(!err.to_string().contains("s3cretpw"), "{err}");
+    assert_eq!(
+        MqttBroker::new("127.0.0.1:1883").unwrap().describe(),
+        "mqtt://127.0.0.1:1883"
+    );
     let down = MqttBroker::new("mqtt://127.0.0.1:1").unwrap();
     let err = down.publish("t", Message::new("x")).await.unwrap_err();
     assert!(err.to_string().contains("mqtt://127.0.0.1:1"), "{err}");

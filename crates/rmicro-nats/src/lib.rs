@@ -27,8 +27,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use rmicro::broker::{
-    Broker, BrokerError, Delivery, Handler, InFlight, Message, Outcome, SubscribeOptions,
-    Subscriber, dead_letter_topic, init_once, process, redelivery_delay,
+    Broker, BrokerAddress, BrokerError, Delivery, Handler, InFlight, Message, Outcome,
+    SubscribeOptions, Subscriber, dead_letter_topic, init_once, process, redact_str,
+    redelivery_delay,
 };
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -139,16 +140,16 @@ impl NatsBroker {
     }
 
     fn failed(&self, operation: impl Into<String>, detail: impl std::fmt::Display) -> BrokerError {
-        BrokerError::backend(self.describe(), operation, detail)
+        BrokerError::backend(self.describe(), operation, redact_str(&detail.to_string()))
     }
 
     async fn client(&self) -> Result<async_nats::Client, BrokerError> {
         let client = init_once(&self.inner.client, || async {
-            let servers: Vec<async_nats::ServerAddr> = self
-                .inner
-                .address
-                .split(',')
-                .map(|a| a.trim().parse())
+            let parsed = BrokerAddress::parse(&self.inner.address, "nats", 4222)?;
+            let servers: Vec<async_nats::ServerAddr> = parsed
+                .urls()
+                .iter()
+                .map(|a| a.parse())
                 .collect::<Result<_, _>>()
                 .map_err(|e| self.failed("parse the address", e))?;
             async_nats::ConnectOptions::new()
@@ -456,16 +457,26 @@ async fn consume_core(
     in_flight.finish().await;
 }
 
+impl std::fmt::Debug for NatsBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The address without its password: credentials never reach a log.
+        f.debug_struct("NatsBroker")
+            .field("address", &self.describe())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Broker for NatsBroker {
     fn describe(&self) -> String {
         let mode = match self.inner.mode {
             Mode::JetStream => "jetstream",
             Mode::Core => "core",
         };
-        format!(
-            "nats-{mode}://{}",
-            self.inner.address.trim_start_matches("nats://")
-        )
+        let shown = match BrokerAddress::parse(&self.inner.address, "nats", 4222) {
+            Ok(parsed) => parsed.redacted(),
+            Err(_) => redact_str(&self.inner.address),
+        };
+        format!("nats-{mode}://{}", shown.replace("nats://", ""))
     }
 
     fn connect(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
@@ -516,30 +527,19 @@ impl Broker for NatsBroker {
     }
 }
 
-/// Builds a broker from `--broker-address`: `nats://host:4222[,nats://…][?ack_wait=30s]`.
+/// Builds a broker from `--broker-address`:
+/// `[nats://][user:pass@|token@]host[:4222][,nats://…][?ack_wait=30s]` (a bare
+/// `host:port` works; see [`rmicro::broker::BrokerAddress`]).
 pub fn from_address(address: Option<&str>, mode: Mode) -> Result<NatsBroker, BrokerError> {
-    let address = address.unwrap_or(DEFAULT_ADDRESS);
-    let (servers, query) = address.split_once('?').unwrap_or((address, ""));
-    let mut broker = NatsBroker::new(servers, mode);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let bad = |detail: String| BrokerError::Backend {
-            broker: format!("nats://{servers}"),
-            operation: "read the address".into(),
-            detail,
-        };
-        match pair.split_once('=') {
-            Some(("ack_wait", value)) => {
-                let ack_wait = rmicro::cmd::parse_duration(value).map_err(bad)?;
-                broker = broker.with_ack_wait(ack_wait);
-            }
-            _ => {
-                return Err(bad(format!(
-                    "unknown option `{pair}`; known: ack_wait=DURATION"
-                )));
-            }
+    let mut parsed = BrokerAddress::parse(address.unwrap_or(DEFAULT_ADDRESS), "nats", 4222)?;
+    let ack_wait = match parsed.take("ack_wait") {
+        Some(value) => {
+            rmicro::cmd::parse_duration(&value).map_err(|e| parsed.error("read the address", e))?
         }
-    }
-    Ok(broker)
+        None => Duration::from_secs(30),
+    };
+    parsed.finish("ack_wait=DURATION")?;
+    Ok(NatsBroker::with(&parsed.url(), mode, ack_wait))
 }
 
 /// Makes `--broker nats` (JetStream) and `--broker nats-core` selectable; the

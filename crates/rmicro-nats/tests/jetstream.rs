@@ -98,3 +98,33 @@ async fn core_nats_fans_out_and_retries_in_process() {
         .unwrap_err();
     assert!(err.to_string().contains("wildcards"), "{err}");
 }
+
+#[tokio::test]
+async fn tokens_never_show_and_bare_addresses_work() {
+    let Some(_) = rmicro_nats::testing::shared_or_skip("nats addresses").await else {
+        return;
+    };
+    let secret = rmicro_nats::from_address(
+        Some("nats://app:s3cretpw@127.0.0.1:4222"),
+        rmicro_nats::Mode::Core,
+    )
+    .unwrap();
+    assert!(
+        !secret.describe().contains("s3cretpw"),
+        "{}",
+        secret.describe()
+    );
+    assert!(!format!("{secret:?}").contains("s3cretpw"));
+    let err = rmicro_nats::from_address(
+        Some("nats://app:s3cretpw@127.0.0.1:4222?x=1"),
+        rmicro_nats::Mode::Core,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        !err.contains("s3cretpw") && err.contains("unknown option `x=1`"),
+        "{err}"
+    );
+    let bare = rmicro_nats::from_address(Some("127.0.0.1:4222"), rmicro_nats::Mode::Core).unwrap();
+    bare.connect().await.unwrap();
+}

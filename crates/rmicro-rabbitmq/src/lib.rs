@@ -21,8 +21,8 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use rmicro::broker::{
-    Broker, BrokerError, Delivery, Handler, InFlight, Message, Outcome, SubscribeOptions,
-    Subscriber, dead_letter_topic, process, redelivery_delay,
+    Broker, BrokerAddress, BrokerError, Delivery, Handler, InFlight, Message, Outcome,
+    SubscribeOptions, Subscriber, dead_letter_topic, process, redact_str, redelivery_delay,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,10 @@ use std::time::Duration;
 pub const DEFAULT_ADDRESS: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 struct Inner {
+    /// The URI to connect with, credentials included: never shown.
     uri: String,
+    /// The URI without its password, for `describe()` and errors.
+    shown: String,
     exchange: String,
     /// The connection and the publishing channel (in confirm mode).
     link: tokio::sync::Mutex<Option<(Arc<Connection>, Channel)>>,
@@ -83,25 +86,21 @@ fn message_of(delivery: &lapin::message::Delivery) -> (Message, Option<u32>) {
 }
 
 impl RabbitBroker {
-    /// A broker for `address` (`amqp://user:pass@host:5672/vhost[?exchange=name]`).
+    /// A broker for `address`: `[amqp://][user:pass@]host[:5672][/vhost][?exchange=name]`
+    /// (a bare `host:port` works; see [`rmicro::broker::BrokerAddress`]).
     pub fn new(address: &str) -> Result<Self, BrokerError> {
-        let (uri, query) = address.split_once('?').unwrap_or((address, ""));
-        let mut exchange = "rmicro".to_owned();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("exchange", name)) if !name.is_empty() => exchange = name.to_owned(),
-                _ => {
-                    return Err(BrokerError::Backend {
-                        broker: uri.to_owned(),
-                        operation: "read the address".into(),
-                        detail: format!("unknown option `{pair}`; known: exchange=NAME"),
-                    });
-                }
-            }
+        let mut parsed = BrokerAddress::parse(address, "amqp", 5672)?;
+        let exchange = parsed
+            .take("exchange")
+            .unwrap_or_else(|| "rmicro".to_owned());
+        if exchange.is_empty() {
+            return Err(parsed.error("read the address", "`exchange=` needs a name"));
         }
+        parsed.finish("exchange=NAME")?;
         Ok(RabbitBroker {
             inner: Arc::new(Inner {
-                uri: uri.to_owned(),
+                uri: parsed.url(),
+                shown: parsed.redacted(),
                 exchange,
                 link: tokio::sync::Mutex::new(None),
             }),
@@ -109,7 +108,7 @@ impl RabbitBroker {
     }
 
     fn failed(&self, operation: impl Into<String>, detail: impl std::fmt::Display) -> BrokerError {
-        BrokerError::backend(self.describe(), operation, detail)
+        BrokerError::backend(self.describe(), operation, redact_str(&detail.to_string()))
     }
 
     /// Opens a channel on the (shared) connection, connecting first if needed.
@@ -331,16 +330,18 @@ async fn settle(
     }
 }
 
+impl std::fmt::Debug for RabbitBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The address without its password: credentials never reach a log.
+        f.debug_struct("RabbitBroker")
+            .field("address", &self.describe())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Broker for RabbitBroker {
     fn describe(&self) -> String {
-        // Never show credentials.
-        let uri = &self.inner.uri;
-        match (uri.find("://"), uri.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                format!("{}{}", &uri[..scheme + 3], &uri[at + 1..])
-            }
-            _ => uri.clone(),
-        }
+        self.inner.shown.clone()
     }
 
     fn connect(&self) -> BoxFuture<'_, Result<(), BrokerError>> {

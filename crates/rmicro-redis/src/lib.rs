@@ -21,8 +21,9 @@ use redis::streams::{
     StreamAutoClaimReply, StreamClaimReply, StreamId, StreamPendingCountReply, StreamReadReply,
 };
 use rmicro::broker::{
-    Broker, BrokerError, Delivery, Handler, InFlight, Message, Outcome, SubscribeOptions,
-    Subscriber, dead_letter_topic, init_once, process, redelivery_delay,
+    Broker, BrokerAddress, BrokerError, Delivery, Handler, InFlight, Message, Outcome,
+    SubscribeOptions, Subscriber, dead_letter_topic, init_once, process, redact_str,
+    redelivery_delay,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ const BODY: &str = "body";
 const HEADER_PREFIX: &str = "h:";
 
 struct Inner {
+    /// The address without its password, for `describe()` and errors.
     address: String,
     client: redis::Client,
     ack_wait: Duration,
@@ -74,36 +76,22 @@ fn message_of(fields: HashMap<String, redis::Value>) -> Message {
 }
 
 impl RedisBroker {
-    /// A broker for the Redis at `address` (`redis://host:6379[/db][?ack_wait=30s]`).
+    /// A broker for the Redis at `address`:
+    /// `[redis://][user:pass@]host[:6379][/db][?ack_wait=30s]` (a bare `host:port`
+    /// works; see [`rmicro::broker::BrokerAddress`]).
     pub fn new(address: &str) -> Result<Self, BrokerError> {
-        let (url, query) = address.split_once('?').unwrap_or((address, ""));
-        let url = if url.contains("://") {
-            url.to_owned()
-        } else {
-            format!("redis://{url}")
+        let mut parsed = BrokerAddress::parse(address, "redis", 6379)?;
+        let ack_wait = match parsed.take("ack_wait") {
+            Some(value) => rmicro::cmd::parse_duration(&value)
+                .map_err(|e| parsed.error("read the address", e))?,
+            None => Duration::from_secs(30),
         };
-        let bad = |detail: String| BrokerError::Backend {
-            broker: format!("redis:{url}"),
-            operation: "read the address".into(),
-            detail,
-        };
-        let mut ack_wait = Duration::from_secs(30);
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("ack_wait", value)) => {
-                    ack_wait = rmicro::cmd::parse_duration(value).map_err(bad)?;
-                }
-                _ => {
-                    return Err(bad(format!(
-                        "unknown option `{pair}`; known: ack_wait=DURATION"
-                    )));
-                }
-            }
-        }
-        let client = redis::Client::open(url.as_str()).map_err(|e| bad(e.to_string()))?;
+        parsed.finish("ack_wait=DURATION")?;
+        let client = redis::Client::open(parsed.url().as_str())
+            .map_err(|e| parsed.error("read the address", e))?;
         Ok(RedisBroker {
             inner: Arc::new(Inner {
-                address: url,
+                address: parsed.redacted(),
                 client,
                 ack_wait,
                 shared: OnceCell::new(),
@@ -112,7 +100,7 @@ impl RedisBroker {
     }
 
     fn failed(&self, operation: impl Into<String>, detail: impl std::fmt::Display) -> BrokerError {
-        BrokerError::backend(self.describe(), operation, detail)
+        BrokerError::backend(self.describe(), operation, redact_str(&detail.to_string()))
     }
 
     /// A connection manager; `block` ones have no response timeout (for `BLOCK`).
@@ -393,6 +381,15 @@ async fn consume(reader: Arc<Reader>, stop: Arc<tokio::sync::Notify>) {
         }
     }
     in_flight.finish().await;
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The address without its password: credentials never reach a log.
+        f.debug_struct("RedisBroker")
+            .field("address", &self.describe())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Broker for RedisBroker {

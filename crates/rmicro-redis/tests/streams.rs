@@ -38,3 +38,18 @@ async fn addresses_are_checked() {
     let err = down.publish("t", Message::new("x")).await.unwrap_err();
     assert!(err.to_string().contains("redis://127.0.0.1:1"), "{err}");
 }
+
+#[tokio::test]
+async fn passwords_never_show_and_bare_addresses_work() {
+    let Some(_shared) = rmicro_redis::testing::shared_or_skip("redis addresses", "1s").await else {
+        return;
+    };
+    // The machine's Redis has no password: AUTH fails, and says so without it.
+    let secret = RedisBroker::new("redis://:s3cretpw@127.0.0.1:6379/0").unwrap();
+    assert_eq!(secret.describe(), "redis://:***@127.0.0.1:6379/0");
+    assert!(!format!("{secret:?}").contains("s3cretpw"));
+    let err = secret.publish("t", Message::new("x")).await.unwrap_err();
+    assert!(!err.to_string().contains("s3cretpw"), "{err}");
+    let bare = RedisBroker::new("127.0.0.1:6379").unwrap();
+    bare.connect().await.unwrap();
+}

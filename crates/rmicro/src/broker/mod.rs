@@ -12,12 +12,14 @@
 //! ([`crate::Service::subscribe`], [`crate::Client::publish`]) encodes events with a
 //! codec and fills the standard headers.
 
+mod address;
 mod http;
 mod in_flight;
 mod memory;
 pub mod testing;
 pub mod typed;
 
+pub use address::{BrokerAddress, redact_str};
 pub use http::HttpBroker;
 pub use in_flight::InFlight;
 pub use memory::MemoryBroker;

@@ -158,10 +158,7 @@ pub async fn redelivery_then_dead_letter(broker: &dyn Broker, prefix: &str) -> V
         .publish(&topic, Message::new("o1").header("k", "v"))
         .await
         .expect("publish");
-    wait_until("a dead letter", || {
-        !crate::sync::lock(&dead).is_empty()
-    })
-    .await;
+    wait_until("a dead letter", || !crate::sync::lock(&dead).is_empty()).await;
     assert_eq!(
         *attempts.lock().expect("attempts"),
         [1, 2, 3],
