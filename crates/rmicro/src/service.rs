@@ -8,7 +8,6 @@ use crate::selector::{Selector, Strategy};
 use crate::server::{RunningServer, ServerError, ServerOptions, ServiceHandler, build_router};
 use crate::transport::{ClientTls, ServerTls};
 use crate::wrapper::stack::HandlerWrap;
-use clap::Parser;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::sync::{Arc, Mutex};
@@ -60,6 +59,17 @@ impl BuildError {
     }
 }
 
+/// How an application's own flags join the standard ones: added to the command,
+/// then read back from what it parsed.
+#[derive(Clone, Copy)]
+struct AppFlagsParser {
+    augment: fn(clap::Command) -> clap::Command,
+    parse: fn(&clap::ArgMatches) -> Result<AppFlags, clap::Error>,
+}
+
+/// An application's parsed flags, by type.
+type AppFlags = Arc<dyn std::any::Any + Send + Sync>;
+
 /// Configures a [`Service`]; every setter is a default that flags and env override.
 pub struct ServiceBuilder {
     name: String,
@@ -69,6 +79,9 @@ pub struct ServiceBuilder {
     args: Option<Vec<OsString>>,
     log_level: String,
     log_format: String,
+    /// Whether `build()` installs rmicro's global log subscriber.
+    install_logging: bool,
+    app_flags: Option<AppFlagsParser>,
     registry: Option<SharedRegistry>,
     registry_flags: Option<(String, Option<String>)>,
     register_ttl: Duration,
@@ -247,14 +260,63 @@ impl ServiceBuilder {
         self
     }
 
+    /// Adds the application's own flags (a `clap::Args` type) next to the standard
+    /// ones, as go-micro's `micro.Flags`: `--help` lists both, and the parsed values
+    /// are read back with [`Service::app_flags`].
+    ///
+    /// ```
+    /// #[derive(clap::Args, Debug)]
+    /// struct UserFlags {
+    ///     /// Where the users live.
+    ///     #[arg(long, env = "USER_DSN", default_value = "sqlite://users.db")]
+    ///     dsn: String,
+    /// }
+    /// let service = rmicro::Service::builder("user")
+    ///     .app_flags::<UserFlags>()
+    ///     .args(["user", "--dsn", "mysql://db/users", "--server-address", "127.0.0.1:0"])
+    ///     .build()
+    ///     .expect("valid flags");
+    /// assert_eq!(service.app_flags::<UserFlags>().unwrap().dsn, "mysql://db/users");
+    /// ```
+    pub fn app_flags<T>(mut self) -> Self
+    where
+        T: clap::Args + clap::FromArgMatches + Send + Sync + 'static,
+    {
+        self.app_flags = Some(AppFlagsParser {
+            augment: T::augment_args,
+            parse: |matches| Ok(Arc::new(T::from_arg_matches(matches)?) as AppFlags),
+        });
+        self
+    }
+
+    /// Whether `build()` installs rmicro's log subscriber (text or JSON on stderr,
+    /// `--log-level`, `--log-format`); default yes. An application that sets up
+    /// `tracing` itself passes `false` (a subscriber installed before `build()` is
+    /// kept either way).
+    pub fn install_logging(mut self, install: bool) -> Self {
+        self.install_logging = install;
+        self
+    }
+
     /// Reads flags and `MICRO_*` variables, sets up logging, and builds the service.
     pub fn build(mut self) -> Result<Service, BuildError> {
-        let flags = match self.args.take() {
-            Some(args) => Flags::try_parse_from(args)?,
-            None => Flags::try_parse()?,
+        let mut command = <Flags as clap::CommandFactory>::command();
+        if let Some(app) = &self.app_flags {
+            command = (app.augment)(command);
+        }
+        let matches = match self.args.take() {
+            Some(args) => command.try_get_matches_from(args)?,
+            None => command.try_get_matches()?,
         };
+        let flags = <Flags as clap::FromArgMatches>::from_arg_matches(&matches)?;
+        let app_flags = self
+            .app_flags
+            .map(|app| (app.parse)(&matches))
+            .transpose()?;
         self.apply(flags)?;
-        crate::logging::init(&self.log_level, &self.log_format);
+        if self.install_logging {
+            crate::logging::init(&self.log_level, &self.log_format);
+        }
         let config = crate::config::Config::builder()
             .defaults(std::mem::take(&mut self.config_defaults))
             .flags(&self.config_flags)?
@@ -292,6 +354,7 @@ impl ServiceBuilder {
                 broker,
                 subscriptions: Mutex::new(Vec::new()),
                 handlers: Mutex::new(self.handlers),
+                app_flags,
                 wrappers: self.handler_wrappers,
                 started: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -386,6 +449,7 @@ struct ServiceInner {
     handlers: Mutex<Vec<Arc<dyn ServiceHandler>>>,
     /// Fixed when the service is built: nothing can drop or reorder them.
     wrappers: Vec<HandlerWrap>,
+    app_flags: Option<AppFlags>,
     /// Set by the first `start()`: the handlers are fixed from then on.
     started: std::sync::atomic::AtomicBool,
 }
@@ -413,6 +477,8 @@ impl Service {
             args: None,
             log_level: "info".into(),
             log_format: "text".into(),
+            install_logging: true,
+            app_flags: None,
             registry: None,
             registry_flags: None,
             register_ttl: Duration::from_secs(60),
@@ -607,6 +673,12 @@ impl Service {
         for (_, subscriber) in subs {
             subscriber.unsubscribe().await;
         }
+    }
+
+    /// The application's own flags, parsed by `build()` (see
+    /// [`ServiceBuilder::app_flags`]); `None` for another type.
+    pub fn app_flags<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.inner.app_flags.as_ref()?.downcast_ref::<T>()
     }
 
     /// The service's name.

@@ -355,3 +355,57 @@ async fn handlers_added_after_start_are_refused_not_ignored() {
     assert!(err.to_string().contains("already serving"), "{err}");
     assert!(server.stop().await);
 }
+
+#[tokio::test]
+async fn the_same_wrappers_work_on_a_plain_tonic_server() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let auth = rmicro::wrapper::from_fn(move |call, next| {
+        let log = log.clone();
+        async move {
+            let path = call.path().to_owned();
+            if call.metadata().get("x-api-key") != Some("k1") {
+                return Err(Error::unauthorized("auth", "send x-api-key").into());
+            }
+            let response = next.run(call).await?;
+            Ok(rmicro::wrapper::on_status(response, move |outcome| {
+                log.lock()
+                    .unwrap()
+                    .push(format!("{path} {}", outcome.code()));
+            }))
+        }
+    });
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(auth)
+            .layer(rmicro::wrapper::logging::LoggingLayer::new())
+            .add_service(health_service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let mut request = tonic::Request::new(HealthCheckRequest::default());
+    request
+        .metadata_mut()
+        .insert("x-api-key", "k1".parse().unwrap());
+    client.check(request).await.unwrap();
+    let refused = client
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap_err();
+    assert!(refused.message().contains("send x-api-key"), "{refused:?}");
+    assert_eq!(*seen.lock().unwrap(), ["/grpc.health.v1.Health/Check OK"]);
+    server.abort();
+}

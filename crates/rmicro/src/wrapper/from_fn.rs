@@ -2,7 +2,11 @@
 //!
 //! The function gets the call ([`Call`]: its description, metadata, peer, and the
 //! request it can change) and the rest of the stack ([`Next`]); it may answer itself
-//! (an `Err` becomes the caller's gRPC status) or pass the call on. The result is a
+//! or pass the call on. An `Err` holding an [`Error`](crate::Error) is answered as
+//! that error's gRPC status (with rmicro's `micro-error-bin` trailer, so an rmicro
+//! caller gets the same `id`, `code` and `detail`); other errors pass up the stack
+//! unchanged (on a client, [`NotSent`](super::NotSent) and transport errors drive
+//! the retries). The result is a
 //! tower layer like any other, so it sits in `wrap_handler`, `wrap_call` or a plain
 //! tonic stack.
 
@@ -223,6 +227,17 @@ where
                 Box::pin(async move { fut.await.map_err(Into::into) })
             }),
         };
-        Box::pin((self.f)(Call { request }, next))
+        let fut = (self.f)(Call { request }, next);
+        Box::pin(async move {
+            match fut.await {
+                // A wrapper's own verdict is answered as its gRPC status, so it reaches
+                // the caller on any server (tonic resets a stream whose layer fails).
+                Err(err) if err.is::<crate::Error>() => match err.downcast::<crate::Error>() {
+                    Ok(err) => Ok(err.to_status().into_http()),
+                    Err(err) => Err(err),
+                },
+                other => other,
+            }
+        })
     }
 }

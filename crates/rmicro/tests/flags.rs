@@ -1,0 +1,80 @@
+//! A service binary adds its own flags next to the standard ones, and keeps the log
+//! subscriber it installed itself.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+#[derive(clap::Args, Debug)]
+struct UserFlags {
+    /// Where the users live.
+    #[arg(long, default_value = "sqlite://users.db")]
+    dsn: String,
+    /// How many users a page holds at most.
+    #[arg(long, default_value_t = 100)]
+    page_size: u32,
+}
+
+fn build(args: &[&str]) -> Result<rmicro::Service, rmicro::BuildError> {
+    rmicro::Service::builder("user")
+        .app_flags::<UserFlags>()
+        .registry(Arc::new(rmicro::registry::MemoryRegistry::new()))
+        .args(args.iter().copied())
+        .build()
+}
+
+#[test]
+fn app_flags_parse_next_to_the_standard_ones() {
+    let service = build(&[
+        "user",
+        "--dsn",
+        "mysql://db/users",
+        "--server-version",
+        "2.0.0",
+    ])
+    .unwrap();
+    let flags = service.app_flags::<UserFlags>().unwrap();
+    assert_eq!(flags.dsn, "mysql://db/users");
+    assert_eq!(flags.page_size, 100);
+    assert_eq!(service.version(), "2.0.0");
+    assert!(service.app_flags::<String>().is_none());
+    let help = build(&["user", "--help"]).unwrap_err().to_string();
+    for flag in ["--dsn", "--page-size", "--registry", "--server-address"] {
+        assert!(help.contains(flag), "`{flag}` missing from --help:\n{help}");
+    }
+    let err = build(&["user", "--page-size", "many"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--page-size"), "{err}");
+}
+
+/// A writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn build_keeps_the_applications_own_log_subscriber() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+    let _service = build(&["user", "--log-format", "json"]).unwrap();
+    tracing::info!("from the application");
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("from the application"), "{text}");
+    assert!(
+        !text.starts_with('{'),
+        "rmicro replaced the subscriber: {text}"
+    );
+}
