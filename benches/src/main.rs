@@ -14,6 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The tonic-generated code for the greeter proto.
+mod h2load;
+
 mod tonic_greeter {
     tonic::include_proto!("greeter.v1");
 }
@@ -43,7 +45,14 @@ enum Cmd {
         /// Register in the local registry in this directory (rmicro only).
         #[arg(long)]
         registry_dir: Option<String>,
+        /// No-op `from_fn` handler wrappers around the rmicro greeter.
+        #[arg(long, default_value_t = 0)]
+        noop_wrappers: usize,
     },
+    /// The servers under h2load, a C load generator (many connections and streams).
+    H2load(h2load::H2loadArgs),
+    /// The rmicro client with 4 no-op wrappers vs none, same server.
+    ClientWrappers(LoadArgs),
     /// Calls by service name through the selector vs calls to a fixed address.
     Discovery(LoadArgs),
     /// Publish -> consume throughput per broker backend vs its own client.
@@ -67,6 +76,66 @@ struct LoadArgs {
     /// Requests in flight at once (closed loop).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Servers to compare, tonic first (`compare` only): tonic, rmicro, rmicro+N
+    /// (N no-op handler wrappers), greeter (the shipped binary, default flags).
+    #[arg(long, default_value = "tonic,rmicro")]
+    servers: String,
+}
+
+/// Prints `name / base` throughput and latency ratios.
+fn ratios(
+    name: &str,
+    base: &str,
+    rps: f64,
+    base_rps: f64,
+    latency: &Histogram<u64>,
+    base_latency: &Histogram<u64>,
+) {
+    let q = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64;
+    println!(
+        "{name} / {base}: throughput {:.3}x, p50 {:.3}x, p99 {:.3}x",
+        rps / base_rps,
+        q(latency, 0.5) / q(base_latency, 0.5),
+        q(latency, 0.99) / q(base_latency, 0.99)
+    );
+}
+
+/// The rmicro client with no wrappers and with 4 no-op ones (2 `wrap_client`, 2
+/// `wrap_call`), against one rmicro greeter, alternating per round.
+async fn client_wrappers(args: LoadArgs) -> anyhow::Result<()> {
+    let (mut child, address) = spawn_server("rmicro", &[])?;
+    let plain = rmicro::client::ClientOptions::default();
+    let wrapped = rmicro::client::ClientOptions::default()
+        .wrap_client(noop())
+        .wrap_client(noop())
+        .wrap_call(noop())
+        .wrap_call(noop());
+    let client = |options| {
+        greeter::proto::GreeterClient::new(
+            "greeter",
+            rmicro::Client::new(options).with_route("greeter", address.clone()),
+        )
+    };
+    let kinds = [("none", client(plain)), ("4 no-op", client(wrapped))];
+    println!(
+        "unary SayHello via the rmicro client, {} in flight, {:?} x {} rounds (+{:?} warm-up)",
+        args.concurrency, args.duration, args.rounds, args.warmup
+    );
+    let result = alternate_clients(&kinds, &args).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let totals = result?;
+    let rps = |t: &(u64, Duration, Histogram<u64>)| t.0 as f64 / t.1.as_secs_f64();
+    println!();
+    ratios(
+        "4 no-op",
+        "none",
+        rps(&totals[1]),
+        rps(&totals[0]),
+        &totals[1].2,
+        &totals[0].2,
+    );
+    Ok(())
 }
 
 struct Tonic;
@@ -113,7 +182,17 @@ impl TonicGreeter for Tonic {
     }
 }
 
-async fn serve(kind: &str, address: &str, registry_dir: Option<String>) -> anyhow::Result<()> {
+/// A no-op function wrapper, as a user writes one.
+fn noop() -> impl rmicro::wrapper::HandlerLayer + rmicro::client::ClientLayer + Clone {
+    rmicro::wrapper::from_fn(|call, next| next.run(call))
+}
+
+async fn serve(
+    kind: &str,
+    address: &str,
+    registry_dir: Option<String>,
+    noop_wrappers: usize,
+) -> anyhow::Result<()> {
     match kind {
         "rmicro" => {
             let mut args = vec![
@@ -126,11 +205,14 @@ async fn serve(kind: &str, address: &str, registry_dir: Option<String>) -> anyho
                 Some(dir) => args.extend(["local".into(), "--registry-address".into(), dir]),
                 None => args.push("memory".into()),
             }
-            let service = rmicro::Service::builder("greeter")
+            let mut builder = rmicro::Service::builder("greeter")
                 .address(address)
                 .args(args)
-                .handle(greeter::proto::GreeterServer::new(greeter::Greeter))
-                .build()?;
+                .handle(greeter::proto::GreeterServer::new(greeter::Greeter));
+            for _ in 0..noop_wrappers {
+                builder = builder.wrap_handler(noop());
+            }
+            let service = builder.build()?;
             let server = service.start().await?;
             println!("LISTENING {}", server.local_addr());
             std::future::pending::<()>().await;
@@ -250,10 +332,60 @@ async fn load_rmicro(
     closed_loop(&[call], args.concurrency, duration).await
 }
 
-/// Starts `rmicro-bench serve KIND` and returns it with its address.
+/// Requests, time and latencies of one client over all rounds.
+type ClientTotals = (u64, Duration, Histogram<u64>);
+
+/// Drives two rmicro clients in turn (the first alternates each round) and prints
+/// each round; returns their totals.
+async fn alternate_clients(
+    kinds: &[(&str, greeter::proto::GreeterClient); 2],
+    args: &LoadArgs,
+) -> anyhow::Result<Vec<ClientTotals>> {
+    let mut totals = vec![
+        (
+            0,
+            Duration::ZERO,
+            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?
+        );
+        2
+    ];
+    for round in 0..args.rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let (name, client) = &kinds[i];
+            load_rmicro(client.clone(), args, args.warmup).await?;
+            let m = load_rmicro(client.clone(), args, args.duration).await?;
+            println!(
+                "  round {} {:>8}: {:>9.0} req/s  p50 {:>5} us  p99 {:>5} us  errors {}",
+                round + 1,
+                name,
+                m.requests as f64 / m.elapsed.as_secs_f64(),
+                m.latency.value_at_quantile(0.5),
+                m.latency.value_at_quantile(0.99),
+                m.errors
+            );
+            totals[i].0 += m.requests;
+            totals[i].1 += m.elapsed;
+            totals[i].2.add(&m.latency)?;
+        }
+    }
+    Ok(totals)
+}
+
+/// Starts a server and returns it with its address: `tonic`, `rmicro` (no
+/// wrappers), `rmicro+N` (N no-op handler wrappers) — all `rmicro-bench serve` —
+/// or `greeter`, the shipped greeter binary with its default flags (built next to
+/// this one by `cargo build --release -p greeter --bins`).
 fn spawn_server(kind: &str, extra: &[&str]) -> anyhow::Result<(std::process::Child, String)> {
+    if kind == "greeter" {
+        return spawn_greeter();
+    }
+    let (kind, wrappers) = match kind.split_once('+') {
+        Some((kind, n)) => (kind, n.to_owned()),
+        None => (kind, "0".to_owned()),
+    };
     let mut child = Command::new(std::env::current_exe()?)
-        .args(["serve", kind])
+        .args(["serve", kind, "--noop-wrappers", &wrappers])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -271,6 +403,45 @@ fn spawn_server(kind: &str, extra: &[&str]) -> anyhow::Result<(std::process::Chi
     Ok((child, address))
 }
 
+/// The shipped `greeter` binary on a loopback port, its flags otherwise default; its
+/// address comes from its "Listening on" log line.
+fn spawn_greeter() -> anyhow::Result<(std::process::Child, String)> {
+    let exe = std::env::current_exe()?;
+    let binary = exe.with_file_name("greeter");
+    anyhow::ensure!(
+        binary.is_file(),
+        "{} is missing: run `cargo build --release -p greeter --bins` first",
+        binary.display()
+    );
+    let mut child = Command::new(&binary)
+        .args(["--server-address", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let mut reader = BufReader::new(stderr);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            anyhow::bail!("greeter exited before listening");
+        }
+        if let Some((_, rest)) = line.split_once("Listening on ") {
+            let address = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            // Keep draining its log so it never blocks on a full pipe.
+            std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+            return Ok((child, address));
+        }
+    }
+}
+
 struct Totals {
     requests: u64,
     errors: u64,
@@ -285,7 +456,11 @@ impl Totals {
 }
 
 async fn compare(args: LoadArgs) -> anyhow::Result<()> {
-    let kinds = ["tonic", "rmicro"];
+    let kinds: Vec<&str> = args.servers.split(',').collect();
+    anyhow::ensure!(
+        kinds.first() == Some(&"tonic"),
+        "--servers must start with tonic"
+    );
     let mut totals: Vec<Totals> = kinds
         .iter()
         .map(|_| {
@@ -302,11 +477,10 @@ async fn compare(args: LoadArgs) -> anyhow::Result<()> {
         args.connections, args.concurrency, args.duration, args.rounds, args.warmup
     );
     for round in 0..args.rounds {
-        let order: Vec<usize> = if round % 2 == 0 {
-            vec![0, 1]
-        } else {
-            vec![1, 0]
-        };
+        // Each round starts with another server, so no server always goes first.
+        let order: Vec<usize> = (0..kinds.len())
+            .map(|i| (i + round as usize) % kinds.len())
+            .collect();
         for i in order {
             let (mut child, address) = spawn_server(kinds[i], &[])?;
             let result = async {
@@ -347,15 +521,17 @@ async fn compare(args: LoadArgs) -> anyhow::Result<()> {
             t.errors
         );
     }
-    let (tonic, rmicro) = (&totals[0], &totals[1]);
-    let throughput = rmicro.rps() / tonic.rps();
-    let p50 = rmicro.latency.value_at_quantile(0.50) as f64
-        / tonic.latency.value_at_quantile(0.50) as f64;
-    let p99 = rmicro.latency.value_at_quantile(0.99) as f64
-        / tonic.latency.value_at_quantile(0.99) as f64;
-    println!(
-        "\nrmicro / tonic: throughput {throughput:.3}x (target >= 0.95x), p50 {p50:.3}x, p99 {p99:.3}x (target <= 1.10x)"
-    );
+    println!();
+    for (kind, t) in kinds.iter().zip(&totals).skip(1) {
+        ratios(
+            kind,
+            "tonic",
+            t.rps(),
+            totals[0].rps(),
+            &t.latency,
+            &totals[0].latency,
+        );
+    }
     Ok(())
 }
 
@@ -384,42 +560,11 @@ async fn discovery(args: LoadArgs) -> anyhow::Result<()> {
         args.concurrency, args.duration, args.rounds, args.warmup
     );
     let kinds = [("fixed", fixed), ("by-name", by_name)];
-    let mut totals: Vec<(u64, Duration, Histogram<u64>)> = vec![
-        (
-            0,
-            Duration::ZERO,
-            Histogram::new_with_bounds(1, 60_000_000, 3)?
-        );
-        2
-    ];
-    let result: anyhow::Result<()> = async {
-        for round in 0..args.rounds {
-            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for i in order {
-                let (name, client) = &kinds[i];
-                load_rmicro(client.clone(), &args, args.warmup).await?;
-                let m = load_rmicro(client.clone(), &args, args.duration).await?;
-                println!(
-                    "  round {} {:>8}: {:>9.0} req/s  p50 {:>5} us  p99 {:>5} us  errors {}",
-                    round + 1,
-                    name,
-                    m.requests as f64 / m.elapsed.as_secs_f64(),
-                    m.latency.value_at_quantile(0.5),
-                    m.latency.value_at_quantile(0.99),
-                    m.errors
-                );
-                totals[i].0 += m.requests;
-                totals[i].1 += m.elapsed;
-                totals[i].2.add(&m.latency)?;
-            }
-        }
-        Ok(())
-    }
-    .await;
+    let result = alternate_clients(&kinds, &args).await;
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
-    result?;
+    let totals = result?;
     let rps = |t: &(u64, Duration, Histogram<u64>)| t.0 as f64 / t.1.as_secs_f64();
     println!(
         "\nby-name / fixed: throughput {:.3}x (target >= 0.97x), p99 {:.3}x",
@@ -437,7 +582,10 @@ async fn main() -> anyhow::Result<()> {
             kind,
             address,
             registry_dir,
-        }) => serve(&kind, &address, registry_dir).await,
+            noop_wrappers,
+        }) => serve(&kind, &address, registry_dir, noop_wrappers).await,
+        Some(Cmd::H2load(args)) => h2load::run(args).await,
+        Some(Cmd::ClientWrappers(args)) => client_wrappers(args).await,
         Some(Cmd::Discovery(args)) => discovery(args).await,
         Some(Cmd::Broker(args)) => broker::run(args).await,
         Some(Cmd::Compare(args)) => compare(args).await,

@@ -148,15 +148,16 @@ pub(crate) async fn build_router(
         builtin,
         options.max_message_size,
     ));
-    let dispatch = HandlerStack::new(Dispatch {
+    let dispatch = Dispatch {
         routes: routes.clone(),
-    });
-    let stack = crate::wrapper::stack::apply(dispatch, wrappers);
+    };
+    let stack = (!wrappers.is_empty())
+        .then(|| crate::wrapper::stack::apply(HandlerStack::new(dispatch.clone()), wrappers));
     Ok((
         Router {
             routes,
+            dispatch,
             stack,
-            wrapped: !wrappers.is_empty(),
             peer: None,
         },
         health,
@@ -208,11 +209,7 @@ impl RunningServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let in_flight = router.routes.in_flight.clone();
         let grace = options.grace_period;
-        let service_for = move |peer: crate::wrapper::Peer| {
-            let mut router = router.clone();
-            router.peer = Some(Arc::new(peer));
-            router
-        };
+        let service_for = move |peer: crate::wrapper::Peer| router.for_connection(peer);
         let task = tokio::spawn(crate::transport::serve(
             listener,
             service_for,

@@ -119,6 +119,16 @@ impl Service<http::Request<Body>> for Dispatch {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        self.run(request)
+    }
+}
+
+impl Dispatch {
+    /// Runs the handler (no readiness to wait for, no state to change).
+    fn run(
+        &self,
+        request: http::Request<Body>,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, Infallible>> {
         let extensions = request.extensions();
         let (Some(RouteTarget(route)), Some(info)) = (
             extensions.get::<RouteTarget>(),
@@ -141,15 +151,19 @@ impl Service<http::Request<Body>> for Dispatch {
     }
 }
 
-/// The service hyper calls for every request on every connection.
+/// The service hyper calls for every request of one connection.
+///
+/// tower's contract is `poll_ready`, then `call`, on the same service: each call
+/// drives its own clone of the wrapper stack (as axum does), so a concurrency limit
+/// holds a permit per call and calls wait for it concurrently.
 #[derive(Clone)]
 pub(crate) struct Router {
     pub(crate) routes: Arc<Routes>,
-    /// Dispatch wrapped in the user's handler wrappers.
-    pub(crate) stack: HandlerStack,
-    /// Whether `stack` has wrappers, whose readiness must be awaited per call.
-    pub(crate) wrapped: bool,
-    /// The other end of this router's connection (each connection has its own clone).
+    /// The handlers, for servers without wrappers.
+    pub(crate) dispatch: Dispatch,
+    /// Dispatch wrapped in the user's handler wrappers, `None` without wrappers.
+    pub(crate) stack: Option<HandlerStack>,
+    /// The other end of this router's connection.
     pub(crate) peer: Option<Arc<Peer>>,
 }
 
@@ -159,6 +173,13 @@ fn error_response(status: Status) -> http::Response<Body> {
 }
 
 impl Router {
+    /// The router of one connection from `peer`.
+    pub(crate) fn for_connection(&self, peer: Peer) -> Router {
+        let mut router = self.clone();
+        router.peer = Some(Arc::new(peer));
+        router
+    }
+
     fn unknown_path(&self, path: &str) -> Status {
         let mut parts = path.trim_start_matches('/').splitn(2, '/');
         let service = parts.next().unwrap_or_default();
@@ -180,16 +201,12 @@ impl Router {
     }
 }
 
-impl Service<http::Request<Incoming>> for Router {
+impl hyper::service::Service<http::Request<Incoming>> for Router {
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let ready = |r| -> Self::Future { Box::pin(std::future::ready(Ok(r))) };
         let path = request.uri().path();
         let Some(route) = self.routes.routes.get(path).cloned() else {
@@ -256,27 +273,28 @@ impl Service<http::Request<Incoming>> for Router {
         parts.extensions.insert(RouteTarget(route));
         let request = http::Request::from_parts(parts, body);
         let json_output = json.map(|(_, output)| output);
-        if !self.wrapped {
-            let call = self.stack.call(request);
+        let Some(mut stack) = self.stack.clone() else {
+            let call = self.dispatch.run(request);
             return Box::pin(async move {
                 let Ok(response) = call.await;
                 Ok(finish_response(response, json_output, max))
             });
-        }
-        // tower's contract: a service is called only once `poll_ready` said yes. Each
-        // call drives its own clone, so a concurrency limit's permit is held per call.
-        let mut stack = self.stack.clone();
+        };
+        // tower's contract: a service is called only once `poll_ready` said yes.
         let service = self.routes.name.clone();
         Box::pin(async move {
-            let ready = tower::ServiceExt::ready(&mut stack);
-            let waited = match deadline {
-                Some(at) => tokio::time::timeout_at(at, ready).await.is_ok(),
-                None => {
-                    let _ = ready.await;
-                    true
-                }
+            // Waits for readiness, then starts the call (the call's future is returned,
+            // not awaited, so the deadline bounds only the wait).
+            #[allow(clippy::async_yields_async)]
+            let start = async {
+                let _ = tower::ServiceExt::ready(&mut stack).await;
+                stack.call(request)
             };
-            if !waited {
+            let started = match deadline {
+                Some(at) => tokio::time::timeout_at(at, start).await.ok(),
+                None => Some(start.await),
+            };
+            let Some(call) = started else {
                 let err = crate::Error::timeout(
                     &*service,
                     format!(
@@ -285,8 +303,8 @@ impl Service<http::Request<Incoming>> for Router {
                     ),
                 );
                 return Ok(finish_response(err.to_status().into_http(), None, max));
-            }
-            let Ok(response) = stack.call(request).await;
+            };
+            let Ok(response) = call.await;
             Ok(finish_response(response, json_output, max))
         })
     }

@@ -7,7 +7,6 @@ use crate::wrapper::{Peer, PeerIdentity};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +14,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tower::Service;
 
 /// Serves on `listener` until `shutdown` resolves, then drains for up to `grace`;
 /// `service_for` makes the service of each connection from its [`Peer`] (known once
@@ -33,9 +31,11 @@ pub(crate) async fn serve<S, M>(
 ) -> bool
 where
     M: Fn(Peer) -> S + Clone + Send + 'static,
-    S: Service<http::Request<Incoming>, Response = http::Response<Body>, Error = Infallible>
-        + Clone
-        + Send
+    S: hyper::service::Service<
+            http::Request<Incoming>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+        > + Send
         + 'static,
     S::Future: Send + 'static,
 {
@@ -63,7 +63,7 @@ where
         let _ = stream.set_nodelay(true);
         match &tls {
             None => {
-                let hyper_service = TowerToHyperService::new(service_for(Peer::new(peer)));
+                let hyper_service = service_for(Peer::new(peer));
                 let conn = http2.serve_connection(TokioIo::new(stream), hyper_service);
                 let watched = graceful.watch(conn);
                 connections.spawn(async move {
@@ -104,7 +104,7 @@ where
                     {
                         who = who.with_identity(identity);
                     }
-                    let hyper_service = TowerToHyperService::new(service_for(who));
+                    let hyper_service = service_for(who);
                     let conn = http2.serve_connection(TokioIo::new(stream), hyper_service);
                     if let Err(err) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %err, "connection ended with an error");

@@ -104,6 +104,10 @@ impl ClientCallInfo {
         &self.endpoint
     }
 
+    pub(crate) fn endpoint_cow(&self) -> &Cow<'static, str> {
+        &self.endpoint
+    }
+
     /// The gRPC path (`/greeter.v1.Greeter/SayHello`).
     pub fn path(&self) -> &str {
         &self.path

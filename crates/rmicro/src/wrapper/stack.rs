@@ -6,7 +6,6 @@ use super::CallInfo;
 use super::error::error_from_wrapper;
 use crate::server::HandlerStack;
 use crate::transport::Body;
-use futures_util::future::BoxFuture;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -114,23 +113,59 @@ impl<S: Clone> Clone for ErrorsAsStatus<S> {
     }
 }
 
-/// The gRPC response for a wrapper's error on a call to `info`'s service.
-fn answer(err: BoxError, info: Option<&CallInfo>) -> http::Response<Body> {
-    let service = info.map(CallInfo::service).unwrap_or("rmicro.server");
+/// The gRPC response for a wrapper's error on a call to `service`.
+fn answer(err: BoxError, service: &str) -> http::Response<Body> {
     let err = error_from_wrapper(err, service);
     tracing::debug!(error = %err, "a handler wrapper refused the call");
     err.to_status().into_http()
+}
+
+fn service_of(request: &http::Request<Body>) -> Arc<str> {
+    match request.extensions().get::<CallInfo>() {
+        Some(info) => info.service_arc().clone(),
+        None => Arc::from("rmicro.server"),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`ErrorsAsStatus`]: the wrapper's, with its error answered.
+    #[project = AnswerProj]
+    pub(crate) enum Answer<F> {
+        Call { #[pin] fut: F, service: Arc<str> },
+        Ready { response: Option<http::Response<Body>> },
+    }
+}
+
+impl<F, E> std::future::Future for Answer<F>
+where
+    F: std::future::Future<Output = Result<http::Response<Body>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<http::Response<Body>, Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AnswerProj::Call { fut, service } => match fut.poll(cx) {
+                Poll::Ready(Ok(response)) => Poll::Ready(Ok(response)),
+                Poll::Ready(Err(err)) => Poll::Ready(Ok(answer(err.into(), service))),
+                Poll::Pending => Poll::Pending,
+            },
+            AnswerProj::Ready { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Ready(Ok(answer("polled after completion".into(), ""))),
+            },
+        }
+    }
 }
 
 impl<S> Service<http::Request<Body>> for ErrorsAsStatus<S>
 where
     S: Service<http::Request<Body>, Response = http::Response<Body>>,
     S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
 {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+    type Future = Answer<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         if self.not_ready.is_some() {
@@ -147,17 +182,15 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let service = service_of(&request);
         if let Some(err) = self.not_ready.take() {
-            let response = answer(err, request.extensions().get::<CallInfo>());
-            return Box::pin(std::future::ready(Ok(response)));
+            return Answer::Ready {
+                response: Some(answer(err, &service)),
+            };
         }
-        let info = request.extensions().get::<CallInfo>().cloned();
-        let fut = self.inner.call(request);
-        Box::pin(async move {
-            match fut.await {
-                Ok(response) => Ok(response),
-                Err(err) => Ok(answer(err.into(), info.as_ref())),
-            }
-        })
+        Answer::Call {
+            fut: self.inner.call(request),
+            service,
+        }
     }
 }

@@ -1,8 +1,10 @@
 //! Request logging through `tracing`: one event per call with service, endpoint,
 //! status code and duration.
 //!
-//! Successful calls log at `INFO`, caller errors (bad request, not found, …) at `WARN`,
-//! server faults (internal, unknown, unavailable, data loss) at `ERROR`. Works on both
+//! Successful calls log at `DEBUG` (like go-micro, a service logs nothing per
+//! successful call unless asked: `--log-level debug`), caller errors (bad request,
+//! not found, …) at `WARN`, server faults (internal, unknown, unavailable, data loss)
+//! at `ERROR`. At the default level a successful call costs no formatting and no I/O. Works on both
 //! sides: `.wrap_handler(LoggingLayer::new())` logs what the service serves,
 //! `.wrap_client(LoggingLayer::new())` what it calls.
 //!

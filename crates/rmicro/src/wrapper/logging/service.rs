@@ -2,8 +2,9 @@
 
 use crate::errors::Code;
 use crate::transport::Body;
-use crate::wrapper::{DescribeCall, Outcome, on_status};
+use crate::wrapper::{CallInfo, ClientCallInfo, Outcome, on_status};
 use futures_util::future::BoxFuture;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -27,7 +28,7 @@ fn log(service: &str, endpoint: &str, outcome: &Outcome, started: Instant) {
     let code = outcome.code();
     let message = outcome.error().map_or("", |e| e.detail.as_str());
     match code {
-        Code::Ok => tracing::info!(service, endpoint, status = ?code, micros, "call ok"),
+        Code::Ok => tracing::debug!(service, endpoint, status = ?code, micros, "call ok"),
         Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
             tracing::error!(service, endpoint, status = ?code, error = message, micros, "call failed")
         }
@@ -53,9 +54,14 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let started = Instant::now();
-        let (service, endpoint): (Arc<str>, Arc<str>) = match request.describe() {
-            Some((s, e)) => (s, Arc::from(e)),
-            None => (Arc::from(""), Arc::from(request.uri().path())),
+        let extensions = request.extensions();
+        let (service, endpoint): (Arc<str>, Cow<'static, str>) = match (
+            extensions.get::<CallInfo>(),
+            extensions.get::<ClientCallInfo>(),
+        ) {
+            (Some(info), _) => (info.service_arc().clone(), Cow::Borrowed(info.endpoint())),
+            (None, Some(info)) => (info.service_arc().clone(), info.endpoint_cow().clone()),
+            (None, None) => (Arc::from(""), Cow::Owned(request.uri().path().to_owned())),
         };
         let fut = self.inner.call(request);
         Box::pin(async move {
