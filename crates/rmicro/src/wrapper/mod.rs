@@ -1,14 +1,52 @@
 //! Wrappers: middleware around handlers and client calls, as `tower::Layer`s.
 //!
-//! `service.wrap_handler(layer)` wraps every handler; `service.wrap_client(layer)` wraps
-//! every call the service's client makes. Layers apply in registration order: the
-//! first registered is the outermost. A layer wraps an HTTP-level gRPC service and
-//! finds what the call is in the request's [`CallInfo`] extension; [`on_status`] tells it
-//! how the call ended. Because they are plain tower layers over `http::Request`, the
-//! same wrappers work on a bare tonic or axum stack too.
+//! Three builder options, go-micro's names, each taking any tower layer over
+//! HTTP-level gRPC calls; the first registered is the outermost, and a built service
+//! has no way to add, drop or reorder them:
 //!
-//! Shipped wrappers: [`logging`]. Tracing, metrics, circuit breaking and rate limiting
-//! follow the same layout (`layer` + `service`).
+//! - `wrap_handler` wraps every handler. The server drives the stack as tower
+//!   requires (`poll_ready`, then `call`, on a clone per call), and a layer's error
+//!   becomes a precise gRPC status ([`error_from_wrapper`]). The request carries a
+//!   [`CallInfo`] (service, endpoint, path, codec, deadline, [`Peer`] with the mTLS
+//!   identity, message counts); values a wrapper inserts in the extensions reach the
+//!   handler's [`Context::get`](crate::Context::get).
+//! - `wrap_client` wraps each logical call once, above node selection and retries
+//!   ([`ClientCallInfo`]: target, endpoint, deadline, attempts, message counts).
+//! - `wrap_call` wraps each attempt ([`AttemptInfo`]: node, address, attempt number);
+//!   failing with [`NotSent`] sends the call to another node.
+//!
+//! [`on_status`] reports how a call ended ([`Outcome`]) when its status is known —
+//! for a stream, after its last message — so a span, permit or timer moved into its
+//! closure covers the whole call, on either side.
+//!
+//! A wrapper that is a function:
+//!
+//! ```
+//! use rmicro::wrapper::{from_fn, on_status};
+//! let timed = from_fn(|call, next| async move {
+//!     let endpoint = call.endpoint().to_owned();
+//!     let started = std::time::Instant::now();
+//!     let response = next.run(call).await?;
+//!     Ok(on_status(response, move |outcome| {
+//!         tracing::info!(endpoint, code = %outcome.code(), took = ?started.elapsed(), "done");
+//!     }))
+//! });
+//! let service = rmicro::Service::builder("greeter")
+//!     .args(["greeter"])
+//!     .wrap_handler(timed.clone())
+//!     .wrap_client(timed)
+//!     .build()
+//!     .expect("valid flags");
+//! ```
+//!
+//! A full wrapper follows tower's layout, as [`logging`] does: `layer.rs` (the
+//! configuration; builds the service), `service.rs` (the behaviour), `future.rs`
+//! (what `call` returns). Because wrappers are plain tower layers over
+//! `http::Request`, the same layer works on a bare tonic server
+//! (`tonic::transport::Server::builder().layer(..)`) too.
+//!
+//! Shipped wrappers: [`logging`]. Tracing, metrics, circuit breaking and rate
+//! limiting follow the same layout.
 
 mod call;
 mod client_info;

@@ -4,7 +4,11 @@
 //! Successful calls log at `DEBUG` (like go-micro, a service logs nothing per
 //! successful call unless asked: `--log-level debug`), caller errors (bad request,
 //! not found, …) at `WARN`, server faults (internal, unknown, unavailable, data loss)
-//! at `ERROR`. At the default level a successful call costs no formatting and no I/O. Works on both
+//! at `ERROR`. At the default level a successful call costs no formatting and no I/O.
+//!
+//! Laid out as tower lays out its middleware, and a template for your own:
+//! `layer.rs` (configuration; builds the service), `service.rs` (the behaviour),
+//! `future.rs` (what the call returns, without boxing). Works on both
 //! sides: `.wrap_handler(LoggingLayer::new())` logs what the service serves,
 //! `.wrap_client(LoggingLayer::new())` what it calls.
 //!
@@ -18,27 +22,10 @@
 //!     .expect("valid flags");
 //! ```
 
+mod future;
+mod layer;
 mod service;
 
+pub use future::LoggingFuture;
+pub use layer::LoggingLayer;
 pub use service::Logging;
-
-/// Builds [`Logging`] around a service.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LoggingLayer {
-    _private: (),
-}
-
-impl LoggingLayer {
-    /// Logs every call.
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-impl<S> tower::Layer<S> for LoggingLayer {
-    type Service = Logging<S>;
-
-    fn layer(&self, inner: S) -> Logging<S> {
-        Logging::new(inner)
-    }
-}

@@ -1,9 +1,10 @@
-//! The logging service: times the call and logs it when its status is known.
+//! The logging service: notes what the call is and when it started; its future logs
+//! it once the status is known.
 
+use super::LoggingFuture;
 use crate::errors::Code;
 use crate::transport::Body;
-use crate::wrapper::{CallInfo, ClientCallInfo, Outcome, on_status};
-use futures_util::future::BoxFuture;
+use crate::wrapper::{CallInfo, ClientCallInfo, Outcome};
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,7 +24,33 @@ impl<S> Logging<S> {
     }
 }
 
-fn log(service: &str, endpoint: &str, outcome: &Outcome, started: Instant) {
+/// Which call a log line is about.
+pub(crate) struct CallName {
+    service: Arc<str>,
+    endpoint: Cow<'static, str>,
+}
+
+impl CallName {
+    fn of<B>(request: &http::Request<B>) -> Self {
+        let extensions = request.extensions();
+        let (service, endpoint) = match (
+            extensions.get::<CallInfo>(),
+            extensions.get::<ClientCallInfo>(),
+        ) {
+            (Some(info), _) => (info.service_arc().clone(), Cow::Borrowed(info.endpoint())),
+            (None, Some(info)) => (info.service_arc().clone(), info.endpoint_cow().clone()),
+            (None, None) => (Arc::from(""), Cow::Owned(request.uri().path().to_owned())),
+        };
+        CallName { service, endpoint }
+    }
+
+    pub(crate) fn service(&self) -> &str {
+        &self.service
+    }
+}
+
+pub(crate) fn log(name: &CallName, outcome: &Outcome, started: Instant) {
+    let (service, endpoint) = (&*name.service, &*name.endpoint);
     let micros = started.elapsed().as_micros() as u64;
     let code = outcome.code();
     let message = outcome.error().map_or("", |e| e.detail.as_str());
@@ -41,41 +68,18 @@ fn log(service: &str, endpoint: &str, outcome: &Outcome, started: Instant) {
 impl<S, E> Service<http::Request<Body>> for Logging<S>
 where
     S: Service<http::Request<Body>, Response = http::Response<Body>, Error = E>,
-    S::Future: Send + 'static,
-    E: std::fmt::Display + Send + 'static,
+    E: std::fmt::Display,
 {
     type Response = http::Response<Body>;
     type Error = E;
-    type Future = BoxFuture<'static, Result<http::Response<Body>, E>>;
+    type Future = LoggingFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let started = Instant::now();
-        let extensions = request.extensions();
-        let (service, endpoint): (Arc<str>, Cow<'static, str>) = match (
-            extensions.get::<CallInfo>(),
-            extensions.get::<ClientCallInfo>(),
-        ) {
-            (Some(info), _) => (info.service_arc().clone(), Cow::Borrowed(info.endpoint())),
-            (None, Some(info)) => (info.service_arc().clone(), info.endpoint_cow().clone()),
-            (None, None) => (Arc::from(""), Cow::Owned(request.uri().path().to_owned())),
-        };
-        let fut = self.inner.call(request);
-        Box::pin(async move {
-            match fut.await {
-                Ok(response) => Ok(on_status(response, move |outcome| {
-                    log(&service, &endpoint, outcome, started)
-                })),
-                Err(err) => {
-                    let outcome =
-                        Outcome::failed(crate::Error::unavailable(&*service, err.to_string()));
-                    log(&service, &endpoint, &outcome, started);
-                    Err(err)
-                }
-            }
-        })
+        let name = CallName::of(&request);
+        LoggingFuture::new(self.inner.call(request), name, Instant::now())
     }
 }

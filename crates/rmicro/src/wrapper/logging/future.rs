@@ -1,0 +1,58 @@
+//! The logging future: the inner call's future, then the response with its status
+//! observed (a stream's status arrives with its last message).
+
+use super::service::{CallName, log};
+use crate::transport::Body;
+use crate::wrapper::{Outcome, on_status};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+pin_project_lite::pin_project! {
+    /// The future of [`Logging`](super::Logging).
+    pub struct LoggingFuture<F> {
+        #[pin]
+        inner: F,
+        name: Option<CallName>,
+        started: Instant,
+    }
+}
+
+impl<F> LoggingFuture<F> {
+    pub(crate) fn new(inner: F, name: CallName, started: Instant) -> Self {
+        LoggingFuture {
+            inner,
+            name: Some(name),
+            started,
+        }
+    }
+}
+
+impl<F, E> Future for LoggingFuture<F>
+where
+    F: Future<Output = Result<http::Response<Body>, E>>,
+    E: std::fmt::Display,
+{
+    type Output = Result<http::Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let started = *this.started;
+        let Some(name) = this.name.take() else {
+            return Poll::Ready(result);
+        };
+        Poll::Ready(match result {
+            Ok(response) => Ok(on_status(response, move |outcome| {
+                log(&name, outcome, started)
+            })),
+            Err(err) => {
+                let outcome =
+                    Outcome::failed(crate::Error::unavailable(name.service(), err.to_string()));
+                log(&name, &outcome, started);
+                Err(err)
+            }
+        })
+    }
+}
