@@ -16,6 +16,9 @@
 //!
 //! and in the crate, `rmicro::include_proto!("greeter.v1");`.
 
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod endpoints;
 mod service;
 

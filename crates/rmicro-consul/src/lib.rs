@@ -17,6 +17,9 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod client;
 mod config;
 mod registry;

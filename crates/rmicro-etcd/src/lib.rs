@@ -18,6 +18,9 @@
 //! The client's stubs are generated from a subset of etcd's own `.proto` by protox at
 //! build time, so building this crate needs no system `protoc`.
 
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod client;
 mod config;
 mod registry;

@@ -26,6 +26,9 @@
 //! cloud networks drop it — use the local, etcd or Consul registry there), and a
 //! lookup always waits for its window to close.
 
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod dns;
 mod registry;
 

@@ -11,6 +11,9 @@
 //! never got acknowledged is sent again when the same client id connects again —
 //! give each member a stable id with `?client_id=` in the address.
 
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use futures_util::future::BoxFuture;
 use rmicro::broker::{
     Broker, BrokerAddress, BrokerError, Handler, InFlight, Message, SubscribeOptions, Subscriber,
@@ -595,6 +598,7 @@ pub mod testing {
 
     /// A broker on the machine's Mosquitto, or — when it is not reachable — a
     /// failure under `CI=true`, otherwise a printed skip and `None`.
+    #[allow(clippy::expect_used)] // SHARED_ADDRESS is a constant that parses (tested).
     pub async fn shared_or_skip(test: &str) -> Option<MqttBroker> {
         let broker = MqttBroker::new(SHARED_ADDRESS).expect("a valid address");
         rmicro::broker::testing::reachable_or_skip(broker, test).await

@@ -11,6 +11,9 @@
 //! its unacknowledged messages to the others. After `max_deliveries` a message goes
 //! to `<topic>.dlq`. The connection recovers by itself (lapin's auto-recovery).
 
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use lapin::options::{
@@ -571,6 +574,7 @@ pub mod testing {
 
     /// A broker on the machine's RabbitMQ, or — when it is not reachable — a failure
     /// under `CI=true`, otherwise a printed skip and `None`.
+    #[allow(clippy::expect_used)] // SHARED_ADDRESS is a constant that parses (tested).
     pub async fn shared_or_skip(test: &str) -> Option<RabbitBroker> {
         let broker = RabbitBroker::new(SHARED_ADDRESS).expect("a valid address");
         rmicro::broker::testing::reachable_or_skip(broker, test).await

@@ -15,6 +15,9 @@
 //! Durability is Redis's: with `appendonly yes` and `appendfsync always` a
 //! confirmed `XADD` survives a restart; without persistence it does not.
 
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{
@@ -580,6 +583,7 @@ pub mod testing {
 
     /// A broker on the machine's Redis (with `ack_wait`), or — when it is not
     /// reachable — a failure under `CI=true`, otherwise a printed skip and `None`.
+    #[allow(clippy::expect_used)] // SHARED_ADDRESS is a constant that parses (tested).
     pub async fn shared_or_skip(test: &str, ack_wait: &str) -> Option<RedisBroker> {
         let broker = RedisBroker::new(&format!("{SHARED_ADDRESS}?ack_wait={ack_wait}"))
             .expect("a valid address");

@@ -16,6 +16,9 @@
 //! [`server`], [`client`], [`codec`], [`transport`], [`wrapper`], [`registry`],
 //! [`errors`], [`metadata`].
 
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod broker;
 pub mod client;
 pub mod cmd;

@@ -2,6 +2,10 @@
 //! and the adapter crates deliver alike. Each check uses topics under `prefix` and
 //! returns the topics it used, for the caller to clean up.
 
+// A conformance suite asserts: a failed expectation is a failed test, reported by
+// the panic with what was expected.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use super::{
     Broker, Delivery, ERROR, Handler, Message, ORIGINAL_TOPIC, SubscribeOptions, dead_letter_topic,
     handler,

@@ -1,6 +1,10 @@
 //! A conformance suite every [`Registry`] implementation runs in its tests, so the
 //! built-in registries and the adapter crates behave alike.
 
+// A conformance suite asserts: a failed expectation is a failed test, reported by
+// the panic with what was expected.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use super::{Action, Endpoint, Node, Registry, Service, Value};
 use futures_util::StreamExt;
 use std::time::Duration;
