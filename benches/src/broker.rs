@@ -158,17 +158,17 @@ async fn rmicro_side(
 async fn remove_topic(backend: &str, topic: &str) -> anyhow::Result<()> {
     match backend {
         "nats" => {
-            rmicro_nats::NatsBroker::jetstream(rmicro_nats::DEFAULT_ADDRESS)
+            rmicro::nats::NatsBroker::jetstream(rmicro::nats::DEFAULT_ADDRESS)
                 .delete_topic(topic)
                 .await?
         }
         "redis" => {
-            rmicro_redis::RedisBroker::new(rmicro_redis::DEFAULT_ADDRESS)?
+            rmicro::redis::RedisBroker::new(rmicro::redis::DEFAULT_ADDRESS)?
                 .delete_topic(topic)
                 .await?
         }
         "rabbitmq" => {
-            rmicro_rabbitmq::RabbitBroker::new(rmicro_rabbitmq::DEFAULT_ADDRESS)?
+            rmicro::rabbitmq::RabbitBroker::new(rmicro::rabbitmq::DEFAULT_ADDRESS)?
                 .delete_queue(topic, "bench")
                 .await?
         }
@@ -182,7 +182,7 @@ async fn raw_nats(args: &BrokerArgs) -> anyhow::Result<Side> {
     let client = async_nats::connect("127.0.0.1:4222").await?;
     let js = jetstream::new(client);
     let subject = unique("raw-nats");
-    let stream_name = rmicro_nats::stream_name(&subject);
+    let stream_name = rmicro::nats::stream_name(&subject);
     let stream = js
         .get_or_create_stream(jetstream::stream::Config {
             name: stream_name.clone(),
@@ -307,7 +307,7 @@ async fn raw_rabbitmq(args: &BrokerArgs) -> anyhow::Result<Side> {
     use lapin::options::*;
     use lapin::types::{AMQPValue, FieldTable};
     let connection = lapin::Connection::connect(
-        rmicro_rabbitmq::DEFAULT_ADDRESS,
+        rmicro::rabbitmq::DEFAULT_ADDRESS,
         lapin::ConnectionProperties::default(),
     )
     .await?;
@@ -479,16 +479,18 @@ async fn raw(backend: &str, args: &BrokerArgs) -> anyhow::Result<Side> {
 
 fn rmicro_broker(backend: &str) -> anyhow::Result<rmicro::broker::SharedBroker> {
     Ok(match backend {
-        "nats" => Arc::new(rmicro_nats::NatsBroker::jetstream(
-            rmicro_nats::DEFAULT_ADDRESS,
+        "nats" => Arc::new(rmicro::nats::NatsBroker::jetstream(
+            rmicro::nats::DEFAULT_ADDRESS,
         )),
-        "redis" => Arc::new(rmicro_redis::RedisBroker::new(
-            rmicro_redis::DEFAULT_ADDRESS,
+        "redis" => Arc::new(rmicro::redis::RedisBroker::new(
+            rmicro::redis::DEFAULT_ADDRESS,
         )?),
-        "rabbitmq" => Arc::new(rmicro_rabbitmq::RabbitBroker::new(
-            rmicro_rabbitmq::DEFAULT_ADDRESS,
+        "rabbitmq" => Arc::new(rmicro::rabbitmq::RabbitBroker::new(
+            rmicro::rabbitmq::DEFAULT_ADDRESS,
         )?),
-        "mqtt" => Arc::new(rmicro_mqtt::MqttBroker::new(rmicro_mqtt::DEFAULT_ADDRESS)?),
+        "mqtt" => Arc::new(rmicro::mqtt::MqttBroker::new(
+            rmicro::mqtt::DEFAULT_ADDRESS,
+        )?),
         other => anyhow::bail!("unknown backend `{other}`"),
     })
 }

@@ -476,13 +476,6 @@ async fn run(cli: Cli) -> Result<(), Error> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    rmicro_etcd::install();
-    rmicro_consul::install();
-    rmicro_mdns::install();
-    rmicro_nats::install();
-    rmicro_redis::install();
-    rmicro_rabbitmq::install();
-    rmicro_mqtt::install();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

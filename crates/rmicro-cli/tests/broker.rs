@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-const ADDRESS: &str = rmicro_nats::testing::SHARED_ADDRESS;
+const ADDRESS: &str = rmicro::nats::testing::SHARED_ADDRESS;
 
 fn rmicro(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rmicro"))
@@ -190,10 +190,9 @@ fn topic(name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_subscriber_killed_mid_stream_loses_nothing() {
-    let Some(nats) = rmicro_nats::testing::shared_or_skip("nats kill -9").await else {
+    let Some(nats) = rmicro::nats::testing::shared_or_skip("nats kill -9").await else {
         return;
     };
-    rmicro_nats::install();
     let t = topic("nats");
     kill_mid_stream("nats", &format!("{ADDRESS}?ack_wait=1s"), &t).await;
     nats.delete_topic(&t).await.unwrap();
@@ -201,24 +200,22 @@ async fn nats_subscriber_killed_mid_stream_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_subscriber_killed_mid_stream_loses_nothing() {
-    let Some(redis) = rmicro_redis::testing::shared_or_skip("redis kill -9", "1s").await else {
+    let Some(redis) = rmicro::redis::testing::shared_or_skip("redis kill -9", "1s").await else {
         return;
     };
-    rmicro_redis::install();
     let t = topic("redis");
-    let address = format!("{}?ack_wait=1s", rmicro_redis::testing::SHARED_ADDRESS);
+    let address = format!("{}?ack_wait=1s", rmicro::redis::testing::SHARED_ADDRESS);
     kill_mid_stream("redis", &address, &t).await;
     redis.delete_topic(&t).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rabbitmq_subscriber_killed_mid_stream_loses_nothing() {
-    let Some(rabbit) = rmicro_rabbitmq::testing::shared_or_skip("rabbitmq kill -9").await else {
+    let Some(rabbit) = rmicro::rabbitmq::testing::shared_or_skip("rabbitmq kill -9").await else {
         return;
     };
-    rmicro_rabbitmq::install();
     let t = topic("rabbitmq");
-    kill_mid_stream("rabbitmq", rmicro_rabbitmq::testing::SHARED_ADDRESS, &t).await;
+    kill_mid_stream("rabbitmq", rmicro::rabbitmq::testing::SHARED_ADDRESS, &t).await;
     rabbit.delete_queue(&t, "workers").await.unwrap();
 }
 
@@ -261,16 +258,15 @@ fn bad_input_gets_a_sentence_and_exit_1() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mqtt_subscriber_killed_mid_stream_loses_nothing() {
-    let Some(_mqtt) = rmicro_mqtt::testing::shared_or_skip("mqtt kill -9").await else {
+    let Some(_mqtt) = rmicro::mqtt::testing::shared_or_skip("mqtt kill -9").await else {
         return;
     };
-    rmicro_mqtt::install();
     let t = topic("mqtt").replace('.', "/");
     // The second member reconnects as the first (same client id): its persistent
     // session gets what the first never acknowledged.
     let address = format!(
         "{}?client_id=rmicro-test-{}",
-        rmicro_mqtt::testing::SHARED_ADDRESS,
+        rmicro::mqtt::testing::SHARED_ADDRESS,
         std::process::id()
     );
     kill_mid_stream("mqtt", &address, &t).await;

@@ -99,12 +99,12 @@ async fn services_describe_and_call_by_name_through_the_local_registry() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn services_describe_and_call_by_name_through_etcd() {
-    let Some(etcd) = rmicro_etcd::testing::EtcdServer::start_or_skip("cli through etcd").await
+    let Some(etcd) = rmicro::etcd::testing::EtcdServer::start_or_skip("cli through etcd").await
     else {
         return;
     };
     let address = etcd.address();
-    let registry = std::sync::Arc::new(rmicro_etcd::EtcdRegistry::new(&address).unwrap());
+    let registry = std::sync::Arc::new(rmicro::etcd::EtcdRegistry::new(&address).unwrap());
     services_describe_and_call(
         registry,
         &["--registry", "etcd", "--registry-address", &address],
@@ -124,9 +124,11 @@ async fn services_describe_and_call_by_name_through_etcd() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn services_describe_and_call_by_name_through_consul() {
-    let consul = rmicro_consul::testing::ConsulDouble::start().await.unwrap();
+    let consul = rmicro::consul::testing::ConsulDouble::start()
+        .await
+        .unwrap();
     let address = consul.address();
-    let registry = std::sync::Arc::new(rmicro_consul::ConsulRegistry::new(&address).unwrap());
+    let registry = std::sync::Arc::new(rmicro::consul::ConsulRegistry::new(&address).unwrap());
     services_describe_and_call(
         registry,
         &["--registry", "consul", "--registry-address", &address],

@@ -3,10 +3,10 @@
 
 use rmicro::config::Config;
 use rmicro::config::source::{Env, File, Source, Values};
-use rmicro_consul::ConsulSource;
-use rmicro_consul::testing::ConsulDouble;
-use rmicro_etcd::EtcdSource;
-use rmicro_etcd::testing::EtcdServer;
+use rmicro::consul::ConsulSource;
+use rmicro::consul::testing::ConsulDouble;
+use rmicro::etcd::EtcdSource;
+use rmicro::etcd::testing::EtcdServer;
 use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
@@ -191,7 +191,6 @@ async fn a_service_reads_its_config_center_from_the_standard_flags() {
         .set("mysql", &json!({"host": "db", "port": 3306}))
         .await
         .unwrap();
-    rmicro_etcd::install();
     let service = rmicro::Service::builder("greeter")
         .address("127.0.0.1:0")
         .registry(std::sync::Arc::new(rmicro::registry::MemoryRegistry::new()))

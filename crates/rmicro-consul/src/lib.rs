@@ -4,12 +4,12 @@
 //! a [test double](testing::ConsulDouble) of the agent API for machines without
 //! Consul.
 //!
-//! Make `--registry consul --registry-address host:8500` work in a program by
-//! calling [`install`] once before building the service:
+//! `--registry consul` works in any program this crate is linked into: depend on the
+//! `rmicro` facade with feature `consul` (or on this crate); nothing to call at start.
 //!
 //! ```no_run
 //! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! rmicro_consul::install();
+//! use rmicro_consul as _; // only needed when nothing else of the crate is used
 //! let service = rmicro::Service::builder("greeter")
 //!     .args(["greeter", "--registry", "consul", "--registry-address", "127.0.0.1:8500"])
 //!     .build()?;
@@ -23,6 +23,7 @@
 mod client;
 mod config;
 mod registry;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use client::{
@@ -35,16 +36,17 @@ pub use registry::{ConsulRegistry, DEFAULT_WAIT, encode_tags};
 /// (Consul's own default, also read from `CONSUL_HTTP_ADDR`).
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8500";
 
-/// Makes `--registry consul` (and `MICRO_REGISTRY=consul`) build a
-/// [`ConsulRegistry`] in this process (without an address it uses
-/// `CONSUL_HTTP_ADDR`, then [`DEFAULT_ADDRESS`]), and `--config-source
-/// consul://HOST:PORT/PREFIX` a [`ConsulSource`].
-pub fn install() {
-    rmicro::config::source::install("consul", |address, prefix| {
-        Ok(std::sync::Arc::new(ConsulSource::new(address, prefix)?))
-    });
-    rmicro::registry::install("consul", |address| {
-        let from_env = std::env::var("CONSUL_HTTP_ADDR").ok();
-        registry::shared(address.or(from_env.as_deref()).unwrap_or(DEFAULT_ADDRESS))
-    });
-}
+/// `--config-source consul://HOST:PORT/PREFIX` builds a [`ConsulSource`] in any
+/// binary this crate is linked into.
+#[linkme::distributed_slice(rmicro::config::source::SOURCES)]
+static SOURCE: (&str, rmicro::config::source::SourceFactory) = ("consul", |address, prefix| {
+    Ok(std::sync::Arc::new(ConsulSource::new(address, prefix)?))
+});
+
+/// `--registry consul` (and `MICRO_REGISTRY=consul`) builds a [`ConsulRegistry`]
+/// (without an address it uses `CONSUL_HTTP_ADDR`, then [`DEFAULT_ADDRESS`]).
+#[linkme::distributed_slice(rmicro::registry::REGISTRIES)]
+static REGISTRY: (&str, rmicro::registry::Factory) = ("consul", |address| {
+    let from_env = std::env::var("CONSUL_HTTP_ADDR").ok();
+    registry::shared(address.or(from_env.as_deref()).unwrap_or(DEFAULT_ADDRESS))
+});

@@ -565,7 +565,7 @@ impl Registry for ConsulRegistry {
     }
 }
 
-/// Makes a shared registry from an address (for [`crate::install`]).
+/// Makes a shared registry from an address (for `--registry consul`).
 pub(crate) fn shared(address: &str) -> Result<rmicro::registry::SharedRegistry, RegistryError> {
     Ok(Arc::new(ConsulRegistry::new(address)?))
 }

@@ -218,7 +218,6 @@ async fn the_double_rejects_what_consul_rejects() {
 
 #[tokio::test]
 async fn registry_flag_selects_consul_once_installed() {
-    rmicro_consul::install();
     let registry = rmicro::registry::from_flags("consul", Some("127.0.0.1:8501")).expect("consul");
     assert_eq!(registry.describe(), "consul://127.0.0.1:8501");
     let err = rmicro::registry::from_flags("consul", Some("https://c:1")).expect_err("TLS");

@@ -2,12 +2,12 @@
 //! config center [source](EtcdSource), and the small etcd v3 [client](EtcdClient)
 //! under them.
 //!
-//! Make `--registry etcd --registry-address host:2379` work in a program by calling
-//! [`install`] once before building the service:
+//! `--registry etcd` works in any program this crate is linked into: depend on the
+//! `rmicro` facade with feature `etcd` (or on this crate); nothing to call at start.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! rmicro_etcd::install();
+//! use rmicro_etcd as _; // only needed when nothing else of the crate is used
 //! let service = rmicro::Service::builder("greeter")
 //!     .args(["greeter", "--registry", "etcd", "--registry-address", "127.0.0.1:2379"])
 //!     .build()?;
@@ -24,6 +24,7 @@
 mod client;
 mod config;
 mod registry;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use client::{DEFAULT_TIMEOUT, EtcdClient, EtcdError, KeyValue, WatchEvent, WatchStream};
@@ -39,15 +40,16 @@ pub mod pb {
 /// The address used when `--registry etcd` is given without `--registry-address`.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:2379";
 
-/// Makes `--registry etcd` (and `MICRO_REGISTRY=etcd`) build an [`EtcdRegistry`]
-/// in this process (the address defaults to [`DEFAULT_ADDRESS`]), and
-/// `--config-source etcd://HOST:PORT/PREFIX` an [`EtcdSource`].
-pub fn install() {
-    rmicro::registry::install("etcd", |address| {
-        let registry = EtcdRegistry::new(address.unwrap_or(DEFAULT_ADDRESS))?;
-        Ok(std::sync::Arc::new(registry))
-    });
-    rmicro::config::source::install("etcd", |address, prefix| {
-        Ok(std::sync::Arc::new(EtcdSource::new(address, prefix)?))
-    });
-}
+/// `--registry etcd` (and `MICRO_REGISTRY=etcd`) builds an [`EtcdRegistry`] (the
+/// address defaults to [`DEFAULT_ADDRESS`]) in any binary this crate is linked into.
+#[linkme::distributed_slice(rmicro::registry::REGISTRIES)]
+static REGISTRY: (&str, rmicro::registry::Factory) = ("etcd", |address| {
+    let registry = EtcdRegistry::new(address.unwrap_or(DEFAULT_ADDRESS))?;
+    Ok(std::sync::Arc::new(registry))
+});
+
+/// `--config-source etcd://HOST:PORT/PREFIX` builds an [`EtcdSource`].
+#[linkme::distributed_slice(rmicro::config::source::SOURCES)]
+static SOURCE: (&str, rmicro::config::source::SourceFactory) = ("etcd", |address, prefix| {
+    Ok(std::sync::Arc::new(EtcdSource::new(address, prefix)?))
+});

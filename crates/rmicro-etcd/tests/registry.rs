@@ -162,7 +162,6 @@ async fn registry_flag_selects_etcd_once_installed() {
         let err = before.expect_err("etcd unknown before install");
         assert!(err.to_string().contains("unknown registry `etcd`"), "{err}");
     }
-    rmicro_etcd::install();
     let registry = rmicro::registry::from_flags("etcd", Some("127.0.0.1:1")).expect("etcd");
     assert_eq!(registry.describe(), "etcd://127.0.0.1:1");
     let err =

@@ -9,12 +9,14 @@
 //! query to 224.0.0.251:5353 on each interface and gather answers for a short
 //! window (100 ms by default, as go-micro).
 //!
-//! Make `--registry mdns` work in a program by calling [`install`]; the optional
-//! `--registry-address` lists the IPv4 addresses of the interfaces to use.
+//! `--registry mdns` works in any program this crate is linked into (depend on the
+//! `rmicro` facade with feature `mdns`, or on this crate): nothing to call at start.
+//! The optional `--registry-address` lists the IPv4 addresses of the interfaces to
+//! use.
 //!
 //! ```no_run
 //! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! rmicro_mdns::install();
+//! use rmicro_mdns as _; // only needed when nothing else of the crate is used
 //! let service = rmicro::Service::builder("greeter")
 //!     .args(["greeter", "--registry", "mdns"])
 //!     .build()?;
@@ -34,15 +36,14 @@ mod registry;
 
 pub use registry::{DEFAULT_DOMAIN, DEFAULT_TIMEOUT, GROUP, MdnsRegistry, PORT};
 
-/// Makes `--registry mdns` (and `MICRO_REGISTRY=mdns`) build an [`MdnsRegistry`]
-/// in this process; `--registry-address` may list interface IPv4 addresses
-/// (comma-separated) instead of every non-loopback interface.
-pub fn install() {
-    rmicro::registry::install("mdns", |address| {
-        let registry = match address {
-            Some(list) => MdnsRegistry::on_interfaces(list)?,
-            None => MdnsRegistry::new(),
-        };
-        Ok(std::sync::Arc::new(registry))
-    });
-}
+/// `--registry mdns` (and `MICRO_REGISTRY=mdns`) builds an [`MdnsRegistry`] in any
+/// binary this crate is linked into; `--registry-address` may list interface IPv4
+/// addresses (comma-separated) instead of every non-loopback interface.
+#[linkme::distributed_slice(rmicro::registry::REGISTRIES)]
+static REGISTRY: (&str, rmicro::registry::Factory) = ("mdns", |address| {
+    let registry = match address {
+        Some(list) => MdnsRegistry::on_interfaces(list)?,
+        None => MdnsRegistry::new(),
+    };
+    Ok(std::sync::Arc::new(registry))
+});

@@ -130,7 +130,6 @@ async fn bad_interface_addresses_are_refused_with_a_sentence() {
         err.to_string().contains("not an interface's IPv4 address"),
         "{err}"
     );
-    rmicro_mdns::install();
     let registry = rmicro::registry::from_flags("mdns", Some("127.0.0.1")).expect("mdns");
     assert_eq!(registry.describe(), "mdns://micro@127.0.0.1");
 }

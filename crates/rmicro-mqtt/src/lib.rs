@@ -517,15 +517,16 @@ impl Broker for MqttBroker {
     }
 }
 
-/// Makes `--broker mqtt` selectable; the address defaults to [`DEFAULT_ADDRESS`].
-pub fn install() {
-    rmicro::broker::install("mqtt", |address| {
-        Ok(Arc::new(MqttBroker::new(
-            address.unwrap_or(DEFAULT_ADDRESS),
-        )?))
-    });
-}
+/// `--broker mqtt` in any binary this crate is linked into; the address defaults
+/// to [`DEFAULT_ADDRESS`].
+#[linkme::distributed_slice(rmicro::broker::BROKERS)]
+static BROKER: (&str, rmicro::broker::Factory) = ("mqtt", |address| {
+    Ok(Arc::new(MqttBroker::new(
+        address.unwrap_or(DEFAULT_ADDRESS),
+    )?))
+});
 
+#[cfg(any(test, feature = "testing"))]
 pub mod testing {
     //! Test support: the Mosquitto every machine of this project runs on
     //! 127.0.0.1:1883.

@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 /// The address used without `--broker-address`.
@@ -545,16 +546,18 @@ pub fn from_address(address: Option<&str>, mode: Mode) -> Result<NatsBroker, Bro
     Ok(NatsBroker::with(&parsed.url(), mode, ack_wait))
 }
 
-/// Makes `--broker nats` (JetStream) and `--broker nats-core` selectable; the
-/// address defaults to [`DEFAULT_ADDRESS`] (see [`from_address`]).
-pub fn install() {
-    rmicro::broker::install("nats", |address| {
-        Ok(Arc::new(from_address(address, Mode::JetStream)?))
-    });
-    rmicro::broker::install("nats-core", |address| {
-        Ok(Arc::new(from_address(address, Mode::Core)?))
-    });
-}
+/// `--broker nats` (JetStream) in any binary this crate is linked into; the address
+/// defaults to [`DEFAULT_ADDRESS`] (see [`from_address`]).
+#[linkme::distributed_slice(rmicro::broker::BROKERS)]
+static JETSTREAM: (&str, rmicro::broker::Factory) = ("nats", |address| {
+    Ok(Arc::new(from_address(address, Mode::JetStream)?))
+});
+
+/// `--broker nats-core` (core NATS, at-most-once).
+#[linkme::distributed_slice(rmicro::broker::BROKERS)]
+static CORE: (&str, rmicro::broker::Factory) = ("nats-core", |address| {
+    Ok(Arc::new(from_address(address, Mode::Core)?))
+});
 
 #[cfg(test)]
 mod tests {

@@ -467,15 +467,16 @@ impl Broker for RabbitBroker {
     }
 }
 
-/// Makes `--broker rabbitmq` selectable; the address defaults to [`DEFAULT_ADDRESS`].
-pub fn install() {
-    rmicro::broker::install("rabbitmq", |address| {
-        Ok(Arc::new(RabbitBroker::new(
-            address.unwrap_or(DEFAULT_ADDRESS),
-        )?))
-    });
-}
+/// `--broker rabbitmq` in any binary this crate is linked into; the address defaults
+/// to [`DEFAULT_ADDRESS`].
+#[linkme::distributed_slice(rmicro::broker::BROKERS)]
+static BROKER: (&str, rmicro::broker::Factory) = ("rabbitmq", |address| {
+    Ok(Arc::new(RabbitBroker::new(
+        address.unwrap_or(DEFAULT_ADDRESS),
+    )?))
+});
 
+#[cfg(any(test, feature = "testing"))]
 pub mod testing {
     //! Test support: the RabbitMQ every machine of this project runs on
     //! 127.0.0.1:5672 (guest/guest).

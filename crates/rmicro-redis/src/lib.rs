@@ -494,15 +494,16 @@ impl Broker for RedisBroker {
     }
 }
 
-/// Makes `--broker redis` selectable; the address defaults to [`DEFAULT_ADDRESS`].
-pub fn install() {
-    rmicro::broker::install("redis", |address| {
-        Ok(Arc::new(RedisBroker::new(
-            address.unwrap_or(DEFAULT_ADDRESS),
-        )?))
-    });
-}
+/// `--broker redis` in any binary this crate is linked into; the address defaults
+/// to [`DEFAULT_ADDRESS`].
+#[linkme::distributed_slice(rmicro::broker::BROKERS)]
+static BROKER: (&str, rmicro::broker::Factory) = ("redis", |address| {
+    Ok(Arc::new(RedisBroker::new(
+        address.unwrap_or(DEFAULT_ADDRESS),
+    )?))
+});
 
+#[cfg(any(test, feature = "testing"))]
 pub mod testing {
     //! Test support: the Redis every machine of this project runs on 127.0.0.1:6379,
     //! and private `redis-server`s for tests that restart the server.

@@ -1,69 +1,62 @@
 //! rmicro: a microservice framework for Rust in the spirit of go-micro.
 //!
-//! Write a `.proto`, generate code with `rmicro-build`, implement the generated
-//! handler trait, and serve it:
+//! This crate is what an application depends on: the whole of the core
+//! (re-exported from `rmicro-core`, so every path is `rmicro::…`) plus the
+//! registry, config-center and broker adapters its cargo features name:
 //!
-//! ```ignore
-//! let service = rmicro::Service::builder("greeter")
-//!     .version("1.0.0")
-//!     .handle(GreeterServer::new(MyGreeter))
-//!     .build()?; // parses --flags and MICRO_* env
-//! service.run().await // serves until SIGINT/SIGTERM, then shuts down gracefully
+//! ```toml
+//! [dependencies]
+//! rmicro = { version = "0.1", features = ["etcd", "nats"] }
 //! ```
 //!
-//! Any stock gRPC client can call the service, and the generated `GreeterClient`
-//! calls it in one line. The modules are the pieces go-micro users know:
-//! [`server`], [`client`], [`codec`], [`transport`], [`wrapper`], [`registry`],
-//! [`errors`], [`metadata`].
+//! makes `--registry etcd`, `--config-source etcd://…` and `--broker nats` work in
+//! every binary of the application with no start-up call: each adapter adds itself
+//! to a table the linker collects ([`registry::REGISTRIES`], [`broker::BROKERS`],
+//! [`config::source::SOURCES`]). Features: `etcd`, `consul`, `mdns` (registries;
+//! etcd and Consul also config centers), `nats`, `redis`, `rabbitmq`, `mqtt`
+//! (brokers), `full` (all of them). Without any, the embedded defaults remain: the
+//! `local` and `memory` registries, the `memory` broker, file and environment
+//! config. An enabled adapter's own types are under its name, e.g.
+//! [`etcd::EtcdRegistry`](https://docs.rs/rmicro-etcd).
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let service = match rmicro::Service::builder("greeter").version("1.0.0").build() {
+//!     Ok(service) => service,
+//!     Err(err) => err.exit(), // --help, or a flag it could not use: a sentence and exit 2
+//! };
+//! service.run().await?; // serves until SIGINT/SIGTERM, then shuts down gracefully
+//! # Ok(()) }
+//! ```
 
 #![deny(missing_docs)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod broker;
-pub mod client;
-pub mod cmd;
-pub mod codec;
-pub mod config;
-mod context;
-pub mod errors;
-mod logging;
-pub mod metadata;
-mod plugins;
-pub mod registry;
-pub mod selector;
-pub mod server;
-mod service;
-pub mod sync;
-pub mod testing;
-pub mod transport;
-pub mod wrapper;
+pub use rmicro_core::*;
 
-pub use client::{CallOptions, Client, ResponseStream};
-pub use context::Context;
-pub use errors::Code;
-pub use errors::Error;
-pub use metadata::Metadata;
-pub use server::{Request, RequestStream, ResponseSender};
-pub use service::{BuildError, Service, ServiceBuilder};
+/// etcd: `--registry etcd` and `--config-source etcd://…` (feature `etcd`).
+#[cfg(feature = "etcd")]
+pub use rmicro_etcd as etcd;
 
-/// Items the generated code refers to; not for direct use.
-#[doc(hidden)]
-pub mod __codegen {
-    pub use crate::server::dispatch;
-    pub use futures_util::Stream;
-    pub use futures_util::future::BoxFuture;
-    pub use http;
-    pub use prost;
-}
+/// Consul: `--registry consul` and `--config-source consul://…` (feature `consul`).
+#[cfg(feature = "consul")]
+pub use rmicro_consul as consul;
 
-/// Includes the code `rmicro-build` generated for a `.proto` package.
-///
-/// ```ignore
-/// pub mod greeter { rmicro::include_proto!("greeter.v1"); }
-/// ```
-#[macro_export]
-macro_rules! include_proto {
-    ($package:literal) => {
-        include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
-    };
-}
+/// Multicast DNS on the local network: `--registry mdns` (feature `mdns`).
+#[cfg(feature = "mdns")]
+pub use rmicro_mdns as mdns;
+
+/// NATS with JetStream: `--broker nats` (feature `nats`).
+#[cfg(feature = "nats")]
+pub use rmicro_nats as nats;
+
+/// Redis streams: `--broker redis` (feature `redis`).
+#[cfg(feature = "redis")]
+pub use rmicro_redis as redis;
+
+/// RabbitMQ (AMQP 0-9-1): `--broker rabbitmq` (feature `rabbitmq`).
+#[cfg(feature = "rabbitmq")]
+pub use rmicro_rabbitmq as rabbitmq;
+
+/// MQTT: `--broker mqtt` (feature `mqtt`).
+#[cfg(feature = "mqtt")]
+pub use rmicro_mqtt as mqtt;

@@ -450,7 +450,7 @@ async fn random_spreads_evenly_and_hash_is_sticky_and_moves_few_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_stopped_30s_under_load_calls_go_on_from_the_cache_and_it_resyncs() {
-    let Some(mut etcd) = rmicro_etcd::testing::EtcdServer::start_or_skip("etcd_stopped_30s").await
+    let Some(mut etcd) = rmicro::etcd::testing::EtcdServer::start_or_skip("etcd_stopped_30s").await
     else {
         return;
     };
@@ -470,7 +470,7 @@ async fn etcd_stopped_30s_under_load_calls_go_on_from_the_cache_and_it_resyncs()
     };
     let mut nodes: Vec<Node> = (0..3).map(|_| spawn_greeter(flags("10s"))).collect();
     let registry: Arc<dyn Registry> =
-        Arc::new(rmicro_etcd::EtcdRegistry::new(&address).expect("etcd address"));
+        Arc::new(rmicro::etcd::EtcdRegistry::new(&address).expect("etcd address"));
     wait_for_nodes(registry.as_ref(), 3).await;
 
     let (client, _, selector) = counted_client(&registry, Strategy::Random);
@@ -519,7 +519,7 @@ async fn etcd_stopped_30s_under_load_calls_go_on_from_the_cache_and_it_resyncs()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consul_greeters_are_found_by_name_and_a_killed_one_leaves_within_its_ttl() {
     // No Consul can run here: the greeters talk to the agent double over HTTP.
-    let consul = rmicro_consul::testing::ConsulDouble::start()
+    let consul = rmicro::consul::testing::ConsulDouble::start()
         .await
         .expect("double starts");
     let address = consul.address();
@@ -535,7 +535,7 @@ async fn consul_greeters_are_found_by_name_and_a_killed_one_leaves_within_its_tt
     ];
     let mut nodes: Vec<Node> = (0..3).map(|_| spawn_greeter(flags)).collect();
     let registry: Arc<dyn Registry> =
-        Arc::new(rmicro_consul::ConsulRegistry::new(&address).expect("address"));
+        Arc::new(rmicro::consul::ConsulRegistry::new(&address).expect("address"));
     wait_for_nodes(registry.as_ref(), 3).await;
 
     let (client, counts, selector) = counted_client(&registry, Strategy::RoundRobin);

@@ -14,9 +14,6 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     // `--registry etcd|consul|mdns` work once the adapters are installed.
-    rmicro_etcd::install();
-    rmicro_consul::install();
-    rmicro_mdns::install();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let positional: Vec<&String> = args.iter().take_while(|a| !a.starts_with('-')).collect();
     let flags = args.iter().skip(positional.len());

@@ -6,14 +6,6 @@ use rmicro::wrapper::logging::LoggingLayer;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // `--registry etcd|consul|mdns` and `--broker nats|redis|rabbitmq|mqtt` work once installed.
-    rmicro_etcd::install();
-    rmicro_consul::install();
-    rmicro_mdns::install();
-    rmicro_nats::install();
-    rmicro_redis::install();
-    rmicro_rabbitmq::install();
-    rmicro_mqtt::install();
     let service = match rmicro::Service::builder("greeter")
         .version("1.0.0")
         .wrap_handler(LoggingLayer::new())

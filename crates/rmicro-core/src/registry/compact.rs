@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 /// `encode` does.
 ///
 /// ```
+/// # extern crate rmicro_core as rmicro;
 /// use rmicro::registry::compact;
 /// let tag = compact::encode(b"1.0.0");
 /// assert!(tag.bytes().all(|b| b.is_ascii_hexdigit()));

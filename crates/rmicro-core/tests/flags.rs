@@ -1,6 +1,8 @@
 //! A service binary adds its own flags next to the standard ones, and keeps the log
 //! subscriber it installed itself.
 
+extern crate rmicro_core as rmicro;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 

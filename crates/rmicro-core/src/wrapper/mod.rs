@@ -22,6 +22,7 @@
 //! A wrapper that is a function:
 //!
 //! ```
+//! # extern crate rmicro_core as rmicro;
 //! use rmicro::wrapper::{from_fn, on_status};
 //! let timed = from_fn(|call, next| async move {
 //!     let endpoint = call.endpoint().to_owned();

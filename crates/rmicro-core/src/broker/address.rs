@@ -10,6 +10,7 @@
 //! replaces the password (or a lone token) with `***`.
 //!
 //! ```
+//! # extern crate rmicro_core as rmicro;
 //! use rmicro::broker::BrokerAddress;
 //! let mut a = BrokerAddress::parse("amqp://app:s3cret@mq:5672/prod?exchange=events", "amqp", 5672).unwrap();
 //! assert_eq!(a.redacted(), "amqp://app:***@mq:5672/prod");

@@ -1,5 +1,7 @@
 //! Configuration layers, typed reads and file watching, through the public API.
 
+extern crate rmicro_core as rmicro;
+
 use futures_util::StreamExt;
 use rmicro::config::source::{Env, File, Values};
 use rmicro::config::{Config, ConfigError};

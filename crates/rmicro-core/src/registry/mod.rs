@@ -15,6 +15,7 @@ pub mod compact;
 mod local;
 mod memory;
 mod registration;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use local::LocalRegistry;
@@ -215,29 +216,44 @@ impl std::fmt::Debug for dyn Registry {
 }
 
 /// Builds a registry from an optional `--registry-address`; adapter crates provide
-/// one (`rmicro_etcd::install`) and [`install`] makes it selectable by name.
+/// one in [`REGISTRIES`], and [`install`] adds one at run time.
 pub type Factory = fn(Option<&str>) -> Result<SharedRegistry, RegistryError>;
 
-static PLUGINS: crate::plugins::Plugins<Factory> = crate::plugins::Plugins::new(|| {
-    vec![
-        ("memory", |_| {
-            Ok(Arc::new(MemoryRegistry::new()) as SharedRegistry)
-        }),
-        ("local", |address| {
-            Ok(Arc::new(match address {
-                Some(dir) if !dir.is_empty() => LocalRegistry::new(dir),
-                _ => LocalRegistry::default_location(),
-            }) as SharedRegistry)
-        }),
-    ]
-});
+/// The registries adapter crates add for `--registry NAME`, collected by the linker:
+/// an adapter crate in the build (e.g. `rmicro-etcd`, or the `rmicro` facade's `etcd`
+/// feature) is selectable with no call at start-up.
+///
+/// ```ignore
+/// #[linkme::distributed_slice(rmicro::registry::REGISTRIES)]
+/// static ETCD: (&str, rmicro::registry::Factory) = ("etcd", |address| { … });
+/// ```
+#[linkme::distributed_slice]
+pub static REGISTRIES: [(&'static str, Factory)];
+
+static PLUGINS: crate::plugins::Plugins<Factory> = crate::plugins::Plugins::new(
+    || {
+        vec![
+            ("memory", |_| {
+                Ok(Arc::new(MemoryRegistry::new()) as SharedRegistry)
+            }),
+            ("local", |address| {
+                Ok(Arc::new(match address {
+                    Some(dir) if !dir.is_empty() => LocalRegistry::new(dir),
+                    _ => LocalRegistry::default_location(),
+                }) as SharedRegistry)
+            }),
+        ]
+    },
+    || REGISTRIES.static_slice(),
+);
 
 /// Makes `--registry NAME` build its registry with `factory` in this process.
 ///
-/// Adapter crates call this from their `install()`; a later call for the same name
-/// replaces the earlier one.
+/// For a registry of the application's own (adapter crates add theirs to
+/// [`REGISTRIES`]); a later call for the same name replaces the earlier one.
 ///
 /// ```
+/// # extern crate rmicro_core as rmicro;
 /// use rmicro::registry::{self, MemoryRegistry, SharedRegistry};
 /// use std::sync::Arc;
 ///
@@ -276,7 +292,12 @@ pub fn from_flags(name: &str, address: Option<&str>) -> Result<SharedRegistry, R
 /// events.
 ///
 /// ```
-/// use rmicro::registry::{Action, NodeRecords, testing::record};
+/// # extern crate rmicro_core as rmicro;
+/// use rmicro::registry::{Action, NodeRecords};
+/// # fn record(name: &str, version: &str, id: &str, address: &str) -> rmicro::registry::Service {
+/// #     let node = rmicro::registry::Node { id: id.into(), address: address.into(), ..Default::default() };
+/// #     rmicro::registry::Service { name: name.into(), version: version.into(), nodes: vec![node], ..Default::default() }
+/// # }
 ///
 /// let a = record("greeter", "1.0.0", "greeter-a", "127.0.0.1:1");
 /// let b = record("greeter", "1.0.0", "greeter-b", "127.0.0.1:2");
@@ -350,8 +371,13 @@ impl NodeRecords {
 /// again). The re-reading stops when the watcher is dropped.
 ///
 /// ```
+/// # extern crate rmicro_core as rmicro;
 /// use futures_util::StreamExt;
-/// use rmicro::registry::{Action, testing::record, watch_snapshots};
+/// use rmicro::registry::{Action, watch_snapshots};
+/// # fn record(name: &str, version: &str, id: &str, address: &str) -> rmicro::registry::Service {
+/// #     let node = rmicro::registry::Node { id: id.into(), address: address.into(), ..Default::default() };
+/// #     rmicro::registry::Service { name: name.into(), version: version.into(), nodes: vec![node], ..Default::default() }
+/// # }
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let a = record("greeter", "1.0.0", "greeter-a", "127.0.0.1:1");

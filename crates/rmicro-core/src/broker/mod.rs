@@ -16,6 +16,7 @@ mod address;
 mod http;
 mod in_flight;
 mod memory;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod typed;
 
@@ -198,6 +199,7 @@ pub type Handler =
 /// Wraps an async closure as a [`Handler`].
 ///
 /// ```
+/// # extern crate rmicro_core as rmicro;
 /// use rmicro::broker::{handler, Delivery};
 /// let h = handler(|delivery: Delivery| async move {
 ///     println!("{} bytes on {}", delivery.message.body.len(), delivery.topic);
@@ -442,14 +444,22 @@ impl std::fmt::Debug for dyn Broker {
 /// Builds a broker from an optional `--broker-address`.
 pub type Factory = fn(Option<&str>) -> Result<SharedBroker, BrokerError>;
 
-static PLUGINS: crate::plugins::Plugins<Factory> = crate::plugins::Plugins::new(|| {
-    vec![("memory", |_| {
-        Ok(Arc::new(MemoryBroker::new()) as SharedBroker)
-    })]
-});
+/// The brokers adapter crates add for `--broker NAME`, collected by the linker (see
+/// [`crate::registry::REGISTRIES`]).
+#[linkme::distributed_slice]
+pub static BROKERS: [(&'static str, Factory)];
 
-/// Makes `--broker NAME` build its broker with `factory` (adapter crates call this
-/// from their `install()`).
+static PLUGINS: crate::plugins::Plugins<Factory> = crate::plugins::Plugins::new(
+    || {
+        vec![("memory", |_| {
+            Ok(Arc::new(MemoryBroker::new()) as SharedBroker)
+        })]
+    },
+    || BROKERS.static_slice(),
+);
+
+/// Makes `--broker NAME` build its broker with `factory`, for a broker of the
+/// application's own (adapter crates add theirs to [`BROKERS`]).
 pub fn install(name: &str, factory: Factory) {
     PLUGINS.install(name, factory);
 }

@@ -127,6 +127,7 @@ impl ServiceBuilder {
     /// `tower::buffer::BufferLayer`. Health and reflection are not wrapped.
     ///
     /// ```
+    /// # extern crate rmicro_core as rmicro;
     /// let service = rmicro::Service::builder("greeter")
     ///     .args(["greeter"])
     ///     .wrap_handler(tower::limit::ConcurrencyLimitLayer::new(64))
@@ -265,6 +266,7 @@ impl ServiceBuilder {
     /// are read back with [`Service::app_flags`].
     ///
     /// ```
+    /// # extern crate rmicro_core as rmicro;
     /// #[derive(clap::Args, Debug)]
     /// struct UserFlags {
     ///     /// Where the users live.
@@ -423,6 +425,7 @@ impl ServiceBuilder {
 /// around both. Cheap to clone.
 ///
 /// ```no_run
+/// # extern crate rmicro_core as rmicro;
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let service = rmicro::Service::builder("greeter").version("1.0.0").build()?;
 /// // in a real service: `.handle(GreeterServer::new(MyGreeter))` before `.build()`

@@ -9,6 +9,7 @@ use tower::BoxError;
 /// as never having reached a handler and tries another node within its retry rules.
 ///
 /// ```
+/// # extern crate rmicro_core as rmicro;
 /// let err: tower::BoxError = Box::new(rmicro::wrapper::NotSent::new("node is draining"));
 /// assert!(err.is::<rmicro::wrapper::NotSent>());
 /// ```

@@ -10,6 +10,7 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// Locks `mutex`, taking the data over if a panic poisoned it.
 ///
 /// ```
+/// # extern crate rmicro_core as rmicro;
 /// let counter = std::sync::Mutex::new(1);
 /// *rmicro::sync::lock(&counter) += 1;
 /// assert_eq!(*rmicro::sync::lock(&counter), 2);

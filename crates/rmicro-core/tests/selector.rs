@@ -1,6 +1,8 @@
 //! The selector's caches are bounded: calls to thousands of distinct names (a
 //! gateway's load) keep a bounded number of caches and registry watches.
 
+extern crate rmicro_core as rmicro;
+
 use futures_util::future::BoxFuture;
 use rmicro::registry::{MemoryRegistry, Registry, RegistryError, Service, Watcher};
 use rmicro::selector::{SelectOptions, Selector, Strategy};

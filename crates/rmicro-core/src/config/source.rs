@@ -322,10 +322,16 @@ impl Source for File {
 /// Builds a config-center source from an address and a key prefix.
 pub type SourceFactory = fn(address: &str, prefix: &str) -> Result<Arc<dyn Source>, ConfigError>;
 
-static FACTORIES: crate::plugins::Plugins<SourceFactory> = crate::plugins::Plugins::new(Vec::new);
+/// The config-center sources adapter crates add for `--config-source SCHEME://…`,
+/// collected by the linker (see [`crate::registry::REGISTRIES`]).
+#[linkme::distributed_slice]
+pub static SOURCES: [(&'static str, SourceFactory)];
 
-/// Makes `--config-source SCHEME://host:port/prefix` build its source with `factory`
-/// (adapter crates call this from their `install()`).
+static FACTORIES: crate::plugins::Plugins<SourceFactory> =
+    crate::plugins::Plugins::new(Vec::new, || SOURCES.static_slice());
+
+/// Makes `--config-source SCHEME://host:port/prefix` build its source with `factory`,
+/// for a source of the application's own (adapter crates add theirs to [`SOURCES`]).
 pub fn install(scheme: &str, factory: SourceFactory) {
     FACTORIES.install(scheme, factory);
 }

@@ -9,6 +9,7 @@
 //! kept.
 //!
 //! ```
+//! # extern crate rmicro_core as rmicro;
 //! use rmicro::config::{Config, source::Values};
 //! use serde::Deserialize;
 //! use serde_json::json;

@@ -13,6 +13,7 @@
 //! `.wrap_client(LoggingLayer::new())` what it calls.
 //!
 //! ```
+//! # extern crate rmicro_core as rmicro;
 //! use rmicro::wrapper::logging::LoggingLayer;
 //! let service = rmicro::Service::builder("greeter")
 //!     .args(["greeter"])

@@ -86,6 +86,7 @@ impl PeerIdentity {
 /// can build one:
 ///
 /// ```
+/// # extern crate rmicro_core as rmicro;
 /// use rmicro::wrapper::{CallInfo, Peer};
 /// let info = CallInfo::new("greeter", "Greeter.SayHello", "/greeter.v1.Greeter/SayHello")
 ///     .with_peer(Peer::new("127.0.0.1:4000".parse().unwrap()));

@@ -22,6 +22,7 @@ use tower::{BoxError, Layer, Service};
 /// A layer that runs `f` around every call; see the [module docs](self).
 ///
 /// ```
+/// # extern crate rmicro_core as rmicro;
 /// use rmicro::wrapper::from_fn;
 /// let service = rmicro::Service::builder("greeter")
 ///     .args(["greeter"])

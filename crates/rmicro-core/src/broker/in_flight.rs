@@ -15,6 +15,7 @@ use std::future::Future;
 /// A consumer loop drives it beside its message source:
 ///
 /// ```
+/// # extern crate rmicro_core as rmicro;
 /// use futures_util::StreamExt;
 /// use rmicro::broker::InFlight;
 ///

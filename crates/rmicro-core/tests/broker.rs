@@ -1,5 +1,7 @@
 //! Publish/subscribe through a service and its client on the in-process broker.
 
+extern crate rmicro_core as rmicro;
+
 use rmicro::broker::typed::Event;
 use rmicro::broker::{self, SubscribeOptions};
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,73 @@
+//! rmicro: a microservice framework for Rust in the spirit of go-micro.
+//!
+//! Write a `.proto`, generate code with `rmicro-build`, implement the generated
+//! handler trait, and serve it:
+//!
+//! ```ignore
+//! let service = rmicro::Service::builder("greeter")
+//!     .version("1.0.0")
+//!     .handle(GreeterServer::new(MyGreeter))
+//!     .build()?; // parses --flags and MICRO_* env
+//! service.run().await // serves until SIGINT/SIGTERM, then shuts down gracefully
+//! ```
+//!
+//! Any stock gRPC client can call the service, and the generated `GreeterClient`
+//! calls it in one line. The modules are the pieces go-micro users know:
+//! [`server`], [`client`], [`codec`], [`transport`], [`wrapper`], [`registry`],
+//! [`errors`], [`metadata`].
+
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+// `rmicro::…` paths (the generated code's, the docs') name this crate here too.
+extern crate self as rmicro;
+
+pub mod broker;
+pub mod client;
+pub mod cmd;
+pub mod codec;
+pub mod config;
+mod context;
+pub mod errors;
+mod logging;
+pub mod metadata;
+mod plugins;
+pub mod registry;
+pub mod selector;
+pub mod server;
+mod service;
+pub mod sync;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod transport;
+pub mod wrapper;
+
+pub use client::{CallOptions, Client, ResponseStream};
+pub use context::Context;
+pub use errors::Code;
+pub use errors::Error;
+pub use metadata::Metadata;
+pub use server::{Request, RequestStream, ResponseSender};
+pub use service::{BuildError, Service, ServiceBuilder};
+
+/// Items the generated code refers to; not for direct use.
+#[doc(hidden)]
+pub mod __codegen {
+    pub use crate::server::dispatch;
+    pub use futures_util::Stream;
+    pub use futures_util::future::BoxFuture;
+    pub use http;
+    pub use prost;
+}
+
+/// Includes the code `rmicro-build` generated for a `.proto` package.
+///
+/// ```ignore
+/// pub mod greeter { rmicro::include_proto!("greeter.v1"); }
+/// ```
+#[macro_export]
+macro_rules! include_proto {
+    ($package:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
+    };
+}
