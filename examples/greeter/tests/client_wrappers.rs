@@ -145,58 +145,11 @@ async fn a_refused_attempt_never_reaches_the_server() {
     drop(server);
 }
 
-/// A layer that counts how many times it was applied and the calls through it.
-#[derive(Clone, Default)]
-struct Counting {
-    applied: Arc<AtomicUsize>,
-    calls: Arc<AtomicUsize>,
-}
-
-impl<S> tower::Layer<S> for Counting {
-    type Service = CountCalls<S>;
-
-    fn layer(&self, inner: S) -> CountCalls<S> {
-        self.applied.fetch_add(1, Ordering::SeqCst);
-        CountCalls {
-            inner,
-            calls: self.calls.clone(),
-        }
-    }
-}
-
-/// Counts the calls that pass.
-#[derive(Clone)]
-struct CountCalls<S> {
-    inner: S,
-    calls: Arc<AtomicUsize>,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for CountCalls<S>
-where
-    S: tower::Service<http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> S::Future {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.call(request)
-    }
-}
-
 #[tokio::test]
 async fn wrapper_state_lives_as_long_as_the_client_not_a_channel() {
     let (_a, first) = start_with(greeter::Greeter, |b| b).await;
     let (_b, second) = start_with(greeter::Greeter, |b| b).await;
-    let counting = Counting::default();
+    let counting = common::Tap::default();
     let client =
         rmicro::Client::new(rmicro::client::ClientOptions::default().wrap_call(counting.clone()));
     let greeter = proto::GreeterClient::new("greeter", client.clone());

@@ -32,55 +32,6 @@ where
     )
 }
 
-/// A client wrapper counting calls per dialled address.
-#[derive(Clone, Default)]
-struct PerNode(Arc<Mutex<HashMap<String, usize>>>);
-
-impl<S> tower::Layer<S> for PerNode {
-    type Service = Counted<S>;
-    fn layer(&self, inner: S) -> Counted<S> {
-        Counted {
-            inner,
-            counts: self.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-struct Counted<S> {
-    inner: S,
-    counts: PerNode,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for Counted<S>
-where
-    S: tower::Service<http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> S::Future {
-        if let Some(info) = req.extensions().get::<rmicro::wrapper::AttemptInfo>() {
-            *self
-                .counts
-                .0
-                .lock()
-                .unwrap()
-                .entry(info.address().to_string())
-                .or_default() += 1;
-        }
-        self.inner.call(req)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_found_by_name_balanced_and_one_killed_under_load() {
     let (dir, registry, flags) = local_cluster("discovery");
@@ -99,7 +50,7 @@ async fn three_processes_found_by_name_balanced_and_one_killed_under_load() {
             .unwrap();
         assert_eq!(reply.message, format!("Hello n{i}"));
     }
-    let per_node = counts.0.lock().unwrap().clone();
+    let per_node = counts.per_address.lock().unwrap().clone();
     assert_eq!(per_node.len(), 3, "{per_node:?}");
     for (node, n) in &per_node {
         assert!(
@@ -178,9 +129,9 @@ async fn three_processes_found_by_name_balanced_and_one_killed_under_load() {
 fn counted_client(
     registry: &Arc<dyn Registry>,
     strategy: Strategy,
-) -> (rmicro::Client, PerNode, Arc<Selector>) {
+) -> (rmicro::Client, common::Tap, Arc<Selector>) {
     let selector = Arc::new(Selector::new(registry.clone(), strategy));
-    let counts = PerNode::default();
+    let counts = common::Tap::default();
     let options = rmicro::client::ClientOptions::default().wrap_call(counts.clone());
     let client = rmicro::Client::with_selector(options, selector.clone());
     (client, counts, selector)
@@ -325,10 +276,10 @@ impl Load {
 /// Counts, per node, the calls made through `client` by `calls`.
 async fn calls_per_node(
     client: &rmicro::Client,
-    counts: &PerNode,
+    counts: &common::Tap,
     calls: impl IntoIterator<Item = Option<String>>,
 ) -> HashMap<String, usize> {
-    counts.0.lock().unwrap().clear();
+    counts.per_address.lock().unwrap().clear();
     let greeter = GreeterClient::new("greeter", client.clone());
     for key in calls {
         let call = greeter.say_hello(HelloRequest {
@@ -341,11 +292,11 @@ async fn calls_per_node(
         };
         call.await.expect("call succeeds");
     }
-    counts.0.lock().unwrap().clone()
+    counts.per_address.lock().unwrap().clone()
 }
 
 /// Which node each of `keys` goes to under the hash strategy (one call per key).
-async fn placement(client: &rmicro::Client, counts: &PerNode, keys: &[String]) -> Vec<String> {
+async fn placement(client: &rmicro::Client, counts: &common::Tap, keys: &[String]) -> Vec<String> {
     let mut placed = Vec::new();
     for key in keys {
         let per_node = calls_per_node(client, counts, [Some(key.clone())]).await;
@@ -542,7 +493,7 @@ async fn consul_greeters_are_found_by_name_and_a_killed_one_leaves_within_its_tt
     let greeter = GreeterClient::new("greeter", client);
     let errors = Load::start(&greeter, "c", 30, false).finish().await;
     assert!(errors.is_empty(), "{errors:?}");
-    let per_node = counts.0.lock().unwrap().clone();
+    let per_node = counts.per_address.lock().unwrap().clone();
     assert_eq!(per_node.len(), 3, "{per_node:?}");
     assert!(per_node.values().all(|n| *n == 80), "{per_node:?}");
 

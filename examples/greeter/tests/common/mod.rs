@@ -107,3 +107,68 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// A client wrapper (`wrap_call`) for tests: counts how many times it was applied
+/// (how many stacks were built), the calls through it, and the calls per dialled
+/// address (from the attempt's [`rmicro::wrapper::AttemptInfo`]).
+#[derive(Clone, Default)]
+pub struct Tap {
+    /// Stacks built with this layer.
+    pub applied: Arc<std::sync::atomic::AtomicUsize>,
+    /// Calls that passed.
+    pub calls: Arc<std::sync::atomic::AtomicUsize>,
+    /// Calls per node address.
+    pub per_address: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+impl<S> tower::Layer<S> for Tap {
+    type Service = Tapped<S>;
+
+    fn layer(&self, inner: S) -> Tapped<S> {
+        self.applied
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Tapped {
+            inner,
+            tap: self.clone(),
+        }
+    }
+}
+
+/// The service [`Tap`] wraps around a stack.
+#[derive(Clone)]
+pub struct Tapped<S> {
+    inner: S,
+    tap: Tap,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Tapped<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> S::Future {
+        self.tap
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(info) = request.extensions().get::<rmicro::wrapper::AttemptInfo>() {
+            *self
+                .tap
+                .per_address
+                .lock()
+                .unwrap()
+                .entry(info.address().to_string())
+                .or_default() += 1;
+        }
+        self.inner.call(request)
+    }
+}
