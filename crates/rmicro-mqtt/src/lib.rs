@@ -14,10 +14,13 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod consume;
+
+use consume::{Subscription, subscribe_events};
 use futures_util::future::BoxFuture;
 use rmicro::broker::{
-    Broker, BrokerAddress, BrokerError, Handler, InFlight, Message, SubscribeOptions, Subscriber,
-    dead_letter_topic, init_once, redact_str,
+    Broker, BrokerAddress, BrokerError, Handler, Message, SubscribeOptions, Subscriber, init_once,
+    redact_str,
 };
 use rmicro::sync::lock;
 use rumqttc::Outgoing;
@@ -276,117 +279,6 @@ async fn publish_events(
             }
         }
     }
-}
-
-/// What one subscription's connection and its handler runs share.
-struct Subscription {
-    broker: MqttBroker,
-    client: AsyncClient,
-    filter: String,
-    topic: String,
-    handler: Handler,
-    options: SubscribeOptions,
-}
-
-/// Handles one message and acknowledges it; a dead letter that cannot be published
-/// leaves it unacknowledged, so the server sends it again on reconnect.
-async fn settle(subscription: Arc<Subscription>, publish: Publish) {
-    let Subscription {
-        broker,
-        client,
-        topic,
-        handler,
-        options,
-        ..
-    } = &*subscription;
-    let message = message_of(&publish);
-    if let Some(dead) = rmicro::broker::handle_with_retries(handler, topic, message, options).await
-        && let Err(err) = broker.publish(&dead_letter_topic(topic), dead).await
-    {
-        tracing::warn!(%topic, error = %err, "cannot publish a dead letter");
-        return;
-    }
-    if let Err(err) = client.ack(&publish).await {
-        tracing::warn!(%topic, error = %err, "cannot acknowledge");
-    }
-}
-
-/// Drives one subscription's connection — it never stops reading, so
-/// acknowledgements and keep-alives go out — and runs the handlers, up to the
-/// subscription's concurrency at once; messages beyond that wait their turn (the
-/// server's in-flight window bounds them).
-async fn subscribe_events(
-    subscription: Subscription,
-    mut events: EventLoop,
-    early: Vec<Publish>,
-    stop: Arc<tokio::sync::Notify>,
-) {
-    let subscription = Arc::new(subscription);
-    let Subscription {
-        client,
-        filter,
-        topic,
-        options,
-        ..
-    } = &*subscription;
-    let mut in_flight = InFlight::new(options.concurrency);
-    let mut waiting: VecDeque<Publish> = early.into();
-    // One waiter for the whole loop (a new one per message costs two locks).
-    let stopped = stop.notified();
-    tokio::pin!(stopped);
-    loop {
-        while in_flight.has_room()
-            && let Some(publish) = waiting.pop_front()
-        {
-            in_flight.push(settle(Arc::clone(&subscription), publish));
-        }
-        let event = tokio::select! {
-            biased;
-            () = &mut stopped => break,
-            () = in_flight.progress() => continue,
-            event = events.poll() => event,
-        };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(ack)))
-                if !ack.session_present || options.queue.is_some() =>
-            {
-                // A new session (or one the server forgot): subscribe again. A
-                // shared subscription subscribes again even in a resumed session:
-                // Mosquitto restores it from its database inactive, delivering
-                // nothing until the member subscribes anew.
-                if !ack.session_present && (options.durable || options.queue.is_some()) {
-                    tracing::warn!(
-                        %topic,
-                        "the MQTT server lost this subscription's persistent session (is its persistence writable?); messages published while it was away are lost"
-                    );
-                }
-                if let Err(err) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
-                    tracing::warn!(%topic, error = %err, "cannot subscribe");
-                }
-            }
-            Ok(Event::Incoming(Packet::Publish(publish))) => waiting.push_back(publish),
-            Ok(_) => {}
-            Err(err) => {
-                tracing::debug!(%topic, error = %err, "MQTT subscriber connection lost; reconnecting");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-    // Let the handlers finish, still driving the connection so their
-    // acknowledgements go out.
-    while !in_flight.is_empty() {
-        tokio::select! {
-            () = in_flight.progress() => {}
-            event = events.poll() => {
-                if event.is_err() {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-    let _ = client.disconnect().await;
-    // Let the DISCONNECT go out.
-    let _ = tokio::time::timeout(Duration::from_millis(500), events.poll()).await;
 }
 
 impl std::fmt::Debug for MqttBroker {
