@@ -29,6 +29,7 @@ pub mod codec;
 pub mod config;
 mod context;
 pub mod errors;
+pub mod interop;
 mod logging;
 pub mod metadata;
 mod plugins;

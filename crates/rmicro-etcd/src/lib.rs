@@ -31,9 +31,10 @@ pub use client::{DEFAULT_TIMEOUT, EtcdClient, EtcdError, KeyValue, WatchEvent, W
 pub use config::EtcdSource;
 pub use registry::{DEFAULT_PREFIX, EtcdRegistry};
 
-/// etcd's v3 API messages and gRPC clients (the subset rmicro uses).
-#[allow(missing_docs, clippy::all)]
-pub mod pb {
+/// etcd's v3 API messages and gRPC clients (the subset rmicro uses). Private: they are
+/// tonic's generated clients, and users reach etcd through [`EtcdClient`].
+#[allow(missing_docs, clippy::all, dead_code, unreachable_pub)]
+mod pb {
     tonic::include_proto!("etcdserverpb");
 }
 

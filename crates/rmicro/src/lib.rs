@@ -11,8 +11,8 @@
 //!
 //! makes `--registry etcd`, `--config-source etcd://…` and `--broker nats` work in
 //! every binary of the application with no start-up call: each adapter adds itself
-//! to a table the linker collects ([`registry::REGISTRIES`], [`broker::BROKERS`],
-//! [`config::source::SOURCES`]). Features: `etcd`, `consul`, `mdns` (registries;
+//! to a table the linker collects ([`static@registry::REGISTRIES`], [`static@broker::BROKERS`],
+//! [`static@config::source::SOURCES`]). Features: `etcd`, `consul`, `mdns` (registries;
 //! etcd and Consul also config centers), `nats`, `redis`, `rabbitmq`, `mqtt`
 //! (brokers), `full` (all of them). Without any, the embedded defaults remain: the
 //! `local` and `memory` registries, the `memory` broker, file and environment

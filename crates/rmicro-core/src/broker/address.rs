@@ -22,7 +22,7 @@
 
 use super::BrokerError;
 
-/// A parsed broker address; see the [module docs](self).
+/// A parsed broker address: scheme, credentials, hosts and `?key=value` options.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BrokerAddress {
     scheme: String,

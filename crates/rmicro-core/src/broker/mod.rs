@@ -445,7 +445,7 @@ impl std::fmt::Debug for dyn Broker {
 pub type Factory = fn(Option<&str>) -> Result<SharedBroker, BrokerError>;
 
 /// The brokers adapter crates add for `--broker NAME`, collected by the linker (see
-/// [`crate::registry::REGISTRIES`]).
+/// [`static@crate::registry::REGISTRIES`]).
 #[linkme::distributed_slice]
 pub static BROKERS: [(&'static str, Factory)];
 
@@ -459,7 +459,7 @@ static PLUGINS: crate::plugins::Plugins<Factory> = crate::plugins::Plugins::new(
 );
 
 /// Makes `--broker NAME` build its broker with `factory`, for a broker of the
-/// application's own (adapter crates add theirs to [`BROKERS`]).
+/// application's own (adapter crates add theirs to [`static@BROKERS`]).
 pub fn install(name: &str, factory: Factory) {
     PLUGINS.install(name, factory);
 }

@@ -1,11 +1,14 @@
 //! proto3 JSON ⇄ protobuf, driven by the descriptors that codegen embeds.
 
+use crate::Error;
 use bytes::Bytes;
 use prost::Message as _;
 use prost_reflect::{
     DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor, SerializeOptions,
 };
-use tonic::Status;
+
+/// The id of errors the JSON codec raises.
+const CODEC: &str = "rmicro.codec.json";
 
 /// Descriptors could not be loaded into the transcoder.
 #[derive(Debug, thiserror::Error)]
@@ -44,28 +47,30 @@ impl JsonTranscoder {
     }
 }
 
-/// Parses a proto3 JSON document as `desc` and encodes it as protobuf.
-pub fn json_to_proto(desc: &MessageDescriptor, json: &[u8]) -> Result<Bytes, Status> {
+/// Parses a proto3 JSON document as `desc` and encodes it as protobuf; a document that
+/// does not fit `desc` is a 400 (`INVALID_ARGUMENT`) naming the message type.
+pub fn json_to_proto(desc: &MessageDescriptor, json: &[u8]) -> Result<Bytes, Error> {
     let mut de = serde_json::Deserializer::from_slice(json);
     let message = DynamicMessage::deserialize(desc.clone(), &mut de)
         .and_then(|m| de.end().map(|()| m))
         .map_err(|e| {
-            Status::invalid_argument(format!(
-                "request is not valid JSON for `{}`: {e}",
-                desc.full_name()
-            ))
+            Error::bad_request(
+                CODEC,
+                format!("request is not valid JSON for `{}`: {e}", desc.full_name()),
+            )
         })?;
     Ok(Bytes::from(message.encode_to_vec()))
 }
 
 /// Decodes protobuf bytes as `desc` and writes them as proto3 JSON (fields in
-/// lowerCamelCase, default values included so callers see every field).
-pub fn proto_to_json(desc: &MessageDescriptor, proto: &[u8]) -> Result<Bytes, Status> {
+/// lowerCamelCase, default values included so callers see every field); bytes that are
+/// not a `desc` are a 500 (`INTERNAL`).
+pub fn proto_to_json(desc: &MessageDescriptor, proto: &[u8]) -> Result<Bytes, Error> {
     let message = DynamicMessage::decode(desc.clone(), proto).map_err(|e| {
-        Status::internal(format!(
-            "message is not a valid `{}`: {e}",
-            desc.full_name()
-        ))
+        Error::internal(
+            CODEC,
+            format!("message is not a valid `{}`: {e}", desc.full_name()),
+        )
     })?;
     let options = SerializeOptions::new().skip_default_fields(false);
     let mut out = Vec::with_capacity(proto.len() * 2 + 2);
@@ -73,7 +78,10 @@ pub fn proto_to_json(desc: &MessageDescriptor, proto: &[u8]) -> Result<Bytes, St
     message
         .serialize_with_options(&mut ser, &options)
         .map_err(|e| {
-            Status::internal(format!("cannot write `{}` as JSON: {e}", desc.full_name()))
+            Error::internal(
+                CODEC,
+                format!("cannot write `{}` as JSON: {e}", desc.full_name()),
+            )
         })?;
     Ok(Bytes::from(out))
 }

@@ -55,13 +55,13 @@ impl Format {
 
 /// A reply type a client can decode: a protobuf message, or raw bytes for dynamic calls.
 pub trait DecodeReply: Send + Sync + 'static + Sized {
-    /// Decodes one message from the frame's bytes.
-    fn decode_reply(buf: &mut DecodeBuf<'_>) -> Result<Self, Status>;
+    /// Decodes one message from the bytes of one gRPC frame (its 5-byte header removed).
+    fn decode_reply<B: Buf>(buf: &mut B) -> Result<Self, prost::DecodeError>;
 }
 
 impl<T: prost::Message + Default + Send + Sync + 'static> DecodeReply for T {
-    fn decode_reply(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
-        T::decode(buf).map_err(|e| Status::internal(format!("cannot decode reply: {e}")))
+    fn decode_reply<B: Buf>(buf: &mut B) -> Result<Self, prost::DecodeError> {
+        T::decode(buf)
     }
 }
 
@@ -70,7 +70,7 @@ impl<T: prost::Message + Default + Send + Sync + 'static> DecodeReply for T {
 pub struct RawMessage(pub Bytes);
 
 impl DecodeReply for RawMessage {
-    fn decode_reply(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
+    fn decode_reply<B: Buf>(buf: &mut B) -> Result<Self, prost::DecodeError> {
         let len = buf.remaining();
         Ok(RawMessage(buf.copy_to_bytes(len)))
     }
@@ -101,7 +101,9 @@ impl<D: DecodeReply> Decoder for ReplyDecoder<D> {
         if let Some(counts) = &self.counts {
             counts.record_received(src.remaining());
         }
-        D::decode_reply(src).map(Some)
+        D::decode_reply(src)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("cannot decode reply: {e}")))
     }
 }
 

@@ -323,7 +323,7 @@ impl Source for File {
 pub type SourceFactory = fn(address: &str, prefix: &str) -> Result<Arc<dyn Source>, ConfigError>;
 
 /// The config-center sources adapter crates add for `--config-source SCHEME://…`,
-/// collected by the linker (see [`crate::registry::REGISTRIES`]).
+/// collected by the linker (see [`static@crate::registry::REGISTRIES`]).
 #[linkme::distributed_slice]
 pub static SOURCES: [(&'static str, SourceFactory)];
 
@@ -331,7 +331,7 @@ static FACTORIES: crate::plugins::Plugins<SourceFactory> =
     crate::plugins::Plugins::new(Vec::new, || SOURCES.static_slice());
 
 /// Makes `--config-source SCHEME://host:port/prefix` build its source with `factory`,
-/// for a source of the application's own (adapter crates add theirs to [`SOURCES`]).
+/// for a source of the application's own (adapter crates add theirs to [`static@SOURCES`]).
 pub fn install(scheme: &str, factory: SourceFactory) {
     FACTORIES.install(scheme, factory);
 }

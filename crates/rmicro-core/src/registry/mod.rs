@@ -216,7 +216,7 @@ impl std::fmt::Debug for dyn Registry {
 }
 
 /// Builds a registry from an optional `--registry-address`; adapter crates provide
-/// one in [`REGISTRIES`], and [`install`] adds one at run time.
+/// one in [`static@REGISTRIES`], and [`install`] adds one at run time.
 pub type Factory = fn(Option<&str>) -> Result<SharedRegistry, RegistryError>;
 
 /// The registries adapter crates add for `--registry NAME`, collected by the linker:
@@ -225,7 +225,7 @@ pub type Factory = fn(Option<&str>) -> Result<SharedRegistry, RegistryError>;
 ///
 /// ```ignore
 /// #[linkme::distributed_slice(rmicro::registry::REGISTRIES)]
-/// static ETCD: (&str, rmicro::registry::Factory) = ("etcd", |address| { … });
+/// static ETCD: (&str, rmicro::registry::Factory) = ("etcd", |address| Ok(EtcdRegistry::shared(address)));
 /// ```
 #[linkme::distributed_slice]
 pub static REGISTRIES: [(&'static str, Factory)];
@@ -250,7 +250,7 @@ static PLUGINS: crate::plugins::Plugins<Factory> = crate::plugins::Plugins::new(
 /// Makes `--registry NAME` build its registry with `factory` in this process.
 ///
 /// For a registry of the application's own (adapter crates add theirs to
-/// [`REGISTRIES`]); a later call for the same name replaces the earlier one.
+/// [`static@REGISTRIES`]); a later call for the same name replaces the earlier one.
 ///
 /// ```
 /// # extern crate rmicro_core as rmicro;

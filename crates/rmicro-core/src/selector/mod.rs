@@ -1,6 +1,6 @@
 //! The selector: client-side load balancing over the nodes the registry knows.
 //!
-//! For each service name the selector keeps a [`cache`] of nodes, loaded once with
+//! For each service name the selector keeps a cache of nodes, loaded once with
 //! `get_service` and then kept current by `watch`, so a call never waits on the
 //! registry — and calls keep working from the cache while the registry is down. Each
 //! call picks one node by the [`Strategy`], among the nodes that pass the call's

@@ -170,9 +170,10 @@ where
             f: Some(handler),
             env,
         },
-        request,
+        request.map(Body::into_engine),
     )
     .await
+    .map(Body::from_engine)
 }
 
 /// Handles a call where the client streams and the server answers once.
@@ -202,9 +203,10 @@ where
             f: Some(adapter),
             env,
         },
-        request,
+        request.map(Body::into_engine),
     )
     .await
+    .map(Body::from_engine)
 }
 
 impl<Req, Resp, F, Fut> tonic::server::ClientStreamingService<Req> for Once<F>
@@ -319,7 +321,9 @@ where
         env: Some(env),
         _reply: std::marker::PhantomData,
     };
-    grpc.server_streaming(service, request).await
+    grpc.server_streaming(service, request.map(Body::into_engine))
+        .await
+        .map(Body::from_engine)
 }
 
 /// Handles a call where both sides stream.
@@ -349,7 +353,9 @@ where
         env: Some(env),
         _reply: std::marker::PhantomData,
     };
-    grpc.streaming(service, request).await
+    grpc.streaming(service, request.map(Body::into_engine))
+        .await
+        .map(Body::from_engine)
 }
 
 /// Answers a method index the generated code does not know (a codegen mismatch).

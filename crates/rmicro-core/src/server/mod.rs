@@ -99,6 +99,31 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
 }
 
+/// Serves one of the engine's own gRPC services (health, reflection) on rmicro's body.
+fn engine_service<S>(service: S) -> HandlerStack
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    HandlerStack::new(
+        tower::ServiceBuilder::new()
+            .map_request(|r: http::Request<crate::transport::Body>| {
+                r.map(crate::transport::Body::into_engine)
+            })
+            .map_response(|r: http::Response<tonic::body::Body>| {
+                r.map(crate::transport::Body::from_engine)
+            })
+            .service(service),
+    )
+}
+
 /// Builds the routes, health and reflection for `handlers`, wrapped in `wrappers`
 /// (the first is the outermost).
 pub(crate) async fn build_router(
@@ -110,7 +135,7 @@ pub(crate) async fn build_router(
     let mut builtin: HashMap<String, HandlerStack> = HashMap::new();
     builtin.insert(
         "grpc.health.v1.Health".into(),
-        HandlerStack::new(health_service),
+        engine_service(health_service),
     );
     let mut v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
@@ -136,11 +161,11 @@ pub(crate) async fn build_router(
         .map_err(|e| ServerError::Reflection(e.to_string()))?;
     builtin.insert(
         "grpc.reflection.v1.ServerReflection".into(),
-        HandlerStack::new(v1),
+        engine_service(v1),
     );
     builtin.insert(
         "grpc.reflection.v1alpha.ServerReflection".into(),
-        HandlerStack::new(v1alpha),
+        engine_service(v1alpha),
     );
     let routes = Arc::new(Routes::new(
         &options.name,

@@ -256,7 +256,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
                     HeaderValue::from_static(Format::Proto.content_type()),
                 );
                 Body::new(MapFrames::new(body, max, move |m: bytes::Bytes| {
-                    json_to_proto(&input, &m)
+                    json_to_proto(&input, &m).map_err(codec_status)
                 }))
             }
         };
@@ -310,6 +310,12 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
     }
 }
 
+/// A codec failure as the caller sees it: the code and message only, so the caller
+/// names the error after the service it called.
+fn codec_status(err: crate::Error) -> Status {
+    Status::new(err.grpc_code().to_tonic(), err.detail)
+}
+
 /// Fixes up a handler's response: gRPC's code for oversized messages, and the JSON
 /// codec's transcoding and content-type.
 fn finish_response(
@@ -336,7 +342,7 @@ fn finish_response(
         Body::new(MapFrames::new(
             body,
             max.saturating_mul(3),
-            move |m: bytes::Bytes| proto_to_json(&output, &m),
+            move |m: bytes::Bytes| proto_to_json(&output, &m).map_err(codec_status),
         ))
     })
 }

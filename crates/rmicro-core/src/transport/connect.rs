@@ -125,9 +125,12 @@ pub fn connect_lazy(address: &str, options: &ChannelOptions) -> Result<Channel, 
     http.set_nodelay(true);
     http.set_connect_timeout(Some(options.connect_timeout));
     let channel = endpoint.connect_with_connector_lazy(MarkingConnector { inner: http });
-    Ok(Channel::new(tower::ServiceExt::map_err(channel, |e| {
-        TransportError(e.into())
-    })))
+    let channel = tower::ServiceBuilder::new()
+        .map_request(|r: http::Request<super::Body>| r.map(super::Body::into_engine))
+        .map_response(|r: http::Response<tonic::body::Body>| r.map(super::Body::from_engine))
+        .map_err(|e: tonic::transport::Error| TransportError(e.into()))
+        .service(channel);
+    Ok(Channel::new(channel))
 }
 
 /// Whether a failed call certainly never reached a handler, so retrying it is safe even

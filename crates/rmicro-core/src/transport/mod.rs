@@ -8,6 +8,7 @@
 //! Connections are plain h2c unless a certificate and key are configured, in which
 //! case the server speaks TLS with ALPN `h2` and clients dial `https`.
 
+mod body;
 mod connect;
 mod listener;
 mod timeout;
@@ -20,5 +21,4 @@ pub(crate) use listener::serve;
 pub use timeout::{format_grpc_timeout, parse_grpc_timeout};
 pub use tls::{ClientTls, ServerTls, TlsError};
 
-/// The HTTP body type of every request and response rmicro serves or sends.
-pub type Body = tonic::body::Body;
+pub use body::{Body, BodyError};

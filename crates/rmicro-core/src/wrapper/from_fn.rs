@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 use tower::{BoxError, Layer, Service};
 
-/// A layer that runs `f` around every call; see the [module docs](self).
+/// A layer that runs `f` around every call; see the [`wrapper`](crate::wrapper) docs.
 ///
 /// ```
 /// # extern crate rmicro_core as rmicro;
@@ -202,13 +202,20 @@ impl Next {
     }
 }
 
-impl<F, Fut, S> Service<http::Request<Body>> for FromFn<F, S>
+/// Takes requests and gives responses with any body of bytes, so the same wrapper runs
+/// on an rmicro stack (bodies are already [`Body`]: nothing is converted) and on a plain
+/// tonic server.
+impl<F, Fut, S, ReqBody, ResBody> Service<http::Request<ReqBody>> for FromFn<F, S>
 where
     F: Fn(Call, Next) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Reply> + Send + 'static,
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    ReqBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
+    S: Service<http::Request<Body>, Response = http::Response<ResBody>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
 {
     type Response = http::Response<Body>;
     type Error = BoxError;
@@ -218,14 +225,19 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let request = request.map(Body::new);
         // The ready service goes to `next`; a fresh clone waits for the next call.
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         let next = Next {
             call: Box::new(move |request| {
                 let fut = inner.call(request);
-                Box::pin(async move { fut.await.map_err(Into::into) })
+                Box::pin(async move {
+                    fut.await
+                        .map(|response| response.map(Body::new))
+                        .map_err(Into::into)
+                })
             }),
         };
         let fut = (self.f)(Call { request }, next);

@@ -116,7 +116,7 @@ impl ObservedBody {
 
 impl HttpBody for ObservedBody {
     type Data = bytes::Bytes;
-    type Error = tonic::Status;
+    type Error = crate::transport::BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
@@ -135,7 +135,7 @@ impl HttpBody for ObservedBody {
                 }
             }
             Some(Err(e)) => {
-                let (code, message) = (Code::from_tonic(e.code()), e.message().to_owned());
+                let (code, message) = (e.code(), e.message().to_owned());
                 this.report(|| Outcome::status(code, &message))
             }
             None => {

@@ -29,10 +29,12 @@ impl<F> LoggingFuture<F> {
     }
 }
 
-impl<F, E> Future for LoggingFuture<F>
+impl<F, E, ResBody> Future for LoggingFuture<F>
 where
-    F: Future<Output = Result<http::Response<Body>, E>>,
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
     E: std::fmt::Display,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<tower::BoxError>,
 {
     type Output = Result<http::Response<Body>, E>;
 
@@ -41,10 +43,10 @@ where
         let result = ready!(this.inner.poll(cx));
         let started = *this.started;
         let Some(name) = this.name.take() else {
-            return Poll::Ready(result);
+            return Poll::Ready(result.map(|r| r.map(Body::new)));
         };
         Poll::Ready(match result {
-            Ok(response) => Ok(on_status(response, move |outcome| {
+            Ok(response) => Ok(on_status(response.map(Body::new), move |outcome| {
                 log(&name, outcome, started)
             })),
             Err(err) => {

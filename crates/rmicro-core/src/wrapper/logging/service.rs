@@ -65,10 +65,14 @@ pub(crate) fn log(name: &CallName, outcome: &Outcome, started: Instant) {
     }
 }
 
-impl<S, E> Service<http::Request<Body>> for Logging<S>
+/// Generic over both bodies, so the layer runs on a plain tonic server too; the
+/// response comes out as rmicro's [`Body`] (free when it already is one, or tonic's).
+impl<S, E, ReqBody, ResBody> Service<http::Request<ReqBody>> for Logging<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = E>,
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>, Error = E>,
     E: std::fmt::Display,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<tower::BoxError>,
 {
     type Response = http::Response<Body>;
     type Error = E;
@@ -78,7 +82,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let name = CallName::of(&request);
         LoggingFuture::new(self.inner.call(request), name, Instant::now())
     }
