@@ -93,6 +93,8 @@ pub struct ServiceBuilder {
     broker: Option<crate::broker::SharedBroker>,
     handlers: Vec<Arc<dyn ServiceHandler>>,
     handler_wrappers: Vec<HandlerWrap>,
+    subscriber_wrappers: Vec<Arc<dyn crate::wrapper::SubscriberWrapper>>,
+    publisher_wrappers: Vec<Arc<dyn crate::wrapper::PublisherWrapper>>,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -104,6 +106,8 @@ impl std::fmt::Debug for ServiceBuilder {
             .field("client", &self.client)
             .field("handlers", &self.handlers.len())
             .field("handler_wrappers", &self.handler_wrappers.len())
+            .field("subscriber_wrappers", &self.subscriber_wrappers.len())
+            .field("publisher_wrappers", &self.publisher_wrappers.len())
             .finish_non_exhaustive()
     }
 }
@@ -151,6 +155,23 @@ impl ServiceBuilder {
     /// first registered is the outermost.
     pub fn wrap_call(mut self, layer: impl crate::client::ClientLayer) -> Self {
         self.client = self.client.wrap_call(layer);
+        self
+    }
+
+    /// Wraps the handler of every subscription the service makes (through
+    /// [`Service::subscribe`] and friends, or [`Service::broker`]), once per
+    /// delivery; the first registered is the outermost. See
+    /// [`crate::wrapper::subscriber_fn`].
+    pub fn wrap_subscriber(mut self, wrapper: impl crate::wrapper::SubscriberWrapper) -> Self {
+        self.subscriber_wrappers.push(Arc::new(wrapper));
+        self
+    }
+
+    /// Wraps every publish through the service's broker (the client's `publish*`
+    /// and [`Service::broker`]); the first registered is the outermost. See
+    /// [`crate::wrapper::publisher_fn`].
+    pub fn wrap_publisher(mut self, wrapper: impl crate::wrapper::PublisherWrapper) -> Self {
+        self.publisher_wrappers.push(Arc::new(wrapper));
         self
     }
 
@@ -338,6 +359,11 @@ impl ServiceBuilder {
                 crate::broker::from_flags_with_registry("http", broker_address, &registry)?
             }
         };
+        let broker = crate::wrapper::broker::WrappedBroker::wrap(
+            broker,
+            std::mem::take(&mut self.subscriber_wrappers),
+            std::mem::take(&mut self.publisher_wrappers),
+        );
         self.client.broker = Some(broker.clone());
         self.client.from_service = Some(self.name.clone());
         let selector = Arc::new(Selector::new(registry.clone(), self.strategy));
@@ -493,6 +519,8 @@ impl Service {
             broker: None,
             handlers: Vec::new(),
             handler_wrappers: Vec::new(),
+            subscriber_wrappers: Vec::new(),
+            publisher_wrappers: Vec::new(),
         }
     }
 

@@ -39,3 +39,78 @@ async fn subscriptions_appear_in_the_registry_record() {
     assert!(server.stop().await);
     service.unsubscribe_all().await;
 }
+
+/// `wrap_publisher` and `wrap_subscriber` hold for the typed API over the
+/// embedded HTTP broker: the publisher's header reaches the subscriber, and the
+/// subscriber wrapper runs once per delivery, redeliveries included.
+#[tokio::test]
+async fn broker_wrappers_see_every_publish_and_every_delivery() {
+    use rmicro::wrapper::{publisher_fn, subscriber_fn};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    let registry = Arc::new(rmicro::registry::MemoryRegistry::new());
+    let published = Arc::new(AtomicU32::new(0));
+    let counted = published.clone();
+    let publisher = rmicro::Service::builder("orders")
+        .args(["orders", "--log-level", "error"])
+        .registry(registry.clone())
+        .wrap_publisher(publisher_fn(move |topic, message, next| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            next(topic, message.header("X-Tenant", "acme"))
+        }))
+        .build()
+        .unwrap();
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let noted = attempts.clone();
+    let subscriber = rmicro::Service::builder("audit")
+        .args(["audit", "--log-level", "error"])
+        .registry(registry.clone())
+        .wrap_subscriber(subscriber_fn(move |delivery, next| {
+            let tenant = delivery.message.headers.get("X-Tenant").cloned();
+            noted
+                .lock()
+                .unwrap()
+                .push((delivery.attempt, tenant.unwrap_or_default()));
+            next(delivery)
+        }))
+        .build()
+        .unwrap();
+    let handled = Arc::new(AtomicU32::new(0));
+    let seen = handled.clone();
+    subscriber
+        .subscribe_json(
+            "order.placed",
+            SubscribeOptions::default(),
+            move |_event: Event<serde_json::Value>| {
+                // The first delivery fails, so the wrapper must run again.
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n == 0 {
+                        Err(rmicro::Error::internal("audit", "first try fails"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+        )
+        .await
+        .unwrap();
+    publisher
+        .client()
+        .publish_json("order.placed", &serde_json::json!({"id": 7}))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while handled.load(Ordering::SeqCst) < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(published.load(Ordering::SeqCst), 1);
+    assert_eq!(handled.load(Ordering::SeqCst), 2, "redelivered once");
+    assert_eq!(
+        *attempts.lock().unwrap(),
+        [(1, "acme".to_owned()), (2, "acme".to_owned())]
+    );
+    subscriber.unsubscribe_all().await;
+}

@@ -1,6 +1,6 @@
 //! Wrappers: middleware around handlers and client calls, as `tower::Layer`s.
 //!
-//! Three builder options, go-micro's names, each taking any tower layer over
+//! Five builder options, go-micro's names, each taking any tower layer over
 //! HTTP-level gRPC calls; the first registered is the outermost, and a built service
 //! has no way to add, drop or reorder them:
 //!
@@ -14,6 +14,9 @@
 //!   ([`ClientCallInfo`]: target, endpoint, deadline, attempts, message counts).
 //! - `wrap_call` wraps each attempt ([`AttemptInfo`]: node, address, attempt number);
 //!   failing with [`NotSent`] sends the call to another node.
+//! - `wrap_subscriber` wraps every subscription's handler, once per delivery
+//!   ([`SubscriberWrapper`], [`subscriber_fn`]); `wrap_publisher` wraps every
+//!   publish through the service's broker ([`PublisherWrapper`], [`publisher_fn`]).
 //!
 //! [`on_status`] reports how a call ended ([`Outcome`]) when its status is known —
 //! for a stream, after its last message — so a span, permit or timer moved into its
@@ -49,6 +52,7 @@
 //! Shipped wrappers: [`logging`]. Tracing, metrics, circuit breaking and rate
 //! limiting follow the same layout.
 
+pub(crate) mod broker;
 mod call;
 mod client_info;
 mod error;
@@ -59,6 +63,7 @@ pub(crate) mod stack;
 pub use stack::{ClientLayer, HandlerLayer, StackLayer};
 mod status;
 
+pub use broker::{Publisher, PublisherWrapper, SubscriberWrapper, publisher_fn, subscriber_fn};
 pub use call::{CallInfo, Peer, PeerIdentity};
 pub use client_info::{AttemptInfo, ClientCallInfo, MessageCounts};
 pub use error::{NotSent, error_from_wrapper};
