@@ -220,9 +220,14 @@ async fn serve(
         "tonic" => {
             let listener = tokio::net::TcpListener::bind(address).await?;
             println!("LISTENING {}", listener.local_addr()?);
+            // `TcpIncoming::from` leaves Nagle's algorithm on, unlike tonic's own
+            // `Server::serve(addr)` (its `tcp_nodelay` defaults to true): set it as a
+            // hand-written tonic server has it, and as rmicro's server does.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             tonic::transport::Server::builder()
                 .add_service(TonicServer::new(Tonic))
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .serve_with_incoming(incoming)
                 .await?;
         }
         other => anyhow::bail!("unknown server kind `{other}`: use rmicro or tonic"),

@@ -24,8 +24,8 @@ tokio::task_local! {
 /// What a handler knows about the call it is serving.
 #[derive(Debug, Clone)]
 pub struct Context {
-    pub(crate) service: String,
-    pub(crate) endpoint: String,
+    pub(crate) service: std::sync::Arc<str>,
+    pub(crate) endpoint: std::borrow::Cow<'static, str>,
     pub(crate) metadata: Metadata,
     pub(crate) deadline: Option<Instant>,
     pub(crate) extensions: http::Extensions,
@@ -35,8 +35,8 @@ impl Context {
     /// A context for code that runs outside any handler (tests, background tasks).
     pub fn new(service: impl Into<String>, endpoint: impl Into<String>) -> Self {
         Context {
-            service: service.into(),
-            endpoint: endpoint.into(),
+            service: std::sync::Arc::from(service.into()),
+            endpoint: std::borrow::Cow::Owned(endpoint.into()),
             metadata: Metadata::new(),
             deadline: None,
             extensions: http::Extensions::new(),

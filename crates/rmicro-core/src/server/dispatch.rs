@@ -66,8 +66,8 @@ impl CallEnv {
         extensions: http::Extensions,
     ) -> Arc<Context> {
         Arc::new(Context {
-            service: self.service.to_string(),
-            endpoint: self.endpoint.to_owned(),
+            service: self.service.clone(),
+            endpoint: std::borrow::Cow::Borrowed(self.endpoint),
             metadata: Metadata::from_headers(metadata.into_headers()),
             deadline: self.deadline,
             extensions,

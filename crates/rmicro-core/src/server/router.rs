@@ -99,9 +99,17 @@ impl Routes {
     }
 }
 
-/// Which handler a request goes to, in its extensions next to the [`CallInfo`].
+/// Which handler a request goes to, carried in its [`CallInfo`].
 #[derive(Clone)]
 pub(crate) struct RouteTarget(pub(crate) Arc<Route>);
+
+impl std::fmt::Debug for RouteTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RouteTarget")
+            .field(&self.0.method.path)
+            .finish()
+    }
+}
 
 /// The innermost service: runs the handler named by the request's [`RouteTarget`].
 #[derive(Clone)]
@@ -109,10 +117,86 @@ pub(crate) struct Dispatch {
     pub(crate) routes: Arc<Routes>,
 }
 
+/// What [`Dispatch`] returns: the handler's future, or an answer already made (one
+/// allocation per call: the handler's).
+pub(crate) enum DispatchFuture {
+    Call {
+        fut: BoxFuture<'static, http::Response<Body>>,
+    },
+    Ready {
+        response: Option<http::Response<Body>>,
+    },
+}
+
+impl DispatchFuture {
+    fn ready(response: http::Response<Body>) -> Self {
+        DispatchFuture::Ready {
+            response: Some(response),
+        }
+    }
+}
+
+impl std::future::Future for DispatchFuture {
+    type Output = Result<http::Response<Body>, Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            DispatchFuture::Call { fut } => fut.as_mut().poll(cx).map(Ok),
+            DispatchFuture::Ready { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Ready(Ok(Status::internal("polled after completion").into_http())),
+            },
+        }
+    }
+}
+
+/// What [`Router`] returns to hyper: without wrappers, the dispatch itself (no box
+/// of its own); through wrappers or to a builtin service, a boxed future.
+pub(crate) enum RouterFuture {
+    Direct {
+        fut: DispatchFuture,
+        json_output: Option<MessageDescriptor>,
+        max: usize,
+    },
+    Boxed {
+        fut: BoxFuture<'static, Result<http::Response<Body>, Infallible>>,
+    },
+}
+
+impl RouterFuture {
+    fn ready(response: http::Response<Body>) -> Self {
+        RouterFuture::Direct {
+            fut: DispatchFuture::ready(response),
+            json_output: None,
+            max: 0,
+        }
+    }
+}
+
+impl std::future::Future for RouterFuture {
+    type Output = Result<http::Response<Body>, Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            RouterFuture::Direct {
+                fut,
+                json_output,
+                max,
+            } => match std::pin::Pin::new(fut).poll(cx) {
+                Poll::Ready(Ok(response)) => {
+                    Poll::Ready(Ok(finish_response(response, json_output.take(), *max)))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            RouterFuture::Boxed { fut } => fut.as_mut().poll(cx),
+        }
+    }
+}
+
 impl Service<http::Request<Body>> for Dispatch {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+    type Future = DispatchFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -125,19 +209,15 @@ impl Service<http::Request<Body>> for Dispatch {
 
 impl Dispatch {
     /// Runs the handler (no readiness to wait for, no state to change).
-    fn run(
-        &self,
-        request: http::Request<Body>,
-    ) -> BoxFuture<'static, Result<http::Response<Body>, Infallible>> {
-        let extensions = request.extensions();
-        let (Some(RouteTarget(route)), Some(info)) = (
-            extensions.get::<RouteTarget>(),
-            extensions.get::<CallInfo>(),
-        ) else {
+    fn run(&self, request: http::Request<Body>) -> DispatchFuture {
+        let Some((RouteTarget(route), info)) = request
+            .extensions()
+            .get::<CallInfo>()
+            .and_then(|info| Some((info.route.clone()?, info)))
+        else {
             let status = Status::internal("a handler wrapper removed the call's CallInfo");
-            return Box::pin(std::future::ready(Ok(status.into_http())));
+            return DispatchFuture::ready(status.into_http());
         };
-        let route = route.clone();
         let env = CallEnv {
             service: self.routes.name.clone(),
             endpoint: route.method.endpoint,
@@ -146,8 +226,9 @@ impl Dispatch {
             in_flight: InFlightGuard::enter(&self.routes.in_flight),
             messages: info.messages().clone(),
         };
-        let fut = route.handler.call(route.index, env, request);
-        Box::pin(async move { Ok(fut.await) })
+        DispatchFuture::Call {
+            fut: route.handler.call(route.index, env, request),
+        }
     }
 }
 
@@ -204,10 +285,10 @@ impl Router {
 impl hyper::service::Service<http::Request<Incoming>> for Router {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+    type Future = RouterFuture;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
-        let ready = |r| -> Self::Future { Box::pin(std::future::ready(Ok(r))) };
+        let ready = RouterFuture::ready;
         let path = request.uri().path();
         let Some(route) = self.routes.routes.get(path).cloned() else {
             if let Some(builtin) = self
@@ -215,7 +296,9 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
                 .builtin
                 .get(path.split('/').nth(1).unwrap_or_default())
             {
-                return Box::pin(builtin.clone().call(request.map(Body::new)));
+                return RouterFuture::Boxed {
+                    fut: Box::pin(builtin.clone().call(request.map(Body::new))),
+                };
             }
             return ready(error_response(self.unknown_path(path)));
         };
@@ -260,53 +343,54 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
                 }))
             }
         };
-        parts.extensions.insert(
-            CallInfo::new(
-                self.routes.name.clone(),
-                route.method.endpoint,
-                route.method.path,
-            )
-            .with_format(format)
-            .with_optional_deadline(deadline)
-            .with_shared_peer(self.peer.clone()),
-        );
-        parts.extensions.insert(RouteTarget(route));
+        let mut info = CallInfo::new(
+            self.routes.name.clone(),
+            route.method.endpoint,
+            route.method.path,
+        )
+        .with_format(format)
+        .with_optional_deadline(deadline)
+        .with_shared_peer(self.peer.clone());
+        info.route = Some(RouteTarget(route));
+        parts.extensions.insert(info);
         let request = http::Request::from_parts(parts, body);
         let json_output = json.map(|(_, output)| output);
         let Some(mut stack) = self.stack.clone() else {
-            let call = self.dispatch.run(request);
-            return Box::pin(async move {
-                let Ok(response) = call.await;
-                Ok(finish_response(response, json_output, max))
-            });
+            return RouterFuture::Direct {
+                fut: self.dispatch.run(request),
+                json_output,
+                max,
+            };
         };
         // tower's contract: a service is called only once `poll_ready` said yes.
         let service = self.routes.name.clone();
-        Box::pin(async move {
-            // Waits for readiness, then starts the call (the call's future is returned,
-            // not awaited, so the deadline bounds only the wait).
-            #[allow(clippy::async_yields_async)]
-            let start = async {
-                let _ = tower::ServiceExt::ready(&mut stack).await;
-                stack.call(request)
-            };
-            let started = match deadline {
-                Some(at) => tokio::time::timeout_at(at, start).await.ok(),
-                None => Some(start.await),
-            };
-            let Some(call) = started else {
-                let err = crate::Error::timeout(
-                    &*service,
-                    format!(
-                        "`{service}` could not take the call before its deadline: \
+        RouterFuture::Boxed {
+            fut: Box::pin(async move {
+                // Waits for readiness, then starts the call (the call's future is returned,
+                // not awaited, so the deadline bounds only the wait).
+                #[allow(clippy::async_yields_async)]
+                let start = async {
+                    let _ = tower::ServiceExt::ready(&mut stack).await;
+                    stack.call(request)
+                };
+                let started = match deadline {
+                    Some(at) => tokio::time::timeout_at(at, start).await.ok(),
+                    None => Some(start.await),
+                };
+                let Some(call) = started else {
+                    let err = crate::Error::timeout(
+                        &*service,
+                        format!(
+                            "`{service}` could not take the call before its deadline: \
                          a handler wrapper (a concurrency or rate limit) stayed full"
-                    ),
-                );
-                return Ok(finish_response(err.to_status().into_http(), None, max));
-            };
-            let Ok(response) = call.await;
-            Ok(finish_response(response, json_output, max))
-        })
+                        ),
+                    );
+                    return Ok(finish_response(err.to_status().into_http(), None, max));
+                };
+                let Ok(response) = call.await;
+                Ok(finish_response(response, json_output, max))
+            }),
+        }
     }
 }
 

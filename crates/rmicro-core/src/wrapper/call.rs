@@ -103,6 +103,8 @@ pub struct CallInfo {
     deadline: Option<Instant>,
     peer: Option<Arc<Peer>>,
     messages: Arc<super::MessageCounts>,
+    /// Where the server routes the call, set by its router (one extension for both).
+    pub(crate) route: Option<crate::server::router::RouteTarget>,
 }
 
 impl CallInfo {
@@ -117,6 +119,7 @@ impl CallInfo {
             deadline: None,
             peer: None,
             messages: Arc::default(),
+            route: None,
         }
     }
 
