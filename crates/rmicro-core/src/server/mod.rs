@@ -176,12 +176,15 @@ pub(crate) async fn build_router(
     let dispatch = Dispatch {
         routes: routes.clone(),
     };
-    let stack = (!wrappers.is_empty())
+    // Function wrappers only: a chain straight over the handlers; otherwise a stack.
+    let fns = crate::wrapper::stack::only_fns(wrappers).filter(|fns| !fns.is_empty());
+    let stack = (fns.is_none() && !wrappers.is_empty())
         .then(|| crate::wrapper::stack::apply(HandlerStack::new(dispatch.clone()), wrappers));
     Ok((
         Router {
             routes,
             dispatch,
+            fns,
             stack,
             peer: None,
         },

@@ -209,7 +209,7 @@ impl Service<http::Request<Body>> for Dispatch {
 
 impl Dispatch {
     /// Runs the handler (no readiness to wait for, no state to change).
-    fn run(&self, request: http::Request<Body>) -> DispatchFuture {
+    pub(crate) fn run(&self, request: http::Request<Body>) -> DispatchFuture {
         let Some((RouteTarget(route), info)) = request
             .extensions()
             .get::<CallInfo>()
@@ -242,7 +242,10 @@ pub(crate) struct Router {
     pub(crate) routes: Arc<Routes>,
     /// The handlers, for servers without wrappers.
     pub(crate) dispatch: Dispatch,
-    /// Dispatch wrapped in the user's handler wrappers, `None` without wrappers.
+    /// The user's handler wrappers when all are function wrappers: run as a chain
+    /// over `dispatch`.
+    pub(crate) fns: Option<crate::wrapper::from_fn::WrapFns>,
+    /// Dispatch wrapped in the user's handler wrappers, when some are tower layers.
     pub(crate) stack: Option<HandlerStack>,
     /// The other end of this router's connection.
     pub(crate) peer: Option<Arc<Peer>>,
@@ -355,6 +358,19 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
         parts.extensions.insert(info);
         let request = http::Request::from_parts(parts, body);
         let json_output = json.map(|(_, output)| output);
+        if let Some(fns) = &self.fns {
+            let next = crate::wrapper::Next::over_dispatch(fns.clone(), self.dispatch.clone());
+            let service = self.routes.name.clone();
+            return RouterFuture::Boxed {
+                fut: Box::pin(async move {
+                    let response = match next.start(request).await {
+                        Ok(response) => response,
+                        Err(err) => crate::wrapper::stack::answer(err, &service),
+                    };
+                    Ok(finish_response(response, json_output, max))
+                }),
+            };
+        }
         let Some(mut stack) = self.stack.clone() else {
             return RouterFuture::Direct {
                 fut: self.dispatch.run(request),

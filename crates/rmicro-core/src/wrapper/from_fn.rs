@@ -15,6 +15,7 @@ use crate::metadata::Metadata;
 use crate::transport::Body;
 use futures_util::future::BoxFuture;
 use std::future::Future;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::time::Instant;
 use tower::{BoxError, Layer, Service};
@@ -35,50 +36,86 @@ use tower::{BoxError, Layer, Service};
 ///     .build()
 ///     .expect("valid flags");
 /// ```
-pub fn from_fn<F, Fut>(f: F) -> FromFnLayer<F>
+pub fn from_fn<F, Fut>(f: F) -> FromFnLayer
 where
-    F: Fn(Call, Next) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Call, Next) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<http::Response<Body>, BoxError>> + Send + 'static,
 {
-    FromFnLayer { f }
+    FromFnLayer {
+        f: Arc::new(move |call, next| {
+            let fut = f(call, next);
+            Box::pin(async move { verdict(fut.await) })
+        }),
+    }
+}
+
+/// A function wrapper with its types erased, as stacks hold it: one allocation per
+/// call (its future).
+pub(crate) type WrapFn = dyn Fn(Call, Next) -> BoxFuture<'static, Reply> + Send + Sync;
+
+/// A run of function wrappers, outermost first.
+pub(crate) type WrapFns = Arc<[Arc<WrapFn>]>;
+
+/// A wrapper's own verdict is answered as its gRPC status, so it reaches the caller on
+/// any server (tonic resets a stream whose layer fails); other errors pass up.
+fn verdict(reply: Reply) -> Reply {
+    match reply {
+        Err(err) if err.is::<crate::Error>() => match err.downcast::<crate::Error>() {
+            Ok(err) => Ok(err.to_status().into_http()),
+            Err(err) => Err(err),
+        },
+        other => other,
+    }
 }
 
 /// The layer [`from_fn`] returns.
+///
+/// On rmicro's stacks, consecutive function wrappers run as one chain called by
+/// index: no clone of the stack below and no allocation per wrapper beyond its own
+/// future. Elsewhere (a plain tonic server) it is an ordinary tower layer.
 #[derive(Clone)]
-pub struct FromFnLayer<F> {
-    f: F,
+pub struct FromFnLayer {
+    f: Arc<WrapFn>,
 }
 
-impl<F> std::fmt::Debug for FromFnLayer<F> {
+impl FromFnLayer {
+    pub(crate) fn wrap_fn(&self) -> Arc<WrapFn> {
+        self.f.clone()
+    }
+}
+
+impl std::fmt::Debug for FromFnLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FromFnLayer")
-            .field("f", &std::any::type_name::<F>())
-            .finish()
+        f.debug_struct("FromFnLayer").finish_non_exhaustive()
     }
 }
 
-impl<S, F: Clone> Layer<S> for FromFnLayer<F> {
-    type Service = FromFn<F, S>;
+impl<S> Layer<S> for FromFnLayer {
+    type Service = FromFn<S>;
 
-    fn layer(&self, inner: S) -> FromFn<F, S> {
-        FromFn {
-            f: self.f.clone(),
-            inner,
-        }
+    fn layer(&self, inner: S) -> FromFn<S> {
+        FromFn::new(Arc::from([self.f.clone()]), inner)
     }
 }
 
-/// The service a [`FromFnLayer`] builds.
+/// The service a [`FromFnLayer`] builds: one function wrapper, or a run of them,
+/// over `S`.
 #[derive(Clone)]
-pub struct FromFn<F, S> {
-    f: F,
+pub struct FromFn<S> {
+    fns: WrapFns,
     inner: S,
 }
 
-impl<F, S> std::fmt::Debug for FromFn<F, S> {
+impl<S> FromFn<S> {
+    pub(crate) fn new(fns: WrapFns, inner: S) -> Self {
+        FromFn { fns, inner }
+    }
+}
+
+impl<S> std::fmt::Debug for FromFn<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FromFn")
-            .field("f", &std::any::type_name::<F>())
+            .field("wrappers", &self.fns.len())
             .finish_non_exhaustive()
     }
 }
@@ -173,14 +210,46 @@ impl Call {
 
 type Reply = Result<http::Response<Body>, BoxError>;
 
+/// What runs after the last function wrapper of a chain.
+enum Tail {
+    /// The server's handlers: always ready, called by reference.
+    Dispatch(crate::server::router::Dispatch),
+    /// Anything else, already made ready.
+    Boxed(Box<dyn FnOnce(http::Request<Body>) -> BoxFuture<'static, Reply> + Send>),
+}
+
 /// The rest of the stack below a function wrapper, ready to take the call.
 pub struct Next {
-    call: Box<dyn FnOnce(http::Request<Body>) -> BoxFuture<'static, Reply> + Send>,
+    fns: WrapFns,
+    index: usize,
+    tail: Tail,
 }
 
 impl std::fmt::Debug for Next {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Next").finish_non_exhaustive()
+        f.debug_struct("Next")
+            .field("wrappers_left", &self.fns.len().saturating_sub(self.index))
+            .finish_non_exhaustive()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// What [`Next`] returns: the next wrapper's (boxed) future, or the handlers'.
+    #[project = NextProj]
+    pub(crate) enum NextFuture {
+        Boxed { fut: BoxFuture<'static, Reply> },
+        Dispatch { #[pin] fut: crate::server::router::DispatchFuture },
+    }
+}
+
+impl Future for NextFuture {
+    type Output = Reply;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
+        match self.project() {
+            NextProj::Boxed { fut } => fut.as_mut().poll(cx),
+            NextProj::Dispatch { fut } => fut.poll(cx).map(|Ok(response)| Ok(response)),
+        }
     }
 }
 
@@ -192,23 +261,55 @@ impl Next {
         Fut: Future<Output = Reply> + Send + 'static,
     {
         Next {
-            call: Box::new(move |request| Box::pin(f(request))),
+            fns: Arc::from([]),
+            index: 0,
+            tail: Tail::Boxed(Box::new(move |request| Box::pin(f(request)))),
+        }
+    }
+
+    /// The chain `fns` over the server's handlers.
+    pub(crate) fn over_dispatch(fns: WrapFns, dispatch: crate::server::router::Dispatch) -> Next {
+        Next {
+            fns,
+            index: 0,
+            tail: Tail::Dispatch(dispatch),
         }
     }
 
     /// Passes the call on and returns what the stack below answered.
     pub async fn run(self, call: Call) -> Reply {
-        (self.call)(call.request).await
+        self.start(call.request).await
+    }
+
+    /// Runs the next wrapper (or the tail) on `request`.
+    pub(crate) fn start(self, request: http::Request<Body>) -> NextFuture {
+        let Next { fns, index, tail } = self;
+        match fns.get(index) {
+            Some(f) => {
+                let next = Next {
+                    fns: fns.clone(),
+                    index: index + 1,
+                    tail,
+                };
+                NextFuture::Boxed {
+                    fut: f(Call { request }, next),
+                }
+            }
+            None => match tail {
+                Tail::Dispatch(dispatch) => NextFuture::Dispatch {
+                    fut: dispatch.run(request),
+                },
+                Tail::Boxed(call) => NextFuture::Boxed { fut: call(request) },
+            },
+        }
     }
 }
 
 /// Takes requests and gives responses with any body of bytes, so the same wrapper runs
 /// on an rmicro stack (bodies are already [`Body`]: nothing is converted) and on a plain
 /// tonic server.
-impl<F, Fut, S, ReqBody, ResBody> Service<http::Request<ReqBody>> for FromFn<F, S>
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for FromFn<S>
 where
-    F: Fn(Call, Next) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Reply> + Send + 'static,
     ReqBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     ReqBody::Error: Into<BoxError>,
     S: Service<http::Request<Body>, Response = http::Response<ResBody>> + Clone + Send + 'static,
@@ -227,30 +328,25 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let request = request.map(Body::new);
-        // The ready service goes to `next`; a fresh clone waits for the next call.
+        // The ready service goes to the end of the chain; a fresh clone waits for the
+        // next call. One clone per call for the whole run of wrappers.
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         let next = Next {
-            call: Box::new(move |request| {
+            fns: self.fns.clone(),
+            index: 0,
+            tail: Tail::Boxed(Box::new(move |request| {
                 let fut = inner.call(request);
                 Box::pin(async move {
                     fut.await
                         .map(|response| response.map(Body::new))
                         .map_err(Into::into)
                 })
-            }),
+            })),
         };
-        let fut = (self.f)(Call { request }, next);
-        Box::pin(async move {
-            match fut.await {
-                // A wrapper's own verdict is answered as its gRPC status, so it reaches
-                // the caller on any server (tonic resets a stream whose layer fails).
-                Err(err) if err.is::<crate::Error>() => match err.downcast::<crate::Error>() {
-                    Ok(err) => Ok(err.to_status().into_http()),
-                    Err(err) => Err(err),
-                },
-                other => other,
-            }
-        })
+        match next.start(request) {
+            NextFuture::Boxed { fut } => fut,
+            dispatch @ NextFuture::Dispatch { .. } => Box::pin(dispatch),
+        }
     }
 }

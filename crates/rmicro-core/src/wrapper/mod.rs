@@ -56,7 +56,7 @@ pub(crate) mod broker;
 mod call;
 mod client_info;
 mod error;
-mod from_fn;
+pub(crate) mod from_fn;
 pub mod logging;
 pub(crate) mod stack;
 

@@ -4,6 +4,7 @@
 
 use super::CallInfo;
 use super::error::error_from_wrapper;
+use super::from_fn::{FromFn, FromFnLayer, WrapFn, WrapFns};
 use crate::server::HandlerStack;
 use crate::transport::Body;
 use std::convert::Infallible;
@@ -11,8 +12,38 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::{BoxError, Layer, Service};
 
+/// One registered wrapper of a stack of `S`: a function wrapper (run in a chain
+/// with its neighbours) or any other tower layer. Made by the builders' `wrap_*`
+/// options; not something to build by hand.
+#[doc(hidden)]
+pub enum Wrap<S> {
+    /// [`super::from_fn`].
+    Fn(Arc<WrapFn>),
+    /// Any other layer, boxed.
+    Tower(Arc<dyn Fn(S) -> S + Send + Sync>),
+}
+
+impl<S> Clone for Wrap<S> {
+    fn clone(&self) -> Self {
+        match self {
+            Wrap::Fn(f) => Wrap::Fn(f.clone()),
+            Wrap::Tower(t) => Wrap::Tower(t.clone()),
+        }
+    }
+}
+
+impl<S> Wrap<S> {
+    /// `layer` as a wrap: a function wrapper when it is one, else `tower`'s boxing.
+    fn of<L: 'static>(layer: L, tower: impl FnOnce(L) -> Wrap<S>) -> Wrap<S> {
+        match (&layer as &dyn std::any::Any).downcast_ref::<FromFnLayer>() {
+            Some(layer) => Wrap::Fn(layer.wrap_fn()),
+            None => tower(layer),
+        }
+    }
+}
+
 /// One registered handler wrapper, applied when a server starts.
-pub(crate) type HandlerWrap = Arc<dyn Fn(HandlerStack) -> HandlerStack + Send + Sync>;
+pub(crate) type HandlerWrap = Wrap<HandlerStack>;
 
 /// A tower layer over `S` whose service is an HTTP-level gRPC service that a stack
 /// can hold: `Clone + Send + Sync`, failing with anything that becomes a `BoxError`.
@@ -56,7 +87,11 @@ pub trait HandlerLayer: Send + Sync + 'static {
 
 impl<L: StackLayer<HandlerStack>> HandlerLayer for L {
     fn into_wrap(self) -> HandlerWrap {
-        Arc::new(move |inner| HandlerStack::new(ErrorsAsStatus::new(self.layer(inner))))
+        Wrap::of(self, |layer| {
+            Wrap::Tower(Arc::new(move |inner| {
+                HandlerStack::new(ErrorsAsStatus::new(layer.layer(inner)))
+            }))
+        })
     }
 }
 
@@ -65,7 +100,7 @@ pub type ClientStack =
     tower::util::BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
 
 /// One registered client wrapper, applied when a client is built.
-pub(crate) type ClientWrap = Arc<dyn Fn(ClientStack) -> ClientStack + Send + Sync>;
+pub(crate) type ClientWrap = Wrap<ClientStack>;
 
 /// A tower layer that can wrap client calls (`wrap_client`, `wrap_call`): its
 /// service takes and returns HTTP-level gRPC calls, is `Clone + Send + Sync`, and
@@ -79,16 +114,70 @@ pub trait ClientLayer: Send + Sync + 'static {
 
 impl<L: StackLayer<ClientStack>> ClientLayer for L {
     fn into_wrap(self) -> ClientWrap {
-        Arc::new(move |inner| {
-            let into: fn(_) -> BoxError = Into::into;
-            ClientStack::new(tower::util::MapErr::new(self.layer(inner), into))
+        Wrap::of(self, |layer| {
+            Wrap::Tower(Arc::new(move |inner| {
+                let into: fn(_) -> BoxError = Into::into;
+                ClientStack::new(tower::util::MapErr::new(layer.layer(inner), into))
+            }))
         })
     }
 }
 
-/// Applies `wraps` around `inner`, the first registered outermost.
-pub(crate) fn apply<S>(inner: S, wraps: &[Arc<dyn Fn(S) -> S + Send + Sync>]) -> S {
-    wraps.iter().rev().fold(inner, |s, wrap| wrap(s))
+/// Boxes a run of function wrappers over a stack as a link of that stack.
+pub(crate) trait ChainLink: Sized {
+    /// `chain` as one link.
+    fn link(chain: FromFn<Self>) -> Self;
+}
+
+impl ChainLink for HandlerStack {
+    fn link(chain: FromFn<Self>) -> Self {
+        HandlerStack::new(ErrorsAsStatus::new(chain))
+    }
+}
+
+impl ChainLink for ClientStack {
+    fn link(chain: FromFn<Self>) -> Self {
+        ClientStack::new(chain)
+    }
+}
+
+/// Applies `wraps` around `inner`, the first registered outermost; each run of
+/// consecutive function wrappers becomes one link.
+pub(crate) fn apply<S: ChainLink>(inner: S, wraps: &[Wrap<S>]) -> S {
+    let mut stack = inner;
+    // Function wrappers met so far (innermost first), not yet linked.
+    let mut run: Vec<Arc<WrapFn>> = Vec::new();
+    let link = |run: &mut Vec<Arc<WrapFn>>, stack: S| {
+        run.reverse();
+        S::link(FromFn::new(run.drain(..).collect(), stack))
+    };
+    for wrap in wraps.iter().rev() {
+        match wrap {
+            Wrap::Fn(f) => run.push(f.clone()),
+            Wrap::Tower(layer) => {
+                if !run.is_empty() {
+                    stack = link(&mut run, stack);
+                }
+                stack = layer(stack);
+            }
+        }
+    }
+    if !run.is_empty() {
+        stack = link(&mut run, stack);
+    }
+    stack
+}
+
+/// The wrappers as one chain when every one is a function wrapper (the server then
+/// runs them straight over its handlers, no stack to clone or make ready).
+pub(crate) fn only_fns<S>(wraps: &[Wrap<S>]) -> Option<WrapFns> {
+    wraps
+        .iter()
+        .map(|wrap| match wrap {
+            Wrap::Fn(f) => Some(f.clone()),
+            Wrap::Tower(_) => None,
+        })
+        .collect()
 }
 
 /// A wrapper's service whose errors are answered as gRPC statuses.
@@ -114,7 +203,7 @@ impl<S: Clone> Clone for ErrorsAsStatus<S> {
 }
 
 /// The gRPC response for a wrapper's error on a call to `service`.
-fn answer(err: BoxError, service: &str) -> http::Response<Body> {
+pub(crate) fn answer(err: BoxError, service: &str) -> http::Response<Body> {
     let err = error_from_wrapper(err, service);
     tracing::debug!(error = %err, "a handler wrapper refused the call");
     err.to_status().into_http()
@@ -192,5 +281,77 @@ where
             fut: self.inner.call(request),
             service,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wrapper::from_fn;
+    use std::sync::Mutex;
+
+    type Log = Arc<Mutex<Vec<&'static str>>>;
+
+    fn note(log: &Log, name: &'static str) -> ClientWrap {
+        let log = log.clone();
+        ClientLayer::into_wrap(from_fn(move |call, next| {
+            log.lock().expect("test log").push(name);
+            next.run(call)
+        }))
+    }
+
+    /// A tower layer (not a function wrapper) that notes each call.
+    #[derive(Clone)]
+    struct Noting<S> {
+        inner: S,
+        log: Log,
+    }
+
+    impl<S: Service<http::Request<Body>>> Service<http::Request<Body>> for Noting<S> {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = S::Future;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, request: http::Request<Body>) -> S::Future {
+            self.log.lock().expect("test log").push("tower");
+            self.inner.call(request)
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_of_function_wrappers_keep_their_place_around_tower_layers() {
+        let log: Log = Arc::default();
+        let tower_log = log.clone();
+        let tower = ClientLayer::into_wrap(tower::layer::layer_fn(move |inner| Noting {
+            inner,
+            log: tower_log.clone(),
+        }));
+        let handler_log = log.clone();
+        let innermost = ClientStack::new(tower::service_fn(move |_request| {
+            handler_log.lock().expect("test log").push("handler");
+            std::future::ready(Ok::<_, BoxError>(http::Response::new(Body::empty())))
+        }));
+        let wraps = [note(&log, "a"), tower, note(&log, "b"), note(&log, "c")];
+        assert!(only_fns(&wraps).is_none());
+        let mut stack = apply(innermost, &wraps);
+        for _ in 0..2 {
+            tower::ServiceExt::ready(&mut stack)
+                .await
+                .expect("ready")
+                .call(http::Request::new(Body::empty()))
+                .await
+                .expect("answered");
+        }
+        let calls = log.lock().expect("test log").clone();
+        let once = ["a", "tower", "b", "c", "handler"];
+        assert_eq!(calls, [once, once].concat());
+        assert_eq!(
+            only_fns(&[note(&log, "x"), note(&log, "y")]).map(|f| f.len()),
+            Some(2)
+        );
     }
 }
