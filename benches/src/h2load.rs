@@ -3,7 +3,7 @@
 //! round runs every server in turn (the order rotates); latencies come from
 //! h2load's per-request log, throughput from its summary.
 
-use crate::{ratios, spawn_server};
+use crate::spawn_server;
 use hdrhistogram::Histogram;
 use prost::Message;
 use std::process::Command;
@@ -42,9 +42,16 @@ struct Run {
     failed: u64,
     rps: f64,
     latency: Histogram<u64>,
+    /// Server CPU µs per request over the measured part.
+    cpu_us: f64,
 }
 
-fn h2load_once(address: &str, args: &H2loadArgs, body: &std::path::Path) -> anyhow::Result<Run> {
+fn h2load_once(
+    address: &str,
+    server_pid: u32,
+    args: &H2loadArgs,
+    body: &std::path::Path,
+) -> anyhow::Result<Run> {
     let log = std::env::temp_dir().join(format!("rmicro-h2load-{}.log", std::process::id()));
     let output = Command::new("h2load")
         .args(["-c", &args.connections.to_string()])
@@ -61,8 +68,15 @@ fn h2load_once(address: &str, args: &H2loadArgs, body: &std::path::Path) -> anyh
         .arg("--log-file")
         .arg(&log)
         .arg(format!("http://{address}/greeter.v1.Greeter/SayHello"))
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .map_err(|e| anyhow::anyhow!("cannot run h2load ({e}): apt-get install nghttp2-client"))?;
+    // The server's CPU over the measured part: from the end of the warm-up on.
+    std::thread::sleep(args.warmup.max(Duration::from_secs(1)));
+    let before = crate::summary::cpu_seconds(server_pid);
+    let output = output.wait_with_output()?;
+    let after = crate::summary::cpu_seconds(server_pid);
     let stdout = String::from_utf8_lossy(&output.stdout);
     anyhow::ensure!(output.status.success(), "h2load failed: {stdout}");
     // "finished in 10.00s, 45678.90 req/s, 3.21MB/s"
@@ -94,8 +108,10 @@ fn h2load_once(address: &str, args: &H2loadArgs, body: &std::path::Path) -> anyh
         }
     }
     let _ = std::fs::remove_file(&log);
+    let requests = counts.get(3).copied().unwrap_or_default();
     Ok(Run {
-        requests: counts.get(3).copied().unwrap_or_default(),
+        cpu_us: crate::summary::cpu_per_request(before, after, requests),
+        requests,
         failed: counts.get(4).copied().unwrap_or_default()
             + counts.get(5).copied().unwrap_or_default(),
         rps,
@@ -124,72 +140,36 @@ pub async fn run(args: H2loadArgs) -> anyhow::Result<()> {
         "unary SayHello under h2load -c {} -m {} -t {}, {:?} x {} rounds per server (+{:?} warm-up)",
         args.connections, args.streams, args.threads, args.duration, args.rounds, args.warmup
     );
-    let mut rps: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
-    let mut latency: Vec<Histogram<u64>> = kinds
+    let mut series: Vec<crate::summary::Series> = kinds
         .iter()
-        .map(|_| Histogram::new_with_bounds(1, 60_000_000, 3))
-        .collect::<Result<_, _>>()?;
+        .map(|k| crate::summary::Series::new(k))
+        .collect::<anyhow::Result<_>>()?;
     for round in 0..args.rounds {
         for i in (0..kinds.len()).map(|i| (i + round as usize) % kinds.len()) {
             let (mut child, address) = spawn_server(kinds[i], &[])?;
-            let result = h2load_once(&address, &args, &body);
+            let result = h2load_once(&address, child.id(), &args, &body);
             let _ = child.kill();
             let _ = child.wait();
             let run = result?;
             println!(
-                "  round {} {:>9}: {:>9.0} req/s  p50 {:>5} us  p99 {:>5} us  done {} failed {}",
+                "  round {} {:>9}: {:>9.0} req/s  p50 {:>5} us  p99 {:>5} us  CPU {:>6.2} us/req  done {} failed {}",
                 round + 1,
                 kinds[i],
                 run.rps,
                 run.latency.value_at_quantile(0.5),
                 run.latency.value_at_quantile(0.99),
+                run.cpu_us,
                 run.requests,
                 run.failed
             );
-            rps[i].push(run.rps);
-            latency[i].add(&run.latency)?;
+            let s = &mut series[i];
+            s.rps.push(run.rps);
+            s.cpu_us.push(run.cpu_us);
+            s.errors += run.failed;
+            s.latency.add(&run.latency)?;
         }
     }
     let _ = std::fs::remove_file(&body);
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    println!(
-        "\n{:<10} {:>10} {:>9} {:>9}",
-        "server", "req/s", "p50 us", "p99 us"
-    );
-    for (i, kind) in kinds.iter().enumerate() {
-        println!(
-            "{:<10} {:>10.0} {:>9} {:>9}",
-            kind,
-            mean(&rps[i]),
-            latency[i].value_at_quantile(0.5),
-            latency[i].value_at_quantile(0.99)
-        );
-    }
-    println!();
-    for i in 1..kinds.len() {
-        ratios(
-            kinds[i],
-            "tonic",
-            mean(&rps[i]),
-            mean(&rps[0]),
-            &latency[i],
-            &latency[0],
-        );
-    }
-    // Wrappers and shipped defaults against the bare rmicro server.
-    if let Some(bare) = kinds.iter().position(|k| *k == "rmicro") {
-        for i in 1..kinds.len() {
-            if i != bare {
-                ratios(
-                    kinds[i],
-                    "rmicro",
-                    mean(&rps[i]),
-                    mean(&rps[bare]),
-                    &latency[i],
-                    &latency[bare],
-                );
-            }
-        }
-    }
+    crate::summary::print(&series);
     Ok(())
 }

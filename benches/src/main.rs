@@ -6,6 +6,7 @@
 //! latency for both, and their ratios.
 
 mod broker;
+mod summary;
 
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
@@ -447,35 +448,15 @@ fn spawn_greeter() -> anyhow::Result<(std::process::Child, String)> {
     }
 }
 
-struct Totals {
-    requests: u64,
-    errors: u64,
-    elapsed: Duration,
-    latency: Histogram<u64>,
-}
-
-impl Totals {
-    fn rps(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
 async fn compare(args: LoadArgs) -> anyhow::Result<()> {
     let kinds: Vec<&str> = args.servers.split(',').collect();
     anyhow::ensure!(
         kinds.first() == Some(&"tonic"),
         "--servers must start with tonic"
     );
-    let mut totals: Vec<Totals> = kinds
+    let mut series: Vec<summary::Series> = kinds
         .iter()
-        .map(|_| {
-            Ok(Totals {
-                requests: 0,
-                errors: 0,
-                elapsed: Duration::ZERO,
-                latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-            })
-        })
+        .map(|k| summary::Series::new(k))
         .collect::<anyhow::Result<_>>()?;
     println!(
         "unary SayHello, {} connections, {} in flight, {:?} x {} rounds per server (+{:?} warm-up)",
@@ -488,55 +469,37 @@ async fn compare(args: LoadArgs) -> anyhow::Result<()> {
             .collect();
         for i in order {
             let (mut child, address) = spawn_server(kinds[i], &[])?;
+            let pid = child.id();
             let result = async {
                 load(&address, &args, args.warmup).await?;
-                load(&address, &args, args.duration).await
+                let before = summary::cpu_seconds(pid);
+                let m = load(&address, &args, args.duration).await?;
+                let cpu = summary::cpu_per_request(before, summary::cpu_seconds(pid), m.requests);
+                anyhow::Ok((m, cpu))
             }
             .await;
             let _ = child.kill();
             let _ = child.wait();
-            let m = result?;
+            let (m, cpu) = result?;
+            let rps = m.requests as f64 / m.elapsed.as_secs_f64();
             println!(
-                "  round {} {:>6}: {:>9.0} req/s  p50 {:>5} us  p99 {:>5} us  errors {}",
+                "  round {} {:>9}: {:>9.0} req/s  p50 {:>5} us  p99 {:>5} us  CPU {:>6.2} us/req  errors {}",
                 round + 1,
                 kinds[i],
-                m.requests as f64 / m.elapsed.as_secs_f64(),
+                rps,
                 m.latency.value_at_quantile(0.50),
                 m.latency.value_at_quantile(0.99),
+                cpu,
                 m.errors
             );
-            let t = &mut totals[i];
-            t.requests += m.requests;
-            t.errors += m.errors;
-            t.elapsed += m.elapsed;
-            t.latency.add(&m.latency)?;
+            let s = &mut series[i];
+            s.rps.push(rps);
+            s.cpu_us.push(cpu);
+            s.errors += m.errors;
+            s.latency.add(&m.latency)?;
         }
     }
-    println!(
-        "\n{:<8} {:>10} {:>9} {:>9} {:>7}",
-        "server", "req/s", "p50 us", "p99 us", "errors"
-    );
-    for (kind, t) in kinds.iter().zip(&totals) {
-        println!(
-            "{:<8} {:>10.0} {:>9} {:>9} {:>7}",
-            kind,
-            t.rps(),
-            t.latency.value_at_quantile(0.50),
-            t.latency.value_at_quantile(0.99),
-            t.errors
-        );
-    }
-    println!();
-    for (kind, t) in kinds.iter().zip(&totals).skip(1) {
-        ratios(
-            kind,
-            "tonic",
-            t.rps(),
-            totals[0].rps(),
-            &t.latency,
-            &totals[0].latency,
-        );
-    }
+    summary::print(&series);
     Ok(())
 }
 

@@ -34,11 +34,17 @@ impl<S> Clone for Wrap<S> {
 
 impl<S> Wrap<S> {
     /// `layer` as a wrap: a function wrapper when it is one, else `tower`'s boxing.
+    /// rmicro's own function-shaped layers ([`super::from_fn`], the logging layer)
+    /// join the chain of function wrappers.
     fn of<L: 'static>(layer: L, tower: impl FnOnce(L) -> Wrap<S>) -> Wrap<S> {
-        match (&layer as &dyn std::any::Any).downcast_ref::<FromFnLayer>() {
-            Some(layer) => Wrap::Fn(layer.wrap_fn()),
-            None => tower(layer),
+        let any = &layer as &dyn std::any::Any;
+        if let Some(layer) = any.downcast_ref::<FromFnLayer>() {
+            return Wrap::Fn(layer.wrap_fn());
         }
+        if let Some(layer) = any.downcast_ref::<super::logging::LoggingLayer>() {
+            return Wrap::Fn(layer.wrap_fn());
+        }
+        tower(layer)
     }
 }
 

@@ -42,19 +42,35 @@ where
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
         let started = *this.started;
-        let Some(name) = this.name.take() else {
-            return Poll::Ready(result.map(|r| r.map(Body::new)));
-        };
-        Poll::Ready(match result {
-            Ok(response) => Ok(on_status(response.map(Body::new), move |outcome| {
-                log(&name, outcome, started)
-            })),
-            Err(err) => {
-                let outcome =
-                    Outcome::failed(crate::Error::unavailable(name.service(), err.to_string()));
-                log(&name, &outcome, started);
-                Err(err)
-            }
+        Poll::Ready(match this.name.take() {
+            Some(name) => finish(result, name, started),
+            None => result.map(|r| r.map(Body::new)),
         })
+    }
+}
+
+/// Logs how the call `name` that began at `started` ended: now for a failure to
+/// answer, when its status is known for a response (a stream's, after its last
+/// message).
+pub(crate) fn finish<ResBody, E>(
+    result: Result<http::Response<ResBody>, E>,
+    name: CallName,
+    started: Instant,
+) -> Result<http::Response<Body>, E>
+where
+    E: std::fmt::Display,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<tower::BoxError>,
+{
+    match result {
+        Ok(response) => Ok(on_status(response.map(Body::new), move |outcome| {
+            log(&name, outcome, started)
+        })),
+        Err(err) => {
+            let outcome =
+                Outcome::failed(crate::Error::unavailable(name.service(), err.to_string()));
+            log(&name, &outcome, started);
+            Err(err)
+        }
     }
 }

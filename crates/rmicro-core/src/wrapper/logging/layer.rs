@@ -13,6 +13,16 @@ impl LoggingLayer {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// The same logging as a function wrapper, which rmicro's own stacks run in
+    /// their chain (no stack below to clone per call).
+    pub(crate) fn wrap_fn(&self) -> std::sync::Arc<crate::wrapper::from_fn::WrapFn> {
+        std::sync::Arc::new(|call: crate::wrapper::Call, next: crate::wrapper::Next| {
+            let name = super::service::CallName::of(call.request());
+            let started = std::time::Instant::now();
+            Box::pin(async move { super::future::finish(next.run(call).await, name, started) })
+        })
+    }
 }
 
 impl<S> tower::Layer<S> for LoggingLayer {
