@@ -9,7 +9,8 @@ use rmicro::broker::{
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{NatsBroker, message_of};
+use crate::NatsBroker;
+use crate::publish::message_of;
 
 /// What one subscription's handler tasks share.
 pub(super) struct Handling {

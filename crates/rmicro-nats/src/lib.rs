@@ -25,15 +25,19 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod address;
 mod consume;
+mod publish;
+
+pub use address::{DEFAULT_ADDRESS, from_address};
+pub use publish::stream_name;
 
 use async_nats::jetstream::{self, consumer::pull};
-use bytes::Bytes;
 use consume::{Handling, consume, consume_core};
 use futures_util::future::BoxFuture;
 use rmicro::broker::{
-    Broker, BrokerAddress, BrokerError, Handler, Message, SubscribeOptions, Subscriber,
-    dead_letter_topic, init_once, redact_str,
+    Broker, BrokerAddress, BrokerError, Handler, Message, SubscribeOptions, Subscriber, init_once,
+    redact_str,
 };
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -42,9 +46,6 @@ use tokio::sync::OnceCell;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-
-/// The address used without `--broker-address`.
-pub const DEFAULT_ADDRESS: &str = "nats://127.0.0.1:4222";
 
 /// Which NATS delivery model a [`NatsBroker`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,43 +71,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct NatsBroker {
     inner: Arc<Inner>,
-}
-
-/// A JetStream stream or consumer name for `text` (letters, digits, `-`, `_`).
-pub fn stream_name(topic: &str) -> String {
-    let clean: String = topic
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("RMICRO_{clean}")
-}
-
-fn headers_of(message: &Message) -> async_nats::HeaderMap {
-    let mut headers = async_nats::HeaderMap::new();
-    for (key, value) in &message.headers {
-        headers.insert(key.as_str(), value.as_str());
-    }
-    headers
-}
-
-fn message_of(headers: Option<&async_nats::HeaderMap>, payload: Bytes) -> Message {
-    let mut message = Message::new(payload);
-    if let Some(headers) = headers {
-        for (key, values) in headers.iter() {
-            if let Some(value) = values.first() {
-                message
-                    .headers
-                    .insert(key.to_string(), value.as_str().to_owned());
-            }
-        }
-    }
-    message
 }
 
 impl NatsBroker {
@@ -174,52 +138,6 @@ impl NatsBroker {
             Ok(jetstream::new(self.client().await?))
         })
         .await
-    }
-
-    /// Creates `topic`'s stream unless this broker already did.
-    async fn ensure_stream(&self, topic: &str) -> Result<jetstream::stream::Stream, BrokerError> {
-        if topic.contains(['*', '>', ' ']) || topic.is_empty() {
-            return Err(BrokerError::BadName {
-                broker: self.describe(),
-                what: "topic",
-                name: topic.to_owned(),
-                detail: "use a plain subject without wildcards or spaces".into(),
-            });
-        }
-        let js = self.jetstream_context().await?;
-        let name = stream_name(topic);
-        let stream = js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: name.clone(),
-                subjects: vec![topic.to_owned()],
-                storage: jetstream::stream::StorageType::File,
-                max_age: Duration::from_secs(24 * 3600),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| self.failed(format!("create stream {name}"), e))?;
-        rmicro::sync::lock(&self.inner.streams).insert(topic.to_owned());
-        Ok(stream)
-    }
-
-    async fn publish_jetstream(&self, topic: &str, message: Message) -> Result<(), BrokerError> {
-        let known = rmicro::sync::lock(&self.inner.streams).contains(topic);
-        if !known {
-            // Boxed: creating a stream is a large future, and inline it would make
-            // every publish allocate and move it.
-            Box::pin(self.ensure_stream(topic)).await?;
-        }
-        let js = self.jetstream_context().await?;
-        let sent = if message.headers.is_empty() {
-            js.publish(topic.to_owned(), message.body).await
-        } else {
-            js.publish_with_headers(topic.to_owned(), headers_of(&message), message.body)
-                .await
-        };
-        let ack = sent.map_err(|e| self.failed(format!("publish to {topic}"), e))?;
-        ack.await
-            .map_err(|e| self.failed(format!("confirm a publish to {topic}"), e))?;
-        Ok(())
     }
 
     async fn subscribe_jetstream(
@@ -302,31 +220,6 @@ impl NatsBroker {
             let _ = task.await;
         }))
     }
-
-    /// Deletes `topic`'s JetStream stream and every message in it (an admin
-    /// operation, e.g. for tests); `Ok` if it did not exist.
-    pub async fn delete_topic(&self, topic: &str) -> Result<(), BrokerError> {
-        let js = self.jetstream_context().await?;
-        let name = stream_name(topic);
-        match js.delete_stream(&name).await {
-            Ok(_) => {}
-            Err(err) if err.to_string().contains("not found") => {}
-            Err(err) => return Err(self.failed(format!("delete stream {name}"), err)),
-        }
-        rmicro::sync::lock(&self.inner.streams).remove(topic);
-        Ok(())
-    }
-
-    /// Publishes a dead letter; true once it is safely stored.
-    async fn dead_letter(&self, topic: &str, dead: Message) -> bool {
-        match self.publish(&dead_letter_topic(topic), dead).await {
-            Ok(()) => true,
-            Err(err) => {
-                tracing::warn!(%topic, error = %err, "cannot publish a dead letter; the message stays pending");
-                false
-            }
-        }
-    }
 }
 
 impl std::fmt::Debug for NatsBroker {
@@ -370,15 +263,7 @@ impl Broker for NatsBroker {
         Box::pin(async move {
             match self.inner.mode {
                 Mode::JetStream => self.publish_jetstream(&topic, message).await,
-                Mode::Core => {
-                    let client = self.client().await?;
-                    client
-                        .publish_with_headers(topic.clone(), headers_of(&message), message.body)
-                        .await
-                        .map_err(|e| self.failed(format!("publish to {topic}"), e))?;
-                    // Core NATS confirms nothing; a flush at least puts it on the wire.
-                    client.flush().await.map_err(|e| self.failed("flush", e))
-                }
+                Mode::Core => self.publish_core(&topic, message).await,
             }
         })
     }
@@ -398,34 +283,6 @@ impl Broker for NatsBroker {
         })
     }
 }
-
-/// Builds a broker from `--broker-address`:
-/// `[nats://][user:pass@|token@]host[:4222][,nats://…][?ack_wait=30s]` (a bare
-/// `host:port` works; see [`rmicro::broker::BrokerAddress`]).
-pub fn from_address(address: Option<&str>, mode: Mode) -> Result<NatsBroker, BrokerError> {
-    let mut parsed = BrokerAddress::parse(address.unwrap_or(DEFAULT_ADDRESS), "nats", 4222)?;
-    let ack_wait = match parsed.take("ack_wait") {
-        Some(value) => {
-            rmicro::cmd::parse_duration(&value).map_err(|e| parsed.error("read the address", e))?
-        }
-        None => Duration::from_secs(30),
-    };
-    parsed.finish("ack_wait=DURATION")?;
-    Ok(NatsBroker::with(&parsed.url(), mode, ack_wait))
-}
-
-/// `--broker nats` (JetStream) in any binary this crate is linked into; the address
-/// defaults to [`DEFAULT_ADDRESS`] (see [`from_address`]).
-#[linkme::distributed_slice(rmicro::broker::BROKERS)]
-static JETSTREAM: (&str, rmicro::broker::Factory) = ("nats", |address| {
-    Ok(Arc::new(from_address(address, Mode::JetStream)?))
-});
-
-/// `--broker nats-core` (core NATS, at-most-once).
-#[linkme::distributed_slice(rmicro::broker::BROKERS)]
-static CORE: (&str, rmicro::broker::Factory) = ("nats-core", |address| {
-    Ok(Arc::new(from_address(address, Mode::Core)?))
-});
 
 #[cfg(test)]
 mod tests {
