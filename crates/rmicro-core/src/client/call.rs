@@ -14,12 +14,11 @@ use futures_util::Stream;
 use futures_util::future::BoxFuture;
 use http::uri::PathAndQuery;
 use std::borrow::Cow;
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-use tower::{Service, ServiceExt};
 
 /// Per-call settings; each overrides the client's default.
 #[derive(Debug, Clone, Default)]
@@ -232,8 +231,7 @@ impl Target {
         let extensions = request.extensions_mut();
         extensions.insert(started.info.clone());
         extensions.insert(Arc::new(plan));
-        let mut stack = self.client.inner.stack.clone();
-        let sent = async { stack.ready().await?.call(request).await };
+        let sent = self.client.inner.stack.call(request);
         match tokio::time::timeout_at(started.deadline, sent).await {
             Err(_) => Err(self.timed_out(started)),
             Ok(Ok(response)) => Ok(response),
@@ -389,59 +387,119 @@ impl Target {
     }
 }
 
-/// A unary call: one request, one reply. Await it to send.
-pub struct UnaryCall<Resp> {
+/// What a call sends: one gRPC-framed message, or a stream of encoded messages.
+enum Outgoing {
+    One(Bytes),
+    Stream(RequestBytes),
+}
+
+/// A call built by a generated client, sent by `.await`: where it goes, what it
+/// sends, and what it answers (`A`: one reply, or a stream of them). The four gRPC
+/// kinds are its aliases: [`UnaryCall`], [`ClientStreamCall`], [`ServerStreamCall`],
+/// [`StreamingCall`]. Options chain before the `.await`.
+pub struct Call<A> {
     target: Target,
-    /// The request, gRPC-framed.
-    message: Bytes,
-    _reply: PhantomData<fn() -> Resp>,
+    request: Outgoing,
+    _answer: PhantomData<fn() -> A>,
 }
 
-impl<Resp> UnaryCall<Resp> {
+impl<A> Call<A> {
     call_options!();
-}
 
-impl<Resp: DecodeReply> IntoFuture for UnaryCall<Resp> {
-    type Output = Result<Resp, Error>;
-    type IntoFuture = BoxFuture<'static, Result<Resp, Error>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let started = self.target.start();
-            let response = self.target.send_one(self.message, &started).await?;
-            self.target.one_reply(response, &started).await
-        })
+    fn new(target: Target, request: Outgoing) -> Self {
+        Call {
+            target,
+            request,
+            _answer: PhantomData,
+        }
     }
 }
 
-/// A call with one request and a stream of replies. Await it for the stream.
-pub struct ServerStreamCall<Resp> {
+/// A call with one request and one reply.
+pub type UnaryCall<Resp> = Call<OneReply<Resp>>;
+/// A call with a stream of requests and one reply.
+pub type ClientStreamCall<Resp> = Call<OneReply<Resp>>;
+/// A call with one request and a stream of replies.
+pub type ServerStreamCall<Resp> = Call<ReplyStream<Resp>>;
+/// A call where both sides stream.
+pub type StreamingCall<Resp> = Call<ReplyStream<Resp>>;
+
+/// A call's response on its way back, for [`Answer`] to read.
+#[doc(hidden)]
+pub struct Answering {
     target: Target,
-    /// The request, gRPC-framed.
-    message: Bytes,
-    _reply: PhantomData<fn() -> Resp>,
+    response: http::Response<Body>,
+    started: Started,
 }
 
-impl<Resp> ServerStreamCall<Resp> {
-    call_options!();
+/// How a [`Call`] reads what comes back: [`OneReply`] or [`ReplyStream`].
+pub trait Answer {
+    /// What awaiting the call gives.
+    type Output: Send;
+
+    /// Reads the answer from the response.
+    #[doc(hidden)]
+    fn answer(answering: Answering) -> impl Future<Output = Result<Self::Output, Error>> + Send;
 }
 
-impl<Resp: DecodeReply> IntoFuture for ServerStreamCall<Resp> {
-    type Output = Result<ResponseStream<Resp>, Error>;
-    type IntoFuture = BoxFuture<'static, Result<ResponseStream<Resp>, Error>>;
+/// A [`Call`] answered by one reply of type `Resp`.
+pub struct OneReply<Resp>(PhantomData<fn() -> Resp>);
+
+/// A [`Call`] answered by a stream of replies of type `Resp`.
+pub struct ReplyStream<Resp>(PhantomData<fn() -> Resp>);
+
+impl<Resp: DecodeReply> Answer for OneReply<Resp> {
+    type Output = Resp;
+
+    async fn answer(answering: Answering) -> Result<Resp, Error> {
+        let Answering {
+            target,
+            response,
+            started,
+        } = answering;
+        target.one_reply(response, &started).await
+    }
+}
+
+impl<Resp: DecodeReply> Answer for ReplyStream<Resp> {
+    type Output = ResponseStream<Resp>;
+
+    async fn answer(answering: Answering) -> Result<ResponseStream<Resp>, Error> {
+        let Answering {
+            target,
+            response,
+            started,
+        } = answering;
+        let replies = target.replies::<Resp>(response, &started)?;
+        // The stream keeps the call's deadline.
+        Ok(ResponseStream::new(
+            replies,
+            Some(started.deadline),
+            target.service.clone(),
+        ))
+    }
+}
+
+impl<A: Answer + 'static> IntoFuture for Call<A> {
+    type Output = Result<A::Output, Error>;
+    type IntoFuture = BoxFuture<'static, Result<A::Output, Error>>;
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let target = self.target;
+            let Call {
+                target, request, ..
+            } = self;
             let started = target.start();
-            let response = target.send_one(self.message, &started).await?;
-            let replies = target.replies::<Resp>(response, &started)?;
-            // The stream keeps the call's deadline.
-            Ok(ResponseStream::new(
-                replies,
-                Some(started.deadline),
-                target.service.clone(),
-            ))
+            let response = match request {
+                Outgoing::One(message) => target.send_one(message, &started).await?,
+                Outgoing::Stream(requests) => target.send_stream(requests, &started).await?,
+            };
+            A::answer(Answering {
+                target,
+                response,
+                started,
+            })
+            .await
         })
     }
 }
@@ -455,60 +513,6 @@ fn encode_stream<Req: prost::Message + 'static>(
 
 /// A boxed stream of encoded request messages.
 type RequestBytes = std::pin::Pin<Box<dyn Stream<Item = Bytes> + Send>>;
-
-/// A call with a stream of requests and one reply. Await it to send.
-pub struct ClientStreamCall<Resp> {
-    target: Target,
-    requests: RequestBytes,
-    _reply: PhantomData<fn() -> Resp>,
-}
-
-impl<Resp> ClientStreamCall<Resp> {
-    call_options!();
-}
-
-impl<Resp: DecodeReply> IntoFuture for ClientStreamCall<Resp> {
-    type Output = Result<Resp, Error>;
-    type IntoFuture = BoxFuture<'static, Result<Resp, Error>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let started = self.target.start();
-            let response = self.target.send_stream(self.requests, &started).await?;
-            self.target.one_reply(response, &started).await
-        })
-    }
-}
-
-/// A call where both sides stream. Await it for the reply stream.
-pub struct StreamingCall<Resp> {
-    target: Target,
-    requests: RequestBytes,
-    _reply: PhantomData<fn() -> Resp>,
-}
-
-impl<Resp> StreamingCall<Resp> {
-    call_options!();
-}
-
-impl<Resp: DecodeReply> IntoFuture for StreamingCall<Resp> {
-    type Output = Result<ResponseStream<Resp>, Error>;
-    type IntoFuture = BoxFuture<'static, Result<ResponseStream<Resp>, Error>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let target = self.target;
-            let started = target.start();
-            let response = target.send_stream(self.requests, &started).await?;
-            let replies = target.replies::<Resp>(response, &started)?;
-            Ok(ResponseStream::new(
-                replies,
-                Some(started.deadline),
-                target.service.clone(),
-            ))
-        })
-    }
-}
 
 /// Splits `Service.Method` (or `package.Service.Method`) into a gRPC path.
 ///
@@ -530,6 +534,16 @@ fn endpoint_path(endpoint: &str) -> Result<PathAndQuery, Error> {
 }
 
 impl Client {
+    /// Where a generated client's call to `path` of `service` goes.
+    fn target(&self, service: &str, path: &'static str, endpoint: &'static str) -> Target {
+        Target::new(
+            self,
+            service,
+            PathAndQuery::from_static(path),
+            Cow::Borrowed(endpoint),
+        )
+    }
+
     /// A unary call to `path`; generated clients call this.
     pub fn unary<Req: prost::Message, Resp>(
         &self,
@@ -538,16 +552,10 @@ impl Client {
         endpoint: &'static str,
         request: &Req,
     ) -> UnaryCall<Resp> {
-        UnaryCall {
-            target: Target::new(
-                self,
-                service,
-                PathAndQuery::from_static(path),
-                Cow::Borrowed(endpoint),
-            ),
-            message: encode_framed(request),
-            _reply: PhantomData,
-        }
+        Call::new(
+            self.target(service, path, endpoint),
+            Outgoing::One(encode_framed(request)),
+        )
     }
 
     /// A server-streaming call to `path`; generated clients call this.
@@ -558,16 +566,10 @@ impl Client {
         endpoint: &'static str,
         request: &Req,
     ) -> ServerStreamCall<Resp> {
-        ServerStreamCall {
-            target: Target::new(
-                self,
-                service,
-                PathAndQuery::from_static(path),
-                Cow::Borrowed(endpoint),
-            ),
-            message: encode_framed(request),
-            _reply: PhantomData,
-        }
+        Call::new(
+            self.target(service, path, endpoint),
+            Outgoing::One(encode_framed(request)),
+        )
     }
 
     /// A client-streaming call to `path`; generated clients call this.
@@ -578,16 +580,10 @@ impl Client {
         endpoint: &'static str,
         requests: impl Stream<Item = Req> + Send + 'static,
     ) -> ClientStreamCall<Resp> {
-        ClientStreamCall {
-            target: Target::new(
-                self,
-                service,
-                PathAndQuery::from_static(path),
-                Cow::Borrowed(endpoint),
-            ),
-            requests: Box::pin(encode_stream(requests)),
-            _reply: PhantomData,
-        }
+        Call::new(
+            self.target(service, path, endpoint),
+            Outgoing::Stream(Box::pin(encode_stream(requests))),
+        )
     }
 
     /// A bidirectional streaming call to `path`; generated clients call this.
@@ -598,16 +594,10 @@ impl Client {
         endpoint: &'static str,
         requests: impl Stream<Item = Req> + Send + 'static,
     ) -> StreamingCall<Resp> {
-        StreamingCall {
-            target: Target::new(
-                self,
-                service,
-                PathAndQuery::from_static(path),
-                Cow::Borrowed(endpoint),
-            ),
-            requests: Box::pin(encode_stream(requests)),
-            _reply: PhantomData,
-        }
+        Call::new(
+            self.target(service, path, endpoint),
+            Outgoing::Stream(Box::pin(encode_stream(requests))),
+        )
     }
 
     /// A dynamic unary call with a JSON request, no generated types needed: go-micro's
@@ -637,11 +627,10 @@ impl Client {
         );
         target.format = Format::Json;
         target.options = options;
-        let reply: crate::codec::RawMessage = UnaryCall {
+        let reply: crate::codec::RawMessage = UnaryCall::<crate::codec::RawMessage>::new(
             target,
-            message: frame(json.as_bytes()),
-            _reply: PhantomData,
-        }
+            Outgoing::One(frame(json.as_bytes())),
+        )
         .await?;
         serde_json::from_slice(&reply.0).map_err(|e| {
             Error::internal(

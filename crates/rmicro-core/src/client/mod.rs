@@ -38,13 +38,16 @@ mod retry;
 mod stream;
 
 pub use crate::wrapper::stack::{ClientLayer, ClientStack};
-pub use call::{CallOptions, ClientStreamCall, ServerStreamCall, StreamingCall, UnaryCall};
+pub use call::{
+    Answer, Answering, Call, CallOptions, ClientStreamCall, OneReply, ReplyStream,
+    ServerStreamCall, StreamingCall, UnaryCall,
+};
 pub use stream::ResponseStream;
 
 use crate::errors::Error;
 use crate::selector::Selector;
 use crate::transport::{ChannelOptions, ClientTls};
-use crate::wrapper::stack::{ClientWrap, apply};
+use crate::wrapper::stack::{ClientChain, ClientWrap};
 use resolve::Resolver;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -132,7 +135,7 @@ pub struct Client {
 struct ClientInner {
     resolver: Arc<Resolver>,
     /// `wrap_client` wrappers around selection, retries and the `wrap_call` stack.
-    stack: ClientStack,
+    stack: ClientChain,
 }
 
 impl std::fmt::Debug for Client {
@@ -163,8 +166,8 @@ impl Client {
     fn build(options: ClientOptions, selector: Option<Arc<Selector>>) -> Self {
         let wrappers = options.wrappers.clone();
         let resolver = Arc::new(Resolver::new(options, selector));
-        let attempt = apply(attempt::to_channel(), &wrappers.call);
-        let stack = apply(retry::retrying(resolver.clone(), attempt), &wrappers.client);
+        let attempt = ClientChain::new(attempt::to_channel(), &wrappers.call);
+        let stack = ClientChain::new(retry::retrying(resolver.clone(), attempt), &wrappers.client);
         Client {
             inner: Arc::new(ClientInner { resolver, stack }),
         }

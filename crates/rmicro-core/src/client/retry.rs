@@ -8,6 +8,7 @@ use super::resolve::Resolver;
 use crate::errors::Code;
 use crate::selector::{SelectOptions, Selected};
 use crate::transport::{Body, format_grpc_timeout, is_safe_to_retry};
+use crate::wrapper::stack::ClientChain;
 use crate::wrapper::{AttemptInfo, ClientCallInfo, NotSent};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
-use tower::{BoxError, Service, ServiceExt};
+use tower::{BoxError, Service};
 
 /// How a call is to be sent, fixed when it starts; in the request's extensions.
 #[derive(Debug, Clone)]
@@ -33,11 +34,11 @@ pub(crate) struct CallPlan {
 #[derive(Clone)]
 struct Retrying {
     resolver: Arc<Resolver>,
-    attempt: ClientStack,
+    attempt: ClientChain,
 }
 
 /// The service `wrap_client` wrappers wrap.
-pub(crate) fn retrying(resolver: Arc<Resolver>, attempt: ClientStack) -> ClientStack {
+pub(crate) fn retrying(resolver: Arc<Resolver>, attempt: ClientChain) -> ClientStack {
     ClientStack::new(Retrying { resolver, attempt })
 }
 
@@ -150,8 +151,7 @@ impl Retrying {
                 attempt,
             ));
             extensions.insert(AttemptChannel(channel));
-            let mut stack = self.attempt.clone();
-            let result = async { stack.ready().await?.call(request).await }.await;
+            let result = self.attempt.call(request).await;
             let may_retry = replay.is_some() && attempt <= plan.retries;
             match result {
                 Ok(response) => {

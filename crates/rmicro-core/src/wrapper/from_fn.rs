@@ -276,6 +276,18 @@ impl Next {
         }
     }
 
+    /// The chain `fns` over `tail`, a stack below already made ready.
+    pub(crate) fn with_tail(
+        fns: WrapFns,
+        tail: Box<dyn FnOnce(http::Request<Body>) -> BoxFuture<'static, Reply> + Send>,
+    ) -> Next {
+        Next {
+            fns,
+            index: 0,
+            tail: Tail::Boxed(tail),
+        }
+    }
+
     /// Passes the call on and returns what the stack below answered.
     pub async fn run(self, call: Call) -> Reply {
         self.start(call.request).await

@@ -174,6 +174,63 @@ pub(crate) fn apply<S: ChainLink>(inner: S, wraps: &[Wrap<S>]) -> S {
     stack
 }
 
+/// A client stack with its wrappers: when all are function wrappers, they run as a
+/// chain over the unwrapped stack (no stack of wrappers to clone per call).
+#[derive(Clone)]
+pub(crate) struct ClientChain {
+    fns: Option<WrapFns>,
+    /// The unwrapped stack under `fns`, or the whole wrapped stack.
+    stack: ClientStack,
+}
+
+impl ClientChain {
+    /// `inner` wrapped in `wraps`, the first registered outermost.
+    pub(crate) fn new(inner: ClientStack, wraps: &[ClientWrap]) -> Self {
+        match only_fns(wraps).filter(|fns| !fns.is_empty()) {
+            Some(fns) => ClientChain {
+                fns: Some(fns),
+                stack: inner,
+            },
+            None => ClientChain {
+                fns: None,
+                stack: apply(inner, wraps),
+            },
+        }
+    }
+
+    /// Sends `request` through the wrappers, then the stack below.
+    pub(crate) fn call(
+        &self,
+        request: http::Request<Body>,
+    ) -> futures_util::future::BoxFuture<'static, Result<http::Response<Body>, BoxError>> {
+        let mut stack = self.stack.clone();
+        match &self.fns {
+            Some(fns) => {
+                let tail = Box::new(
+                    move |request| -> futures_util::future::BoxFuture<'static, _> {
+                        Box::pin(async move {
+                            tower::ServiceExt::ready(&mut stack)
+                                .await?
+                                .call(request)
+                                .await
+                        })
+                    },
+                );
+                match super::Next::with_tail(fns.clone(), tail).start(request) {
+                    super::from_fn::NextFuture::Boxed { fut } => fut,
+                    other => Box::pin(other),
+                }
+            }
+            None => Box::pin(async move {
+                tower::ServiceExt::ready(&mut stack)
+                    .await?
+                    .call(request)
+                    .await
+            }),
+        }
+    }
+}
+
 /// The wrappers as one chain when every one is a function wrapper (the server then
 /// runs them straight over its handlers, no stack to clone or make ready).
 pub(crate) fn only_fns<S>(wraps: &[Wrap<S>]) -> Option<WrapFns> {
