@@ -83,24 +83,6 @@ struct LoadArgs {
     servers: String,
 }
 
-/// Prints `name / base` throughput and latency ratios.
-fn ratios(
-    name: &str,
-    base: &str,
-    rps: f64,
-    base_rps: f64,
-    latency: &Histogram<u64>,
-    base_latency: &Histogram<u64>,
-) {
-    let q = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64;
-    println!(
-        "{name} / {base}: throughput {:.3}x, p50 {:.3}x, p99 {:.3}x",
-        rps / base_rps,
-        q(latency, 0.5) / q(base_latency, 0.5),
-        q(latency, 0.99) / q(base_latency, 0.99)
-    );
-}
-
 /// The rmicro client with no wrappers and with 4 no-op ones (2 `wrap_client`, 2
 /// `wrap_call`), against one rmicro greeter, alternating per round.
 async fn client_wrappers(args: LoadArgs) -> anyhow::Result<()> {
@@ -125,17 +107,10 @@ async fn client_wrappers(args: LoadArgs) -> anyhow::Result<()> {
     let result = alternate_clients(&kinds, &args).await;
     let _ = child.kill();
     let _ = child.wait();
-    let totals = result?;
-    let rps = |t: &(u64, Duration, Histogram<u64>)| t.0 as f64 / t.1.as_secs_f64();
+    let series = result?;
+    summary::table(&series, "client", "client");
     println!();
-    ratios(
-        "4 no-op",
-        "none",
-        rps(&totals[1]),
-        rps(&totals[0]),
-        &totals[1].2,
-        &totals[0].2,
-    );
+    summary::ratios(&series[1], &series[0]);
     Ok(())
 }
 
@@ -338,44 +313,47 @@ async fn load_rmicro(
     closed_loop(&[call], args.concurrency, duration).await
 }
 
-/// Requests, time and latencies of one client over all rounds.
-type ClientTotals = (u64, Duration, Histogram<u64>);
-
 /// Drives two rmicro clients in turn (the first alternates each round) and prints
-/// each round; returns their totals.
+/// each round, with this process's CPU (the client's) per request.
 async fn alternate_clients(
     kinds: &[(&str, greeter::proto::GreeterClient); 2],
     args: &LoadArgs,
-) -> anyhow::Result<Vec<ClientTotals>> {
-    let mut totals = vec![
-        (
-            0,
-            Duration::ZERO,
-            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?
-        );
-        2
+) -> anyhow::Result<Vec<summary::Series>> {
+    let mut series = vec![
+        summary::Series::new(kinds[0].0)?,
+        summary::Series::new(kinds[1].0)?,
     ];
     for round in 0..args.rounds {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
             let (name, client) = &kinds[i];
             load_rmicro(client.clone(), args, args.warmup).await?;
+            let before = summary::cpu_seconds(std::process::id());
             let m = load_rmicro(client.clone(), args, args.duration).await?;
+            let cpu = summary::cpu_per_request(
+                before,
+                summary::cpu_seconds(std::process::id()),
+                m.requests,
+            );
+            let rps = m.requests as f64 / m.elapsed.as_secs_f64();
             println!(
-                "  round {} {:>8}: {:>9.0} req/s  p50 {:>5} us  p99 {:>5} us  errors {}",
+                "  round {} {:>8}: {:>9.0} req/s  p50 {:>5} us  p99 {:>5} us  CPU {:>6.2} us/req  errors {}",
                 round + 1,
                 name,
-                m.requests as f64 / m.elapsed.as_secs_f64(),
+                rps,
                 m.latency.value_at_quantile(0.5),
                 m.latency.value_at_quantile(0.99),
+                cpu,
                 m.errors
             );
-            totals[i].0 += m.requests;
-            totals[i].1 += m.elapsed;
-            totals[i].2.add(&m.latency)?;
+            let s = &mut series[i];
+            s.rps.push(rps);
+            s.cpu_us.push(cpu);
+            s.errors += m.errors;
+            s.latency.add(&m.latency)?;
         }
     }
-    Ok(totals)
+    Ok(series)
 }
 
 /// Starts a server and returns it with its address: `tonic`, `rmicro` (no
@@ -532,13 +510,10 @@ async fn discovery(args: LoadArgs) -> anyhow::Result<()> {
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
-    let totals = result?;
-    let rps = |t: &(u64, Duration, Histogram<u64>)| t.0 as f64 / t.1.as_secs_f64();
-    println!(
-        "\nby-name / fixed: throughput {:.3}x (target >= 0.97x), p99 {:.3}x",
-        rps(&totals[1]) / rps(&totals[0]),
-        totals[1].2.value_at_quantile(0.99) as f64 / totals[0].2.value_at_quantile(0.99) as f64
-    );
+    let series = result?;
+    summary::table(&series, "client", "client");
+    println!("\n(target: by-name >= 0.97x of fixed)");
+    summary::ratios(&series[1], &series[0]);
     Ok(())
 }
 

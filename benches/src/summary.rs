@@ -68,11 +68,13 @@ fn paired(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
     }
 }
 
-fn ratios(a: &Series, b: &Series) {
+/// Prints `a / b`: throughput (mean, and median and range of the rounds), latency
+/// quantiles and CPU per request.
+pub fn ratios(a: &Series, b: &Series) {
     let q = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64;
     let (median, lo, hi) = paired(&a.rps, &b.rps);
     println!(
-        "{} / {}: throughput {:.3}x (rounds: median {:.3}x, {:.3}-{:.3}), p50 {:.3}x, p99 {:.3}x, server CPU/request {:.3}x",
+        "{} / {}: throughput {:.3}x (rounds: median {:.3}x, {:.3}-{:.3}), p50 {:.3}x, p99 {:.3}x, CPU/request {:.3}x",
         a.kind,
         b.kind,
         mean(&a.rps) / mean(&b.rps),
@@ -85,11 +87,16 @@ fn ratios(a: &Series, b: &Series) {
     );
 }
 
-/// Prints the table and the ratios; `series[0]` is tonic.
-pub fn print(series: &[Series]) {
+/// Prints one line per series; `whose` says whose CPU is counted.
+pub fn table(series: &[Series], first: &str, whose: &str) {
     println!(
         "\n{:<10} {:>10} {:>9} {:>9} {:>12} {:>7}",
-        "server", "req/s", "p50 us", "p99 us", "CPU us/req", "errors"
+        first,
+        "req/s",
+        "p50 us",
+        "p99 us",
+        format!("{whose} CPU us"),
+        "errors"
     );
     for s in series {
         println!(
@@ -102,6 +109,11 @@ pub fn print(series: &[Series]) {
             s.errors
         );
     }
+}
+
+/// Prints the table (server CPU per request) and the ratios; `series[0]` is tonic.
+pub fn print(series: &[Series]) {
+    table(series, "server", "server");
     println!();
     for s in series.iter().skip(1) {
         ratios(s, &series[0]);
