@@ -90,58 +90,6 @@ impl CallOptions {
     }
 }
 
-macro_rules! call_options {
-    () => {
-        /// How long to wait for the reply (the whole call, retries included).
-        pub fn timeout(mut self, timeout: Duration) -> Self {
-            self.target.options = self.target.options.timeout(timeout);
-            self
-        }
-
-        /// How many times to retry where retrying is safe.
-        pub fn retries(mut self, retries: u32) -> Self {
-            self.target.options = self.target.options.retries(retries);
-            self
-        }
-
-        /// Dial this address instead of resolving the service name.
-        pub fn address(mut self, address: impl Into<String>) -> Self {
-            self.target.options = self.target.options.address(address);
-            self
-        }
-
-        /// Sends `key: value` as metadata. An invalid key or value fails the call.
-        pub fn metadata(mut self, key: &str, value: &str) -> Self {
-            self.target.options = self.target.options.metadata(key, value);
-            self
-        }
-
-        /// Declares the call safe to run twice; see [`CallOptions::idempotent`].
-        pub fn idempotent(mut self) -> Self {
-            self.target.options = self.target.options.idempotent();
-            self
-        }
-
-        /// Only call nodes of this version of the service.
-        pub fn version(mut self, version: impl Into<String>) -> Self {
-            self.target.options = self.target.options.version(version);
-            self
-        }
-
-        /// The key for the `hash` selector: calls with the same key go to the same node.
-        pub fn hash_key(mut self, key: impl Into<String>) -> Self {
-            self.target.options = self.target.options.hash_key(key);
-            self
-        }
-
-        /// Replaces all options at once.
-        pub fn options(mut self, options: CallOptions) -> Self {
-            self.target.options = options;
-            self
-        }
-    };
-}
-
 /// Where a call goes and how.
 struct Target {
     client: Client,
@@ -404,7 +352,53 @@ pub struct Call<A> {
 }
 
 impl<A> Call<A> {
-    call_options!();
+    /// How long to wait for the reply (the whole call, retries included).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.target.options = self.target.options.timeout(timeout);
+        self
+    }
+
+    /// How many times to retry where retrying is safe.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.target.options = self.target.options.retries(retries);
+        self
+    }
+
+    /// Dial this address instead of resolving the service name.
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.target.options = self.target.options.address(address);
+        self
+    }
+
+    /// Sends `key: value` as metadata. An invalid key or value fails the call.
+    pub fn metadata(mut self, key: &str, value: &str) -> Self {
+        self.target.options = self.target.options.metadata(key, value);
+        self
+    }
+
+    /// Declares the call safe to run twice; see [`CallOptions::idempotent`].
+    pub fn idempotent(mut self) -> Self {
+        self.target.options = self.target.options.idempotent();
+        self
+    }
+
+    /// Only call nodes of this version of the service.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.target.options = self.target.options.version(version);
+        self
+    }
+
+    /// The key for the `hash` selector: calls with the same key go to the same node.
+    pub fn hash_key(mut self, key: impl Into<String>) -> Self {
+        self.target.options = self.target.options.hash_key(key);
+        self
+    }
+
+    /// Replaces all options at once.
+    pub fn options(mut self, options: CallOptions) -> Self {
+        self.target.options = options;
+        self
+    }
 
     fn new(target: Target, request: Outgoing) -> Self {
         Call {
