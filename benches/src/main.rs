@@ -56,6 +56,17 @@ enum Cmd {
     ClientWrappers(LoadArgs),
     /// Calls by service name through the selector vs calls to a fixed address.
     Discovery(LoadArgs),
+    /// `count` sequential unary calls from one client (`tonic`, `rmicro`, or
+    /// `rmicro+4`: 2 `wrap_client` + 2 `wrap_call` no-op wrappers) to an rmicro server
+    /// in another process: the workload `scripts/bench-instructions` counts under
+    /// callgrind (instructions, not seconds, so a noisy machine does not blur it).
+    ClientCalls {
+        /// `tonic`, `rmicro` or `rmicro+4`.
+        client: String,
+        /// Calls to make after 50 unmeasured ones.
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
+    },
     /// Publish -> consume throughput per broker backend vs its own client.
     Broker(broker::BrokerArgs),
 }
@@ -112,6 +123,53 @@ async fn client_wrappers(args: LoadArgs) -> anyhow::Result<()> {
     println!();
     summary::ratios(&series[1], &series[0]);
     Ok(())
+}
+
+/// See [`Cmd::ClientCalls`].
+async fn client_calls(kind: &str, count: u64) -> anyhow::Result<()> {
+    let (mut child, address) = spawn_server("rmicro", &[])?;
+    let result = async {
+        let call: Call = match kind {
+            "tonic" => {
+                let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await?;
+                tonic_call(TonicClient::new(channel))
+            }
+            "rmicro" | "rmicro+4" => {
+                let mut options = rmicro::client::ClientOptions::default();
+                if kind == "rmicro+4" {
+                    options = options
+                        .wrap_client(noop())
+                        .wrap_client(noop())
+                        .wrap_call(noop())
+                        .wrap_call(noop());
+                }
+                rmicro_call(greeter::proto::GreeterClient::new(
+                    "greeter",
+                    rmicro::Client::new(options).with_route("greeter", address.clone()),
+                ))
+            }
+            other => anyhow::bail!("unknown client `{other}`: tonic, rmicro or rmicro+4"),
+        };
+        for _ in 0..50 {
+            anyhow::ensure!(call().await, "warm-up call failed");
+        }
+        let mut failed = 0u64;
+        for _ in 0..count {
+            if !call().await {
+                failed += 1;
+            }
+        }
+        anyhow::ensure!(failed == 0, "{failed} of {count} calls failed");
+        println!("{kind}: {count} calls");
+        Ok(())
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    result
 }
 
 struct Tonic;
@@ -275,30 +333,30 @@ async fn load(address: &str, args: &LoadArgs, duration: Duration) -> anyhow::Res
             .tcp_nodelay(true)
             .connect()
             .await?;
-        let client = TonicClient::new(channel);
-        calls.push(std::sync::Arc::new(move || {
-            let mut client = client.clone();
-            Box::pin(async move {
-                client
-                    .say_hello(HelloRequest {
-                        name: "bench".into(),
-                        count: 0,
-                    })
-                    .await
-                    .is_ok()
-            })
-        }));
+        calls.push(tonic_call(TonicClient::new(channel)));
     }
     closed_loop(&calls, args.concurrency, duration).await
 }
 
-/// Load from an rmicro typed client.
-async fn load_rmicro(
-    client: greeter::proto::GreeterClient,
-    args: &LoadArgs,
-    duration: Duration,
-) -> anyhow::Result<Measured> {
-    let call: Call = std::sync::Arc::new(move || {
+/// One `SayHello` from a tonic client; true if it succeeded.
+fn tonic_call(client: TonicClient<tonic::transport::Channel>) -> Call {
+    std::sync::Arc::new(move || {
+        let mut client = client.clone();
+        Box::pin(async move {
+            client
+                .say_hello(HelloRequest {
+                    name: "bench".into(),
+                    count: 0,
+                })
+                .await
+                .is_ok()
+        })
+    })
+}
+
+/// One `SayHello` from an rmicro typed client; true if it succeeded.
+fn rmicro_call(client: greeter::proto::GreeterClient) -> Call {
+    std::sync::Arc::new(move || {
         let client = client.clone();
         Box::pin(async move {
             client
@@ -309,8 +367,16 @@ async fn load_rmicro(
                 .await
                 .is_ok()
         })
-    });
-    closed_loop(&[call], args.concurrency, duration).await
+    })
+}
+
+/// Load from an rmicro typed client.
+async fn load_rmicro(
+    client: greeter::proto::GreeterClient,
+    args: &LoadArgs,
+    duration: Duration,
+) -> anyhow::Result<Measured> {
+    closed_loop(&[rmicro_call(client)], args.concurrency, duration).await
 }
 
 /// Drives two rmicro clients in turn (the first alternates each round) and prints
@@ -530,6 +596,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Cmd::H2load(args)) => h2load::run(args).await,
         Some(Cmd::ClientWrappers(args)) => client_wrappers(args).await,
         Some(Cmd::Discovery(args)) => discovery(args).await,
+        Some(Cmd::ClientCalls { client, count }) => client_calls(&client, count).await,
         Some(Cmd::Broker(args)) => broker::run(args).await,
         Some(Cmd::Compare(args)) => compare(args).await,
         None => compare(LoadArgs::parse_from(["compare"])).await,

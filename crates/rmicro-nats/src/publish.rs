@@ -61,7 +61,7 @@ impl NatsBroker {
         }
         let js = self.jetstream_context().await?;
         let name = stream_name(topic);
-        let stream = js
+        let created = js
             .get_or_create_stream(jetstream::stream::Config {
                 name: name.clone(),
                 subjects: vec![topic.to_owned()],
@@ -69,8 +69,16 @@ impl NatsBroker {
                 max_age: Duration::from_secs(24 * 3600),
                 ..Default::default()
             })
-            .await
-            .map_err(|e| self.failed(format!("create stream {name}"), e))?;
+            .await;
+        let stream = match created {
+            Ok(stream) => stream,
+            // Another process created it at the same moment (the server refuses the
+            // second with "subjects overlap with an existing stream"): use theirs.
+            Err(err) => match js.get_stream(&name).await {
+                Ok(stream) => stream,
+                Err(_) => return Err(self.failed(format!("create stream {name}"), err)),
+            },
+        };
         rmicro::sync::lock(&self.inner.streams).insert(topic.to_owned());
         Ok(stream)
     }

@@ -128,3 +128,32 @@ async fn tokens_never_show_and_bare_addresses_work() {
     let bare = rmicro_nats::from_address(Some("127.0.0.1:4222"), rmicro_nats::Mode::Core).unwrap();
     bare.connect().await.unwrap();
 }
+
+/// Processes that publish to a new topic at the same moment each create its stream;
+/// the server refuses all but one ("subjects overlap with an existing stream"), and
+/// the others must use the stream that won, not fail the publish.
+#[tokio::test(flavor = "multi_thread")]
+async fn brokers_creating_one_stream_at_once_all_publish() {
+    let Some(_) = rmicro_nats::testing::shared_or_skip("concurrent stream creation").await else {
+        return;
+    };
+    for round in 0..20 {
+        let topic = topic(&format!("race{round}"));
+        let cleanup = Cleanup(vec![topic.clone()]);
+        // Separate brokers: separate connections, no shared "already created" set.
+        let brokers: Vec<NatsBroker> = (0..8).map(|_| NatsBroker::jetstream(ADDRESS)).collect();
+        let publishes = brokers.iter().enumerate().map(|(i, broker)| {
+            let topic = topic.clone();
+            async move {
+                broker
+                    .publish(&topic, Message::new(format!("{i}").into_bytes()))
+                    .await
+            }
+        });
+        let results = futures_util::future::join_all(publishes).await;
+        for (i, result) in results.iter().enumerate() {
+            assert!(result.is_ok(), "round {round}, broker {i}: {result:?}");
+        }
+        drop(cleanup);
+    }
+}

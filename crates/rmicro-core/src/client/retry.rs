@@ -2,21 +2,20 @@
 //! pick a node, send the attempt, and try again — on another node when there is
 //! one — where retrying cannot run a handler twice.
 
-use super::ClientStack;
 use super::attempt::AttemptChannel;
 use super::resolve::Resolver;
 use crate::errors::Code;
 use crate::selector::{SelectOptions, Selected};
 use crate::transport::{Body, format_grpc_timeout, is_safe_to_retry};
+use crate::wrapper::from_fn::SharedCall;
 use crate::wrapper::stack::ClientChain;
 use crate::wrapper::{AttemptInfo, ClientCallInfo, NotSent};
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
-use tower::{BoxError, Service};
+use tower::BoxError;
 
 /// How a call is to be sent, fixed when it starts; in the request's extensions.
 #[derive(Debug, Clone)]
@@ -31,30 +30,19 @@ pub(crate) struct CallPlan {
 }
 
 /// Selection, retries and the attempt stack, as one service.
-#[derive(Clone)]
 struct Retrying {
     resolver: Arc<Resolver>,
     attempt: ClientChain,
 }
 
-/// The service `wrap_client` wrappers wrap.
-pub(crate) fn retrying(resolver: Arc<Resolver>, attempt: ClientChain) -> ClientStack {
-    ClientStack::new(Retrying { resolver, attempt })
-}
-
-impl Service<http::Request<Body>> for Retrying {
-    type Response = http::Response<Body>;
-    type Error = BoxError;
-    type Future = BoxFuture<'static, Result<http::Response<Body>, BoxError>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // Each attempt waits for the attempt stack's readiness itself.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        Box::pin(self.clone().run(request))
-    }
+/// The service `wrap_client` wrappers wrap: always ready (each attempt waits for
+/// its channel itself).
+pub(crate) fn retrying(resolver: Arc<Resolver>, attempt: ClientChain) -> SharedCall {
+    let retrying = Arc::new(Retrying { resolver, attempt });
+    Arc::new(move |request| {
+        let retrying = retrying.clone();
+        Box::pin(async move { retrying.run(request).await })
+    })
 }
 
 /// Whether `err` (or what caused it) is a wrapper's [`NotSent`].
@@ -89,7 +77,7 @@ fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
 }
 
 impl Retrying {
-    async fn run(self, request: http::Request<Body>) -> Result<http::Response<Body>, BoxError> {
+    async fn run(&self, request: http::Request<Body>) -> Result<http::Response<Body>, BoxError> {
         let plan = request
             .extensions()
             .get::<Arc<CallPlan>>()
@@ -141,7 +129,11 @@ impl Retrying {
             };
             let mut request = http::Request::from_parts(head, body);
             let remaining = plan.deadline.saturating_duration_since(Instant::now());
-            if let Ok(value) = http::HeaderValue::from_str(&format_grpc_timeout(remaining)) {
+            if let Ok(mut value) = http::HeaderValue::from_str(&format_grpc_timeout(remaining)) {
+                // A new value every call: HPACK would add each to the connection's
+                // table, pushing out the headers that repeat and making every later
+                // lookup walk the chain of old timeouts. Sent as never indexed.
+                value.set_sensitive(true);
                 request.headers_mut().insert("grpc-timeout", value);
             }
             let extensions = request.extensions_mut();

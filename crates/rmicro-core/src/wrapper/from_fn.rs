@@ -42,10 +42,23 @@ where
     Fut: Future<Output = Result<http::Response<Body>, BoxError>> + Send + 'static,
 {
     FromFnLayer {
-        f: Arc::new(move |call, next| {
-            let fut = f(call, next);
-            Box::pin(async move { verdict(fut.await) })
-        }),
+        f: Arc::new(move |call, next| Box::pin(Verdict { fut: f(call, next) })),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A function wrapper's future, its own verdict answered as a status ([`verdict`]).
+    struct Verdict<F> {
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future<Output = Reply>> Future for Verdict<F> {
+    type Output = Reply;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
+        self.project().fut.poll(cx).map(verdict)
     }
 }
 
@@ -216,7 +229,14 @@ enum Tail {
     Dispatch(crate::server::router::Dispatch),
     /// Anything else, already made ready.
     Boxed(Box<dyn FnOnce(http::Request<Body>) -> BoxFuture<'static, Reply> + Send>),
+    /// A service that is always ready and called by reference (the client's).
+    Shared(SharedCall),
 }
+
+/// A service that is always ready and is called by reference: the bottom of each of
+/// the client's two stacks (selection and retries; the attempt on its channel).
+pub(crate) type SharedCall =
+    Arc<dyn Fn(http::Request<Body>) -> BoxFuture<'static, Reply> + Send + Sync>;
 
 /// The rest of the stack below a function wrapper, ready to take the call.
 pub struct Next {
@@ -276,21 +296,21 @@ impl Next {
         }
     }
 
-    /// The chain `fns` over `tail`, a stack below already made ready.
-    pub(crate) fn with_tail(
-        fns: WrapFns,
-        tail: Box<dyn FnOnce(http::Request<Body>) -> BoxFuture<'static, Reply> + Send>,
-    ) -> Next {
+    /// The chain `fns` over `base`, a service that is always ready.
+    pub(crate) fn over_shared(fns: WrapFns, base: SharedCall) -> Next {
         Next {
             fns,
             index: 0,
-            tail: Tail::Boxed(tail),
+            tail: Tail::Shared(base),
         }
     }
 
-    /// Passes the call on and returns what the stack below answered.
-    pub async fn run(self, call: Call) -> Reply {
-        self.start(call.request).await
+    /// Passes the call on; the future answers with what the stack below answered.
+    ///
+    /// The next wrapper starts at once, as a tower service's `call` does; the
+    /// future only waits for its answer (so it is small, whatever the stack below).
+    pub fn run(self, call: Call) -> impl Future<Output = Reply> + Send + 'static {
+        self.start(call.request)
     }
 
     /// Runs the next wrapper (or the tail) on `request`.
@@ -312,6 +332,7 @@ impl Next {
                     fut: dispatch.run(request),
                 },
                 Tail::Boxed(call) => NextFuture::Boxed { fut: call(request) },
+                Tail::Shared(base) => NextFuture::Boxed { fut: base(request) },
             },
         }
     }

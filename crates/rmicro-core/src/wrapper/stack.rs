@@ -4,7 +4,7 @@
 
 use super::CallInfo;
 use super::error::error_from_wrapper;
-use super::from_fn::{FromFn, FromFnLayer, WrapFn, WrapFns};
+use super::from_fn::{FromFn, FromFnLayer, NextFuture, SharedCall, WrapFn, WrapFns};
 use crate::server::HandlerStack;
 use crate::transport::Body;
 use std::convert::Infallible;
@@ -174,59 +174,50 @@ pub(crate) fn apply<S: ChainLink>(inner: S, wraps: &[Wrap<S>]) -> S {
     stack
 }
 
-/// A client stack with its wrappers: when all are function wrappers, they run as a
-/// chain over the unwrapped stack (no stack of wrappers to clone per call).
+/// A client stack with its wrappers. The bottom of each client stack is always
+/// ready and called by reference, so when every wrapper is a function wrapper they
+/// run as a chain straight over it (no stack to clone or make ready per call); with
+/// no wrappers the call goes to it directly.
 #[derive(Clone)]
-pub(crate) struct ClientChain {
-    fns: Option<WrapFns>,
-    /// The unwrapped stack under `fns`, or the whole wrapped stack.
-    stack: ClientStack,
+pub(crate) enum ClientChain {
+    /// Function wrappers (perhaps none) over the bottom.
+    Fns { fns: WrapFns, base: SharedCall },
+    /// The bottom wrapped in wrappers of which some are tower layers.
+    Stack(ClientStack),
 }
 
 impl ClientChain {
-    /// `inner` wrapped in `wraps`, the first registered outermost.
-    pub(crate) fn new(inner: ClientStack, wraps: &[ClientWrap]) -> Self {
-        match only_fns(wraps).filter(|fns| !fns.is_empty()) {
-            Some(fns) => ClientChain {
-                fns: Some(fns),
-                stack: inner,
-            },
-            None => ClientChain {
-                fns: None,
-                stack: apply(inner, wraps),
-            },
+    /// `base` wrapped in `wraps`, the first registered outermost.
+    pub(crate) fn new(base: SharedCall, wraps: &[ClientWrap]) -> Self {
+        match only_fns(wraps) {
+            Some(fns) => ClientChain::Fns { fns, base },
+            None => {
+                let inner = ClientStack::new(tower::service_fn(move |request| base(request)));
+                ClientChain::Stack(apply(inner, wraps))
+            }
         }
     }
 
     /// Sends `request` through the wrappers, then the stack below.
-    pub(crate) fn call(
-        &self,
-        request: http::Request<Body>,
-    ) -> futures_util::future::BoxFuture<'static, Result<http::Response<Body>, BoxError>> {
-        let mut stack = self.stack.clone();
-        match &self.fns {
-            Some(fns) => {
-                let tail = Box::new(
-                    move |request| -> futures_util::future::BoxFuture<'static, _> {
-                        Box::pin(async move {
-                            tower::ServiceExt::ready(&mut stack)
-                                .await?
-                                .call(request)
-                                .await
-                        })
-                    },
-                );
-                match super::Next::with_tail(fns.clone(), tail).start(request) {
-                    super::from_fn::NextFuture::Boxed { fut } => fut,
-                    other => Box::pin(other),
+    pub(crate) fn call(&self, request: http::Request<Body>) -> NextFuture {
+        match self {
+            ClientChain::Fns { fns, base } if fns.is_empty() => {
+                NextFuture::Boxed { fut: base(request) }
+            }
+            ClientChain::Fns { fns, base } => {
+                super::Next::over_shared(fns.clone(), base.clone()).start(request)
+            }
+            ClientChain::Stack(stack) => {
+                let mut stack = stack.clone();
+                NextFuture::Boxed {
+                    fut: Box::pin(async move {
+                        tower::ServiceExt::ready(&mut stack)
+                            .await?
+                            .call(request)
+                            .await
+                    }),
                 }
             }
-            None => Box::pin(async move {
-                tower::ServiceExt::ready(&mut stack)
-                    .await?
-                    .call(request)
-                    .await
-            }),
         }
     }
 }
