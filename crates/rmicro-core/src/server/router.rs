@@ -158,6 +158,13 @@ pub(crate) enum RouterFuture {
         json_output: Option<MessageDescriptor>,
         max: usize,
     },
+    /// Through a chain of function wrappers (no box beyond the wrappers' own).
+    Chain {
+        fut: crate::wrapper::from_fn::NextFuture,
+        service: Arc<str>,
+        json_output: Option<MessageDescriptor>,
+        max: usize,
+    },
     Boxed {
         fut: BoxFuture<'static, Result<http::Response<Body>, Infallible>>,
     },
@@ -188,6 +195,18 @@ impl std::future::Future for RouterFuture {
                 }
                 Poll::Pending => Poll::Pending,
             },
+            RouterFuture::Chain {
+                fut,
+                service,
+                json_output,
+                max,
+            } => {
+                let response = match std::task::ready!(std::pin::Pin::new(fut).poll(cx)) {
+                    Ok(response) => response,
+                    Err(err) => crate::wrapper::stack::answer(err, service),
+                };
+                Poll::Ready(Ok(finish_response(response, json_output.take(), *max)))
+            }
             RouterFuture::Boxed { fut } => fut.as_mut().poll(cx),
         }
     }
@@ -360,15 +379,11 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
         let json_output = json.map(|(_, output)| output);
         if let Some(fns) = &self.fns {
             let next = crate::wrapper::Next::over_dispatch(fns.clone(), self.dispatch.clone());
-            let service = self.routes.name.clone();
-            return RouterFuture::Boxed {
-                fut: Box::pin(async move {
-                    let response = match next.start(request).await {
-                        Ok(response) => response,
-                        Err(err) => crate::wrapper::stack::answer(err, &service),
-                    };
-                    Ok(finish_response(response, json_output, max))
-                }),
+            return RouterFuture::Chain {
+                fut: next.start(request),
+                service: self.routes.name.clone(),
+                json_output,
+                max,
             };
         }
         let Some(mut stack) = self.stack.clone() else {
