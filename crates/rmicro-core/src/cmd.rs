@@ -81,6 +81,27 @@ pub struct Flags {
     /// How calls pick a node: random, round_robin, least_outstanding, hash [default: random].
     #[arg(long, env = "MICRO_SELECTOR", value_name = "STRATEGY")]
     pub selector: Option<crate::selector::Strategy>,
+    /// Wrap every client call in a Hystrix circuit breaker, one circuit per
+    /// `service.endpoint` (hystrix-go's defaults; the `--breaker-*` flags change them).
+    #[arg(long, env = "MICRO_BREAKER")]
+    pub breaker: bool,
+    /// Breaker: how long a call may take before it counts as a timeout [default: 1s]
+    /// (implies --breaker).
+    #[arg(long, env = "MICRO_BREAKER_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub breaker_timeout: Option<Duration>,
+    /// Breaker: calls of one endpoint in flight at once [default: 10] (implies --breaker).
+    #[arg(long, env = "MICRO_BREAKER_MAX_CONCURRENT", value_name = "N")]
+    pub breaker_max_concurrent: Option<u32>,
+    /// Breaker: calls in the 10 s window before it may open [default: 20] (implies --breaker).
+    #[arg(long, env = "MICRO_BREAKER_VOLUME", value_name = "N")]
+    pub breaker_volume: Option<u32>,
+    /// Breaker: how long an open circuit waits before a trial call [default: 5s]
+    /// (implies --breaker).
+    #[arg(long, env = "MICRO_BREAKER_SLEEP_WINDOW", value_name = "DURATION", value_parser = parse_duration)]
+    pub breaker_sleep_window: Option<Duration>,
+    /// Breaker: error percentage that opens the circuit [default: 50] (implies --breaker).
+    #[arg(long, env = "MICRO_BREAKER_ERROR_PERCENT", value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub breaker_error_percent: Option<u32>,
     /// Log level or filter (`debug`, `info`, `rmicro=debug,warn`) [default: info].
     #[arg(long, env = "MICRO_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -105,6 +126,39 @@ pub struct Flags {
         value_delimiter = ','
     )]
     pub config_source: Vec<String>,
+}
+
+impl Flags {
+    /// The circuit breaker the flags ask for: `--breaker` or any `--breaker-*` flag,
+    /// over hystrix-go's defaults; `None` without them.
+    pub fn breaker_settings(&self) -> Option<crate::wrapper::breaker::Settings> {
+        let asked = self.breaker
+            || self.breaker_timeout.is_some()
+            || self.breaker_max_concurrent.is_some()
+            || self.breaker_volume.is_some()
+            || self.breaker_sleep_window.is_some()
+            || self.breaker_error_percent.is_some();
+        if !asked {
+            return None;
+        }
+        let mut settings = crate::wrapper::breaker::Settings::default();
+        if let Some(timeout) = self.breaker_timeout {
+            settings.timeout = timeout;
+        }
+        if let Some(n) = self.breaker_max_concurrent {
+            settings.max_concurrent_requests = n;
+        }
+        if let Some(n) = self.breaker_volume {
+            settings.request_volume_threshold = n;
+        }
+        if let Some(window) = self.breaker_sleep_window {
+            settings.sleep_window = window;
+        }
+        if let Some(percent) = self.breaker_error_percent {
+            settings.error_percent_threshold = percent;
+        }
+        Some(settings)
+    }
 }
 
 fn parse_config_pair(text: &str) -> Result<(String, String), String> {
@@ -182,5 +236,29 @@ mod tests {
             vec![("greeter".into(), "127.0.0.1:9".into())]
         );
         assert!(Flags::try_parse_from(["svc", "--client-retries", "many"]).is_err());
+    }
+
+    #[test]
+    fn breaker_flags_override_hystrix_defaults() {
+        let flags = Flags::try_parse_from(["svc"]).unwrap();
+        assert_eq!(flags.breaker_settings(), None);
+        let flags = Flags::try_parse_from(["svc", "--breaker"]).unwrap();
+        assert_eq!(
+            flags.breaker_settings(),
+            Some(crate::wrapper::breaker::Settings::default())
+        );
+        let flags = Flags::try_parse_from([
+            "svc",
+            "--breaker-timeout",
+            "250ms",
+            "--breaker-error-percent",
+            "25",
+        ])
+        .unwrap();
+        let settings = flags.breaker_settings().expect("implied by a breaker flag");
+        assert_eq!(settings.timeout, Duration::from_millis(250));
+        assert_eq!(settings.error_percent_threshold, 25);
+        assert_eq!(settings.request_volume_threshold, 20);
+        assert!(Flags::try_parse_from(["svc", "--breaker-error-percent", "120"]).is_err());
     }
 }

@@ -390,6 +390,7 @@ impl ServiceBuilder {
     }
 
     fn apply(&mut self, flags: Flags) -> Result<(), BuildError> {
+        let breaker = flags.breaker_settings();
         self.config_flags = flags.clone();
         if let Some(name) = flags.server_name {
             self.name = name;
@@ -424,6 +425,11 @@ impl ServiceBuilder {
             self.client.channel.tls = Some(ClientTls::default().with_ca_file(&ca)?);
         }
         self.client.routes.extend(flags.client_routes);
+        if let Some(settings) = breaker {
+            // Inside the wrappers the code registered: they see its refusals.
+            self.client = std::mem::take(&mut self.client)
+                .wrap_client(crate::wrapper::breaker::BreakerLayer::new(settings));
+        }
         if flags.registry.is_some() || flags.registry_address.is_some() {
             let name = flags.registry.unwrap_or_else(|| "local".into());
             self.registry_flags = Some((name, flags.registry_address));

@@ -138,7 +138,8 @@ impl Target {
             self.endpoint.clone(),
             self.path.as_str(),
             deadline,
-        );
+        )
+        .with_caller(self.client.inner.caller.clone());
         Started {
             info,
             deadline,

@@ -136,6 +136,8 @@ struct ClientInner {
     resolver: Arc<Resolver>,
     /// `wrap_client` wrappers around selection, retries and the `wrap_call` stack.
     stack: ClientChain,
+    /// The service this client calls for ([`ClientOptions::from_service`]).
+    caller: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -165,11 +167,16 @@ impl Client {
 
     fn build(options: ClientOptions, selector: Option<Arc<Selector>>) -> Self {
         let wrappers = options.wrappers.clone();
+        let caller = options.from_service.as_deref().map(Arc::from);
         let resolver = Arc::new(Resolver::new(options, selector));
         let attempt = ClientChain::new(attempt::to_channel(), &wrappers.call);
         let stack = ClientChain::new(retry::retrying(resolver.clone(), attempt), &wrappers.client);
         Client {
-            inner: Arc::new(ClientInner { resolver, stack }),
+            inner: Arc::new(ClientInner {
+                resolver,
+                stack,
+                caller,
+            }),
         }
     }
 

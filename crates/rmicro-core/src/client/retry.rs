@@ -61,7 +61,7 @@ fn is_not_sent(err: &BoxError) -> bool {
 fn trailers_only_code(response: &http::Response<Body>) -> Option<Code> {
     response
         .headers()
-        .get("grpc-status")
+        .get(crate::transport::headers::GRPC_STATUS)
         .map(|v| Code::from_header(v.as_bytes()))
 }
 
@@ -134,7 +134,9 @@ impl Retrying {
                 // table, pushing out the headers that repeat and making every later
                 // lookup walk the chain of old timeouts. Sent as never indexed.
                 value.set_sensitive(true);
-                request.headers_mut().insert("grpc-timeout", value);
+                request
+                    .headers_mut()
+                    .insert(crate::transport::headers::GRPC_TIMEOUT, value);
             }
             let extensions = request.extensions_mut();
             extensions.insert(AttemptInfo::new(

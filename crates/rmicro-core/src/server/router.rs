@@ -336,7 +336,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
         };
         let deadline = request
             .headers()
-            .get("grpc-timeout")
+            .get(crate::transport::headers::GRPC_TIMEOUT)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout)
             .map(|d| Instant::now() + d);
@@ -438,12 +438,13 @@ fn finish_response(
     json_output: Option<MessageDescriptor>,
     max: usize,
 ) -> http::Response<Body> {
+    use crate::transport::headers::{GRPC_MESSAGE, GRPC_STATUS};
     let headers = response.headers_mut();
-    if headers.get("grpc-status").map(|v| v.as_bytes()) == Some(b"11")
-        && let Some(message) = headers.get("grpc-message").and_then(|m| m.to_str().ok())
+    if headers.get(GRPC_STATUS).map(|v| v.as_bytes()) == Some(b"11")
+        && let Some(message) = headers.get(GRPC_MESSAGE).and_then(|m| m.to_str().ok())
         && message.contains("message%20length%20too%20large")
     {
-        headers.insert("grpc-status", HeaderValue::from_static("8"));
+        headers.insert(GRPC_STATUS, HeaderValue::from_static("8"));
     }
     let Some(output) = json_output else {
         return response;

@@ -10,6 +10,7 @@
 
 mod body;
 mod connect;
+pub(crate) mod headers;
 mod listener;
 mod timeout;
 mod tls;

@@ -67,6 +67,7 @@ pub struct ClientCallInfo {
     endpoint: Cow<'static, str>,
     path: Arc<str>,
     deadline: Instant,
+    caller: Option<Arc<str>>,
     attempts: Arc<AtomicU32>,
     messages: Arc<MessageCounts>,
 }
@@ -85,6 +86,7 @@ impl ClientCallInfo {
             endpoint: endpoint.into(),
             path: path.into(),
             deadline,
+            caller: None,
             attempts: Arc::new(AtomicU32::new(0)),
             messages: Arc::new(MessageCounts::default()),
         }
@@ -111,6 +113,21 @@ impl ClientCallInfo {
     /// The gRPC path (`/greeter.v1.Greeter/SayHello`).
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The same call, made by the service `caller`.
+    pub fn with_caller(mut self, caller: Option<Arc<str>>) -> Self {
+        self.caller = caller;
+        self
+    }
+
+    /// The service making the call, when the client belongs to one.
+    pub fn caller(&self) -> Option<&str> {
+        self.caller.as_deref()
+    }
+
+    pub(crate) fn caller_arc(&self) -> Option<&Arc<str>> {
+        self.caller.as_ref()
     }
 
     /// When the call gives up, retries included.

@@ -49,9 +49,10 @@
 //! `http::Request`, the same layer works on a bare tonic server
 //! (`tonic::transport::Server::builder().layer(..)`) too.
 //!
-//! Shipped wrappers: [`logging`]. Tracing, metrics, circuit breaking and rate
-//! limiting follow the same layout.
+//! Shipped wrappers: [`logging`], [`breaker`] (Hystrix's circuit breaker). Tracing,
+//! metrics and rate limiting follow the same layout.
 
+pub mod breaker;
 pub(crate) mod broker;
 mod call;
 mod client_info;

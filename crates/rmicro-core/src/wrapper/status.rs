@@ -1,8 +1,9 @@
 //! Learning how a call ended: the gRPC status sits in the response headers for
 //! trailers-only errors, otherwise in the trailers at the end of the body.
 
-use crate::errors::{Code, ERROR_TRAILER, Error};
+use crate::errors::{Code, Error};
 use crate::transport::Body;
+use crate::transport::headers::{GRPC_MESSAGE, GRPC_STATUS, MICRO_ERROR};
 use http_body::{Body as HttpBody, Frame};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -46,14 +47,20 @@ impl Outcome {
         self.error.as_ref()
     }
 
+    /// The outcome of a trailers-only response (an error answered before any
+    /// message); `None` when the status comes at the end of the body.
+    pub(crate) fn of_trailers_only<B>(response: &http::Response<B>) -> Option<Outcome> {
+        Outcome::from_headers(response.headers())
+    }
+
     /// Reads the outcome from headers or trailers holding `grpc-status`.
     fn from_headers(headers: &http::HeaderMap) -> Option<Outcome> {
-        let code = Code::from_header(headers.get("grpc-status")?.as_bytes());
+        let code = Code::from_header(headers.get(GRPC_STATUS)?.as_bytes());
         if code == Code::Ok {
             return Some(Outcome::ok());
         }
         let message = headers
-            .get("grpc-message")
+            .get(GRPC_MESSAGE)
             .map(|m| {
                 percent_encoding::percent_decode(m.as_bytes())
                     .decode_utf8_lossy()
@@ -61,7 +68,7 @@ impl Outcome {
             })
             .unwrap_or_default();
         let micro = headers
-            .get(ERROR_TRAILER)
+            .get(MICRO_ERROR)
             .and_then(|v| crate::metadata::decode_bin(v.as_bytes()));
         let mut outcome =
             Outcome::failed(Error::from_grpc(code, &message, micro.as_deref(), "grpc"));
@@ -91,22 +98,21 @@ pub fn on_status(
         observe(&outcome);
         return response;
     }
+    // The observer rides inside the body it watches: one allocation for both.
     response.map(|inner| {
         Body::new(ObservedBody {
             inner,
-            observe: Some(Box::new(observe)),
+            observe: Some(observe),
         })
     })
 }
 
-type BoxedObserver = Box<dyn FnOnce(&Outcome) + Send>;
-
-struct ObservedBody {
+struct ObservedBody<F: StatusObserver> {
     inner: Body,
-    observe: Option<BoxedObserver>,
+    observe: Option<F>,
 }
 
-impl ObservedBody {
+impl<F: StatusObserver> ObservedBody<F> {
     fn report(&mut self, outcome: impl FnOnce() -> Outcome) {
         if let Some(observe) = self.observe.take() {
             observe(&outcome());
@@ -114,7 +120,11 @@ impl ObservedBody {
     }
 }
 
-impl HttpBody for ObservedBody {
+// The body is never pinned structurally: `inner` is `Unpin` and `observe` is only
+// moved out by value.
+impl<F: StatusObserver> Unpin for ObservedBody<F> {}
+
+impl<F: StatusObserver> HttpBody for ObservedBody<F> {
     type Data = bytes::Bytes;
     type Error = crate::transport::BodyError;
 
@@ -154,7 +164,7 @@ impl HttpBody for ObservedBody {
     }
 }
 
-impl Drop for ObservedBody {
+impl<F: StatusObserver> Drop for ObservedBody<F> {
     fn drop(&mut self) {
         self.report(|| {
             Outcome::status(

@@ -20,7 +20,8 @@ impl LoggingLayer {
         std::sync::Arc::new(|call: crate::wrapper::Call, next: crate::wrapper::Next| {
             let name = super::service::CallName::of(call.request());
             let started = std::time::Instant::now();
-            Box::pin(async move { super::future::finish(next.run(call).await, name, started) })
+            // The next wrapper starts now; its future is moved once, into the box.
+            Box::pin(super::LoggingFuture::new(next.run(call), name, started))
         })
     }
 }
