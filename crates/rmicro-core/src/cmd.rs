@@ -102,6 +102,10 @@ pub struct Flags {
     /// Breaker: error percentage that opens the circuit [default: 50] (implies --breaker).
     #[arg(long, env = "MICRO_BREAKER_ERROR_PERCENT", value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(0..=100))]
     pub breaker_error_percent: Option<u32>,
+    /// Serve the Hystrix dashboard's event stream (`GET /hystrix.stream`, SSE) of
+    /// this process's circuit breakers on HOST:PORT, e.g. `127.0.0.1:9092`.
+    #[arg(long, env = "MICRO_HYSTRIX_STREAM_ADDRESS", value_name = "HOST:PORT")]
+    pub hystrix_stream_address: Option<String>,
     /// Log level or filter (`debug`, `info`, `rmicro=debug,warn`) [default: info].
     #[arg(long, env = "MICRO_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,

@@ -31,6 +31,14 @@ pub enum BuildError {
     /// The broker named by the flags cannot be built.
     #[error(transparent)]
     Broker(#[from] crate::broker::BrokerError),
+    /// `--hystrix-stream-address` cannot be served.
+    #[error("cannot serve the Hystrix stream on `{address}`: {reason}")]
+    HystrixStream {
+        /// The address asked for.
+        address: String,
+        /// Why not.
+        reason: String,
+    },
 }
 
 impl BuildError {
@@ -51,7 +59,7 @@ impl BuildError {
                 eprintln!("error: {e}");
                 std::process::exit(2)
             }
-            BuildError::Broker(e) => {
+            e @ (BuildError::Broker(_) | BuildError::HystrixStream { .. }) => {
                 eprintln!("error: {e}");
                 std::process::exit(2)
             }
@@ -368,6 +376,10 @@ impl ServiceBuilder {
         self.client.from_service = Some(self.name.clone());
         let selector = Arc::new(Selector::new(registry.clone(), self.strategy));
         let client = Client::with_selector(self.client, selector);
+        let hystrix_stream = match self.config_flags.hystrix_stream_address.as_deref() {
+            Some(address) => Some(serve_hystrix_stream(address)?),
+            None => None,
+        };
         Ok(Service {
             inner: Arc::new(ServiceInner {
                 name: self.name,
@@ -385,6 +397,7 @@ impl ServiceBuilder {
                 app_flags,
                 wrappers: self.handler_wrappers,
                 started: std::sync::atomic::AtomicBool::new(false),
+                hystrix_stream,
             }),
         })
     }
@@ -453,6 +466,32 @@ impl ServiceBuilder {
     }
 }
 
+/// Binds `address` now (so a taken port fails the build with a sentence) and serves
+/// the Hystrix stream on the runtime `build()` runs in.
+fn serve_hystrix_stream(
+    address: &str,
+) -> Result<crate::wrapper::breaker::HystrixStream, BuildError> {
+    let failed = |reason: String| BuildError::HystrixStream {
+        address: address.to_owned(),
+        reason,
+    };
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(failed(
+            "no tokio runtime: build the service inside one (#[tokio::main])".into(),
+        ));
+    }
+    let listener = std::net::TcpListener::bind(address).map_err(|e| failed(e.to_string()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| failed(e.to_string()))?;
+    let listener =
+        tokio::net::TcpListener::from_std(listener).map_err(|e| failed(e.to_string()))?;
+    let stream = crate::wrapper::breaker::HystrixStream::serve(listener)
+        .map_err(|e| failed(e.to_string()))?;
+    tracing::info!(address = %stream.local_addr(), "Hystrix stream at http://{}{}", stream.local_addr(), crate::wrapper::breaker::stream::PATH);
+    Ok(stream)
+}
+
 /// A microservice: handlers served over gRPC, a client for calling others, wrappers
 /// around both. Cheap to clone.
 ///
@@ -487,6 +526,8 @@ struct ServiceInner {
     app_flags: Option<AppFlags>,
     /// Set by the first `start()`: the handlers are fixed from then on.
     started: std::sync::atomic::AtomicBool,
+    /// The Hystrix event stream, when `--hystrix-stream-address` asked for it.
+    hystrix_stream: Option<crate::wrapper::breaker::HystrixStream>,
 }
 
 impl std::fmt::Debug for Service {
@@ -751,6 +792,14 @@ impl Service {
         }
         handlers.push(Arc::new(handler));
         Ok(())
+    }
+
+    /// Where the Hystrix event stream listens (`--hystrix-stream-address`).
+    pub fn hystrix_stream_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner
+            .hystrix_stream
+            .as_ref()
+            .map(crate::wrapper::breaker::HystrixStream::local_addr)
     }
 
     /// The client this service calls others with.

@@ -139,3 +139,181 @@ async fn breaker_flag_opens_on_a_dead_node_fails_fast_and_a_trial_closes_it() {
     }
     drop(server);
 }
+
+/// Reads Server-Sent Events as the SSE spec defines them (fields `data:`, lines
+/// starting `:` are comments, a blank line ends an event) from a raw HTTP/1.1
+/// connection, independent of the server's code.
+struct EventReader {
+    body: hyper::body::Incoming,
+    buffer: String,
+    /// Lines seen that were not `data:` lines (e.g. `ping: `).
+    others: Vec<String>,
+}
+
+impl EventReader {
+    async fn open(address: std::net::SocketAddr, path: &str) -> (http::StatusCode, Self) {
+        let socket = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect to the stream");
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(socket))
+                .await
+                .expect("HTTP/1.1 handshake");
+        tokio::spawn(connection);
+        let request = http::Request::get(path)
+            .header(http::header::HOST, address.to_string())
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("a valid request");
+        let response = sender.send_request(request).await.expect("a response");
+        let status = response.status();
+        (
+            status,
+            EventReader {
+                body: response.into_body(),
+                buffer: String::new(),
+                others: Vec::new(),
+            },
+        )
+    }
+
+    /// The next event's data, parsed as JSON; comment-only or ping blocks are noted
+    /// in `others` and skipped.
+    async fn next_event(&mut self) -> serde_json::Value {
+        use http_body_util::BodyExt;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let data: Vec<&str> = block
+                    .lines()
+                    .filter_map(|line| {
+                        line.strip_prefix("data:")
+                            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                    })
+                    .collect();
+                if data.is_empty() {
+                    self.others
+                        .extend(block.lines().filter(|l| !l.is_empty()).map(String::from));
+                    continue;
+                }
+                return serde_json::from_str(&data.join("\n")).expect("each event is JSON");
+            }
+            let frame = self
+                .body
+                .frame()
+                .await
+                .expect("the stream stays open")
+                .expect("a frame");
+            if let Ok(data) = frame.into_data() {
+                self.buffer
+                    .push_str(std::str::from_utf8(&data).expect("UTF-8 events"));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_hystrix_stream_shows_each_circuit_as_the_dashboard_reads_it() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let reg = registry.clone();
+    let (_service, server) = start_with(greeter::Greeter, move |b| b.registry(reg)).await;
+    let (hole, _) = black_hole().await;
+    let caller = rmicro::Service::builder("base")
+        .args([
+            "base".to_owned(),
+            "--log-level".into(),
+            "warn".into(),
+            "--breaker".into(),
+            "--client-retries".into(),
+            "0".into(),
+            "--hystrix-stream-address".into(),
+            "127.0.0.1:0".into(),
+            "--client-route".into(),
+            format!("dead={hole}"),
+        ])
+        .registry(registry.clone())
+        .build()
+        .expect("valid flags");
+    let stream = caller.hystrix_stream_addr().expect("the stream is served");
+
+    // Before any call: no circuit, a ping.
+    let (status, mut idle) = EventReader::open(stream, "/hystrix.stream").await;
+    assert_eq!(status, http::StatusCode::OK);
+    let (status, _) = EventReader::open(stream, "/metrics").await;
+    assert_eq!(status, http::StatusCode::NOT_FOUND);
+
+    let hello = |name: &str| HelloRequest {
+        name: name.into(),
+        count: 0,
+    };
+    let greeter = proto::GreeterClient::new("greeter", caller.client().clone());
+    for _ in 0..3 {
+        greeter
+            .say_hello(hello("ann"))
+            .await
+            .expect("a healthy node");
+    }
+    // The caller's own mistake: answered, not a failure of the callee.
+    greeter
+        .say_hello(hello(""))
+        .await
+        .expect_err("an empty name is refused");
+    let dead = proto::GreeterClient::new("dead", caller.client().clone());
+    for _ in 0..2 {
+        dead.say_hello(hello("ann")).await.expect_err("a dead node");
+    }
+
+    // Two listeners at once; each sees both circuits with their counts.
+    let (_, mut first) = EventReader::open(stream, "/hystrix.stream").await;
+    let (_, mut second) = EventReader::open(stream, "/hystrix.stream").await;
+    for reader in [&mut first, &mut second] {
+        let mut seen = std::collections::BTreeMap::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while seen.len() < 4 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "events seen: {seen:?}"
+            );
+            let event = tokio::time::timeout(Duration::from_secs(5), reader.next_event())
+                .await
+                .expect("an event each second");
+            let key = format!("{} {}", event["type"], event["name"]);
+            seen.insert(key, event);
+        }
+        let ok = &seen[r#""HystrixCommand" "greeter.Greeter.SayHello""#];
+        assert_eq!(ok["group"], "greeter");
+        assert_eq!(ok["requestCount"], 4);
+        assert_eq!(ok["errorCount"], 0);
+        assert_eq!(ok["rollingCountSuccess"], 4);
+        assert_eq!(ok["isCircuitBreakerOpen"], false);
+        assert_eq!(ok["propertyValue_circuitBreakerRequestVolumeThreshold"], 20);
+        assert_eq!(
+            ok["propertyValue_circuitBreakerSleepWindowInMilliseconds"],
+            5000
+        );
+        assert_eq!(
+            ok["propertyValue_executionIsolationThreadTimeoutInMilliseconds"],
+            1000
+        );
+        assert_eq!(ok["reportingHosts"], 1);
+        assert!(ok["latencyExecute"]["99.5"].is_u64(), "{ok}");
+        assert!(
+            ok["currentTime"]
+                .as_u64()
+                .is_some_and(|t| t > 1_700_000_000_000)
+        );
+        let failing = &seen[r#""HystrixCommand" "dead.Greeter.SayHello""#];
+        assert_eq!(failing["rollingCountFailure"], 2);
+        assert_eq!(failing["errorPercentage"], 100);
+        assert_eq!(
+            failing["isCircuitBreakerOpen"], false,
+            "under the volume of 20"
+        );
+        let pool = &seen[r#""HystrixThreadPool" "dead.Greeter.SayHello""#];
+        assert_eq!(pool["currentMaximumPoolSize"], 10);
+        assert!(seen.contains_key(r#""HystrixThreadPool" "greeter.Greeter.SayHello""#));
+    }
+    // The idle listener's first block was a ping (no circuit existed yet).
+    idle.next_event().await;
+    assert_eq!(idle.others.first().map(String::as_str), Some("ping: "));
+    drop(server);
+}

@@ -42,6 +42,10 @@ pub(crate) struct Counts {
     pub(crate) timeout: u64,
     pub(crate) rejected: u64,
     pub(crate) short_circuited: u64,
+    /// Failed calls the fallback answered (not events: they do not count as calls).
+    pub(crate) fallback_success: u64,
+    /// Failed calls the fallback declined.
+    pub(crate) fallback_failure: u64,
 }
 
 impl Counts {
@@ -61,6 +65,8 @@ impl Counts {
         self.timeout += other.timeout;
         self.rejected += other.rejected;
         self.short_circuited += other.short_circuited;
+        self.fallback_success += other.fallback_success;
+        self.fallback_failure += other.fallback_failure;
     }
 
     /// Calls counted (Hystrix's request count: every event).
@@ -88,6 +94,8 @@ struct Bucket {
     counts: Counts,
     /// Latencies of calls that ran, in milliseconds.
     latencies_ms: Vec<u32>,
+    /// Most calls in flight at once during the bucket.
+    max_in_flight: u32,
 }
 
 /// The state of a circuit (Hystrix: closed, open, half-open).
@@ -125,8 +133,30 @@ pub(crate) struct Snapshot {
     pub(crate) open: bool,
     pub(crate) window: Counts,
     pub(crate) in_flight: u32,
+    /// Most calls in flight at once within the window.
+    pub(crate) max_in_flight: u32,
     /// Latencies in the window, sorted, in milliseconds.
     pub(crate) latencies_ms: Vec<u32>,
+}
+
+impl Snapshot {
+    /// The latency at percentile `p` (0–100), in milliseconds; 0 with no calls.
+    pub(crate) fn latency_percentile(&self, p: f64) -> u32 {
+        let sorted = &self.latencies_ms;
+        if sorted.is_empty() {
+            return 0;
+        }
+        let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+        sorted[rank.min(sorted.len() - 1)]
+    }
+
+    /// The mean latency, in milliseconds; 0 with no calls.
+    pub(crate) fn latency_mean(&self) -> u32 {
+        let total: u64 = self.latencies_ms.iter().map(|&ms| u64::from(ms)).sum();
+        total
+            .checked_div(self.latencies_ms.len() as u64)
+            .map_or(0, |mean| u32::try_from(mean).unwrap_or(u32::MAX))
+    }
 }
 
 /// One circuit's state; callers hold it behind a lock.
@@ -219,6 +249,7 @@ impl Circuit {
             };
         }
         self.in_flight += 1;
+        self.note_in_flight(now);
         Admission::Run { trial: false }
     }
 
@@ -230,6 +261,7 @@ impl Circuit {
             requests,
         };
         self.in_flight += 1;
+        self.note_in_flight(now);
         Admission::Run { trial: true }
     }
 
@@ -293,7 +325,24 @@ impl Circuit {
             open: self.is_open(),
             window: self.window(),
             in_flight: self.in_flight,
+            max_in_flight: self
+                .buckets
+                .iter()
+                .map(|b| b.max_in_flight)
+                .max()
+                .unwrap_or(0),
             latencies_ms,
+        }
+    }
+
+    /// Counts a fallback's answer to a failed call: a reply, or none.
+    pub(crate) fn record_fallback(&mut self, now: Instant, answered: bool) {
+        if let Some(bucket) = self.bucket(now) {
+            if answered {
+                bucket.counts.fallback_success += 1;
+            } else {
+                bucket.counts.fallback_failure += 1;
+            }
         }
     }
 
@@ -348,7 +397,8 @@ impl Circuit {
         now.saturating_duration_since(self.created).as_secs()
     }
 
-    fn record(&mut self, now: Instant, event: Event, latency: Option<Duration>) {
+    /// The bucket of `now`, started if it is new.
+    fn bucket(&mut self, now: Instant) -> Option<&mut Bucket> {
         self.expire(now);
         let second = self.second(now);
         if self.buckets.back().is_none_or(|b| b.second != second) {
@@ -356,9 +406,22 @@ impl Circuit {
                 second,
                 counts: Counts::default(),
                 latencies_ms: Vec::new(),
+                max_in_flight: 0,
             });
         }
-        if let Some(bucket) = self.buckets.back_mut() {
+        self.buckets.back_mut()
+    }
+
+    /// Notes the calls in flight now in the current bucket's peak.
+    fn note_in_flight(&mut self, now: Instant) {
+        let in_flight = self.in_flight;
+        if let Some(bucket) = self.bucket(now) {
+            bucket.max_in_flight = bucket.max_in_flight.max(in_flight);
+        }
+    }
+
+    fn record(&mut self, now: Instant, event: Event, latency: Option<Duration>) {
+        if let Some(bucket) = self.bucket(now) {
             bucket.counts.add(event);
             if let Some(latency) = latency
                 && bucket.latencies_ms.len() < LATENCY_SAMPLES_PER_BUCKET

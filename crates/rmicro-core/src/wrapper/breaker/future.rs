@@ -39,6 +39,7 @@ pin_project_lite::pin_project! {
         Refused {
             error: Option<Error>,
             fallback: Option<Arc<Fallback>>,
+            circuit: Arc<Mutex<Circuit>>,
         },
     }
 }
@@ -107,19 +108,26 @@ impl<F> BreakerFuture<F> {
         }
     }
 
-    pub(super) fn refused(shared: &Shared, error: Error) -> Self {
+    pub(super) fn refused(shared: &Shared, circuit: Arc<Mutex<Circuit>>, error: Error) -> Self {
         BreakerFuture {
             state: State::Refused {
                 error: Some(error),
                 fallback: shared.fallback.clone(),
+                circuit,
             },
         }
     }
 }
 
-/// The fallback's reply to `error`, or the error.
-fn answer(fallback: Option<&Arc<Fallback>>, error: Error) -> Reply {
-    match fallback.and_then(|f| f(&error)) {
+/// The fallback's reply to `error`, or the error; a fallback's answer is counted
+/// in the circuit's window.
+fn answer(fallback: Option<&Arc<Fallback>>, circuit: &Mutex<Circuit>, error: Error) -> Reply {
+    let Some(fallback) = fallback else {
+        return Err(error.into());
+    };
+    let reply = fallback(&error);
+    crate::sync::lock(circuit).record_fallback(Instant::now(), reply.is_some());
+    match reply {
         Some(reply) => Ok(reply),
         None => Err(error.into()),
     }
@@ -136,8 +144,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
         match self.project().state.project() {
-            StateProj::Refused { error, fallback } => Poll::Ready(match error.take() {
-                Some(error) => answer(fallback.as_ref(), error),
+            StateProj::Refused {
+                error,
+                fallback,
+                circuit,
+            } => Poll::Ready(match error.take() {
+                Some(error) => answer(fallback.as_ref(), circuit, error),
                 None => Err("the breaker's future was polled after it completed".into()),
             }),
             StateProj::Running { inner, timer, run } => {
@@ -166,6 +178,7 @@ where
                     let fallback = run.shared.fallback.clone();
                     return Poll::Ready(answer(
                         fallback.as_ref(),
+                        &run.circuit,
                         Error::timeout(run.caller(), detail),
                     ));
                 }
@@ -191,7 +204,7 @@ where
                 .map_or(Code::Unavailable, Error::grpc_code);
             run.report(Running::event(&run.shared, code));
             match (fallback, err.downcast::<Error>()) {
-                (Some(fallback), Ok(error)) => answer(Some(&fallback), *error),
+                (Some(fallback), Ok(error)) => answer(Some(&fallback), &run.circuit, *error),
                 (_, Ok(error)) => Err(error),
                 (_, Err(other)) => Err(other),
             }
@@ -200,10 +213,9 @@ where
             let response = response.map(Body::new);
             if let Some(outcome) = Outcome::of_trailers_only(&response) {
                 run.report(Running::event(&run.shared, outcome.code()));
-                if let (Some(fallback), Some(error)) = (&fallback, outcome.error())
-                    && let Some(reply) = fallback(error)
-                {
-                    return Ok(reply);
+                if let (Some(fallback), Some(error)) = (&fallback, outcome.error()) {
+                    return answer(Some(fallback), &run.circuit, error.clone())
+                        .or_else(|_| Ok(response));
                 }
                 return Ok(response);
             }

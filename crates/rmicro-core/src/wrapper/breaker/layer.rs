@@ -55,6 +55,34 @@ impl std::fmt::Debug for BreakerLayer {
     }
 }
 
+/// Every breaker alive in the process, for the Hystrix stream (hystrix-go's
+/// circuits are global too); dead ones are pruned as the stream reads them.
+static LIVE: std::sync::Mutex<Vec<std::sync::Weak<Shared>>> = std::sync::Mutex::new(Vec::new());
+
+fn make_live(shared: Shared) -> Arc<Shared> {
+    let shared = Arc::new(shared);
+    let mut live = crate::sync::lock(&LIVE);
+    live.retain(|weak| weak.strong_count() > 0);
+    live.push(Arc::downgrade(&shared));
+    shared
+}
+
+/// The status of every circuit of every breaker alive in the process, with its
+/// settings, by name.
+pub(super) fn live_circuits(now: Instant) -> Vec<(CircuitStatus, Settings)> {
+    let breakers: Vec<Arc<Shared>> = {
+        let mut live = crate::sync::lock(&LIVE);
+        live.retain(|weak| weak.strong_count() > 0);
+        live.iter().filter_map(std::sync::Weak::upgrade).collect()
+    };
+    let mut all: Vec<(CircuitStatus, Settings)> = breakers
+        .iter()
+        .flat_map(|shared| shared.statuses(now))
+        .collect();
+    all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    all
+}
+
 impl BreakerLayer {
     /// A breaker whose commands use `defaults`.
     pub fn new(defaults: Settings) -> Self {
@@ -63,7 +91,7 @@ impl BreakerLayer {
             *counts = Code::from_i32(number as i32).is_server_fault();
         }
         BreakerLayer {
-            shared: Arc::new(Shared {
+            shared: make_live(Shared {
                 defaults,
                 commands: HashMap::new(),
                 failures,
@@ -120,62 +148,38 @@ impl BreakerLayer {
 
     /// Every circuit made so far and its figures over the rolling window, by name.
     pub fn circuits(&self) -> Vec<CircuitStatus> {
-        let now = Instant::now();
-        let circuits = crate::sync::read(&self.shared.circuits);
-        let mut all: Vec<CircuitStatus> = circuits
-            .values()
-            .flat_map(HashMap::values)
-            .map(|circuit| {
-                let mut circuit = crate::sync::lock(circuit);
-                let snapshot = circuit.snapshot(now);
-                let percentile = |p: usize| {
-                    let sorted = &snapshot.latencies_ms;
-                    sorted
-                        .get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1)))
-                        .copied()
-                        .unwrap_or(0)
-                };
-                CircuitStatus {
-                    name: circuit.name().to_owned(),
-                    open: snapshot.open,
-                    requests: snapshot.window.requests(),
-                    successes: snapshot.window.success,
-                    failures: snapshot.window.failure,
-                    timeouts: snapshot.window.timeout,
-                    rejected: snapshot.window.rejected,
-                    short_circuited: snapshot.window.short_circuited,
-                    error_percentage: snapshot.window.error_percentage(),
-                    in_flight: snapshot.in_flight,
-                    latency_p50_ms: percentile(50),
-                    latency_p99_ms: percentile(99),
-                }
-            })
+        let mut all: Vec<CircuitStatus> = self
+            .shared
+            .statuses(Instant::now())
+            .into_iter()
+            .map(|(status, _)| status)
             .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
 
     /// Changes the settings; a clone made earlier keeps its own (and its circuits).
-    fn configure(mut self, change: impl FnOnce(&mut Shared)) -> Self {
-        if Arc::get_mut(&mut self.shared).is_none() {
-            let current = &self.shared;
-            self.shared = Arc::new(Shared {
-                defaults: current.defaults.clone(),
-                commands: current.commands.clone(),
-                failures: current.failures,
-                fallback: current.fallback.clone(),
-                circuits: RwLock::new(HashMap::new()),
-            });
+    fn configure(self, change: impl FnOnce(&mut Shared)) -> Self {
+        // A new `Shared` each time (the process-wide list holds a weak reference to
+        // every one, so none can be changed in place): settings are copied, circuits
+        // start empty, as they are when a layer is being configured.
+        let current = &self.shared;
+        let mut shared = Shared {
+            defaults: current.defaults.clone(),
+            commands: current.commands.clone(),
+            failures: current.failures,
+            fallback: current.fallback.clone(),
+            circuits: RwLock::new(HashMap::new()),
+        };
+        change(&mut shared);
+        BreakerLayer {
+            shared: make_live(shared),
         }
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            change(shared);
-        }
-        self
     }
 }
 
 /// One circuit's state and its figures over the last 10 s, as a dashboard shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CircuitStatus {
     /// The command, `service.endpoint`.
     pub name: String,
@@ -195,15 +199,57 @@ pub struct CircuitStatus {
     pub short_circuited: u64,
     /// Errors (all but successes) in percent of requests.
     pub error_percentage: u64,
+    /// Failed calls the fallback answered.
+    pub fallback_successes: u64,
+    /// Failed calls the fallback declined.
+    pub fallback_failures: u64,
     /// Calls running now.
     pub in_flight: u32,
-    /// Median latency of the calls that ran, in milliseconds.
-    pub latency_p50_ms: u32,
-    /// 99th percentile latency of the calls that ran, in milliseconds.
-    pub latency_p99_ms: u32,
+    /// Most calls running at once within the window.
+    pub max_in_flight: u32,
+    /// Mean latency of the calls that ran, in milliseconds.
+    pub latency_mean_ms: u32,
+    /// Latency percentiles of the calls that ran (Hystrix's 0, 25, 50, 75, 90, 95,
+    /// 99, 99.5 and 100), in milliseconds.
+    pub latency_percentiles_ms: [(f64, u32); 9],
 }
 
+/// The percentiles Hystrix's dashboard shows.
+const LATENCY_PERCENTILES: [f64; 9] = [0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 100.0];
+
 impl Shared {
+    /// Each circuit's status now, with its settings.
+    fn statuses(&self, now: Instant) -> Vec<(CircuitStatus, Settings)> {
+        let circuits = crate::sync::read(&self.circuits);
+        circuits
+            .values()
+            .flat_map(HashMap::values)
+            .map(|circuit| {
+                let mut circuit = crate::sync::lock(circuit);
+                let snapshot = circuit.snapshot(now);
+                let status = CircuitStatus {
+                    name: circuit.name().to_owned(),
+                    open: snapshot.open,
+                    requests: snapshot.window.requests(),
+                    successes: snapshot.window.success,
+                    failures: snapshot.window.failure,
+                    timeouts: snapshot.window.timeout,
+                    rejected: snapshot.window.rejected,
+                    short_circuited: snapshot.window.short_circuited,
+                    fallback_successes: snapshot.window.fallback_success,
+                    fallback_failures: snapshot.window.fallback_failure,
+                    error_percentage: snapshot.window.error_percentage(),
+                    in_flight: snapshot.in_flight,
+                    max_in_flight: snapshot.max_in_flight,
+                    latency_mean_ms: snapshot.latency_mean(),
+                    latency_percentiles_ms: LATENCY_PERCENTILES
+                        .map(|p| (p, snapshot.latency_percentile(p))),
+                };
+                (status, circuit.settings().clone())
+            })
+            .collect()
+    }
+
     /// The circuit of `service`.`endpoint`, made on its first call.
     pub(super) fn circuit(
         &self,

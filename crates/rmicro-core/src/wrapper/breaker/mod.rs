@@ -25,6 +25,9 @@
 //! overrides them for one command. Circuits live in the layer, so as long as the
 //! client: they survive connection loss and node changes.
 //!
+//! `--hystrix-stream-address 127.0.0.1:9092` (or [`HystrixStream`]) serves every
+//! circuit's figures as the Hystrix dashboard reads them, on `GET /hystrix.stream`.
+//!
 //! Laid out as tower lays out its middleware: `layer.rs` (configuration and the
 //! circuits), `service.rs` (admission), `future.rs` (the timeout and the outcome),
 //! and `circuit.rs` (the state machine). The layer is a plain tower layer over
@@ -50,10 +53,12 @@ mod circuit;
 mod future;
 mod layer;
 mod service;
+pub mod stream;
 
 pub use future::BreakerFuture;
 pub use layer::{Breaker, BreakerLayer, CircuitStatus};
 pub use service::BreakerService;
+pub use stream::HystrixStream;
 
 use std::time::Duration;
 

@@ -113,12 +113,16 @@ where
                     until,
                 )
             }
-            Admission::Open { detail } => {
-                BreakerFuture::refused(&self.shared, Error::unavailable(id(&caller), detail))
-            }
-            Admission::Full { detail } => {
-                BreakerFuture::refused(&self.shared, Error::too_many_requests(id(&caller), detail))
-            }
+            Admission::Open { detail } => BreakerFuture::refused(
+                &self.shared,
+                circuit,
+                Error::unavailable(id(&caller), detail),
+            ),
+            Admission::Full { detail } => BreakerFuture::refused(
+                &self.shared,
+                circuit,
+                Error::too_many_requests(id(&caller), detail),
+            ),
         }
     }
 }
