@@ -102,6 +102,14 @@ pub struct Flags {
     /// Breaker: error percentage that opens the circuit [default: 50] (implies --breaker).
     #[arg(long, env = "MICRO_BREAKER_ERROR_PERCENT", value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(0..=100))]
     pub breaker_error_percent: Option<u32>,
+    /// Limit the calls this service serves to N per second, all endpoints together
+    /// (a token bucket; beyond it, `RESOURCE_EXHAUSTED`), as go-micro's
+    /// `ratelimit.NewHandlerWrapper(N)`.
+    #[arg(long, env = "MICRO_RATELIMIT_SERVER", value_name = "N")]
+    pub ratelimit_server: Option<u32>,
+    /// Limit the calls this service makes to N per second, all together.
+    #[arg(long, env = "MICRO_RATELIMIT_CLIENT", value_name = "N")]
+    pub ratelimit_client: Option<u32>,
     /// Serve the Hystrix dashboard's event stream (`GET /hystrix.stream`, SSE) of
     /// this process's circuit breakers on HOST:PORT, e.g. `127.0.0.1:9092`.
     #[arg(long, env = "MICRO_HYSTRIX_STREAM_ADDRESS", value_name = "HOST:PORT")]

@@ -438,6 +438,16 @@ impl ServiceBuilder {
             self.client.channel.tls = Some(ClientTls::default().with_ca_file(&ca)?);
         }
         self.client.routes.extend(flags.client_routes);
+        // Inside the wrappers the code registered, so they see the refusals.
+        if let Some(n) = flags.ratelimit_server {
+            use crate::wrapper::HandlerLayer as _;
+            self.handler_wrappers
+                .push(crate::wrapper::ratelimit::RateLimit::per_second(n).into_wrap());
+        }
+        if let Some(n) = flags.ratelimit_client {
+            self.client = std::mem::take(&mut self.client)
+                .wrap_client(crate::wrapper::ratelimit::RateLimit::per_second(n));
+        }
         if let Some(settings) = breaker {
             // Inside the wrappers the code registered: they see its refusals.
             self.client = std::mem::take(&mut self.client)

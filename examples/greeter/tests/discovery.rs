@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::wait_until;
+use common::{local_cluster, wait_for_nodes, wait_until};
 use greeter::proto::{GreeterClient, HelloRequest};
-use rmicro::registry::{LocalRegistry, Registry};
+use rmicro::registry::Registry;
 use rmicro::selector::{Selector, Strategy};
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -135,44 +135,6 @@ fn counted_client(
     let options = rmicro::client::ClientOptions::default().wrap_call(counts.clone());
     let client = rmicro::Client::with_selector(options, selector.clone());
     (client, counts, selector)
-}
-
-/// A fresh local-registry directory, the registry on it, and greeters' flags for it.
-fn local_cluster(
-    tag: &str,
-) -> (
-    std::path::PathBuf,
-    Arc<dyn Registry>,
-    [std::ffi::OsString; 4],
-) {
-    let dir = std::env::temp_dir().join(format!("rmicro-{tag}-{}", uuid_like()));
-    let registry: Arc<dyn Registry> =
-        Arc::new(LocalRegistry::new(&dir).poll_interval(Duration::from_millis(50)));
-    let flags = [
-        "--registry".into(),
-        "local".into(),
-        "--registry-address".into(),
-        dir.clone().into_os_string(),
-    ];
-    (dir, registry, flags)
-}
-
-/// Waits (up to 30 s) until `registry` lists `n` greeter nodes that serve `SayHello`.
-async fn wait_for_nodes(registry: &dyn Registry, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let found = registry.get_service("greeter").await.unwrap_or_default();
-        if found.iter().map(|s| s.nodes.len()).sum::<usize>() == n {
-            let ep: Vec<&str> = found[0].endpoints.iter().map(|e| e.name.as_str()).collect();
-            assert!(ep.contains(&"Greeter.SayHello"), "{ep:?}");
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{n} greeters never registered: {found:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Waits until the caller's selector cache holds `n` greeter nodes.
@@ -516,9 +478,4 @@ async fn consul_greeters_are_found_by_name_and_a_killed_one_leaves_within_its_tt
     let errors = Load::start(&greeter, "d", 20, false).finish().await;
     assert!(errors.is_empty(), "{errors:?}");
     drop(nodes);
-}
-
-fn uuid_like() -> String {
-    use std::hash::{BuildHasher, RandomState};
-    format!("{:x}", RandomState::new().hash_one(std::process::id()))
 }

@@ -49,8 +49,8 @@
 //! `http::Request`, the same layer works on a bare tonic server
 //! (`tonic::transport::Server::builder().layer(..)`) too.
 //!
-//! Shipped wrappers: [`logging`], [`breaker`] (Hystrix's circuit breaker). Tracing,
-//! metrics and rate limiting follow the same layout.
+//! Shipped wrappers: [`logging`], [`breaker`] (Hystrix's circuit breaker),
+//! [`ratelimit`] (token buckets). Tracing and metrics follow the same layout.
 
 pub mod breaker;
 pub(crate) mod broker;
@@ -59,6 +59,7 @@ mod client_info;
 mod error;
 pub(crate) mod from_fn;
 pub mod logging;
+pub mod ratelimit;
 pub(crate) mod stack;
 
 pub use stack::{ClientLayer, HandlerLayer, StackLayer};

@@ -172,3 +172,48 @@ where
         self.inner.call(request)
     }
 }
+
+/// A fresh local-registry directory for processes to meet in: its path, the
+/// registry, and the flags that point a service at it.
+pub fn local_cluster(
+    tag: &str,
+) -> (
+    std::path::PathBuf,
+    Arc<dyn rmicro::registry::Registry>,
+    [std::ffi::OsString; 4],
+) {
+    let dir = std::env::temp_dir().join(format!("rmicro-{tag}-{}", uuid_like()));
+    let registry: Arc<dyn rmicro::registry::Registry> = Arc::new(
+        rmicro::registry::LocalRegistry::new(&dir).poll_interval(Duration::from_millis(50)),
+    );
+    let flags = [
+        "--registry".into(),
+        "local".into(),
+        "--registry-address".into(),
+        dir.clone().into_os_string(),
+    ];
+    (dir, registry, flags)
+}
+
+/// Waits (up to 30 s) until `registry` lists `n` greeter nodes that serve `SayHello`.
+pub async fn wait_for_nodes(registry: &dyn rmicro::registry::Registry, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = registry.get_service("greeter").await.unwrap_or_default();
+        if found.iter().map(|s| s.nodes.len()).sum::<usize>() == n {
+            let ep: Vec<&str> = found[0].endpoints.iter().map(|e| e.name.as_str()).collect();
+            assert!(ep.contains(&"Greeter.SayHello"), "{ep:?}");
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{n} greeters never registered: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn uuid_like() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    format!("{:x}", RandomState::new().hash_one(std::process::id()))
+}
