@@ -102,6 +102,10 @@ pub struct Flags {
     /// Breaker: error percentage that opens the circuit [default: 50] (implies --breaker).
     #[arg(long, env = "MICRO_BREAKER_ERROR_PERCENT", value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(0..=100))]
     pub breaker_error_percent: Option<u32>,
+    /// Refuse calls beyond N in flight at once with RESOURCE_EXHAUSTED instead of
+    /// queuing them (health and reflection are never refused).
+    #[arg(long, env = "MICRO_SERVER_MAX_CONCURRENT", value_name = "N")]
+    pub server_max_concurrent: Option<usize>,
     /// Limit the calls this service serves to N per second, all endpoints together
     /// (a token bucket; beyond it, `RESOURCE_EXHAUSTED`), as go-micro's
     /// `ratelimit.NewHandlerWrapper(N)`.

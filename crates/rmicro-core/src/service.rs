@@ -103,6 +103,8 @@ pub struct ServiceBuilder {
     handler_wrappers: Vec<HandlerWrap>,
     subscriber_wrappers: Vec<Arc<dyn crate::wrapper::SubscriberWrapper>>,
     publisher_wrappers: Vec<Arc<dyn crate::wrapper::PublisherWrapper>>,
+    /// Calls in flight beyond which the server refuses at once.
+    max_concurrent: Option<usize>,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -247,6 +249,14 @@ impl ServiceBuilder {
     /// Largest message accepted or sent.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.server.max_message_size = bytes;
+        self
+    }
+
+    /// Refuses calls beyond `max` in flight at once with `RESOURCE_EXHAUSTED`
+    /// instead of queuing them ([`crate::wrapper::shed`]); `--server-max-concurrent`
+    /// overrides it.
+    pub fn server_max_concurrent(mut self, max: usize) -> Self {
+        self.max_concurrent = Some(max);
         self
     }
 
@@ -439,6 +449,11 @@ impl ServiceBuilder {
         }
         self.client.routes.extend(flags.client_routes);
         // Inside the wrappers the code registered, so they see the refusals.
+        if let Some(max) = flags.server_max_concurrent.or(self.max_concurrent) {
+            use crate::wrapper::HandlerLayer as _;
+            self.handler_wrappers
+                .push(crate::wrapper::shed::LoadShedLayer::max_concurrent(max).into_wrap());
+        }
         if let Some(n) = flags.ratelimit_server {
             use crate::wrapper::HandlerLayer as _;
             self.handler_wrappers
@@ -576,6 +591,7 @@ impl Service {
             broker: None,
             handlers: Vec::new(),
             handler_wrappers: Vec::new(),
+            max_concurrent: None,
             subscriber_wrappers: Vec::new(),
             publisher_wrappers: Vec::new(),
         }

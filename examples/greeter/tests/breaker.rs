@@ -146,8 +146,6 @@ async fn breaker_flag_opens_on_a_dead_node_fails_fast_and_a_trial_closes_it() {
 struct EventReader {
     body: hyper::body::Incoming,
     buffer: String,
-    /// Lines seen that were not `data:` lines (e.g. `ping: `).
-    others: Vec<String>,
 }
 
 impl EventReader {
@@ -171,31 +169,16 @@ impl EventReader {
             EventReader {
                 body: response.into_body(),
                 buffer: String::new(),
-                others: Vec::new(),
             },
         )
     }
 
-    /// The next event's data, parsed as JSON; comment-only or ping blocks are noted
-    /// in `others` and skipped.
-    async fn next_event(&mut self) -> serde_json::Value {
+    /// The next block (up to a blank line) as it arrived.
+    async fn next_block(&mut self) -> String {
         use http_body_util::BodyExt;
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let data: Vec<&str> = block
-                    .lines()
-                    .filter_map(|line| {
-                        line.strip_prefix("data:")
-                            .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                    })
-                    .collect();
-                if data.is_empty() {
-                    self.others
-                        .extend(block.lines().filter(|l| !l.is_empty()).map(String::from));
-                    continue;
-                }
-                return serde_json::from_str(&data.join("\n")).expect("each event is JSON");
+                return self.buffer.drain(..end + 2).collect();
             }
             let frame = self
                 .body
@@ -206,6 +189,23 @@ impl EventReader {
             if let Ok(data) = frame.into_data() {
                 self.buffer
                     .push_str(std::str::from_utf8(&data).expect("UTF-8 events"));
+            }
+        }
+    }
+
+    /// The next event's data, parsed as JSON; blocks without data (pings) are skipped.
+    async fn next_event(&mut self) -> serde_json::Value {
+        loop {
+            let block = self.next_block().await;
+            let data: Vec<&str> = block
+                .lines()
+                .filter_map(|line| {
+                    line.strip_prefix("data:")
+                        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                })
+                .collect();
+            if !data.is_empty() {
+                return serde_json::from_str(&data.join("\n")).expect("each event is JSON");
             }
         }
     }
@@ -238,6 +238,10 @@ async fn the_hystrix_stream_shows_each_circuit_as_the_dashboard_reads_it() {
     // Before any call: no circuit, a ping.
     let (status, mut idle) = EventReader::open(stream, "/hystrix.stream").await;
     assert_eq!(status, http::StatusCode::OK);
+    let first = tokio::time::timeout(Duration::from_secs(5), idle.next_block())
+        .await
+        .expect("a block within a second");
+    assert_eq!(first, "ping: \n\n");
     let (status, _) = EventReader::open(stream, "/metrics").await;
     assert_eq!(status, http::StatusCode::NOT_FOUND);
 
@@ -312,8 +316,10 @@ async fn the_hystrix_stream_shows_each_circuit_as_the_dashboard_reads_it() {
         assert_eq!(pool["currentMaximumPoolSize"], 10);
         assert!(seen.contains_key(r#""HystrixThreadPool" "greeter.Greeter.SayHello""#));
     }
-    // The idle listener's first block was a ping (no circuit existed yet).
-    idle.next_event().await;
-    assert_eq!(idle.others.first().map(String::as_str), Some("ping: "));
+    // The first listener keeps getting events after the calls: it now sees data.
+    let later = tokio::time::timeout(Duration::from_secs(5), idle.next_event())
+        .await
+        .expect("an event each second");
+    assert!(later["type"].is_string(), "{later}");
     drop(server);
 }

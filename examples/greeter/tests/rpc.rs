@@ -613,12 +613,7 @@ async fn health_turns_not_serving_when_shutdown_starts() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let (_service, server) = start_greeter().await;
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", server.local_addr()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    let channel = common::tonic_channel(&server).await;
     let mut health = HealthClient::new(channel);
     for service in ["", "greeter.v1.Greeter"] {
         let status = health

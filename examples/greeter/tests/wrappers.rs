@@ -409,3 +409,68 @@ async fn the_same_wrappers_work_on_a_plain_tonic_server() {
     assert_eq!(*seen.lock().unwrap(), ["/grpc.health.v1.Health/Check OK"]);
     server.abort();
 }
+
+#[tokio::test]
+async fn server_max_concurrent_refuses_calls_beyond_the_limit_at_once_but_never_health() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let (gate, opener) = gate(false);
+    let (running, handled) = (gate.running.clone(), gate.handled.clone());
+    let (_service, server) = start_with(gate, |b| {
+        b.args([
+            "greeter",
+            "--log-level",
+            "warn",
+            "--server-max-concurrent",
+            "3",
+        ])
+    })
+    .await;
+    let client = client_of(&server);
+    let held = spawn_calls(&client, 3);
+    wait_until("3 handlers run", Duration::from_secs(10), || {
+        running.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    // Full: five more calls are refused at once (the gate is still closed), with
+    // the limit named, and never reach a handler.
+    for refused in spawn_calls(&client, 5) {
+        let err = refused.await.unwrap().expect_err("over the limit");
+        assert_eq!(err.grpc_code(), rmicro::Code::ResourceExhausted, "{err:?}");
+        assert_eq!(err.code, 429);
+        assert_eq!(err.id, "greeter");
+        assert!(
+            err.detail.starts_with(
+                "`greeter` is at its limit of 3 calls in flight (--server-max-concurrent)"
+            ),
+            "{err:?}"
+        );
+    }
+    assert_eq!(
+        running.load(Ordering::SeqCst),
+        3,
+        "a refused call reached a handler"
+    );
+    // Health is not shed while the limit is full.
+    let channel = common::tonic_channel(&server).await;
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health answers while the server is full")
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    opener.open();
+    for call in held {
+        call.await
+            .unwrap()
+            .expect("the calls under the limit finish");
+    }
+    assert_eq!(handled.load(Ordering::SeqCst), 3);
+    // The places are given back: a new call runs.
+    client.say_hello(hello("after")).await.expect("room again");
+}

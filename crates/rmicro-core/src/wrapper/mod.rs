@@ -50,7 +50,8 @@
 //! (`tonic::transport::Server::builder().layer(..)`) too.
 //!
 //! Shipped wrappers: [`logging`], [`breaker`] (Hystrix's circuit breaker),
-//! [`ratelimit`] (token buckets). Tracing and metrics follow the same layout.
+//! [`ratelimit`] (token buckets), [`shed`] (load shedding). Tracing and metrics
+//! follow the same layout.
 
 pub mod breaker;
 pub(crate) mod broker;
@@ -60,6 +61,7 @@ mod error;
 pub(crate) mod from_fn;
 pub mod logging;
 pub mod ratelimit;
+pub mod shed;
 pub(crate) mod stack;
 
 pub use stack::{ClientLayer, HandlerLayer, StackLayer};

@@ -38,6 +38,15 @@ pub fn client_for(server: &RunningServer) -> GreeterClient {
     )
 }
 
+/// A plain tonic channel to `server` (for stock gRPC clients such as health).
+pub async fn tonic_channel(server: &RunningServer) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", server.local_addr()))
+        .expect("a valid URI")
+        .connect()
+        .await
+        .expect("the server accepts connections")
+}
+
 /// Waits until `cond` holds, checking every 10 ms, failing after `limit`.
 pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
