@@ -356,6 +356,16 @@ async fn handlers_added_after_start_are_refused_not_ignored() {
     assert!(server.stop().await);
 }
 
+/// tonic's own health service, reporting the server as serving.
+async fn serving_health()
+-> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    health_service
+}
+
 #[tokio::test]
 async fn the_same_wrappers_work_on_a_plain_tonic_server() {
     use tonic_health::pb::HealthCheckRequest;
@@ -377,10 +387,7 @@ async fn the_same_wrappers_work_on_a_plain_tonic_server() {
             }))
         }
     });
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    let health_service = serving_health().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let server = tokio::spawn(
@@ -390,11 +397,7 @@ async fn the_same_wrappers_work_on_a_plain_tonic_server() {
             .add_service(health_service)
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = common::tonic_channel_at(address).await;
     let mut client = HealthClient::new(channel);
     let mut request = tonic::Request::new(HealthCheckRequest::default());
     request
@@ -473,4 +476,54 @@ async fn server_max_concurrent_refuses_calls_beyond_the_limit_at_once_but_never_
     assert_eq!(handled.load(Ordering::SeqCst), 3);
     // The places are given back: a new call runs.
     client.say_hello(hello("after")).await.expect("room again");
+}
+
+#[tokio::test]
+async fn resilience_layers_work_on_a_plain_tonic_server_and_channel() {
+    use rmicro::wrapper::breaker::Breaker;
+    use rmicro::wrapper::ratelimit::RateLimit;
+    use rmicro::wrapper::shed::LoadShedLayer;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let health_service = serving_health().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(LoadShedLayer::max_concurrent(8))
+            .layer(RateLimit::per_second(1).burst(1))
+            .add_service(health_service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let channel = common::tonic_channel_at(address).await;
+    let breaker = Breaker::hystrix();
+    let mut client = HealthClient::new(
+        tower::ServiceBuilder::new()
+            .layer(breaker.clone())
+            .service(channel),
+    );
+    client
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("the first token");
+    // The refusal reaches a stock client as its status, not a reset stream.
+    let refused = client
+        .check(HealthCheckRequest::default())
+        .await
+        .expect_err("the bucket holds one");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused.message(),
+        "too many requests: limit 1/s for grpc.health.v1.Health.Check"
+    );
+    // The breaker on the channel counted both calls under the command's name.
+    let circuits = breaker.circuits();
+    assert_eq!(circuits.len(), 1, "{circuits:?}");
+    assert_eq!(circuits[0].name, "grpc.health.v1.Health.Check");
+    assert_eq!((circuits[0].successes, circuits[0].failures), (1, 1));
+    server.abort();
 }

@@ -33,6 +33,14 @@ impl NotSent {
     }
 }
 
+/// A wrapper's refusal as a response: `error`'s gRPC status (trailers-only, with
+/// rmicro's `micro-error-bin`), so it reaches the caller unchanged on an rmicro stack,
+/// on a plain tonic server (which resets a stream whose layer fails) and through an
+/// rmicro or tonic client alike.
+pub(crate) fn refusal(error: Error) -> http::Response<crate::transport::Body> {
+    error.to_status().into_http()
+}
+
 /// Turns a wrapper's error into the [`Error`] the caller receives, `id` = `service`.
 ///
 /// | error | code |

@@ -40,7 +40,12 @@ pub fn client_for(server: &RunningServer) -> GreeterClient {
 
 /// A plain tonic channel to `server` (for stock gRPC clients such as health).
 pub async fn tonic_channel(server: &RunningServer) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{}", server.local_addr()))
+    tonic_channel_at(server.local_addr()).await
+}
+
+/// A plain tonic channel to the server at `address`.
+pub async fn tonic_channel_at(address: std::net::SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .expect("a valid URI")
         .connect()
         .await

@@ -122,15 +122,19 @@ impl<F> BreakerFuture<F> {
 /// The fallback's reply to `error`, or the error; a fallback's answer is counted
 /// in the circuit's window.
 fn answer(fallback: Option<&Arc<Fallback>>, circuit: &Mutex<Circuit>, error: Error) -> Reply {
-    let Some(fallback) = fallback else {
-        return Err(error.into());
-    };
-    let reply = fallback(&error);
+    let reply = fallback.and_then(|fallback| fall_back(&**fallback, circuit, &error));
+    Ok(reply.unwrap_or_else(|| crate::wrapper::error::refusal(error)))
+}
+
+/// The fallback's reply to `error`, if it gives one; counted in the circuit's window.
+fn fall_back(
+    fallback: &Fallback,
+    circuit: &Mutex<Circuit>,
+    error: &Error,
+) -> Option<http::Response<Body>> {
+    let reply = fallback(error);
     crate::sync::lock(circuit).record_fallback(Instant::now(), reply.is_some());
-    match reply {
-        Some(reply) => Ok(reply),
-        None => Err(error.into()),
-    }
+    reply
 }
 
 impl<F, E, ResBody> Future for BreakerFuture<F>
@@ -204,7 +208,9 @@ where
                 .map_or(Code::Unavailable, Error::grpc_code);
             run.report(Running::event(&run.shared, code));
             match (fallback, err.downcast::<Error>()) {
-                (Some(fallback), Ok(error)) => answer(Some(&fallback), &run.circuit, *error),
+                (Some(fallback), Ok(error)) => {
+                    fall_back(&*fallback, &run.circuit, &error).ok_or(error)
+                }
                 (_, Ok(error)) => Err(error),
                 (_, Err(other)) => Err(other),
             }
@@ -214,8 +220,7 @@ where
             if let Some(outcome) = Outcome::of_trailers_only(&response) {
                 run.report(Running::event(&run.shared, outcome.code()));
                 if let (Some(fallback), Some(error)) = (&fallback, outcome.error()) {
-                    return answer(Some(fallback), &run.circuit, error.clone())
-                        .or_else(|_| Ok(response));
+                    return Ok(fall_back(&**fallback, &run.circuit, error).unwrap_or(response));
                 }
                 return Ok(response);
             }

@@ -432,13 +432,14 @@ mod tests {
             Instant::now() + Duration::from_millis(200),
         ));
         let started = Instant::now();
-        let err = breaker
+        let response = breaker
             .layer(backend.service())
             .oneshot(request)
             .await
-            .expect_err("times out");
+            .expect("answered with a status");
         assert_eq!(started.elapsed(), Duration::from_millis(200));
-        let error = err.downcast::<Error>().expect("an rmicro error");
+        let outcome = crate::wrapper::Outcome::of_trailers_only(&response).expect("a status");
+        let error = outcome.error().cloned().expect("an error");
         assert_eq!(error.grpc_code(), Code::DeadlineExceeded);
         assert_eq!(error.id, crate::client::CLIENT_ID);
     }

@@ -77,9 +77,15 @@ mod tests {
                 http::HeaderValue::from_str(user).expect("ascii"),
             );
         }
-        match layer.layer(backend).oneshot(request).await {
-            Ok(_) => Ok(()),
-            Err(err) => Err(*err.downcast::<Error>().expect("an rmicro error")),
+        // A refusal is answered as its status (so it reaches callers on any server).
+        let response = layer
+            .layer(backend)
+            .oneshot(request)
+            .await
+            .expect("answered");
+        match crate::wrapper::Outcome::of_trailers_only(&response) {
+            Some(outcome) => Err(outcome.error().cloned().expect("a refusal")),
+            None => Ok(()),
         }
     }
 

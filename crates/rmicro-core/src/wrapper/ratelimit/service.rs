@@ -112,16 +112,18 @@ fn refusal<B>(
     }
 }
 
-impl<S, ReqBody> Service<http::Request<ReqBody>> for RateLimitService<S>
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RateLimitService<S>
 where
-    S: Service<http::Request<ReqBody>> + Clone + Send + 'static,
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     ReqBody: Send + 'static,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
 {
-    type Response = S::Response;
+    type Response = http::Response<crate::transport::Body>;
     type Error = BoxError;
-    type Future = RateLimitFuture<S::Future, S::Response>;
+    type Future = RateLimitFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -154,11 +156,17 @@ where
             loop {
                 tokio::time::sleep(wait).await;
                 match limits.take(key.as_deref()) {
-                    Ok(()) => return ready.call(request).await.map_err(Into::into),
+                    Ok(()) => {
+                        return ready
+                            .call(request)
+                            .await
+                            .map(|r| r.map(crate::transport::Body::new))
+                            .map_err(Into::into);
+                    }
                     Err(next) if tokio::time::Instant::now() + next <= until => wait = next,
                     Err(_) => {
                         let waited = format!("{:?}", started.elapsed());
-                        return Err(refuse(Some(&waited)).into());
+                        return Ok(crate::wrapper::error::refusal(refuse(Some(&waited))));
                     }
                 }
             }

@@ -71,10 +71,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Refused { error } => Poll::Ready(Err(match error.take() {
-                Some(error) => error.into(),
-                None => "the load shedder's future was polled after it completed".into(),
-            })),
+            StateProj::Refused { error } => Poll::Ready(match error.take() {
+                Some(error) => Ok(crate::wrapper::error::refusal(error)),
+                None => Err("the load shedder's future was polled after it completed".into()),
+            }),
             StateProj::Calling { fut, permit } => {
                 let result = std::task::ready!(fut.poll(cx));
                 let permit = permit.take();
