@@ -106,6 +106,10 @@ pub struct Flags {
     /// queuing them (health and reflection are never refused).
     #[arg(long, env = "MICRO_SERVER_MAX_CONCURRENT", value_name = "N")]
     pub server_max_concurrent: Option<usize>,
+    /// Cut a handler of ENDPOINT (`Greeter.SayHello`) that runs longer than DURATION,
+    /// answering DEADLINE_EXCEEDED; repeatable, or comma-separated.
+    #[arg(long = "server-endpoint-timeout", env = "MICRO_SERVER_ENDPOINT_TIMEOUTS", value_name = "ENDPOINT=DURATION", value_delimiter = ',', value_parser = parse_endpoint_timeout)]
+    pub server_endpoint_timeouts: Vec<(String, Duration)>,
     /// Limit the calls this service serves to N per second, all endpoints together
     /// (a token bucket; beyond it, `RESOURCE_EXHAUSTED`), as go-micro's
     /// `ratelimit.NewHandlerWrapper(N)`.
@@ -212,6 +216,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}` is out of range: {e}"))
 }
 
+fn parse_endpoint_timeout(text: &str) -> Result<(String, Duration), String> {
+    let (endpoint, limit) = text.split_once('=').ok_or_else(|| {
+        format!("`{text}` is not ENDPOINT=DURATION: write e.g. Greeter.SayHello=200ms")
+    })?;
+    Ok((endpoint.trim().to_owned(), parse_duration(limit)?))
+}
+
 fn parse_route(text: &str) -> Result<(String, String), String> {
     let (name, address) = text
         .split_once('=')
@@ -252,6 +263,27 @@ mod tests {
             vec![("greeter".into(), "127.0.0.1:9".into())]
         );
         assert!(Flags::try_parse_from(["svc", "--client-retries", "many"]).is_err());
+    }
+
+    #[test]
+    fn endpoint_timeouts_parse_or_say_how_to_write_them() {
+        let flags = Flags::try_parse_from([
+            "svc",
+            "--server-endpoint-timeout",
+            "Greeter.SayHello=200ms,User.Login=2s",
+        ])
+        .unwrap();
+        assert_eq!(
+            flags.server_endpoint_timeouts,
+            vec![
+                ("Greeter.SayHello".into(), Duration::from_millis(200)),
+                ("User.Login".into(), Duration::from_secs(2)),
+            ]
+        );
+        let err = Flags::try_parse_from(["svc", "--server-endpoint-timeout", "200ms"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not ENDPOINT=DURATION"), "{err}");
     }
 
     #[test]

@@ -454,6 +454,14 @@ impl ServiceBuilder {
             self.handler_wrappers
                 .push(crate::wrapper::shed::LoadShedLayer::max_concurrent(max).into_wrap());
         }
+        if !flags.server_endpoint_timeouts.is_empty() {
+            use crate::wrapper::HandlerLayer as _;
+            let timeouts = flags.server_endpoint_timeouts.iter().fold(
+                crate::wrapper::timeout::EndpointTimeouts::new(),
+                |timeouts, (endpoint, limit)| timeouts.endpoint(endpoint.clone(), *limit),
+            );
+            self.handler_wrappers.push(timeouts.into_wrap());
+        }
         if let Some(n) = flags.ratelimit_server {
             use crate::wrapper::HandlerLayer as _;
             self.handler_wrappers

@@ -527,3 +527,39 @@ async fn resilience_layers_work_on_a_plain_tonic_server_and_channel() {
     assert_eq!((circuits[0].successes, circuits[0].failures), (1, 1));
     server.abort();
 }
+
+#[tokio::test]
+async fn a_server_endpoint_timeout_cuts_the_handler_with_deadline_exceeded() {
+    let (gate, _opener) = gate(false);
+    let (running, handled) = (gate.running.clone(), gate.handled.clone());
+    let (_service, server) = start_with(gate, |b| {
+        b.args([
+            "greeter",
+            "--log-level",
+            "warn",
+            "--server-endpoint-timeout",
+            "Greeter.SayHello=200ms",
+        ])
+    })
+    .await;
+    let err = client_of(&server)
+        .say_hello(hello("slow"))
+        .timeout(Duration::from_secs(10))
+        .await
+        .expect_err("the gate never opens");
+    assert_eq!(err.grpc_code(), rmicro::Code::DeadlineExceeded, "{err:?}");
+    assert_eq!(err.id, "greeter");
+    assert_eq!(
+        err.detail,
+        "`greeter` cut Greeter.SayHello after its server timeout of 200ms"
+    );
+    // The handler was cut, not left running.
+    wait_until("the handler is dropped", Duration::from_secs(5), || {
+        running.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
+    // Another endpoint has no limit: `whoami` answers at once either way.
+    let reply = client_of(&server).say_hello(hello("whoami")).await;
+    assert!(reply.is_ok(), "{reply:?}");
+}

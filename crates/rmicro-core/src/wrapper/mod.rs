@@ -50,8 +50,8 @@
 //! (`tonic::transport::Server::builder().layer(..)`) too.
 //!
 //! Shipped wrappers: [`logging`], [`breaker`] (Hystrix's circuit breaker),
-//! [`ratelimit`] (token buckets), [`shed`] (load shedding). Tracing and metrics
-//! follow the same layout.
+//! [`ratelimit`] (token buckets), [`shed`] (load shedding), [`timeout`] (per-endpoint
+//! server timeouts). Tracing and metrics follow the same layout.
 
 pub mod breaker;
 pub(crate) mod broker;
@@ -63,6 +63,7 @@ pub mod logging;
 pub mod ratelimit;
 pub mod shed;
 pub(crate) mod stack;
+pub mod timeout;
 
 pub use stack::{ClientLayer, HandlerLayer, StackLayer};
 mod status;
