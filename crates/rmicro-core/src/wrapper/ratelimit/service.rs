@@ -48,14 +48,10 @@ fn key_of<B>(scope: &Scope, request: &http::Request<B>) -> Option<String> {
 
 /// `service.endpoint` of the call (its gRPC path when it carries no description).
 fn command_of<B>(request: &http::Request<B>) -> String {
-    let extensions = request.extensions();
-    match (
-        extensions.get::<CallInfo>(),
-        extensions.get::<ClientCallInfo>(),
-    ) {
-        (Some(info), _) => format!("{}.{}", info.service(), info.endpoint()),
-        (None, Some(info)) => format!("{}.{}", info.service(), info.endpoint()),
-        (None, None) => request
+    use crate::wrapper::DescribeCall as _;
+    match request.describe() {
+        Some((service, endpoint)) => format!("{service}.{endpoint}"),
+        None => request
             .uri()
             .path()
             .trim_start_matches('/')
