@@ -51,6 +51,13 @@ pub struct Flags {
     /// Default retries of calls this service makes, where safe [default: 1].
     #[arg(long, env = "MICRO_CLIENT_RETRIES", value_name = "N")]
     pub client_retries: Option<u32>,
+    /// Retries all calls together may make, in percent of the calls of the last
+    /// 10 s (`0` for none beyond the reserve) [default: 20].
+    #[arg(long, env = "MICRO_CLIENT_RETRY_BUDGET", value_name = "PERCENT", value_parser = parse_percent)]
+    pub client_retry_budget: Option<f64>,
+    /// Retries a second allowed whatever the budget's share [default: 10].
+    #[arg(long, env = "MICRO_CLIENT_RETRY_MIN_PER_SECOND", value_name = "N")]
+    pub client_retry_min_per_second: Option<u32>,
     /// Dial TLS, trusting this PEM CA certificate.
     #[arg(long, env = "MICRO_CLIENT_TLS_CA", value_name = "FILE")]
     pub client_tls_ca: Option<std::path::PathBuf>,
@@ -216,6 +223,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}` is out of range: {e}"))
 }
 
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let percent: f64 = text
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("`{text}` is not a percentage (e.g. `20`)"))?;
+    if percent.is_finite() && percent >= 0.0 {
+        Ok(percent)
+    } else {
+        Err(format!("`{text}` is not a percentage of 0 or more"))
+    }
+}
+
 fn parse_endpoint_timeout(text: &str) -> Result<(String, Duration), String> {
     let (endpoint, limit) = text.split_once('=').ok_or_else(|| {
         format!("`{text}` is not ENDPOINT=DURATION: write e.g. Greeter.SayHello=200ms")
@@ -263,6 +283,10 @@ mod tests {
             vec![("greeter".into(), "127.0.0.1:9".into())]
         );
         assert!(Flags::try_parse_from(["svc", "--client-retries", "many"]).is_err());
+        assert!(Flags::try_parse_from(["svc", "--client-retry-budget", "-5"]).is_err());
+        assert!(Flags::try_parse_from(["svc", "--client-retry-budget", "lots"]).is_err());
+        let flags = Flags::try_parse_from(["svc", "--client-retry-budget", "5%"]).unwrap();
+        assert_eq!(flags.client_retry_budget, Some(5.0));
     }
 
     #[test]

@@ -444,6 +444,12 @@ impl ServiceBuilder {
         if let Some(r) = flags.client_retries {
             self.client.retries = r;
         }
+        if let Some(percent) = flags.client_retry_budget {
+            self.client.retry_budget = self.client.retry_budget.percent(percent);
+        }
+        if let Some(n) = flags.client_retry_min_per_second {
+            self.client.retry_budget = self.client.retry_budget.min_per_second(n);
+        }
         if let Some(ca) = flags.client_tls_ca {
             self.client.channel.tls = Some(ClientTls::default().with_ca_file(&ca)?);
         }

@@ -517,6 +517,100 @@ async fn retries_only_where_the_handler_cannot_run_twice() {
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_fails_everything_gets_no_retry_storm() {
+    // Every call fails with UNAVAILABLE and may be retried three times: without a
+    // budget the backend would see 4x the calls; the default budget (20 % of the
+    // calls, at least 10 a second) keeps it within 1.2x.
+    let inspector = Inspector::new();
+    let handled = inspector.calls.clone();
+    let (_service, server) = start_with(inspector, |b| b).await;
+    let client = client_for(&server);
+    let (tasks, per_task) = (50, 20);
+    let made = Arc::new(AtomicUsize::new(0));
+    let mut running = tokio::task::JoinSet::new();
+    for _ in 0..tasks {
+        let (client, made) = (client.clone(), made.clone());
+        running.spawn(async move {
+            for _ in 0..per_task {
+                made.fetch_add(1, Ordering::SeqCst);
+                let err = client
+                    .say_hello(req("unavailable", 0))
+                    .retries(3)
+                    .idempotent()
+                    .await
+                    .unwrap_err();
+                assert_eq!(err.code, 503, "{err}");
+            }
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        done.expect("caller task");
+    }
+    let (made, handled) = (made.load(Ordering::SeqCst), handled.load(Ordering::SeqCst));
+    eprintln!(
+        "{made} calls reached the backend {handled} times ({:.3}x)",
+        handled as f64 / made as f64
+    );
+    assert_eq!(made, tasks * per_task);
+    assert!(
+        handled as f64 <= made as f64 * 1.2,
+        "{made} calls reached the backend {handled} times"
+    );
+    // The budget let retries through (it is not simply "no retries").
+    assert!(handled > made + 100, "{made} calls, {handled} handled: no retries?");
+}
+
+/// A server that answers every failure with `grpc-retry-pushback-ms: value`.
+async fn pushing_back(value: &'static str) -> (Arc<AtomicUsize>, rmicro::server::RunningServer) {
+    let inspector = Inspector::new();
+    let handled = inspector.calls.clone();
+    let (_service, server) = start_with(inspector, |b| {
+        b.wrap_handler(rmicro::wrapper::from_fn(move |call, next| async move {
+            let mut response = next.run(call).await?;
+            response.headers_mut().insert(
+                "grpc-retry-pushback-ms",
+                http::HeaderValue::from_static(value),
+            );
+            Ok(response)
+        }))
+    })
+    .await;
+    (handled, server)
+}
+
+#[tokio::test]
+async fn the_client_waits_as_long_as_the_server_pushes_back() {
+    let (handled, server) = pushing_back("300").await;
+    let started = std::time::Instant::now();
+    let err = client_for(&server)
+        .say_hello(req("unavailable", 0))
+        .retries(1)
+        .idempotent()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 503);
+    assert_eq!(handled.load(Ordering::SeqCst), 2, "retried once");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "retried after {:?}, before the 300 ms pushback",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_negative_pushback_stops_the_retries() {
+    let (handled, server) = pushing_back("-1").await;
+    let err = client_for(&server)
+        .say_hello(req("unavailable", 0))
+        .retries(3)
+        .idempotent()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 503);
+    assert_eq!(handled.load(Ordering::SeqCst), 1, "the server said not to retry");
+}
+
 #[tokio::test]
 async fn the_client_reconnects_after_the_server_restarts() {
     let (_service, server) = start_greeter().await;

@@ -26,18 +26,23 @@
 //! **Retries** (default 1) happen only where they cannot run a handler twice: the
 //! connection could not be made, or the request was refused before it was sent. A call
 //! marked `.idempotent()` is also retried on `UNAVAILABLE`, `ABORTED`, `INTERNAL` and
-//! `UNKNOWN`. Streaming calls whose requests are streams are never retried.
+//! `UNKNOWN`. Streaming calls whose requests are streams are never retried. All
+//! calls of a client share a [`RetryBudget`] (20 % of recent calls, at least 10 a
+//! second), so a failing backend is not hit by a retry storm; retries wait a
+//! [`Backoff`] (exponential, full jitter, or the server's `grpc-retry-pushback-ms`).
 //!
 //! **Deadlines**: the timeout (default 5 s) is sent as `grpc-timeout`; inside a handler,
 //! a call inherits what is left of the incoming call's deadline if that is sooner.
 
 mod attempt;
+mod budget;
 mod call;
 mod resolve;
 mod retry;
 mod stream;
 
 pub use crate::wrapper::stack::{ClientLayer, ClientStack};
+pub use budget::{Backoff, RetryBudget};
 pub use call::{
     Answer, Answering, Call, CallOptions, ClientStreamCall, OneReply, ReplyStream,
     ServerStreamCall, StreamingCall, UnaryCall,
@@ -63,6 +68,10 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// Default number of retries (attempts = retries + 1).
     pub retries: u32,
+    /// How many retries all calls together may make ([`RetryBudget`]).
+    pub retry_budget: RetryBudget,
+    /// How long to wait before a retry ([`Backoff`]).
+    pub backoff: Backoff,
     /// Largest message sent or accepted, in bytes.
     pub max_message_size: usize,
     /// How connections are dialled.
@@ -99,6 +108,8 @@ impl Default for ClientOptions {
         ClientOptions {
             request_timeout: Duration::from_secs(5),
             retries: 1,
+            retry_budget: RetryBudget::default(),
+            backoff: Backoff::default(),
             max_message_size: 4 * 1024 * 1024,
             channel: ChannelOptions::default(),
             routes: HashMap::new(),
@@ -138,6 +149,8 @@ struct ClientInner {
     stack: ClientChain,
     /// The service this client calls for ([`ClientOptions::from_service`]).
     caller: Option<Arc<str>>,
+    /// The retry budget, shared with the clients derived from this one.
+    budget: Arc<budget::Budget>,
 }
 
 impl std::fmt::Debug for Client {
@@ -166,16 +179,27 @@ impl Client {
     }
 
     fn build(options: ClientOptions, selector: Option<Arc<Selector>>) -> Self {
+        let budget = Arc::new(budget::Budget::new(options.retry_budget));
+        Self::build_sharing(options, selector, budget)
+    }
+
+    fn build_sharing(
+        options: ClientOptions,
+        selector: Option<Arc<Selector>>,
+        budget: Arc<budget::Budget>,
+    ) -> Self {
         let wrappers = options.wrappers.clone();
         let caller = options.from_service.as_deref().map(Arc::from);
         let resolver = Arc::new(Resolver::new(options, selector));
         let attempt = ClientChain::new(attempt::to_channel(), &wrappers.call);
-        let stack = ClientChain::new(retry::retrying(resolver.clone(), attempt), &wrappers.client);
+        let retrying = retry::retrying(resolver.clone(), attempt, budget.clone());
+        let stack = ClientChain::new(retrying, &wrappers.client);
         Client {
             inner: Arc::new(ClientInner {
                 resolver,
                 stack,
                 caller,
+                budget,
             }),
         }
     }
@@ -185,9 +209,14 @@ impl Client {
         self.inner.resolver.selector.as_ref()
     }
 
-    /// A client like this one but with other options (same selector and wrappers).
+    /// A client like this one but with other options (same selector, wrappers and
+    /// retry budget).
     fn derive(&self, options: ClientOptions) -> Self {
-        Self::build(options, self.inner.resolver.selector.clone())
+        Self::build_sharing(
+            options,
+            self.inner.resolver.selector.clone(),
+            self.inner.budget.clone(),
+        )
     }
 
     /// The client's options.

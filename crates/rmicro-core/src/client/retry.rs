@@ -3,6 +3,7 @@
 //! one — where retrying cannot run a handler twice.
 
 use super::attempt::AttemptChannel;
+use super::budget::{Budget, Pushback};
 use super::resolve::Resolver;
 use crate::errors::Code;
 use crate::selector::{SelectOptions, Selected};
@@ -13,7 +14,6 @@ use crate::wrapper::{AttemptInfo, ClientCallInfo, NotSent};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tokio::time::Instant;
 use tower::BoxError;
 
@@ -33,12 +33,21 @@ pub(crate) struct CallPlan {
 struct Retrying {
     resolver: Arc<Resolver>,
     attempt: ClientChain,
+    budget: Arc<Budget>,
 }
 
 /// The service `wrap_client` wrappers wrap: always ready (each attempt waits for
 /// its channel itself).
-pub(crate) fn retrying(resolver: Arc<Resolver>, attempt: ClientChain) -> SharedCall {
-    let retrying = Arc::new(Retrying { resolver, attempt });
+pub(crate) fn retrying(
+    resolver: Arc<Resolver>,
+    attempt: ClientChain,
+    budget: Arc<Budget>,
+) -> SharedCall {
+    let retrying = Arc::new(Retrying {
+        resolver,
+        attempt,
+        budget,
+    });
     Arc::new(move |request| {
         let retrying = retrying.clone();
         Box::pin(async move { retrying.run(request).await })
@@ -94,6 +103,8 @@ impl Retrying {
         let mut first = Some((parts, body));
         let mut select = plan.select.clone();
         let mut attempt = 0u32;
+        let mut backed_off = 0u32;
+        self.budget.deposit(Instant::now());
         loop {
             attempt += 1;
             if let Some(info) = &info {
@@ -147,14 +158,23 @@ impl Retrying {
             extensions.insert(AttemptChannel(channel));
             let result = self.attempt.call(request).await;
             let may_retry = replay.is_some() && attempt <= plan.retries;
-            match result {
+            // Whether this attempt may have reached a handler, and what the server
+            // said about retrying it.
+            let (reached, pushback) = match result {
                 Ok(response) => {
                     let code = trailers_only_code(&response);
                     let retryable = matches!(
                         code,
                         Some(Code::Unavailable | Code::Aborted | Code::Internal | Code::Unknown)
                     );
-                    if !(plan.idempotent && retryable && may_retry) {
+                    let pushback = response
+                        .headers()
+                        .get(crate::transport::headers::GRPC_RETRY_PUSHBACK_MS)
+                        .map(|v| Pushback::parse(v.as_bytes()));
+                    if !(plan.idempotent && retryable && may_retry)
+                        || pushback == Some(Pushback::Stop)
+                        || !self.budget.withdraw(Instant::now())
+                    {
                         if let Some(node) = &node
                             && code.is_none_or(|c| c == Code::Ok)
                         {
@@ -165,6 +185,7 @@ impl Retrying {
                     if let Some(node) = &node {
                         select.exclude.push(node.id().clone());
                     }
+                    (true, pushback)
                 }
                 Err(err) => {
                     let not_sent = is_not_sent(&err);
@@ -184,17 +205,26 @@ impl Retrying {
                     // declared idempotent.
                     let elsewhere = node.is_some() || unreachable;
                     let retry = (not_sent && elsewhere) || unreachable || plan.idempotent;
-                    if !retry || !may_retry {
+                    if !retry || !may_retry || !self.budget.withdraw(Instant::now()) {
                         return Err(err);
                     }
                     tracing::debug!(%service, attempt, error = %err, "retrying call");
+                    (!(not_sent || unreachable), None)
                 }
-            }
-            // A refused connection is retried at once (the channel re-dials); further
-            // attempts back off 100 ms, 200 ms, 400 ms, … within the deadline.
-            if attempt > 1 {
-                let backoff = Duration::from_millis(100) * 2u32.saturating_pow(attempt - 2);
-                tokio::time::sleep_until((Instant::now() + backoff).min(plan.deadline)).await;
+            };
+            // A call that reached no server goes to the next node at once (the
+            // channel re-dials a fixed address once at once too); otherwise the
+            // server's pushback, or a jittered, doubling backoff.
+            let wait = match pushback {
+                Some(Pushback::After(wait)) => Some(wait),
+                _ if !reached && (node.is_some() || attempt == 1) => None,
+                _ => {
+                    backed_off += 1;
+                    Some(self.resolver.options.backoff.delay(backed_off))
+                }
+            };
+            if let Some(wait) = wait {
+                tokio::time::sleep_until((Instant::now() + wait).min(plan.deadline)).await;
             }
         }
     }

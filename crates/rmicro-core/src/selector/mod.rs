@@ -9,7 +9,7 @@
 //! on another node, within the client's retry rules.
 
 mod cache;
-mod hash;
+pub(crate) mod hash;
 
 pub use cache::NodeInfo;
 

@@ -13,3 +13,7 @@ pub(crate) const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-messag
 pub(crate) const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 /// rmicro's error trailer ([`ERROR_TRAILER`](crate::errors::ERROR_TRAILER)).
 pub(crate) const MICRO_ERROR: HeaderName = HeaderName::from_static(crate::errors::ERROR_TRAILER);
+/// `grpc-retry-pushback-ms`: how long the server asks the caller to wait before it
+/// retries (a negative value: do not retry), in the trailers (gRFC A6).
+pub(crate) const GRPC_RETRY_PUSHBACK_MS: HeaderName =
+    HeaderName::from_static("grpc-retry-pushback-ms");
