@@ -31,8 +31,9 @@ pub struct H2loadArgs {
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// Servers, tonic first: tonic, rmicro, rmicro+N (N no-op handler wrappers),
-    /// greeter (the shipped binary, default flags).
-    #[arg(long, default_value = "tonic,rmicro,rmicro+4,greeter")]
+    /// greeter (the shipped binary, default flags), greeter+ratelimit (the same
+    /// with `--ratelimit-server` too high to bite: the seed's server line).
+    #[arg(long, default_value = "tonic,rmicro,rmicro+4,greeter,greeter+ratelimit")]
     servers: String,
 }
 

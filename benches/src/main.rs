@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 /// The tonic-generated code for the greeter proto.
 mod h2load;
+mod resilience;
 
 mod tonic_greeter {
     tonic::include_proto!("greeter.v1");
@@ -57,11 +58,12 @@ enum Cmd {
     /// Calls by service name through the selector vs calls to a fixed address.
     Discovery(LoadArgs),
     /// `count` sequential unary calls from one client (`tonic`, `rmicro`, or
-    /// `rmicro+4`: 2 `wrap_client` + 2 `wrap_call` no-op wrappers) to an rmicro server
+    /// `rmicro+4`: 2 `wrap_client` + 2 `wrap_call` no-op wrappers, `rmicro+breaker`:
+    /// `Breaker::hystrix()`) to an rmicro server
     /// in another process: the workload `scripts/bench-instructions` counts under
     /// callgrind (instructions, not seconds, so a noisy machine does not blur it).
     ClientCalls {
-        /// `tonic`, `rmicro` or `rmicro+4`.
+        /// `tonic`, `rmicro`, `rmicro+4` or `rmicro+breaker`.
         client: String,
         /// Calls to make after 50 unmeasured ones.
         #[arg(long, default_value_t = 1000)]
@@ -69,6 +71,9 @@ enum Cmd {
     },
     /// Publish -> consume throughput per broker backend vs its own client.
     Broker(broker::BrokerArgs),
+    /// The seed's resilience stack (breaker + round-robin + server rate limit) vs
+    /// no wrappers, end to end, then each wrapper's cost in ns per call.
+    Resilience(resilience::ResilienceArgs),
 }
 
 #[derive(clap::Parser, Clone)]
@@ -89,7 +94,8 @@ struct LoadArgs {
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
     /// Servers to compare, tonic first (`compare` only): tonic, rmicro, rmicro+N
-    /// (N no-op handler wrappers), greeter (the shipped binary, default flags).
+    /// (N no-op handler wrappers), greeter (the shipped binary, default flags),
+    /// greeter+ratelimit (the same with an unbiting `--ratelimit-server`).
     #[arg(long, default_value = "tonic,rmicro")]
     servers: String,
 }
@@ -137,7 +143,7 @@ async fn client_calls(kind: &str, count: u64) -> anyhow::Result<()> {
                     .await?;
                 tonic_call(TonicClient::new(channel))
             }
-            "rmicro" | "rmicro+4" => {
+            "rmicro" | "rmicro+4" | "rmicro+breaker" => {
                 let mut options = rmicro::client::ClientOptions::default();
                 if kind == "rmicro+4" {
                     options = options
@@ -146,12 +152,17 @@ async fn client_calls(kind: &str, count: u64) -> anyhow::Result<()> {
                         .wrap_call(noop())
                         .wrap_call(noop());
                 }
+                if kind == "rmicro+breaker" {
+                    options = options.wrap_client(rmicro::wrapper::breaker::Breaker::hystrix());
+                }
                 rmicro_call(greeter::proto::GreeterClient::new(
                     "greeter",
                     rmicro::Client::new(options).with_route("greeter", address.clone()),
                 ))
             }
-            other => anyhow::bail!("unknown client `{other}`: tonic, rmicro or rmicro+4"),
+            other => anyhow::bail!(
+                "unknown client `{other}`: tonic, rmicro, rmicro+4 or rmicro+breaker"
+            ),
         };
         for _ in 0..50 {
             anyhow::ensure!(call().await, "warm-up call failed");
@@ -392,7 +403,7 @@ async fn alternate_clients(
     for round in 0..args.rounds {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
-            let (name, client) = &kinds[i];
+            let client = &kinds[i].1;
             load_rmicro(client.clone(), args, args.warmup).await?;
             let before = summary::cpu_seconds(std::process::id());
             let m = load_rmicro(client.clone(), args, args.duration).await?;
@@ -401,34 +412,44 @@ async fn alternate_clients(
                 summary::cpu_seconds(std::process::id()),
                 m.requests,
             );
-            let rps = m.requests as f64 / m.elapsed.as_secs_f64();
-            println!(
-                "  round {} {:>8}: {:>9.0} req/s  p50 {:>5} us  p99 {:>5} us  CPU {:>6.2} us/req  errors {}",
-                round + 1,
-                name,
-                rps,
-                m.latency.value_at_quantile(0.5),
-                m.latency.value_at_quantile(0.99),
-                cpu,
-                m.errors
-            );
-            let s = &mut series[i];
-            s.rps.push(rps);
-            s.cpu_us.push(cpu);
-            s.errors += m.errors;
-            s.latency.add(&m.latency)?;
+            record(&mut series[i], round, &m, cpu)?;
         }
     }
     Ok(series)
 }
 
+/// Prints one measured round of a Rust-driven load and adds it to `series`.
+fn record(series: &mut summary::Series, round: u32, m: &Measured, cpu: f64) -> anyhow::Result<()> {
+    let rps = m.requests as f64 / m.elapsed.as_secs_f64();
+    println!(
+        "  round {} {:>10}: {:>9.0} req/s  p50 {:>5} us  p99 {:>5} us  CPU {:>6.2} us/req  errors {}",
+        round + 1,
+        series.kind,
+        rps,
+        m.latency.value_at_quantile(0.5),
+        m.latency.value_at_quantile(0.99),
+        cpu,
+        m.errors
+    );
+    series.rps.push(rps);
+    series.cpu_us.push(cpu);
+    series.errors += m.errors;
+    series.latency.add(&m.latency)?;
+    Ok(())
+}
+
 /// Starts a server and returns it with its address: `tonic`, `rmicro` (no
 /// wrappers), `rmicro+N` (N no-op handler wrappers) — all `rmicro-bench serve` —
 /// or `greeter`, the shipped greeter binary with its default flags (built next to
-/// this one by `cargo build --release -p greeter --bins`).
+/// this one by `cargo build --release -p greeter --bins`), or `greeter+ratelimit`,
+/// the same with `--ratelimit-server` set too high to bite (the seed's server line).
 fn spawn_server(kind: &str, extra: &[&str]) -> anyhow::Result<(std::process::Child, String)> {
-    if kind == "greeter" {
-        return spawn_greeter();
+    match kind {
+        "greeter" => return spawn_greeter(&[]),
+        "greeter+ratelimit" => {
+            return spawn_greeter(&["--ratelimit-server", resilience::UNBITING_RATE]);
+        }
+        _ => {}
     }
     let (kind, wrappers) = match kind.split_once('+') {
         Some((kind, n)) => (kind, n.to_owned()),
@@ -453,9 +474,9 @@ fn spawn_server(kind: &str, extra: &[&str]) -> anyhow::Result<(std::process::Chi
     Ok((child, address))
 }
 
-/// The shipped `greeter` binary on a loopback port, its flags otherwise default; its
-/// address comes from its "Listening on" log line.
-fn spawn_greeter() -> anyhow::Result<(std::process::Child, String)> {
+/// The shipped `greeter` binary on a loopback port, its flags otherwise default (plus
+/// `extra`); its address comes from its "Listening on" log line.
+fn spawn_greeter(extra: &[&str]) -> anyhow::Result<(std::process::Child, String)> {
     let exe = std::env::current_exe()?;
     let binary = exe.with_file_name("greeter");
     anyhow::ensure!(
@@ -465,6 +486,7 @@ fn spawn_greeter() -> anyhow::Result<(std::process::Child, String)> {
     );
     let mut child = Command::new(&binary)
         .args(["--server-address", "127.0.0.1:0"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -598,6 +620,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Cmd::Discovery(args)) => discovery(args).await,
         Some(Cmd::ClientCalls { client, count }) => client_calls(&client, count).await,
         Some(Cmd::Broker(args)) => broker::run(args).await,
+        Some(Cmd::Resilience(args)) => resilience::run(args).await,
         Some(Cmd::Compare(args)) => compare(args).await,
         None => compare(LoadArgs::parse_from(["compare"])).await,
     }

@@ -124,6 +124,12 @@ pub fn print(series: &[Series]) {
             ratios(s, bare);
         }
     }
+    // A shipped binary with more flags against the shipped defaults.
+    if let Some(shipped) = series.iter().find(|s| s.kind == "greeter") {
+        for s in series.iter().filter(|s| s.kind.starts_with("greeter+")) {
+            ratios(s, shipped);
+        }
+    }
 }
 
 #[cfg(test)]

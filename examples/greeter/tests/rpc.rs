@@ -612,6 +612,59 @@ async fn a_negative_pushback_stops_the_retries() {
 }
 
 #[tokio::test]
+async fn the_breakers_timeout_rides_on_the_clients_timer_and_counts() {
+    // The breaker's 200 ms is shorter than the call's 5 s: the client's one timer
+    // ends the call at 200 ms, with the breaker's detail, and the circuit counts a
+    // timeout. (Where the client's timer cannot carry it — a plain tonic channel, a
+    // breaker with a fallback — the breaker keeps a timer of its own.)
+    use rmicro::wrapper::breaker::{BreakerLayer, Settings};
+    let inspector = Inspector::new();
+    let cancelled = inspector.cancelled.clone();
+    let (_service, server) = start_with(inspector, |b| b).await;
+    let breaker = BreakerLayer::new(Settings {
+        timeout: Duration::from_millis(200),
+        ..Settings::default()
+    });
+    let options = rmicro::client::ClientOptions {
+        from_service: Some("base".into()),
+        ..Default::default()
+    }
+    .wrap_client(breaker.clone());
+    let client = proto::GreeterClient::new(
+        "greeter",
+        rmicro::Client::new(options).with_route("greeter", server.local_addr().to_string()),
+    );
+    let started = std::time::Instant::now();
+    let err = client
+        .say_hello(req("sleep", 0))
+        .timeout(Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(err.grpc_code(), rmicro::Code::DeadlineExceeded, "{err:?}");
+    assert_eq!(err.id, "base");
+    assert_eq!(
+        err.detail,
+        "greeter.Greeter.SayHello did not answer within the breaker's timeout of 200ms"
+    );
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(5),
+        "ended after {waited:?}"
+    );
+    let circuits = breaker.circuits();
+    assert_eq!(circuits.len(), 1, "{circuits:?}");
+    assert_eq!(circuits[0].timeouts, 1, "{circuits:?}");
+    assert_eq!(circuits[0].in_flight, 0, "{circuits:?}");
+    wait_until("the handler was cancelled", Duration::from_secs(5), || {
+        cancelled.load(Ordering::SeqCst)
+    })
+    .await;
+    // A quick call still succeeds and counts as one.
+    client.say_hello(req("ok", 0)).await.expect("answers");
+    assert_eq!(breaker.circuits()[0].successes, 1);
+}
+
+#[tokio::test]
 async fn the_client_reconnects_after_the_server_restarts() {
     let (_service, server) = start_greeter().await;
     let address = server.local_addr().to_string();

@@ -181,8 +181,14 @@ impl Target {
         extensions.insert(started.info.clone());
         extensions.insert(Arc::new(plan));
         let sent = self.client.inner.stack.call(request);
-        match tokio::time::timeout_at(started.deadline, sent).await {
-            Err(_) => Err(self.timed_out(started)),
+        // Read after the wrappers started the call: a breaker's shorter timeout
+        // rides on this timer instead of a second one.
+        let deadline = started.info.accept_deadline();
+        match tokio::time::timeout_at(deadline, sent).await {
+            Err(_) => Err(match started.info.accepted_cut() {
+                Some(timeout) => self.cut_by_breaker(started, timeout),
+                None => self.timed_out(started),
+            }),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(self.error_from(err, started)),
         }
@@ -268,6 +274,18 @@ impl Target {
             Err(_) => Err(self.timed_out(started)),
             Ok(result) => result.map_err(|status| self.failed(&status, started)),
         }
+    }
+
+    /// The breaker's timeout, which the client's timer kept for it, passed first.
+    fn cut_by_breaker(&self, started: &Started, timeout: Duration) -> Error {
+        let id = started.info.caller().unwrap_or(CLIENT_ID);
+        Error::timeout(
+            id,
+            crate::wrapper::breaker::timeout_detail(
+                &format!("{}.{}", self.service, self.endpoint),
+                timeout,
+            ),
+        )
     }
 
     fn timed_out(&self, started: &Started) -> Error {

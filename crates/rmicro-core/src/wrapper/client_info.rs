@@ -68,8 +68,47 @@ pub struct ClientCallInfo {
     path: Arc<str>,
     deadline: Instant,
     caller: Option<Arc<str>>,
-    attempts: Arc<AtomicU32>,
+    cells: Arc<CallCells>,
     messages: Arc<MessageCounts>,
+}
+
+/// What the clones of one call's [`ClientCallInfo`] share and change.
+#[derive(Debug)]
+struct CallCells {
+    attempts: AtomicU32,
+    /// A wrapper's tighter deadline, as nanoseconds before the call's (0: none).
+    cut: AtomicU64,
+    /// The wrapper's timeout that made the cut, in nanoseconds (for the message).
+    cut_timeout: AtomicU64,
+    /// The cut the client's timer took up (`u64::MAX`: not read yet).
+    accepted: AtomicU64,
+}
+
+/// What [`ClientCallInfo::deadline_cut`] gives: whether the client's timer took up
+/// a wrapper's deadline.
+pub(crate) struct DeadlineCut {
+    cells: Arc<CallCells>,
+    deadline: Instant,
+}
+
+impl DeadlineCut {
+    /// Whether the client's timer ends the call by `until`.
+    pub(crate) fn covers(&self, until: Instant) -> bool {
+        match self.cells.accepted.load(Ordering::Acquire) {
+            u64::MAX => false,
+            earlier => {
+                self.deadline
+                    .checked_sub(std::time::Duration::from_nanos(earlier))
+                    .unwrap_or(self.deadline)
+                    <= until
+            }
+        }
+    }
+}
+
+/// Nanoseconds of `d`, saturating.
+fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl ClientCallInfo {
@@ -87,7 +126,12 @@ impl ClientCallInfo {
             path: path.into(),
             deadline,
             caller: None,
-            attempts: Arc::new(AtomicU32::new(0)),
+            cells: Arc::new(CallCells {
+                attempts: AtomicU32::new(0),
+                cut: AtomicU64::new(0),
+                cut_timeout: AtomicU64::new(0),
+                accepted: AtomicU64::new(u64::MAX),
+            }),
             messages: Arc::new(MessageCounts::default()),
         }
     }
@@ -137,11 +181,55 @@ impl ClientCallInfo {
 
     /// Attempts made so far (final once the call has returned).
     pub fn attempts(&self) -> u32 {
-        self.attempts.load(Ordering::Acquire)
+        self.cells.attempts.load(Ordering::Acquire)
     }
 
     pub(crate) fn set_attempts(&self, n: u32) {
-        self.attempts.store(n, Ordering::Release);
+        self.cells.attempts.store(n, Ordering::Release);
+    }
+
+    /// A wrapper (the breaker) asks for the call to end by `until`, its `timeout`
+    /// after it started, instead of the call's deadline; the earliest ask wins. The
+    /// client's own timer honours it when it reads it after the wrappers started
+    /// the call ([`accept_deadline`](Self::accept_deadline)); the wrapper checks
+    /// with a [`DeadlineCut`] and keeps a timer of its own otherwise. One timer per
+    /// call instead of two.
+    pub(crate) fn offer_deadline(&self, until: Instant, timeout: std::time::Duration) {
+        let earlier = nanos(self.deadline.saturating_duration_since(until));
+        if earlier == 0 {
+            return;
+        }
+        if self.cells.cut.fetch_max(earlier, Ordering::AcqRel) < earlier {
+            self.cells.cut_timeout.store(nanos(timeout), Ordering::Release);
+        }
+    }
+
+    /// The deadline the client's timer uses: the call's, or a wrapper's tighter
+    /// one; from now on wrappers see their ask covered.
+    pub(crate) fn accept_deadline(&self) -> Instant {
+        let earlier = self.cells.cut.load(Ordering::Acquire);
+        self.cells.accepted.store(earlier, Ordering::Release);
+        self.deadline
+            .checked_sub(std::time::Duration::from_nanos(earlier))
+            .unwrap_or(self.deadline)
+    }
+
+    /// A handle a wrapper keeps to learn later whether its ask was taken up.
+    pub(crate) fn deadline_cut(&self) -> DeadlineCut {
+        DeadlineCut {
+            cells: self.cells.clone(),
+            deadline: self.deadline,
+        }
+    }
+
+    /// The wrapper's timeout whose deadline the client's timer took up, if any.
+    pub(crate) fn accepted_cut(&self) -> Option<std::time::Duration> {
+        match self.cells.accepted.load(Ordering::Acquire) {
+            0 | u64::MAX => None,
+            _ => Some(std::time::Duration::from_nanos(
+                self.cells.cut_timeout.load(Ordering::Acquire),
+            )),
+        }
     }
 
     /// Messages and bytes sent and received.

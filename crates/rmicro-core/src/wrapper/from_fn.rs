@@ -338,6 +338,55 @@ impl Next {
     }
 }
 
+/// The rest of a chain as a tower service that takes one call, so that rmicro's own
+/// tower layers (breaker, rate limit, load shedding, endpoint timeouts) run as links
+/// of a function chain: their service is built per call over it (an `Arc` clone),
+/// with one allocation for its future and no clone of the stack below.
+///
+/// Its clones are spent (a layer that moves the ready service into its future and
+/// keeps a clone, as tower's contract has it, never calls the clone again).
+pub(crate) struct OneShot(Option<Next>);
+
+impl Clone for OneShot {
+    fn clone(&self) -> Self {
+        OneShot(None)
+    }
+}
+
+impl Service<http::Request<Body>> for OneShot {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = NextFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> NextFuture {
+        match self.0.take() {
+            Some(next) => next.start(request),
+            None => NextFuture::Boxed {
+                fut: Box::pin(std::future::ready(Err(BoxError::from(
+                    "a wrapper called the rest of its chain twice for one call",
+                )))),
+            },
+        }
+    }
+}
+
+/// `layer` as a link of a function chain (see [`OneShot`]).
+pub(crate) fn layer_fn<L>(layer: L) -> Arc<WrapFn>
+where
+    L: Layer<OneShot> + Send + Sync + 'static,
+    L::Service: Service<http::Request<Body>, Response = http::Response<Body>, Error = BoxError>,
+    <L::Service as Service<http::Request<Body>>>::Future: Send + 'static,
+{
+    Arc::new(move |call: Call, next: Next| {
+        let mut service = layer.layer(OneShot(Some(next)));
+        Box::pin(service.call(call.request))
+    })
+}
+
 /// Takes requests and gives responses with any body of bytes, so the same wrapper runs
 /// on an rmicro stack (bodies are already [`Body`]: nothing is converted) and on a plain
 /// tonic server.

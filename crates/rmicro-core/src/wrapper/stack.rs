@@ -34,15 +34,31 @@ impl<S> Clone for Wrap<S> {
 
 impl<S> Wrap<S> {
     /// `layer` as a wrap: a function wrapper when it is one, else `tower`'s boxing.
-    /// rmicro's own function-shaped layers ([`super::from_fn`], the logging layer)
-    /// join the chain of function wrappers.
+    /// rmicro's own layers join the chain of function wrappers: [`super::from_fn`]
+    /// and logging are functions; the breaker, rate limit, load shedding and
+    /// endpoint timeouts are always ready and cheap to build, so they run built
+    /// per call over the rest of the chain ([`super::from_fn::layer_fn`]) instead of
+    /// as boxed tower services cloned per call.
     fn of<L: 'static>(layer: L, tower: impl FnOnce(L) -> Wrap<S>) -> Wrap<S> {
+        use super::from_fn::layer_fn;
         let any = &layer as &dyn std::any::Any;
         if let Some(layer) = any.downcast_ref::<FromFnLayer>() {
             return Wrap::Fn(layer.wrap_fn());
         }
         if let Some(layer) = any.downcast_ref::<super::logging::LoggingLayer>() {
             return Wrap::Fn(layer.wrap_fn());
+        }
+        if let Some(layer) = any.downcast_ref::<super::breaker::BreakerLayer>() {
+            return Wrap::Fn(layer_fn(layer.clone()));
+        }
+        if let Some(layer) = any.downcast_ref::<super::ratelimit::RateLimitLayer>() {
+            return Wrap::Fn(layer_fn(layer.clone()));
+        }
+        if let Some(layer) = any.downcast_ref::<super::shed::LoadShedLayer>() {
+            return Wrap::Fn(layer_fn(layer.clone()));
+        }
+        if let Some(layer) = any.downcast_ref::<super::timeout::EndpointTimeouts>() {
+            return Wrap::Fn(layer_fn(layer.clone()));
         }
         tower(layer)
     }

@@ -5,6 +5,7 @@ use super::circuit::{Circuit, Event};
 use super::layer::{Fallback, Shared};
 use crate::errors::{Code, Error};
 use crate::transport::Body;
+use crate::wrapper::client_info::DeadlineCut;
 use crate::wrapper::{Outcome, on_status};
 use std::future::Future;
 use std::pin::Pin;
@@ -31,8 +32,11 @@ pin_project_lite::pin_project! {
         Running {
             #[pin]
             inner: F,
+            // Made at the first poll that waits, unless the client's timer ends
+            // the call by then (`cut`).
             #[pin]
-            timer: Sleep,
+            timer: Option<Sleep>,
+            cut: Option<DeadlineCut>,
             run: Option<Running>,
         },
         /// Refused without a call: the circuit is open or full.
@@ -54,6 +58,11 @@ pub(super) struct Running {
     pub(super) timeout: Duration,
     pub(super) caller: Option<Arc<str>>,
     pub(super) reported: bool,
+    /// When the breaker's timeout (or the call's deadline) passes.
+    pub(super) until: Instant,
+    /// The client's timer ends the call at `until` (no timer of our own): a drop
+    /// past it is the timeout.
+    pub(super) delegated: bool,
 }
 
 impl Running {
@@ -93,16 +102,18 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.report(None);
+        let timed_out = self.delegated && Instant::now() >= self.until;
+        self.report(timed_out.then_some(Event::Timeout));
     }
 }
 
 impl<F> BreakerFuture<F> {
-    pub(super) fn running(inner: F, run: Running, until: Instant) -> Self {
+    pub(super) fn running(inner: F, cut: Option<DeadlineCut>, run: Running) -> Self {
         BreakerFuture {
             state: State::Running {
                 inner,
-                timer: tokio::time::sleep_until(until),
+                timer: None,
+                cut,
                 run: Some(run),
             },
         }
@@ -156,26 +167,41 @@ where
                 Some(error) => answer(fallback.as_ref(), circuit, error),
                 None => Err("the breaker's future was polled after it completed".into()),
             }),
-            StateProj::Running { inner, timer, run } => {
+            StateProj::Running {
+                inner,
+                mut timer,
+                cut,
+                run,
+            } => {
                 if let Poll::Ready(result) = inner.poll(cx) {
-                    let Some(run) = run.take() else {
+                    let Some(mut run) = run.take() else {
                         return Poll::Ready(Err(
                             "the breaker's future was polled after it completed".into(),
                         ));
                     };
+                    run.delegated = false;
                     return Poll::Ready(finished(run, result));
                 }
-                if timer.poll(cx).is_ready()
-                    && let Some(mut run) = run.take()
+                if timer.is_none()
+                    && let Some(running) = run.as_mut()
+                    && !running.delegated
                 {
+                    if cut.take().is_some_and(|cut| cut.covers(running.until)) {
+                        running.delegated = true;
+                    } else {
+                        timer.set(Some(tokio::time::sleep_until(running.until)));
+                    }
+                }
+                let fired = timer
+                    .as_mut()
+                    .as_pin_mut()
+                    .is_some_and(|timer| timer.poll(cx).is_ready());
+                if fired && let Some(mut run) = run.take() {
                     run.report(Some(Event::Timeout));
                     let name = crate::sync::lock(&run.circuit).name().to_owned();
                     let waited = run.started.elapsed();
                     let detail = if waited + Duration::from_millis(1) >= run.timeout {
-                        format!(
-                            "{name} did not answer within the breaker's timeout of {:?}",
-                            run.timeout
-                        )
+                        super::timeout_detail(&name, run.timeout)
                     } else {
                         format!("{name} did not answer before the call's deadline ({waited:?})")
                     };

@@ -62,6 +62,11 @@ pub use stream::HystrixStream;
 
 use std::time::Duration;
 
+/// The detail of a call the breaker's timeout ended.
+pub(crate) fn timeout_detail(command: &str, timeout: Duration) -> String {
+    format!("{command} did not answer within the breaker's timeout of {timeout:?}")
+}
+
 /// One command's settings, hystrix-go's names and defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {

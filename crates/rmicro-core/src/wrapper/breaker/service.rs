@@ -37,6 +37,8 @@ struct Command<'a> {
     /// The calling service; `None` for a client outside a service.
     caller: Option<Arc<str>>,
     deadline: Option<Instant>,
+    /// On an rmicro client: the call, to hand the breaker's timeout to its timer.
+    info: Option<&'a ClientCallInfo>,
 }
 
 impl<'a> Command<'a> {
@@ -48,6 +50,7 @@ impl<'a> Command<'a> {
                 endpoint: info.endpoint(),
                 caller: info.caller_arc().cloned(),
                 deadline: Some(info.deadline()),
+                info: Some(info),
             };
         }
         // On a plain tonic channel: the path names the command.
@@ -60,6 +63,7 @@ impl<'a> Command<'a> {
                 .get::<CallInfo>()
                 .map(|info| info.service_arc().clone()),
             deadline: None,
+            info: None,
         }
     }
 }
@@ -99,8 +103,19 @@ where
                 let until = command
                     .deadline
                     .map_or(now + timeout, |deadline| deadline.min(now + timeout));
+                // On an rmicro client, the call's own timer can end it at `until`
+                // (unless a fallback must answer the timeout).
+                let cut = match command.info {
+                    Some(info) if self.shared.fallback.is_none() => {
+                        info.offer_deadline(until, timeout);
+                        Some(info.deadline_cut())
+                    }
+                    _ => None,
+                };
+                let call = self.inner.call(request);
                 BreakerFuture::running(
-                    self.inner.call(request),
+                    call,
+                    cut,
                     Running {
                         shared: self.shared.clone(),
                         circuit,
@@ -109,8 +124,9 @@ where
                         timeout,
                         caller,
                         reported: false,
+                        until,
+                        delegated: false,
                     },
-                    until,
                 )
             }
             Admission::Open { detail } => BreakerFuture::refused(
