@@ -33,7 +33,10 @@ pub struct H2loadArgs {
     /// Servers, tonic first: tonic, rmicro, rmicro+N (N no-op handler wrappers),
     /// greeter (the shipped binary, default flags), greeter+ratelimit (the same
     /// with `--ratelimit-server` too high to bite: the seed's server line).
-    #[arg(long, default_value = "tonic,rmicro,rmicro+4,greeter,greeter+ratelimit")]
+    #[arg(
+        long,
+        default_value = "tonic,rmicro,rmicro+4,greeter,greeter+ratelimit"
+    )]
     servers: String,
 }
 

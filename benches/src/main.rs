@@ -160,9 +160,9 @@ async fn client_calls(kind: &str, count: u64) -> anyhow::Result<()> {
                     rmicro::Client::new(options).with_route("greeter", address.clone()),
                 ))
             }
-            other => anyhow::bail!(
-                "unknown client `{other}`: tonic, rmicro, rmicro+4 or rmicro+breaker"
-            ),
+            other => {
+                anyhow::bail!("unknown client `{other}`: tonic, rmicro, rmicro+4 or rmicro+breaker")
+            }
         };
         for _ in 0..50 {
             anyhow::ensure!(call().await, "warm-up call failed");

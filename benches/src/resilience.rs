@@ -75,9 +75,9 @@ fn stack(name: &str) -> anyhow::Result<Stack> {
         "breaker" => (true, Strategy::Random, false),
         "roundrobin" => (false, Strategy::RoundRobin, false),
         "ratelimit" => (false, Strategy::Random, true),
-        other => anyhow::bail!(
-            "unknown stack `{other}`: none, seed, breaker, roundrobin or ratelimit"
-        ),
+        other => {
+            anyhow::bail!("unknown stack `{other}`: none, seed, breaker, roundrobin or ratelimit")
+        }
     };
     let name = ["none", "seed", "breaker", "roundrobin", "ratelimit"]
         .into_iter()
@@ -93,7 +93,11 @@ fn stack(name: &str) -> anyhow::Result<Stack> {
 
 async fn end_to_end(args: &ResilienceArgs) -> anyhow::Result<()> {
     let load = &args.load;
-    let stacks: Vec<Stack> = args.stacks.split(',').map(stack).collect::<anyhow::Result<_>>()?;
+    let stacks: Vec<Stack> = args
+        .stacks
+        .split(',')
+        .map(stack)
+        .collect::<anyhow::Result<_>>()?;
     anyhow::ensure!(
         stacks.first().is_some_and(|s| s.name == "none") && stacks.len() > 1,
         "--stacks must start with none and name another"
@@ -187,7 +191,10 @@ impl Service<http::Request<Body>> for Answer {
     type Error = BoxError;
     type Future = std::future::Ready<Result<http::Response<Body>, BoxError>>;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -211,13 +218,20 @@ where
     for _ in 0..5 {
         let started = Instant::now();
         for _ in 0..iterations {
-            let ready = service.ready().await.map_err(|e| anyhow::anyhow!(e.into()))?;
+            let ready = service
+                .ready()
+                .await
+                .map_err(|e| anyhow::anyhow!(e.into()))?;
             let response = ready
                 .call(request())
                 .await
                 .map_err(|e| anyhow::anyhow!(e.into()))?;
             let status = response.headers().get("grpc-status").cloned();
-            response.into_body().collect().await.map_err(|e| anyhow::anyhow!(e))?;
+            response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
             anyhow::ensure!(
                 status.as_ref().is_some_and(|s| s == "0"),
                 "a wrapper refused the call: grpc-status {status:?}"
@@ -244,7 +258,9 @@ async fn ns_per_select(strategy: Strategy, iterations: u32) -> anyhow::Result<f6
             }],
             ..Default::default()
         };
-        registry.register(&service, Duration::from_secs(600)).await?;
+        registry
+            .register(&service, Duration::from_secs(600))
+            .await?;
     }
     let selector = Selector::new(registry, strategy);
     let options = SelectOptions::default();
@@ -263,7 +279,9 @@ async fn ns_per_select(strategy: Strategy, iterations: u32) -> anyhow::Result<f6
 async fn per_wrapper(iterations: u32) -> anyhow::Result<()> {
     let limit = u32::MAX / 2;
     let bare = ns_per_call(Answer, iterations).await?;
-    println!("each wrapper alone, median of 5 x {iterations} calls (ns per call, the bare service subtracted)");
+    println!(
+        "each wrapper alone, median of 5 x {iterations} calls (ns per call, the bare service subtracted)"
+    );
     println!("  {:<48} {:>8.0} ns  (the baseline)", "no wrapper", bare);
     let cases: Vec<(&str, f64)> = vec![
         (
@@ -277,7 +295,9 @@ async fn per_wrapper(iterations: u32) -> anyhow::Result<()> {
         (
             "rate limit, per endpoint",
             ns_per_call(
-                RateLimit::per_second(limit).scope(Scope::PerEndpoint).layer(Answer),
+                RateLimit::per_second(limit)
+                    .scope(Scope::PerEndpoint)
+                    .layer(Answer),
                 iterations,
             )
             .await?,

@@ -40,7 +40,8 @@ fn hello() -> HelloRequest {
 }
 
 fn is_open(err: &rmicro::Error) -> bool {
-    err.detail.starts_with("circuit open for greeter.Greeter.SayHello")
+    err.detail
+        .starts_with("circuit open for greeter.Greeter.SayHello")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +131,10 @@ async fn a_breaker_fails_over_opens_when_all_die_and_closes_on_one_trial() {
     wait_for_nodes(registry.as_ref(), 1).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while selector.nodes("greeter").await.map_or(0, |n| n.len()) != 1 {
-        assert!(Instant::now() < deadline, "the caller never saw the restarted node");
+        assert!(
+            Instant::now() < deadline,
+            "the caller never saw the restarted node"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut refused_while_open = 0;

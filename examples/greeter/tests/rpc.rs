@@ -558,7 +558,10 @@ async fn a_backend_that_fails_everything_gets_no_retry_storm() {
         "{made} calls reached the backend {handled} times"
     );
     // The budget let retries through (it is not simply "no retries").
-    assert!(handled > made + 100, "{made} calls, {handled} handled: no retries?");
+    assert!(
+        handled > made + 100,
+        "{made} calls, {handled} handled: no retries?"
+    );
 }
 
 /// A server that answers every failure with `grpc-retry-pushback-ms: value`.
@@ -608,7 +611,11 @@ async fn a_negative_pushback_stops_the_retries() {
         .await
         .unwrap_err();
     assert_eq!(err.code, 503);
-    assert_eq!(handled.load(Ordering::SeqCst), 1, "the server said not to retry");
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        1,
+        "the server said not to retry"
+    );
 }
 
 #[tokio::test]

@@ -58,7 +58,11 @@ impl RetryBudget {
 
     /// Retries may reach `percent` % of the calls in the window (clamped to ≥ 0).
     pub fn percent(mut self, percent: f64) -> Self {
-        self.percent = if percent.is_nan() { 0.0 } else { percent.max(0.0) };
+        self.percent = if percent.is_nan() {
+            0.0
+        } else {
+            percent.max(0.0)
+        };
         self
     }
 
@@ -241,7 +245,9 @@ impl Pushback {
         std::str::from_utf8(value)
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
-            .map_or(Pushback::Stop, |ms| Pushback::After(Duration::from_millis(ms)))
+            .map_or(Pushback::Stop, |ms| {
+                Pushback::After(Duration::from_millis(ms))
+            })
     }
 }
 
@@ -328,7 +334,10 @@ mod tests {
 
     #[test]
     fn pushback_is_read_as_grpc_says() {
-        assert_eq!(Pushback::parse(b"250"), Pushback::After(Duration::from_millis(250)));
+        assert_eq!(
+            Pushback::parse(b"250"),
+            Pushback::After(Duration::from_millis(250))
+        );
         assert_eq!(Pushback::parse(b"0"), Pushback::After(Duration::ZERO));
         assert_eq!(Pushback::parse(b"-1"), Pushback::Stop);
         assert_eq!(Pushback::parse(b"soon"), Pushback::Stop);

@@ -200,7 +200,9 @@ impl ClientCallInfo {
             return;
         }
         if self.cells.cut.fetch_max(earlier, Ordering::AcqRel) < earlier {
-            self.cells.cut_timeout.store(nanos(timeout), Ordering::Release);
+            self.cells
+                .cut_timeout
+                .store(nanos(timeout), Ordering::Release);
         }
     }
 
