@@ -123,15 +123,17 @@ pub(crate) enum DispatchFuture {
     Call {
         fut: BoxFuture<'static, http::Response<Body>>,
     },
+    /// Answered without a handler (a rare error); boxed, so that the future every
+    /// call carries (and every function wrapper's future holds) stays two words.
     Ready {
-        response: Option<http::Response<Body>>,
+        response: Option<Box<http::Response<Body>>>,
     },
 }
 
 impl DispatchFuture {
     fn ready(response: http::Response<Body>) -> Self {
         DispatchFuture::Ready {
-            response: Some(response),
+            response: Some(Box::new(response)),
         }
     }
 }
@@ -143,7 +145,7 @@ impl std::future::Future for DispatchFuture {
         match self.get_mut() {
             DispatchFuture::Call { fut } => fut.as_mut().poll(cx).map(Ok),
             DispatchFuture::Ready { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
+                Some(response) => Poll::Ready(Ok(*response)),
                 None => Poll::Ready(Ok(Status::internal("polled after completion").into_http())),
             },
         }

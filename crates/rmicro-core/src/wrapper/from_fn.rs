@@ -42,7 +42,7 @@ where
     Fut: Future<Output = Result<http::Response<Body>, BoxError>> + Send + 'static,
 {
     FromFnLayer {
-        f: Arc::new(move |call, next| Box::pin(Verdict { fut: f(call, next) })),
+        f: Arc::new(move |call, next| WrapFuture::new(Verdict { fut: f(call, next) })),
     }
 }
 
@@ -62,9 +62,12 @@ impl<F: Future<Output = Reply>> Future for Verdict<F> {
     }
 }
 
-/// A function wrapper with its types erased, as stacks hold it: one allocation per
-/// call (its future).
-pub(crate) type WrapFn = dyn Fn(Call, Next) -> BoxFuture<'static, Reply> + Send + Sync;
+/// A function wrapper's future, its type erased: in a block of the per-thread pool
+/// ([`super::pool`]), not a fresh allocation per call.
+pub(crate) type WrapFuture = super::pool::PooledFuture<Reply>;
+
+/// A function wrapper with its types erased, as stacks hold it.
+pub(crate) type WrapFn = dyn Fn(Call, Next) -> WrapFuture + Send + Sync;
 
 /// A run of function wrappers, outermost first.
 pub(crate) type WrapFns = Arc<[Arc<WrapFn>]>;
@@ -258,6 +261,7 @@ pin_project_lite::pin_project! {
     #[project = NextProj]
     pub(crate) enum NextFuture {
         Boxed { fut: BoxFuture<'static, Reply> },
+        Wrapper { fut: WrapFuture },
         Dispatch { #[pin] fut: crate::server::router::DispatchFuture },
     }
 }
@@ -268,6 +272,7 @@ impl Future for NextFuture {
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
         match self.project() {
             NextProj::Boxed { fut } => fut.as_mut().poll(cx),
+            NextProj::Wrapper { fut } => std::pin::Pin::new(fut).poll(cx),
             NextProj::Dispatch { fut } => fut.poll(cx).map(|Ok(response)| Ok(response)),
         }
     }
@@ -323,7 +328,7 @@ impl Next {
                     index: index + 1,
                     tail,
                 };
-                NextFuture::Boxed {
+                NextFuture::Wrapper {
                     fut: f(Call { request }, next),
                 }
             }
@@ -383,7 +388,7 @@ where
 {
     Arc::new(move |call: Call, next: Next| {
         let mut service = layer.layer(OneShot(Some(next)));
-        Box::pin(service.call(call.request))
+        WrapFuture::new(service.call(call.request))
     })
 }
 
@@ -428,7 +433,7 @@ where
         };
         match next.start(request) {
             NextFuture::Boxed { fut } => fut,
-            dispatch @ NextFuture::Dispatch { .. } => Box::pin(dispatch),
+            other => Box::pin(other),
         }
     }
 }

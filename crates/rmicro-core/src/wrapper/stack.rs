@@ -16,8 +16,11 @@ use tower::{BoxError, Layer, Service};
 /// with its neighbours) or any other tower layer. Made by the builders' `wrap_*`
 /// options; not something to build by hand.
 #[doc(hidden)]
-pub enum Wrap<S> {
-    /// [`super::from_fn`].
+pub struct Wrap<S>(Kind<S>);
+
+/// What a [`Wrap`] holds.
+enum Kind<S> {
+    /// [`super::from_fn`], or one of rmicro's own layers run as a link of the chain.
     Fn(Arc<WrapFn>),
     /// Any other layer, boxed.
     Tower(Arc<dyn Fn(S) -> S + Send + Sync>),
@@ -25,10 +28,10 @@ pub enum Wrap<S> {
 
 impl<S> Clone for Wrap<S> {
     fn clone(&self) -> Self {
-        match self {
-            Wrap::Fn(f) => Wrap::Fn(f.clone()),
-            Wrap::Tower(t) => Wrap::Tower(t.clone()),
-        }
+        Wrap(match &self.0 {
+            Kind::Fn(f) => Kind::Fn(f.clone()),
+            Kind::Tower(t) => Kind::Tower(t.clone()),
+        })
     }
 }
 
@@ -43,22 +46,22 @@ impl<S> Wrap<S> {
         use super::from_fn::layer_fn;
         let any = &layer as &dyn std::any::Any;
         if let Some(layer) = any.downcast_ref::<FromFnLayer>() {
-            return Wrap::Fn(layer.wrap_fn());
+            return Wrap(Kind::Fn(layer.wrap_fn()));
         }
         if let Some(layer) = any.downcast_ref::<super::logging::LoggingLayer>() {
-            return Wrap::Fn(layer.wrap_fn());
+            return Wrap(Kind::Fn(layer.wrap_fn()));
         }
         if let Some(layer) = any.downcast_ref::<super::breaker::BreakerLayer>() {
-            return Wrap::Fn(layer_fn(layer.clone()));
+            return Wrap(Kind::Fn(layer_fn(layer.clone())));
         }
         if let Some(layer) = any.downcast_ref::<super::ratelimit::RateLimitLayer>() {
-            return Wrap::Fn(layer_fn(layer.clone()));
+            return Wrap(Kind::Fn(layer_fn(layer.clone())));
         }
         if let Some(layer) = any.downcast_ref::<super::shed::LoadShedLayer>() {
-            return Wrap::Fn(layer_fn(layer.clone()));
+            return Wrap(Kind::Fn(layer_fn(layer.clone())));
         }
         if let Some(layer) = any.downcast_ref::<super::timeout::EndpointTimeouts>() {
-            return Wrap::Fn(layer_fn(layer.clone()));
+            return Wrap(Kind::Fn(layer_fn(layer.clone())));
         }
         tower(layer)
     }
@@ -110,9 +113,9 @@ pub trait HandlerLayer: Send + Sync + 'static {
 impl<L: StackLayer<HandlerStack>> HandlerLayer for L {
     fn into_wrap(self) -> HandlerWrap {
         Wrap::of(self, |layer| {
-            Wrap::Tower(Arc::new(move |inner| {
+            Wrap(Kind::Tower(Arc::new(move |inner| {
                 HandlerStack::new(ErrorsAsStatus::new(layer.layer(inner)))
-            }))
+            })))
         })
     }
 }
@@ -137,10 +140,10 @@ pub trait ClientLayer: Send + Sync + 'static {
 impl<L: StackLayer<ClientStack>> ClientLayer for L {
     fn into_wrap(self) -> ClientWrap {
         Wrap::of(self, |layer| {
-            Wrap::Tower(Arc::new(move |inner| {
+            Wrap(Kind::Tower(Arc::new(move |inner| {
                 let into: fn(_) -> BoxError = Into::into;
                 ClientStack::new(tower::util::MapErr::new(layer.layer(inner), into))
-            }))
+            })))
         })
     }
 }
@@ -174,9 +177,9 @@ pub(crate) fn apply<S: ChainLink>(inner: S, wraps: &[Wrap<S>]) -> S {
         S::link(FromFn::new(run.drain(..).collect(), stack))
     };
     for wrap in wraps.iter().rev() {
-        match wrap {
-            Wrap::Fn(f) => run.push(f.clone()),
-            Wrap::Tower(layer) => {
+        match &wrap.0 {
+            Kind::Fn(f) => run.push(f.clone()),
+            Kind::Tower(layer) => {
                 if !run.is_empty() {
                     stack = link(&mut run, stack);
                 }
@@ -243,9 +246,9 @@ impl ClientChain {
 pub(crate) fn only_fns<S>(wraps: &[Wrap<S>]) -> Option<WrapFns> {
     wraps
         .iter()
-        .map(|wrap| match wrap {
-            Wrap::Fn(f) => Some(f.clone()),
-            Wrap::Tower(_) => None,
+        .map(|wrap| match &wrap.0 {
+            Kind::Fn(f) => Some(f.clone()),
+            Kind::Tower(_) => None,
         })
         .collect()
 }

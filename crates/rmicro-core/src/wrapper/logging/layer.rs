@@ -21,7 +21,11 @@ impl LoggingLayer {
             let name = super::service::CallName::of(call.request());
             let started = std::time::Instant::now();
             // The next wrapper starts now; its future is moved once, into the box.
-            Box::pin(super::LoggingFuture::new(next.run(call), name, started))
+            crate::wrapper::from_fn::WrapFuture::new(super::LoggingFuture::new(
+                next.run(call),
+                name,
+                started,
+            ))
         })
     }
 }
