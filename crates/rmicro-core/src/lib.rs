@@ -3,12 +3,16 @@
 //! Write a `.proto`, generate code with `rmicro-build`, implement the generated
 //! handler trait, and serve it:
 //!
-//! ```ignore
+//! ```no_run
+//! # extern crate rmicro_core as rmicro;
+//! # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
 //! let service = rmicro::Service::builder("greeter")
 //!     .version("1.0.0")
-//!     .handle(GreeterServer::new(MyGreeter))
+//!     // .handle(GreeterServer::new(MyGreeter)): the server `rmicro-build` generated
 //!     .build()?; // parses --flags and MICRO_* env
-//! service.run().await // serves until SIGINT/SIGTERM, then shuts down gracefully
+//! service.run().await?; // serves until SIGINT/SIGTERM, then shuts down gracefully
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! Any stock gRPC client can call the service, and the generated `GreeterClient`
@@ -61,7 +65,8 @@ pub mod __codegen {
     pub use prost;
 }
 
-/// Includes the code `rmicro-build` generated for a `.proto` package.
+/// Includes the code `rmicro-build` generated for a `.proto` package. (Not compiled
+/// here: it needs a build script's output; `examples/greeter/src/lib.rs` compiles it.)
 ///
 /// ```ignore
 /// pub mod greeter { rmicro::include_proto!("greeter.v1"); }

@@ -4,8 +4,26 @@
 //! Generated clients (`GreeterClient`) are thin: each method builds a call on
 //! [`Client`] that can be adjusted before it is awaited:
 //!
-//! ```ignore
-//! let reply = greeter.say_hello(req).timeout(Duration::from_secs(1)).metadata("x-user", "ann").await?;
+//! ```no_run
+//! # extern crate rmicro_core as rmicro;
+//! # async fn call() -> Result<(), rmicro::Error> {
+//! use std::time::Duration;
+//! // The messages `rmicro-build` generates from the proto:
+//! #[derive(Clone, PartialEq, prost::Message)]
+//! struct HelloRequest { #[prost(string, tag = "1")] name: String }
+//! #[derive(Clone, PartialEq, prost::Message)]
+//! struct HelloReply { #[prost(string, tag = "1")] message: String }
+//!
+//! let client = rmicro::Client::default();
+//! // What a generated `greeter.say_hello(req)` sends:
+//! let request = HelloRequest { name: "ann".into() };
+//! let reply: HelloReply = client
+//!     .unary("greeter", "/greeter.v1.Greeter/SayHello", "Greeter.SayHello", &request)
+//!     .timeout(Duration::from_secs(1))
+//!     .metadata("x-user", "ann")
+//!     .await?;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! A service name resolves to an address through `.address(..)` per call, a static

@@ -221,7 +221,8 @@ pub type Factory = fn(Option<&str>) -> Result<SharedRegistry, RegistryError>;
 
 /// The registries adapter crates add for `--registry NAME`, collected by the linker:
 /// an adapter crate in the build (e.g. `rmicro-etcd`, or the `rmicro` facade's `etcd`
-/// feature) is selectable with no call at start-up.
+/// feature) is selectable with no call at start-up. (Not compiled here: it names an
+/// adapter's type; `rmicro-etcd` registers itself this way.)
 ///
 /// ```ignore
 /// #[linkme::distributed_slice(rmicro::registry::REGISTRIES)]
