@@ -129,6 +129,11 @@ pub struct Flags {
     /// this process's circuit breakers on HOST:PORT, e.g. `127.0.0.1:9092`.
     #[arg(long, env = "MICRO_HYSTRIX_STREAM_ADDRESS", value_name = "HOST:PORT")]
     pub hystrix_stream_address: Option<String>,
+    /// Count and time every call handled and made, and serve them to Prometheus at
+    /// `GET /metrics` on HOST:PORT (go-micro's `micro_request_total`, …), e.g.
+    /// `127.0.0.1:9093`.
+    #[arg(long, env = "MICRO_METRICS_ADDRESS", value_name = "HOST:PORT")]
+    pub metrics_address: Option<String>,
     /// Log level or filter (`debug`, `info`, `rmicro=debug,warn`) [default: info].
     #[arg(long, env = "MICRO_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,

@@ -39,6 +39,14 @@ pub enum BuildError {
         /// Why not.
         reason: String,
     },
+    /// `--metrics-address` cannot be served.
+    #[error("cannot serve the metrics on `{address}`: {reason}")]
+    Metrics {
+        /// The address asked for.
+        address: String,
+        /// Why not.
+        reason: String,
+    },
 }
 
 impl BuildError {
@@ -59,7 +67,9 @@ impl BuildError {
                 eprintln!("error: {e}");
                 std::process::exit(2)
             }
-            e @ (BuildError::Broker(_) | BuildError::HystrixStream { .. }) => {
+            e @ (BuildError::Broker(_)
+            | BuildError::HystrixStream { .. }
+            | BuildError::Metrics { .. }) => {
                 eprintln!("error: {e}");
                 std::process::exit(2)
             }
@@ -105,6 +115,10 @@ pub struct ServiceBuilder {
     publisher_wrappers: Vec<Arc<dyn crate::wrapper::PublisherWrapper>>,
     /// Calls in flight beyond which the server refuses at once.
     max_concurrent: Option<usize>,
+    /// This node's id (made when the flags are read).
+    node_id: String,
+    /// The metrics `--metrics-address` asked for.
+    metrics: Option<crate::wrapper::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -390,6 +404,10 @@ impl ServiceBuilder {
             Some(address) => Some(serve_hystrix_stream(address)?),
             None => None,
         };
+        let metrics_server = match (&self.config_flags.metrics_address, &self.metrics) {
+            (Some(address), Some(metrics)) => Some(serve_metrics(address, metrics.clone())?),
+            _ => None,
+        };
         Ok(Service {
             inner: Arc::new(ServiceInner {
                 name: self.name,
@@ -408,6 +426,9 @@ impl ServiceBuilder {
                 wrappers: self.handler_wrappers,
                 started: std::sync::atomic::AtomicBool::new(false),
                 hystrix_stream,
+                node_id: self.node_id,
+                metrics: self.metrics,
+                metrics_server,
             }),
         })
     }
@@ -454,6 +475,18 @@ impl ServiceBuilder {
             self.client.channel.tls = Some(ClientTls::default().with_ca_file(&ca)?);
         }
         self.client.routes.extend(flags.client_routes);
+        self.node_id = format!("{}-{}", self.name, uuid::Uuid::new_v4());
+        // Outside the other flags' wrappers (it counts their refusals), inside the
+        // code's.
+        if flags.metrics_address.is_some() {
+            use crate::wrapper::HandlerLayer as _;
+            let metrics =
+                crate::wrapper::metrics::Metrics::new(&self.name, &self.version, &self.node_id);
+            self.handler_wrappers
+                .push(metrics.server_layer().into_wrap());
+            self.client = std::mem::take(&mut self.client).wrap_client(metrics.client_layer());
+            self.metrics = Some(metrics);
+        }
         // Inside the wrappers the code registered, so they see the refusals.
         if let Some(max) = flags.server_max_concurrent.or(self.max_concurrent) {
             use crate::wrapper::HandlerLayer as _;
@@ -505,8 +538,18 @@ impl ServiceBuilder {
     }
 }
 
-/// Binds `address` now (so a taken port fails the build with a sentence) and serves
-/// the Hystrix stream on the runtime `build()` runs in.
+/// Binds `address` now (so a taken port fails the build with a sentence), for a side
+/// endpoint served on the runtime `build()` runs in; errors are reasons.
+fn bind_side(address: &str) -> Result<tokio::net::TcpListener, String> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err("no tokio runtime: build the service inside one (#[tokio::main])".into());
+    }
+    let listener = std::net::TcpListener::bind(address).map_err(|e| e.to_string())?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())
+}
+
+/// Serves the Hystrix stream on `address`.
 fn serve_hystrix_stream(
     address: &str,
 ) -> Result<crate::wrapper::breaker::HystrixStream, BuildError> {
@@ -514,21 +557,27 @@ fn serve_hystrix_stream(
         address: address.to_owned(),
         reason,
     };
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Err(failed(
-            "no tokio runtime: build the service inside one (#[tokio::main])".into(),
-        ));
-    }
-    let listener = std::net::TcpListener::bind(address).map_err(|e| failed(e.to_string()))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| failed(e.to_string()))?;
-    let listener =
-        tokio::net::TcpListener::from_std(listener).map_err(|e| failed(e.to_string()))?;
+    let listener = bind_side(address).map_err(failed)?;
     let stream = crate::wrapper::breaker::HystrixStream::serve(listener)
         .map_err(|e| failed(e.to_string()))?;
     tracing::info!(address = %stream.local_addr(), "Hystrix stream at http://{}{}", stream.local_addr(), crate::wrapper::breaker::stream::PATH);
     Ok(stream)
+}
+
+/// Serves `metrics` to Prometheus on `address`.
+fn serve_metrics(
+    address: &str,
+    metrics: crate::wrapper::metrics::Metrics,
+) -> Result<crate::wrapper::metrics::MetricsServer, BuildError> {
+    let failed = |reason: String| BuildError::Metrics {
+        address: address.to_owned(),
+        reason,
+    };
+    let listener = bind_side(address).map_err(failed)?;
+    let server = crate::wrapper::metrics::MetricsServer::serve(listener, metrics)
+        .map_err(|e| failed(e.to_string()))?;
+    tracing::info!(address = %server.local_addr(), "Prometheus metrics at http://{}{}", server.local_addr(), crate::wrapper::metrics::PATH);
+    Ok(server)
 }
 
 /// A microservice: handlers served over gRPC, a client for calling others, wrappers
@@ -567,6 +616,12 @@ struct ServiceInner {
     started: std::sync::atomic::AtomicBool,
     /// The Hystrix event stream, when `--hystrix-stream-address` asked for it.
     hystrix_stream: Option<crate::wrapper::breaker::HystrixStream>,
+    /// This node's id in the registry (`<name>-<uuid>`), fixed when built.
+    node_id: String,
+    /// The service's metrics, when `--metrics-address` asked for them.
+    metrics: Option<crate::wrapper::metrics::Metrics>,
+    /// Where they are served.
+    metrics_server: Option<crate::wrapper::metrics::MetricsServer>,
 }
 
 impl std::fmt::Debug for Service {
@@ -606,6 +661,8 @@ impl Service {
             handlers: Vec::new(),
             handler_wrappers: Vec::new(),
             max_concurrent: None,
+            node_id: String::new(),
+            metrics: None,
             subscriber_wrappers: Vec::new(),
             publisher_wrappers: Vec::new(),
         }
@@ -656,7 +713,7 @@ impl Service {
                 )
                 .collect(),
             nodes: vec![Node {
-                id: format!("{}-{}", inner.name, uuid::Uuid::new_v4()),
+                id: inner.node_id.clone(),
                 address: address.to_owned(),
                 metadata,
             }],
@@ -840,6 +897,25 @@ impl Service {
             .hystrix_stream
             .as_ref()
             .map(crate::wrapper::breaker::HystrixStream::local_addr)
+    }
+
+    /// Where `GET /metrics` is served, when `--metrics-address` asked for it.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner
+            .metrics_server
+            .as_ref()
+            .map(crate::wrapper::metrics::MetricsServer::local_addr)
+    }
+
+    /// The service's metrics, when `--metrics-address` asked for them: add the
+    /// application's own to [`registry`](crate::wrapper::metrics::Metrics::registry).
+    pub fn metrics(&self) -> Option<&crate::wrapper::metrics::Metrics> {
+        self.inner.metrics.as_ref()
+    }
+
+    /// This node's id in the registry (`<name>-<uuid>`).
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
     }
 
     /// The client this service calls others with.

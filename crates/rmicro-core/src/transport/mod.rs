@@ -12,6 +12,7 @@ mod body;
 mod connect;
 pub(crate) mod headers;
 mod listener;
+pub(crate) mod side;
 mod timeout;
 mod tls;
 

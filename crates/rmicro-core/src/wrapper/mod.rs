@@ -60,6 +60,7 @@ mod client_info;
 mod error;
 pub(crate) mod from_fn;
 pub mod logging;
+pub mod metrics;
 mod pool;
 pub mod ratelimit;
 pub mod shed;

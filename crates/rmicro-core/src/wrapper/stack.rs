@@ -38,8 +38,8 @@ impl<S> Clone for Wrap<S> {
 impl<S> Wrap<S> {
     /// `layer` as a wrap: a function wrapper when it is one, else `tower`'s boxing.
     /// rmicro's own layers join the chain of function wrappers: [`super::from_fn`]
-    /// and logging are functions; the breaker, rate limit, load shedding and
-    /// endpoint timeouts are always ready and cheap to build, so they run built
+    /// and logging are functions; the breaker, rate limit, load shedding, metrics
+    /// and endpoint timeouts are always ready and cheap to build, so they run built
     /// per call over the rest of the chain ([`super::from_fn::layer_fn`]) instead of
     /// as boxed tower services cloned per call.
     fn of<L: 'static>(layer: L, tower: impl FnOnce(L) -> Wrap<S>) -> Wrap<S> {
@@ -58,6 +58,9 @@ impl<S> Wrap<S> {
             return Wrap(Kind::Fn(layer_fn(layer.clone())));
         }
         if let Some(layer) = any.downcast_ref::<super::shed::LoadShedLayer>() {
+            return Wrap(Kind::Fn(layer_fn(layer.clone())));
+        }
+        if let Some(layer) = any.downcast_ref::<super::metrics::MetricsLayer>() {
             return Wrap(Kind::Fn(layer_fn(layer.clone())));
         }
         if let Some(layer) = any.downcast_ref::<super::timeout::EndpointTimeouts>() {

@@ -12,11 +12,12 @@
 use super::Settings;
 use super::layer::{CircuitStatus, live_circuits};
 use crate::transport::Body;
+use crate::transport::side::{SideServer, refuse_other};
 use bytes::Bytes;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinHandle;
 
 /// The path the dashboard reads.
 pub const PATH: &str = "/hystrix.stream";
@@ -27,8 +28,7 @@ const INTERVAL: Duration = Duration::from_secs(1);
 /// A running Hystrix event stream server; stops when dropped.
 #[derive(Debug)]
 pub struct HystrixStream {
-    address: SocketAddr,
-    task: JoinHandle<()>,
+    server: SideServer,
 }
 
 impl HystrixStream {
@@ -40,71 +40,19 @@ impl HystrixStream {
 
     /// Serves the stream on `listener`.
     pub fn serve(listener: tokio::net::TcpListener) -> std::io::Result<Self> {
-        let address = listener.local_addr()?;
-        let task = tokio::spawn(accept(listener));
-        Ok(HystrixStream { address, task })
+        let server = SideServer::serve(listener, "hystrix stream", Arc::new(respond))?;
+        Ok(HystrixStream { server })
     }
 
     /// The address the stream listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.address
-    }
-}
-
-impl Drop for HystrixStream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Takes connections until aborted; the listeners' connections end with it.
-async fn accept(listener: tokio::net::TcpListener) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((socket, _)) => {
-                    connections.spawn(async move {
-                        let service = hyper::service::service_fn(|request| async move {
-                            Ok::<_, Infallible>(respond(&request))
-                        });
-                        // A listener that hangs up ends its connection; nothing to report.
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
-                            .await;
-                    });
-                }
-                Err(err) => {
-                    // Out of file descriptors, most likely: back off, keep serving.
-                    tracing::warn!(error = %err, "hystrix stream: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next() => {}
-        }
+        self.server.local_addr()
     }
 }
 
 fn respond<B>(request: &http::Request<B>) -> http::Response<Body> {
-    let text = |status: http::StatusCode, message: String| {
-        let mut response = http::Response::new(Body::from(Bytes::from(message)));
-        *response.status_mut() = status;
-        response
-    };
-    if request.uri().path() != PATH {
-        return text(
-            http::StatusCode::NOT_FOUND,
-            format!(
-                "no such path `{}`: the Hystrix stream is at {PATH}\n",
-                request.uri().path()
-            ),
-        );
-    }
-    if request.method() != http::Method::GET {
-        return text(
-            http::StatusCode::METHOD_NOT_ALLOWED,
-            format!("{PATH} takes GET\n"),
-        );
+    if let Some(refused) = refuse_other(request, PATH, "the Hystrix stream") {
+        return refused;
     }
     let events =
         futures_util::stream::unfold(tokio::time::interval(INTERVAL), |mut interval| async move {

@@ -1,0 +1,272 @@
+//! The metric families of one service, and the layers that fill them.
+
+use super::MetricsService;
+use crate::errors::Code;
+use arc_swap::ArcSwap;
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge};
+use prometheus::{IntGaugeVec, Opts, Registry};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+/// Distinct endpoints (per target, on the client) before the rest count as `other`.
+const MAX_ENDPOINTS: usize = 1000;
+
+/// One service's metrics: its registry, and the families its layers fill.
+///
+/// Clones share the registry and the families.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    server: Arc<Side>,
+    client: Arc<Side>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("service", &self.server.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The families of one side (handled calls, or calls made) and their handles by
+/// target and endpoint.
+pub(super) struct Side {
+    identity: [String; 3],
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    in_flight: IntGaugeVec,
+    client: bool,
+    /// target → endpoint → handles (the server's target is "").
+    handles: ArcSwap<ByTarget>,
+}
+
+/// Handles by target, then endpoint.
+type ByTarget = HashMap<Box<str>, HashMap<Box<str>, Arc<Handles>>>;
+
+/// The series of one endpoint, resolved once.
+pub(super) struct Handles {
+    labels: Vec<String>,
+    duration: Histogram,
+    in_flight: IntGauge,
+    /// By gRPC code number, made on first use.
+    codes: [OnceLock<IntCounter>; 17],
+    requests: IntCounterVec,
+}
+
+impl Handles {
+    /// A call started.
+    pub(super) fn start(&self) {
+        self.in_flight.inc();
+    }
+
+    /// A call ended with `code` after `seconds`.
+    pub(super) fn finish(&self, code: Code, seconds: f64) {
+        self.in_flight.dec();
+        self.duration.observe(seconds);
+        let index = usize::try_from(code.as_i32()).unwrap_or(2).min(16);
+        let counter = self.codes[index].get_or_init(|| {
+            let status = if code == Code::Ok {
+                "success"
+            } else {
+                "failure"
+            };
+            let mut labels: Vec<&str> = self.labels.iter().map(String::as_str).collect();
+            labels.extend([status, code.name()]);
+            self.requests.with_label_values(&labels)
+        });
+        counter.inc();
+    }
+}
+
+impl Side {
+    fn new(
+        registry: &Registry,
+        identity: [String; 3],
+        client: bool,
+    ) -> Result<Self, prometheus::Error> {
+        let (prefix, extra): (&str, &[&str]) = if client {
+            ("micro_client_", &["micro_target"])
+        } else {
+            ("micro_", &[])
+        };
+        let mut labels = vec!["micro_name", "micro_version", "micro_id"];
+        labels.extend_from_slice(extra);
+        labels.push("micro_endpoint");
+        let mut counted = labels.clone();
+        counted.extend(["micro_status", "micro_code"]);
+        let what = if client {
+            "calls made"
+        } else {
+            "calls handled"
+        };
+        let requests = IntCounterVec::new(
+            Opts::new(
+                format!("{prefix}request_total"),
+                format!("The {what}, by status."),
+            ),
+            &counted,
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                format!("{prefix}request_duration_seconds"),
+                format!("How long the {what} took, until their status."),
+            ),
+            &labels,
+        )?;
+        let in_flight = IntGaugeVec::new(
+            Opts::new(
+                format!("{prefix}requests_in_flight"),
+                format!("The {what} running now."),
+            ),
+            &labels,
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        Ok(Side {
+            identity,
+            requests,
+            duration,
+            in_flight,
+            client,
+            handles: ArcSwap::from_pointee(HashMap::new()),
+        })
+    }
+
+    /// The handles of `endpoint` of `target`, made on first sight.
+    pub(super) fn handles(self: &Arc<Self>, target: &str, endpoint: &str) -> Arc<Handles> {
+        if let Some(found) = self
+            .handles
+            .load()
+            .get(target)
+            .and_then(|endpoints| endpoints.get(endpoint))
+        {
+            return found.clone();
+        }
+        let mut made = None;
+        self.handles.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            let total: usize = next.values().map(HashMap::len).sum();
+            let endpoints = next.entry(target.into()).or_default();
+            let key = if total >= MAX_ENDPOINTS && !endpoints.contains_key(endpoint) {
+                "other"
+            } else {
+                endpoint
+            };
+            let handles = endpoints
+                .entry(key.into())
+                .or_insert_with(|| self.make(target, key))
+                .clone();
+            made = Some(handles);
+            next
+        });
+        made.unwrap_or_else(|| self.make(target, endpoint))
+    }
+
+    fn make(self: &Arc<Self>, target: &str, endpoint: &str) -> Arc<Handles> {
+        let mut labels: Vec<String> = self.identity.to_vec();
+        if self.client {
+            labels.push(target.to_owned());
+        }
+        labels.push(endpoint.to_owned());
+        let values: Vec<&str> = labels.iter().map(String::as_str).collect();
+        Arc::new(Handles {
+            duration: self.duration.with_label_values(&values),
+            in_flight: self.in_flight.with_label_values(&values),
+            labels,
+            codes: std::array::from_fn(|_| OnceLock::new()),
+            requests: self.requests.clone(),
+        })
+    }
+}
+
+impl Metrics {
+    /// The metrics of service `name` at `version`, node `id` (go-micro's
+    /// `micro_name`, `micro_version`, `micro_id`), with the process's figures.
+    pub fn new(name: &str, version: &str, id: &str) -> Self {
+        let registry = Registry::new();
+        let identity = [name.to_owned(), version.to_owned(), id.to_owned()];
+        // The names and labels are fixed and valid, and the registry is new: it
+        // cannot refuse them.
+        #[allow(clippy::expect_used)]
+        let side = |client| {
+            Side::new(&registry, identity.clone(), client).expect("fixed, valid metric families")
+        };
+        let (server, client) = (Arc::new(side(false)), Arc::new(side(true)));
+        let info = IntGaugeVec::new(
+            Opts::new(
+                "micro_build_info",
+                "The service's name, version and node; always 1.",
+            ),
+            &["micro_name", "micro_version", "micro_id", "rmicro_version"],
+        );
+        if let Ok(info) = info {
+            info.with_label_values(&[name, version, id, env!("CARGO_PKG_VERSION")])
+                .set(1);
+            let _ = registry.register(Box::new(info));
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let process = prometheus::process_collector::ProcessCollector::for_self();
+            let _ = registry.register(Box::new(process));
+        }
+        Metrics {
+            registry,
+            server: server.clone(),
+            client,
+        }
+    }
+
+    /// The layer that counts handled calls (`wrap_handler`).
+    pub fn server_layer(&self) -> MetricsLayer {
+        MetricsLayer {
+            side: self.server.clone(),
+        }
+    }
+
+    /// The layer that counts calls made (`wrap_client`: once per logical call).
+    pub fn client_layer(&self) -> MetricsLayer {
+        MetricsLayer {
+            side: self.client.clone(),
+        }
+    }
+
+    /// The registry, to add the application's own metrics to the same page.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Everything in Prometheus's text exposition format (what `/metrics` serves).
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Err(err) =
+            prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut text)
+        {
+            tracing::warn!(error = %err, "metrics: encoding failed");
+        }
+        text
+    }
+}
+
+/// Counts and times calls into a [`Metrics`]' families; see the [module docs](super).
+#[derive(Clone)]
+pub struct MetricsLayer {
+    pub(super) side: Arc<Side>,
+}
+
+impl std::fmt::Debug for MetricsLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsLayer")
+            .field("client", &self.side.client)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> tower::Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> MetricsService<S> {
+        MetricsService::new(inner, self.side.clone())
+    }
+}
