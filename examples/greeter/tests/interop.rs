@@ -4,39 +4,12 @@
 
 mod common;
 
-use common::{client_for, curl, python, repo_root, start_greeter, wait_until};
+use common::{client_for, curl, python, read_until, repo_root, start_greeter, wait_until};
 use greeter::proto::{GreeterClient, HelloRequest};
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::ChildGuard as Child;
-
-/// Reads the child's `stream` line by line until `pick` finds what it wants.
-fn read_until<R: std::io::Read + Send + 'static, T: Send + 'static>(
-    stream: R,
-    limit: Duration,
-    pick: impl Fn(&str) -> Option<T> + Send + 'static,
-) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if let Some(found) = pick(&line) {
-                let _ = tx.send(Ok(found));
-                // Keep draining so the child never blocks on a full pipe.
-                continue;
-            }
-            seen.push(line);
-        }
-        let _ = tx.send(Err(seen.join("\n")));
-    });
-    match rx.recv_timeout(limit) {
-        Ok(Ok(found)) => found,
-        Ok(Err(seen)) => panic!("the process ended without the expected line; it printed:\n{seen}"),
-        Err(_) => panic!("no expected line within {limit:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_grpcio_calls_the_rust_greeter() {

@@ -231,3 +231,29 @@ fn uuid_like() -> String {
     use std::hash::{BuildHasher, RandomState};
     format!("{:x}", RandomState::new().hash_one(std::process::id()))
 }
+
+/// Reads the child's `stream` line by line until `pick` finds what it wants.
+pub fn read_until<R: std::io::Read + Send + 'static, T: Send + 'static>(
+    stream: R,
+    limit: Duration,
+    pick: impl Fn(&str) -> Option<T> + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stream)).map_while(Result::ok) {
+            if let Some(found) = pick(&line) {
+                let _ = tx.send(Ok(found));
+                // Keep draining so the child never blocks on a full pipe.
+                continue;
+            }
+            seen.push(line);
+        }
+        let _ = tx.send(Err(seen.join("\n")));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(found)) => found,
+        Ok(Err(seen)) => panic!("the process ended without the expected line; it printed:\n{seen}"),
+        Err(_) => panic!("no expected line within {limit:?}"),
+    }
+}
