@@ -32,6 +32,34 @@ pub fn write<T: ?Sized>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The values of a kind alive in the process (every breaker, every rate limit), for
+/// the readers that show them all (the Hystrix stream, `/metrics`); holds them
+/// weakly, so a dropped one leaves the list.
+pub(crate) struct Live<T>(Mutex<Vec<std::sync::Weak<T>>>);
+
+impl<T> Live<T> {
+    /// An empty list, for a `static`.
+    pub(crate) const fn new() -> Self {
+        Live(Mutex::new(Vec::new()))
+    }
+
+    /// Shares `value` and lists it.
+    pub(crate) fn add(&self, value: T) -> std::sync::Arc<T> {
+        let value = std::sync::Arc::new(value);
+        let mut live = lock(&self.0);
+        live.retain(|weak| weak.strong_count() > 0);
+        live.push(std::sync::Arc::downgrade(&value));
+        value
+    }
+
+    /// Those alive now, in the order they were made.
+    pub(crate) fn alive(&self) -> Vec<std::sync::Arc<T>> {
+        let mut live = lock(&self.0);
+        live.retain(|weak| weak.strong_count() > 0);
+        live.iter().filter_map(std::sync::Weak::upgrade).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex, RwLock};

@@ -15,18 +15,22 @@ fn hello(name: &str) -> HelloRequest {
     }
 }
 
+/// The greeter with `--metrics-address` on a free port, and `extra` flags.
+async fn start_measured_with(extra: &[&str]) -> (rmicro::Service, rmicro::server::RunningServer) {
+    let mut args = vec![
+        "greeter",
+        "--log-level",
+        "warn",
+        "--metrics-address",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    start_with(greeter::Greeter, |b| b.args(args)).await
+}
+
 /// The greeter with `--metrics-address` on a free port.
 async fn start_measured() -> (rmicro::Service, rmicro::server::RunningServer) {
-    start_with(greeter::Greeter, |b| {
-        b.args([
-            "greeter",
-            "--log-level",
-            "warn",
-            "--metrics-address",
-            "127.0.0.1:0",
-        ])
-    })
-    .await
+    start_measured_with(&[]).await
 }
 
 /// The endpoint's samples, parsed by `prometheus_client`.
@@ -221,5 +225,78 @@ async fn the_metrics_endpoint_answers_only_get_metrics_and_a_taken_port_fails_th
         err.to_string()
             .starts_with(&format!("cannot serve the metrics on `{taken}`:")),
         "{err}"
+    );
+}
+
+/// The value of the sample `name` with (at least) `labels` on a text-format page.
+fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    page.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })
+        .find_map(|line| line.rsplit_once(' ')?.1.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_and_rate_limit_figures_are_on_the_page() {
+    let (service, server) = start_measured_with(&[
+        "--breaker",
+        "--ratelimit-server",
+        "1",
+        "--server-max-concurrent",
+        "8",
+    ])
+    .await;
+    // The service calls itself through its breaker; its rate limit lets 1 a second in.
+    let inside = GreeterClient::new(
+        "greeter",
+        service
+            .client()
+            .with_route("greeter", server.local_addr().to_string()),
+    );
+    let (mut answered, mut refused) = (0.0, 0.0);
+    for _ in 0..6 {
+        match inside.say_hello(hello("ann")).await {
+            Ok(_) => answered += 1.0,
+            Err(err) => {
+                assert_eq!(err.code, 429, "{err}");
+                refused += 1.0;
+            }
+        }
+    }
+    assert!(refused >= 4.0, "{refused} of 6 refused at 1/s");
+    let page = service.metrics().expect("--metrics-address").encode();
+    let limit = [("limit", "1/s"), ("scope", "global")];
+    assert_eq!(
+        sample(&page, "micro_ratelimit_rejected_total", &limit),
+        Some(refused),
+        "{page}"
+    );
+    let command = ("command", "greeter.Greeter.SayHello");
+    let event = |e| [command, ("event", e)];
+    assert_eq!(
+        sample(&page, "micro_breaker_calls_total", &event("success")),
+        Some(answered)
+    );
+    // RESOURCE_EXHAUSTED is a server-side fault: the breaker counts the refusals.
+    assert_eq!(
+        sample(&page, "micro_breaker_calls_total", &event("failure")),
+        Some(refused)
+    );
+    assert_eq!(sample(&page, "micro_breaker_open", &[command]), Some(0.0));
+    assert_eq!(
+        sample(&page, "micro_breaker_in_flight", &[command]),
+        Some(0.0)
+    );
+    assert!(
+        page.contains("# TYPE micro_breaker_calls_total counter"),
+        "{page}"
     );
 }

@@ -137,6 +137,8 @@ pub(crate) struct Snapshot {
     pub(crate) max_in_flight: u32,
     /// Latencies in the window, sorted, in milliseconds.
     pub(crate) latencies_ms: Vec<u32>,
+    /// Every event since the circuit was made.
+    pub(crate) totals: Counts,
 }
 
 impl Snapshot {
@@ -167,6 +169,8 @@ pub(crate) struct Circuit {
     created: Instant,
     phase: Phase,
     buckets: VecDeque<Bucket>,
+    /// Every event since the circuit was made (for Prometheus's counters).
+    totals: Counts,
     in_flight: u32,
 }
 
@@ -179,6 +183,7 @@ impl Circuit {
             created: now,
             phase: Phase::Closed,
             buckets: VecDeque::with_capacity(WINDOW_BUCKETS as usize + 1),
+            totals: Counts::default(),
             in_flight: 0,
         }
     }
@@ -332,6 +337,7 @@ impl Circuit {
                 .max()
                 .unwrap_or(0),
             latencies_ms,
+            totals: self.totals.clone(),
         }
     }
 
@@ -421,6 +427,7 @@ impl Circuit {
     }
 
     fn record(&mut self, now: Instant, event: Event, latency: Option<Duration>) {
+        self.totals.add(event);
         if let Some(bucket) = self.bucket(now) {
             bucket.counts.add(event);
             if let Some(latency) = latency

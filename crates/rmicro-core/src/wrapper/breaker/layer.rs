@@ -57,24 +57,16 @@ impl std::fmt::Debug for BreakerLayer {
 
 /// Every breaker alive in the process, for the Hystrix stream (hystrix-go's
 /// circuits are global too); dead ones are pruned as the stream reads them.
-static LIVE: std::sync::Mutex<Vec<std::sync::Weak<Shared>>> = std::sync::Mutex::new(Vec::new());
+static LIVE: crate::sync::Live<Shared> = crate::sync::Live::new();
 
 fn make_live(shared: Shared) -> Arc<Shared> {
-    let shared = Arc::new(shared);
-    let mut live = crate::sync::lock(&LIVE);
-    live.retain(|weak| weak.strong_count() > 0);
-    live.push(Arc::downgrade(&shared));
-    shared
+    LIVE.add(shared)
 }
 
 /// The status of every circuit of every breaker alive in the process, with its
 /// settings, by name.
 pub(super) fn live_circuits(now: Instant) -> Vec<(CircuitStatus, Settings)> {
-    let breakers: Vec<Arc<Shared>> = {
-        let mut live = crate::sync::lock(&LIVE);
-        live.retain(|weak| weak.strong_count() > 0);
-        live.iter().filter_map(std::sync::Weak::upgrade).collect()
-    };
+    let breakers = LIVE.alive();
     let mut all: Vec<(CircuitStatus, Settings)> = breakers
         .iter()
         .flat_map(|shared| shared.statuses(now))
@@ -212,6 +204,24 @@ pub struct CircuitStatus {
     /// Latency percentiles of the calls that ran (Hystrix's 0, 25, 50, 75, 90, 95,
     /// 99, 99.5 and 100), in milliseconds.
     pub latency_percentiles_ms: [(f64, u32); 9],
+    /// Every call since the circuit was made, by what happened to it.
+    pub totals: EventTotals,
+}
+
+/// A circuit's calls since it was made, by what happened to them (Prometheus's
+/// `micro_breaker_calls_total`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventTotals {
+    /// Calls that succeeded (or failed with a code that does not count).
+    pub successes: u64,
+    /// Calls that failed with a code that counts.
+    pub failures: u64,
+    /// Calls cut by the breaker's timeout or the call's deadline.
+    pub timeouts: u64,
+    /// Calls refused at the concurrency limit.
+    pub rejected: u64,
+    /// Calls refused because the circuit was open.
+    pub short_circuited: u64,
 }
 
 /// The percentiles Hystrix's dashboard shows.
@@ -244,6 +254,13 @@ impl Shared {
                     latency_mean_ms: snapshot.latency_mean(),
                     latency_percentiles_ms: LATENCY_PERCENTILES
                         .map(|p| (p, snapshot.latency_percentile(p))),
+                    totals: EventTotals {
+                        successes: snapshot.totals.success,
+                        failures: snapshot.totals.failure,
+                        timeouts: snapshot.totals.timeout,
+                        rejected: snapshot.totals.rejected,
+                        short_circuited: snapshot.totals.short_circuited,
+                    },
                 };
                 (status, circuit.settings().clone())
             })

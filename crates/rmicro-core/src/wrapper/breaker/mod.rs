@@ -56,7 +56,15 @@ mod service;
 pub mod stream;
 
 pub use future::BreakerFuture;
-pub use layer::{Breaker, BreakerLayer, CircuitStatus};
+pub use layer::{Breaker, BreakerLayer, CircuitStatus, EventTotals};
+
+/// Every circuit of every breaker alive in the process, by name.
+pub(crate) fn all_circuits() -> Vec<CircuitStatus> {
+    layer::live_circuits(tokio::time::Instant::now())
+        .into_iter()
+        .map(|(status, _)| status)
+        .collect()
+}
 pub use service::BreakerService;
 pub use stream::HystrixStream;
 

@@ -206,6 +206,12 @@ impl Metrics {
                 .set(1);
             let _ = registry.register(Box::new(info));
         }
+        match super::resilience::Resilience::new() {
+            Ok(collector) => {
+                let _ = registry.register(Box::new(collector));
+            }
+            Err(err) => tracing::warn!(error = %err, "metrics: no resilience figures"),
+        }
         #[cfg(target_os = "linux")]
         {
             let process = prometheus::process_collector::ProcessCollector::for_self();

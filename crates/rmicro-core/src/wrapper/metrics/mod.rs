@@ -9,7 +9,13 @@
 //! (`micro_requests_in_flight`), the same for the calls a service makes
 //! (`micro_client_request_total`, `micro_client_request_duration_seconds`,
 //! `micro_client_requests_in_flight`, with the callee in `micro_target`), the process's
-//! CPU, memory, open files and start time (`process_*`), and `micro_build_info`.
+//! CPU, memory, open files and start time (`process_*`), `micro_build_info`, and the
+//! resilience wrappers' figures, read at scrape time: each circuit breaker's state
+//! (`micro_breaker_open{command}`), calls by outcome
+//! (`micro_breaker_calls_total{command, event="success"|"failure"|"timeout"|"rejected"|"short_circuited"}`)
+//! and calls in flight, and the calls rate limits and load shedding refused
+//! (`micro_ratelimit_rejected_total{limit, scope}`, `micro_shed_rejected_total{max}`,
+//! `micro_shed_in_flight{max}`).
 //!
 //! A call is counted when its status is known: for a stream, after its last message;
 //! a call its caller abandons counts as `CANCELLED`. Endpoint labels are bounded
@@ -36,6 +42,7 @@
 
 mod future;
 mod layer;
+mod resilience;
 mod service;
 
 pub use future::MetricsFuture;

@@ -68,6 +68,8 @@ pub(super) struct Limits {
     pub(super) scope: Scope,
     pub(super) mode: Mode,
     buckets: Buckets,
+    /// Calls refused so far.
+    refused: AtomicU64,
 }
 
 enum Buckets {
@@ -88,7 +90,7 @@ impl RateLimitLayer {
         let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(per_second.get() / 10).unwrap_or(NonZeroU32::MIN);
         RateLimitLayer {
-            limits: Arc::new(Limits::new(per_second, burst, Scope::Global, Mode::Reject)),
+            limits: LIVE.add(Limits::new(per_second, burst, Scope::Global, Mode::Reject)),
         }
     }
 
@@ -114,9 +116,28 @@ impl RateLimitLayer {
 
     fn from_limits(limits: Limits) -> Self {
         RateLimitLayer {
-            limits: Arc::new(limits),
+            limits: LIVE.add(limits),
         }
     }
+}
+
+/// Every rate limit alive in the process, for `/metrics`.
+static LIVE: crate::sync::Live<Limits> = crate::sync::Live::new();
+
+/// Each live rate limit: its rate (`200/s`), its scope, and the calls it refused.
+pub(crate) fn refusals() -> Vec<(String, &'static str, u64)> {
+    LIVE.alive()
+        .iter()
+        .map(|l| {
+            let scope = match l.scope {
+                Scope::Global => "global",
+                Scope::PerEndpoint => "endpoint",
+                Scope::PerPeer => "peer",
+                Scope::PerMetadata(_) => "metadata",
+            };
+            (l.rate(), scope, l.refused.load(Ordering::Relaxed))
+        })
+        .collect()
 }
 
 impl Limits {
@@ -135,7 +156,13 @@ impl Limits {
             scope,
             mode,
             buckets,
+            refused: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a refused call.
+    pub(super) fn count_refusal(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes a token from `key`'s bucket (the one bucket for [`Scope::Global`]), or

@@ -40,6 +40,7 @@ mod layer;
 mod service;
 
 pub use future::RateLimitFuture;
+pub(crate) use layer::refusals;
 pub use layer::{Mode, RateLimit, RateLimitLayer, Scope};
 pub use service::RateLimitService;
 

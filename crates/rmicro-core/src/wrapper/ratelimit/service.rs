@@ -71,7 +71,7 @@ fn peer_of<B>(request: &http::Request<B>) -> Option<String> {
 /// `id` is who refuses (the server, or the calling service), the detail names the
 /// limit, the call and the bucket.
 fn refusal<B>(
-    limits: &Limits,
+    limits: &Arc<Limits>,
     request: &http::Request<B>,
 ) -> impl FnOnce(Option<&str>) -> Error + use<B> {
     let extensions = request.extensions();
@@ -99,7 +99,9 @@ fn refusal<B>(
         },
     };
     let (rate, command) = (limits.rate(), command_of(request));
+    let counted = limits.clone();
     move |waited| {
+        counted.count_refusal();
         let waited = waited.map(|w| format!("; waited {w}")).unwrap_or_default();
         Error::too_many_requests(
             id,

@@ -16,15 +16,35 @@ pub struct LoadShedLayer {
 pub(super) struct Limit {
     pub(super) max: usize,
     pub(super) in_flight: AtomicUsize,
+    /// Calls refused so far.
+    pub(super) refused: std::sync::atomic::AtomicU64,
+}
+
+/// Every load-shedding limit alive in the process, for `/metrics`.
+static LIVE: crate::sync::Live<Limit> = crate::sync::Live::new();
+
+/// Each live limit: its maximum, the calls in flight under it, and those refused.
+pub(crate) fn refusals() -> Vec<(usize, usize, u64)> {
+    LIVE.alive()
+        .iter()
+        .map(|l| {
+            (
+                l.max,
+                l.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                l.refused.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
+        .collect()
 }
 
 impl LoadShedLayer {
     /// At most `max` calls in flight at once (at least one).
     pub fn max_concurrent(max: usize) -> Self {
         LoadShedLayer {
-            limit: Arc::new(Limit {
+            limit: LIVE.add(Limit {
                 max: max.max(1),
                 in_flight: AtomicUsize::new(0),
+                refused: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }

@@ -28,4 +28,5 @@ mod service;
 
 pub use future::LoadShedFuture;
 pub use layer::LoadShedLayer;
+pub(crate) use layer::refusals;
 pub use service::LoadShedService;

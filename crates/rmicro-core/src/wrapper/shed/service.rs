@@ -50,6 +50,9 @@ where
         let permit = Permit::new(self.limit.clone());
         if before >= self.limit.max {
             drop(permit);
+            self.limit
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let service = request
                 .extensions()
                 .get::<CallInfo>()
