@@ -276,3 +276,41 @@ impl<S> tower::Layer<S> for MetricsLayer {
         MetricsService::new(inner, self.side.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_labels_stop_at_the_bound_and_the_rest_count_as_other() {
+        let metrics = Metrics::new("greeter", "1.0.0", "greeter-1");
+        let side = &metrics.server;
+        for i in 0..MAX_ENDPOINTS + 50 {
+            let handles = side.handles("", &format!("Made.Up{i}"));
+            handles.start();
+            handles.finish(Code::NotFound, 0.001);
+        }
+        // A known endpoint keeps its own series after the bound is reached.
+        let known = side.handles("", "Made.Up0");
+        known.start();
+        known.finish(Code::Ok, 0.001);
+        let page = metrics.encode();
+        let series = page
+            .lines()
+            .filter(|l| l.starts_with("micro_requests_in_flight{"))
+            .count();
+        assert_eq!(series, MAX_ENDPOINTS + 1, "the bound, plus `other`");
+        let other = page
+            .lines()
+            .find(|l| {
+                l.starts_with("micro_request_total{")
+                    && l.contains("micro_endpoint=\"other\"")
+                    && l.contains("micro_code=\"NOT_FOUND\"")
+            })
+            .expect("the overflow counted as `other`");
+        assert!(other.ends_with(" 50"), "{other}");
+        assert!(page.contains(
+            "micro_request_total{micro_code=\"OK\",micro_endpoint=\"Made.Up0\",micro_id=\"greeter-1\",micro_name=\"greeter\",micro_status=\"success\",micro_version=\"1.0.0\"} 1"
+        ), "{page}");
+    }
+}
