@@ -257,3 +257,25 @@ pub fn read_until<R: std::io::Read + Send + 'static, T: Send + 'static>(
         Err(_) => panic!("no expected line within {limit:?}"),
     }
 }
+
+/// Every PromQL query of the Grafana dashboard in `deploy/observability`, with
+/// Grafana's variables filled in as Grafana would (`$__rate_interval` → `1m`, the
+/// `$service` variable → all services).
+pub fn dashboard_queries() -> Vec<String> {
+    let path = repo_root().join("deploy/observability/grafana/dashboards/rmicro.json");
+    let text = std::fs::read_to_string(&path).expect("the dashboard is in the repository");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+        .map(|target| {
+            target["expr"]
+                .as_str()
+                .expect("every target has a PromQL expr")
+                .replace("$__rate_interval", "1m")
+                .replace("$service", ".*")
+        })
+        .collect()
+}
