@@ -137,8 +137,9 @@ pub struct Flags {
     /// Log level or filter (`debug`, `info`, `rmicro=debug,warn`) [default: info].
     #[arg(long, env = "MICRO_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
-    /// Log format: `text`, or `json` for ELK and other collectors [default: text].
-    #[arg(long, env = "MICRO_LOG_FORMAT", value_name = "FORMAT", value_parser = ["text", "json"])]
+    /// Log format: `text`, `pretty` (the default on a terminal), `json` (one object a
+    /// line), or `ecs` (Elastic Common Schema lines, for ELK) [default: text].
+    #[arg(long, env = "MICRO_LOG_FORMAT", value_name = "FORMAT", value_parser = ["text", "pretty", "json", "ecs"])]
     pub log_format: Option<String>,
     /// A YAML, TOML or JSON file of configuration (above in-code defaults).
     #[arg(long, env = "MICRO_CONFIG_FILE", value_name = "FILE")]

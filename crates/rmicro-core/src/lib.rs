@@ -34,7 +34,7 @@ pub mod config;
 mod context;
 pub mod errors;
 pub mod interop;
-mod logging;
+pub mod logging;
 pub mod metadata;
 mod plugins;
 pub mod registry;

@@ -370,7 +370,15 @@ impl ServiceBuilder {
             .transpose()?;
         self.apply(flags)?;
         if self.install_logging {
-            crate::logging::init(&self.log_level, &self.log_format);
+            crate::logging::init(
+                &self.log_level,
+                &self.log_format,
+                &crate::logging::Identity {
+                    name: self.name.clone(),
+                    version: self.version.clone(),
+                    node: self.node_id.clone(),
+                },
+            );
         }
         let config = crate::config::Config::builder()
             .defaults(std::mem::take(&mut self.config_defaults))
@@ -646,7 +654,7 @@ impl Service {
             client: ClientOptions::default(),
             args: None,
             log_level: "info".into(),
-            log_format: "text".into(),
+            log_format: String::new(),
             install_logging: true,
             app_flags: None,
             registry: None,
