@@ -141,6 +141,39 @@ pub struct Flags {
     /// line), or `ecs` (Elastic Common Schema lines, for ELK) [default: text].
     #[arg(long, env = "MICRO_LOG_FORMAT", value_name = "FORMAT", value_parser = ["text", "pretty", "json", "ecs"])]
     pub log_format: Option<String>,
+    /// Write the log to this file instead of stderr, rotated as lumberjack does.
+    #[arg(long, env = "MICRO_LOG_FILE", value_name = "PATH")]
+    pub log_file: Option<std::path::PathBuf>,
+    /// Megabytes the log file may reach before it is rotated [default: 100].
+    #[arg(
+        long,
+        env = "MICRO_LOG_MAX_SIZE",
+        value_name = "MB",
+        requires = "log_file"
+    )]
+    pub log_max_size: Option<u64>,
+    /// Rotated log files kept, the newest (0: all) [default: 0].
+    #[arg(
+        long,
+        env = "MICRO_LOG_MAX_BACKUPS",
+        value_name = "N",
+        requires = "log_file"
+    )]
+    pub log_max_backups: Option<usize>,
+    /// Days a rotated log file is kept (0: forever) [default: 0].
+    #[arg(
+        long,
+        env = "MICRO_LOG_MAX_AGE",
+        value_name = "DAYS",
+        requires = "log_file"
+    )]
+    pub log_max_age: Option<u64>,
+    /// Gzip rotated log files.
+    #[arg(long, env = "MICRO_LOG_COMPRESS", requires = "log_file")]
+    pub log_compress: bool,
+    /// Name rotated log files by local time instead of UTC.
+    #[arg(long, env = "MICRO_LOG_LOCAL_TIME", requires = "log_file")]
+    pub log_local_time: bool,
     /// A YAML, TOML or JSON file of configuration (above in-code defaults).
     #[arg(long, env = "MICRO_CONFIG_FILE", value_name = "FILE")]
     pub config_file: Option<std::path::PathBuf>,

@@ -39,6 +39,14 @@ pub enum BuildError {
         /// Why not.
         reason: String,
     },
+    /// `--log-file` cannot be opened.
+    #[error("cannot log to `{}`: {reason}", path.display())]
+    LogFile {
+        /// The file asked for.
+        path: std::path::PathBuf,
+        /// Why not.
+        reason: String,
+    },
     /// `--metrics-address` cannot be served.
     #[error("cannot serve the metrics on `{address}`: {reason}")]
     Metrics {
@@ -69,7 +77,8 @@ impl BuildError {
             }
             e @ (BuildError::Broker(_)
             | BuildError::HystrixStream { .. }
-            | BuildError::Metrics { .. }) => {
+            | BuildError::Metrics { .. }
+            | BuildError::LogFile { .. }) => {
                 eprintln!("error: {e}");
                 std::process::exit(2)
             }
@@ -370,6 +379,18 @@ impl ServiceBuilder {
             .transpose()?;
         self.apply(flags)?;
         if self.install_logging {
+            let flags = &self.config_flags;
+            let file = flags.log_file.as_deref().map(|path| {
+                let defaults = crate::logging::Rotation::default();
+                let rotation = crate::logging::Rotation {
+                    max_size_mb: flags.log_max_size.unwrap_or(defaults.max_size_mb),
+                    max_backups: flags.log_max_backups.unwrap_or(defaults.max_backups),
+                    max_age_days: flags.log_max_age.unwrap_or(defaults.max_age_days),
+                    compress: flags.log_compress,
+                    local_time: flags.log_local_time,
+                };
+                (path, rotation)
+            });
             crate::logging::init(
                 &self.log_level,
                 &self.log_format,
@@ -378,7 +399,12 @@ impl ServiceBuilder {
                     version: self.version.clone(),
                     node: self.node_id.clone(),
                 },
-            );
+                file,
+            )
+            .map_err(|e| BuildError::LogFile {
+                path: flags.log_file.clone().unwrap_or_default(),
+                reason: e.to_string(),
+            })?;
         }
         let config = crate::config::Config::builder()
             .defaults(std::mem::take(&mut self.config_defaults))
@@ -988,6 +1014,7 @@ impl Service {
         } else {
             tracing::warn!(service = %self.inner.name, ?grace, "grace period over: closed remaining calls");
         }
+        crate::logging::flush(Duration::from_secs(5));
         Ok(())
     }
 }

@@ -112,3 +112,76 @@ async fn the_greeter_writes_ecs_lines() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_file_gets_every_line_up_to_shutdown() {
+    let (dir, _registry, flags) = common::local_cluster("log-file");
+    let log = dir.join("logs").join("greeter.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_greeter"))
+        .args(["--server-address", "127.0.0.1:0"])
+        .args(["--log-format", "ecs", "--log-level", "debug"])
+        .arg("--log-file")
+        .arg(&log)
+        .args(["--log-max-size", "1", "--log-compress"])
+        .args(&flags)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("greeter starts");
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+    // The start-up line reaches the file (the writer flushes once its queue is empty).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let address = loop {
+        let text = read(&log);
+        let found = text.lines().find_map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).ok()?;
+            let message = event["message"].as_str()?;
+            let rest = message.split_once("Listening on ")?.1;
+            Some(rest.split_whitespace().next()?.to_owned())
+        });
+        if let Some(address) = found {
+            break address;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no start-up line in {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let greeter = GreeterClient::new(
+        "greeter",
+        rmicro::Client::default().with_route("greeter", address),
+    );
+    greeter
+        .say_hello(HelloRequest {
+            name: "ann".into(),
+            count: 0,
+        })
+        .await
+        .expect("answers");
+    // SIGTERM: the service drains, logs that it stopped, and flushes the file.
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("wait task")
+        .expect("exit status");
+    assert!(status.success(), "{status:?}");
+    let text = read(&log);
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(events.iter().any(|e| e["message"] == "call ok"), "{text}");
+    assert_eq!(
+        events.last().map(|e| e["message"].clone()),
+        Some("stopped".into()),
+        "the last line, written at shutdown, is in the file: {text}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -11,10 +11,15 @@
 //! `micro.endpoint` (go-micro's `<service>.<endpoint>`), `micro.status` and
 //! `event.duration` (nanoseconds, as ECS has it); other fields keep their names.
 
+mod file;
+
+pub use file::{NonBlocking, RotatingFile, Rotation, dropped_lines};
+
 use std::io::IsTerminal as _;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -29,28 +34,58 @@ pub(crate) struct Identity {
     pub(crate) node: String,
 }
 
+/// The log file's writer, when `--log-file` set one, for [`flush`].
+static FILE: std::sync::OnceLock<NonBlocking> = std::sync::OnceLock::new();
+
 /// Installs the global subscriber once; later calls (more services in one process,
 /// or a subscriber the application set up itself) leave it as it is. `format` is
 /// `text`, `pretty`, `json` or `ecs`; empty picks `pretty` on a terminal, else `text`.
-pub(crate) fn init(level: &str, format: &str, identity: &Identity) {
+/// Lines go to stderr, or to `file` (rotated, written off the calls' path).
+pub(crate) fn init(
+    level: &str,
+    format: &str,
+    identity: &Identity,
+    file: Option<(&std::path::Path, Rotation)>,
+) -> std::io::Result<()> {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|err| {
         eprintln!("warning: log level `{level}` is not valid ({err}); using `info`");
         EnvFilter::new("info")
     });
+    let (writer, terminal) = match file {
+        Some((path, rotation)) => {
+            let writer = NonBlocking::new(RotatingFile::open(path, rotation)?);
+            let _ = FILE.set(writer.clone());
+            (BoxMakeWriter::new(move || writer.clone()), false)
+        }
+        None => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        ),
+    };
     let format = match format {
-        "" if std::io::stderr().is_terminal() => "pretty",
+        "" if terminal => "pretty",
         "" => "text",
         other => other,
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(terminal)
+        .with_writer(writer);
     let _ = match format {
         "json" => builder.json().with_current_span(false).try_init(),
         "ecs" => builder.event_format(Ecs::new(identity)).try_init(),
         "pretty" => builder.pretty().try_init(),
         _ => builder.try_init(),
     };
+    Ok(())
+}
+
+/// Waits (up to `limit`) until the log file holds every line logged so far; a
+/// service calls it as it shuts down. Nothing to do when logging to stderr.
+pub fn flush(limit: std::time::Duration) {
+    if let Some(file) = FILE.get() {
+        file.sync(limit);
+    }
 }
 
 /// Formats events as ECS JSON lines; see the [module docs](self).
