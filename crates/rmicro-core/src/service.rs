@@ -307,6 +307,13 @@ impl ServiceBuilder {
         self
     }
 
+    /// How many retries all of this service's outgoing calls may make together
+    /// (default: 20 % of the last 10 s's calls, at least 10 a second).
+    pub fn retry_budget(mut self, budget: crate::client::RetryBudget) -> Self {
+        self.client.retry_budget = budget;
+        self
+    }
+
     /// Routes calls for `service` to `address`.
     pub fn route(mut self, service: impl Into<String>, address: impl Into<String>) -> Self {
         self.client.routes.insert(service.into(), address.into());

@@ -80,3 +80,35 @@ fn build_keeps_the_applications_own_log_subscriber() {
         "rmicro replaced the subscriber: {text}"
     );
 }
+
+#[test]
+fn the_retry_budget_comes_from_the_builder_or_the_flags() {
+    use rmicro::client::RetryBudget;
+    let from_code = rmicro::Service::builder("user")
+        .registry(Arc::new(rmicro::registry::MemoryRegistry::new()))
+        .retry_budget(RetryBudget::default().percent(7.0))
+        .args(["user"])
+        .build()
+        .expect("builds");
+    let budget = from_code.client().options().retry_budget;
+    assert_eq!(budget.percent_value(), 7.0);
+    assert_eq!(budget.min_per_second_value(), 10, "the default floor");
+    let from_flags = rmicro::Service::builder("user")
+        .registry(Arc::new(rmicro::registry::MemoryRegistry::new()))
+        .retry_budget(RetryBudget::default().percent(7.0))
+        .args([
+            "user",
+            "--client-retry-budget",
+            "5",
+            "--client-retry-min-per-second",
+            "2",
+        ])
+        .build()
+        .expect("builds");
+    let budget = from_flags.client().options().retry_budget;
+    assert_eq!(
+        (budget.percent_value(), budget.min_per_second_value()),
+        (5.0, 2),
+        "flags win over code"
+    );
+}

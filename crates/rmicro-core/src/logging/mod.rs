@@ -279,7 +279,7 @@ mod tests {
         assert!(
             call["log.origin.file.name"]
                 .as_str()
-                .is_some_and(|f| f.ends_with("logging.rs"))
+                .is_some_and(|f| f.ends_with("logging/mod.rs"))
         );
         assert!(call["log.origin.file.line"].as_u64().is_some());
         let stamp = call["@timestamp"].as_str().expect("@timestamp");
