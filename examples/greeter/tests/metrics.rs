@@ -35,11 +35,17 @@ async fn start_measured() -> (rmicro::Service, rmicro::server::RunningServer) {
 
 /// The endpoint's samples, parsed by `prometheus_client`.
 async fn scrape(python: &std::path::Path, url: &str) -> serde_json::Value {
+    scrape_as(python, url, false).await
+}
+
+/// The same, in OpenMetrics when `openmetrics` (asked for in `Accept`, parsed strictly).
+async fn scrape_as(python: &std::path::Path, url: &str, openmetrics: bool) -> serde_json::Value {
     let (python, url) = (python.to_owned(), url.to_owned());
     let output = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(repo_root().join("interop/scrape_metrics.py"))
             .arg(url)
+            .args(openmetrics.then_some("--openmetrics"))
             .output()
             .expect("python runs")
     })
@@ -178,6 +184,20 @@ async fn calls_handled_and_made_are_counted_with_go_micros_names() {
     );
     let info = [("micro_name", "greeter"), ("micro_id", node.as_str())];
     assert_eq!(value(&scraped, "micro_build_info", &info), Some(1.0));
+
+    // The same figures in OpenMetrics 1.0, through the client's strict parser.
+    let open = scrape_as(&python, &url, true).await;
+    assert_eq!(
+        open["content_type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert_eq!(value(&open, "micro_request_total", &success), Some(8.0));
+    assert_eq!(value(&open, "micro_request_total", &failure), Some(2.0));
+    assert_eq!(
+        value(&open, "micro_request_duration_seconds_count", &me),
+        Some(10.0)
+    );
+    assert_eq!(value(&open, "micro_client_request_total", &made), Some(3.0));
     assert!(
         value(&scraped, "process_start_time_seconds", &[]).is_some_and(|t| t > 1.6e9),
         "process metrics"

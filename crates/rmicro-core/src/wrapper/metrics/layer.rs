@@ -243,6 +243,11 @@ impl Metrics {
         &self.registry
     }
 
+    /// Everything in the OpenMetrics 1.0 text format.
+    pub fn encode_openmetrics(&self) -> String {
+        super::openmetrics::encode(&self.registry.gather())
+    }
+
     /// Everything in Prometheus's text exposition format (what `/metrics` serves).
     pub fn encode(&self) -> String {
         let mut text = String::new();

@@ -23,7 +23,8 @@
 //! made-up names cannot grow the series without limit.
 //!
 //! `--metrics-address` (`MICRO_METRICS_ADDRESS`) wraps the service's handlers and
-//! calls and serves `GET /metrics` in Prometheus's text format; [`Metrics`] does the
+//! calls and serves `GET /metrics` in Prometheus's text format (OpenMetrics 1.0 when
+//! the scraper's `Accept` asks for `application/openmetrics-text`); [`Metrics`] does the
 //! same from code, and its layers are plain tower layers (laid out as tower's:
 //! `layer.rs`, `service.rs`, `future.rs`), so they also wrap a tonic server or channel.
 //!
@@ -42,6 +43,7 @@
 
 mod future;
 mod layer;
+mod openmetrics;
 mod resilience;
 mod service;
 
@@ -70,12 +72,17 @@ impl MetricsServer {
             {
                 return refused;
             }
-            let mut response = http::Response::new(crate::transport::Body::from(
-                bytes::Bytes::from(metrics.encode()),
-            ));
+            let (page, content_type) =
+                if openmetrics::wanted(request.headers().get(http::header::ACCEPT)) {
+                    (metrics.encode_openmetrics(), openmetrics::CONTENT_TYPE)
+                } else {
+                    (metrics.encode(), CONTENT_TYPE)
+                };
+            let mut response =
+                http::Response::new(crate::transport::Body::from(bytes::Bytes::from(page)));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static(CONTENT_TYPE),
+                http::HeaderValue::from_static(content_type),
             );
             response
         };
