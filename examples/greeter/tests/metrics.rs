@@ -185,6 +185,29 @@ async fn calls_handled_and_made_are_counted_with_go_micros_names() {
     let info = [("micro_name", "greeter"), ("micro_id", node.as_str())];
     assert_eq!(value(&scraped, "micro_build_info", &info), Some(1.0));
 
+    // Message sizes per call (payloads without framing): "ann"/"bob" requests are
+    // 5 bytes, "Hello ann"/"Hello bob" replies 11, the 2 refused ones 0 and none.
+    assert_eq!(
+        value(&scraped, "micro_request_size_bytes_count", &me),
+        Some(10.0)
+    );
+    assert_eq!(
+        value(&scraped, "micro_request_size_bytes_sum", &me),
+        Some(40.0)
+    );
+    assert_eq!(
+        value(&scraped, "micro_response_size_bytes_sum", &me),
+        Some(88.0)
+    );
+    assert_eq!(
+        value(&scraped, "micro_client_request_size_bytes_sum", &made[..4]),
+        Some(15.0)
+    );
+    assert_eq!(
+        value(&scraped, "micro_client_response_size_bytes_sum", &made[..4]),
+        Some(33.0)
+    );
+
     // The same figures in OpenMetrics 1.0, through the client's strict parser.
     let open = scrape_as(&python, &url, true).await;
     assert_eq!(

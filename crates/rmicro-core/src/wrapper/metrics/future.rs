@@ -19,18 +19,37 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// Where a call's message sizes are counted: a client sends the requests, a
+/// server receives them.
+pub(super) enum Sizes {
+    Sent(Arc<crate::wrapper::MessageCounts>),
+    Received(Arc<crate::wrapper::MessageCounts>),
+}
+
+impl Sizes {
+    /// Request bytes and response bytes.
+    fn read(&self) -> (u64, u64) {
+        match self {
+            Sizes::Sent(m) => (m.sent_bytes(), m.received_bytes()),
+            Sizes::Received(m) => (m.received_bytes(), m.sent_bytes()),
+        }
+    }
+}
+
 /// A call being counted: counted once, when it ends or is dropped.
 struct Run {
     handles: Arc<Handles>,
     started: Instant,
     counted: bool,
+    sizes: Option<Sizes>,
 }
 
 impl Run {
     fn finish(&mut self, code: Code) {
         if !std::mem::replace(&mut self.counted, true) {
+            let sizes = self.sizes.as_ref().map(Sizes::read);
             self.handles
-                .finish(code, self.started.elapsed().as_secs_f64());
+                .finish(code, self.started.elapsed().as_secs_f64(), sizes);
         }
     }
 }
@@ -43,13 +62,14 @@ impl Drop for Run {
 }
 
 impl<F> MetricsFuture<F> {
-    pub(super) fn new(inner: F, handles: Arc<Handles>) -> Self {
+    pub(super) fn new(inner: F, handles: Arc<Handles>, sizes: Option<Sizes>) -> Self {
         MetricsFuture {
             inner,
             run: Some(Run {
                 handles,
                 started: Instant::now(),
                 counted: false,
+                sizes,
             }),
         }
     }

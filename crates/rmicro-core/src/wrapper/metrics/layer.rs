@@ -36,6 +36,8 @@ pub(super) struct Side {
     requests: IntCounterVec,
     duration: HistogramVec,
     in_flight: IntGaugeVec,
+    request_size: HistogramVec,
+    response_size: HistogramVec,
     client: bool,
     /// target → endpoint → handles (the server's target is "").
     handles: ArcSwap<ByTarget>,
@@ -49,6 +51,8 @@ pub(super) struct Handles {
     labels: Vec<String>,
     duration: Histogram,
     in_flight: IntGauge,
+    request_size: Histogram,
+    response_size: Histogram,
     /// By gRPC code number, made on first use.
     codes: [OnceLock<IntCounter>; 17],
     requests: IntCounterVec,
@@ -60,10 +64,15 @@ impl Handles {
         self.in_flight.inc();
     }
 
-    /// A call ended with `code` after `seconds`.
-    pub(super) fn finish(&self, code: Code, seconds: f64) {
+    /// A call ended with `code` after `seconds`, its messages `request_bytes` and
+    /// `response_bytes` long in all (the payloads, without gRPC's framing).
+    pub(super) fn finish(&self, code: Code, seconds: f64, sizes: Option<(u64, u64)>) {
         self.in_flight.dec();
         self.duration.observe(seconds);
+        if let Some((request, response)) = sizes {
+            self.request_size.observe(request as f64);
+            self.response_size.observe(response as f64);
+        }
         let index = usize::try_from(code.as_i32()).unwrap_or(2).min(16);
         let counter = self.codes[index].get_or_init(|| {
             let status = if code == Code::Ok {
@@ -121,14 +130,36 @@ impl Side {
             ),
             &labels,
         )?;
+        // 64 B to 16 MB, by fours.
+        let sizes = prometheus::exponential_buckets(64.0, 4.0, 10)?;
+        let request_size = HistogramVec::new(
+            HistogramOpts::new(
+                format!("{prefix}request_size_bytes"),
+                format!("The request messages' bytes of the {what}, per call."),
+            )
+            .buckets(sizes.clone()),
+            &labels,
+        )?;
+        let response_size = HistogramVec::new(
+            HistogramOpts::new(
+                format!("{prefix}response_size_bytes"),
+                format!("The response messages' bytes of the {what}, per call."),
+            )
+            .buckets(sizes),
+            &labels,
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(request_size.clone()))?;
+        registry.register(Box::new(response_size.clone()))?;
         Ok(Side {
             identity,
             requests,
             duration,
             in_flight,
+            request_size,
+            response_size,
             client,
             handles: ArcSwap::from_pointee(HashMap::new()),
         })
@@ -174,6 +205,8 @@ impl Side {
         Arc::new(Handles {
             duration: self.duration.with_label_values(&values),
             in_flight: self.in_flight.with_label_values(&values),
+            request_size: self.request_size.with_label_values(&values),
+            response_size: self.response_size.with_label_values(&values),
             labels,
             codes: std::array::from_fn(|_| OnceLock::new()),
             requests: self.requests.clone(),
@@ -293,12 +326,12 @@ mod tests {
         for i in 0..MAX_ENDPOINTS + 50 {
             let handles = side.handles("", &format!("Made.Up{i}"));
             handles.start();
-            handles.finish(Code::NotFound, 0.001);
+            handles.finish(Code::NotFound, 0.001, None);
         }
         // A known endpoint keeps its own series after the bound is reached.
         let known = side.handles("", "Made.Up0");
         known.start();
-        known.finish(Code::Ok, 0.001);
+        known.finish(Code::Ok, 0.001, None);
         let page = metrics.encode();
         let series = page
             .lines()

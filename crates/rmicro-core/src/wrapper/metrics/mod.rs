@@ -6,7 +6,8 @@
 //! (a histogram with client_golang's default buckets, 5 ms to 10 s). rmicro keeps
 //! those names and labels, so a go-micro user's Grafana queries keep working, and adds
 //! what they lacked: the gRPC code (`micro_code="UNAVAILABLE"`), the calls in flight
-//! (`micro_requests_in_flight`), the same for the calls a service makes
+//! (`micro_requests_in_flight`), the messages' sizes per call
+//! (`micro_request_size_bytes`, `micro_response_size_bytes`), the same for the calls a service makes
 //! (`micro_client_request_total`, `micro_client_request_duration_seconds`,
 //! `micro_client_requests_in_flight`, with the callee in `micro_target`), the process's
 //! CPU, memory, open files and start time (`process_*`), `micro_build_info`, and the

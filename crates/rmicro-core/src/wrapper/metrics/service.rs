@@ -1,6 +1,7 @@
 //! The metrics' service: finds the call's series and starts its clock.
 
 use super::MetricsFuture;
+use super::future::Sizes;
 use super::layer::Side;
 use crate::wrapper::{CallInfo, ClientCallInfo};
 use std::sync::Arc;
@@ -43,20 +44,26 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let extensions = request.extensions();
-        let handles = match (
+        let (handles, sizes) = match (
             extensions.get::<ClientCallInfo>(),
             extensions.get::<CallInfo>(),
         ) {
-            (Some(call), _) => self.side.handles(call.service(), call.endpoint()),
-            (None, Some(info)) => self.side.handles("", info.endpoint()),
+            (Some(call), _) => (
+                self.side.handles(call.service(), call.endpoint()),
+                Some(Sizes::Sent(call.messages().clone())),
+            ),
+            (None, Some(info)) => (
+                self.side.handles("", info.endpoint()),
+                Some(Sizes::Received(info.messages().clone())),
+            ),
             // A plain tonic stack: the path names the endpoint.
             (None, None) => {
                 let path = request.uri().path();
                 let target = path.trim_start_matches('/').split('/').next().unwrap_or("");
-                self.side.handles(target, path)
+                (self.side.handles(target, path), None)
             }
         };
         handles.start();
-        MetricsFuture::new(self.inner.call(request), handles)
+        MetricsFuture::new(self.inner.call(request), handles, sizes)
     }
 }
