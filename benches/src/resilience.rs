@@ -69,20 +69,16 @@ struct Stack {
 }
 
 fn stack(name: &str) -> anyhow::Result<Stack> {
-    let (breaker, strategy, ratelimit) = match name {
-        "none" => (false, Strategy::Random, false),
-        "seed" => (true, Strategy::RoundRobin, true),
-        "breaker" => (true, Strategy::Random, false),
-        "roundrobin" => (false, Strategy::RoundRobin, false),
-        "ratelimit" => (false, Strategy::Random, true),
+    let (name, breaker, strategy, ratelimit) = match name {
+        "none" => ("none", false, Strategy::Random, false),
+        "seed" => ("seed", true, Strategy::RoundRobin, true),
+        "breaker" => ("breaker", true, Strategy::Random, false),
+        "roundrobin" => ("roundrobin", false, Strategy::RoundRobin, false),
+        "ratelimit" => ("ratelimit", false, Strategy::Random, true),
         other => {
             anyhow::bail!("unknown stack `{other}`: none, seed, breaker, roundrobin or ratelimit")
         }
     };
-    let name = ["none", "seed", "breaker", "roundrobin", "ratelimit"]
-        .into_iter()
-        .find(|n| *n == name)
-        .unwrap_or("none");
     Ok(Stack {
         name,
         breaker,

@@ -91,7 +91,7 @@ async fn query(prometheus: &str, promql: &str) -> Option<f64> {
     }
 }
 
-/// Waits up to `limit` for `promql` to answer a value `accept` takes.
+/// Waits up to 60 s for `promql` to answer a value `accept` takes.
 async fn wait_for(prometheus: &str, promql: &str, accept: impl Fn(f64) -> bool) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = None;

@@ -87,10 +87,8 @@ impl RotatingFile {
         })
     }
 
-    /// The backup name for a rotation at `now`: later than the previous backup's and
-    /// free of any existing one.
-    fn backup_name(&mut self, now: SystemTime) -> PathBuf {
-        let dir = self.path.parent().unwrap_or(Path::new(""));
+    /// `greeter` and `.log` of `greeter.log`: what backups are named from.
+    fn stem_and_extension(&self) -> (String, String) {
         let stem = self
             .path
             .file_stem()
@@ -101,6 +99,14 @@ impl RotatingFile {
             .extension()
             .map(|e| format!(".{}", e.to_string_lossy()))
             .unwrap_or_default();
+        (stem, ext)
+    }
+
+    /// The backup name for a rotation at `now`: later than the previous backup's and
+    /// free of any existing one.
+    fn backup_name(&mut self, now: SystemTime) -> PathBuf {
+        let dir = self.path.parent().unwrap_or(Path::new(""));
+        let (stem, ext) = self.stem_and_extension();
         // Two rotations in one millisecond: the later one takes the next one.
         let mut at = match self.last_backup {
             Some(last) => now.max(last + Duration::from_millis(1)),
@@ -143,11 +149,7 @@ impl RotatingFile {
             Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
             _ => PathBuf::from("."),
         };
-        let stem = self
-            .path
-            .file_stem()
-            .map(|s| format!("{}-", s.to_string_lossy()))
-            .unwrap_or_default();
+        let stem = format!("{}-", self.stem_and_extension().0);
         let mut found: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(Result::ok)
             .map(|entry| entry.path())

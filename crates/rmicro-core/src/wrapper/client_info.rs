@@ -96,14 +96,16 @@ impl DeadlineCut {
     pub(crate) fn covers(&self, until: Instant) -> bool {
         match self.cells.accepted.load(Ordering::Acquire) {
             u64::MAX => false,
-            earlier => {
-                self.deadline
-                    .checked_sub(std::time::Duration::from_nanos(earlier))
-                    .unwrap_or(self.deadline)
-                    <= until
-            }
+            earlier => cut(self.deadline, earlier) <= until,
         }
     }
+}
+
+/// `deadline` moved `earlier` nanoseconds sooner.
+fn cut(deadline: Instant, earlier: u64) -> Instant {
+    deadline
+        .checked_sub(std::time::Duration::from_nanos(earlier))
+        .unwrap_or(deadline)
 }
 
 /// Nanoseconds of `d`, saturating.
@@ -211,9 +213,7 @@ impl ClientCallInfo {
     pub(crate) fn accept_deadline(&self) -> Instant {
         let earlier = self.cells.cut.load(Ordering::Acquire);
         self.cells.accepted.store(earlier, Ordering::Release);
-        self.deadline
-            .checked_sub(std::time::Duration::from_nanos(earlier))
-            .unwrap_or(self.deadline)
+        cut(self.deadline, earlier)
     }
 
     /// A handle a wrapper keeps to learn later whether its ask was taken up.

@@ -49,9 +49,24 @@ thread_local! {
     };
 }
 
+/// The blocks' layouts, by class.
+const LAYOUTS: [Layout; 3] = {
+    let mut layouts = [Layout::new::<u8>(); 3];
+    let mut class = 0;
+    while class < 3 {
+        // Checked when compiling: the sizes are non-zero multiples of the alignment,
+        // a power of two.
+        layouts[class] = match Layout::from_size_align(CLASSES[class], ALIGN) {
+            Ok(layout) => layout,
+            Err(_) => panic!("a pool class's layout is invalid"),
+        };
+        class += 1;
+    }
+    layouts
+};
+
 fn layout(class: usize) -> Layout {
-    // The sizes are non-zero multiples of the alignment, a power of two.
-    Layout::from_size_align(CLASSES[class], ALIGN).unwrap_or(Layout::new::<[u128; 16]>())
+    LAYOUTS[class]
 }
 
 /// A block of `class`: a reused one, or a new one (`None` if the allocator failed).

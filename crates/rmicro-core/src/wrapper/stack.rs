@@ -43,7 +43,6 @@ impl<S> Wrap<S> {
     /// per call over the rest of the chain ([`super::from_fn::layer_fn`]) instead of
     /// as boxed tower services cloned per call.
     fn of<L: 'static>(layer: L, tower: impl FnOnce(L) -> Wrap<S>) -> Wrap<S> {
-        use super::from_fn::layer_fn;
         let any = &layer as &dyn std::any::Any;
         if let Some(layer) = any.downcast_ref::<FromFnLayer>() {
             return Wrap(Kind::Fn(layer.wrap_fn()));
@@ -51,23 +50,24 @@ impl<S> Wrap<S> {
         if let Some(layer) = any.downcast_ref::<super::logging::LoggingLayer>() {
             return Wrap(Kind::Fn(layer.wrap_fn()));
         }
-        if let Some(layer) = any.downcast_ref::<super::breaker::BreakerLayer>() {
-            return Wrap(Kind::Fn(layer_fn(layer.clone())));
-        }
-        if let Some(layer) = any.downcast_ref::<super::ratelimit::RateLimitLayer>() {
-            return Wrap(Kind::Fn(layer_fn(layer.clone())));
-        }
-        if let Some(layer) = any.downcast_ref::<super::shed::LoadShedLayer>() {
-            return Wrap(Kind::Fn(layer_fn(layer.clone())));
-        }
-        if let Some(layer) = any.downcast_ref::<super::metrics::MetricsLayer>() {
-            return Wrap(Kind::Fn(layer_fn(layer.clone())));
-        }
-        if let Some(layer) = any.downcast_ref::<super::timeout::EndpointTimeouts>() {
-            return Wrap(Kind::Fn(layer_fn(layer.clone())));
-        }
-        tower(layer)
+        own::<super::breaker::BreakerLayer>(any)
+            .or_else(|| own::<super::ratelimit::RateLimitLayer>(any))
+            .or_else(|| own::<super::shed::LoadShedLayer>(any))
+            .or_else(|| own::<super::metrics::MetricsLayer>(any))
+            .or_else(|| own::<super::timeout::EndpointTimeouts>(any))
+            .map_or_else(|| tower(layer), |f| Wrap(Kind::Fn(f)))
     }
+}
+
+/// `any` as a link of the function chain, if it is the layer `L` of rmicro's own.
+fn own<L>(any: &dyn std::any::Any) -> Option<Arc<WrapFn>>
+where
+    L: Layer<super::from_fn::OneShot> + Clone + Send + Sync + 'static,
+    L::Service: Service<http::Request<Body>, Response = http::Response<Body>, Error = BoxError>,
+    <L::Service as Service<http::Request<Body>>>::Future: Send + 'static,
+{
+    any.downcast_ref::<L>()
+        .map(|layer| super::from_fn::layer_fn(layer.clone()))
 }
 
 /// One registered handler wrapper, applied when a server starts.
