@@ -47,6 +47,12 @@ pub enum BuildError {
         /// Why not.
         reason: String,
     },
+    /// Tracing's flags or environment are wrong, or its exporter cannot start.
+    #[error("tracing: {reason}")]
+    Tracing {
+        /// Why, as a sentence.
+        reason: String,
+    },
     /// `--metrics-address` cannot be served.
     #[error("cannot serve the metrics on `{address}`: {reason}")]
     Metrics {
@@ -78,6 +84,7 @@ impl BuildError {
             e @ (BuildError::Broker(_)
             | BuildError::HystrixStream { .. }
             | BuildError::Metrics { .. }
+            | BuildError::Tracing { .. }
             | BuildError::LogFile { .. }) => {
                 eprintln!("error: {e}");
                 std::process::exit(2)
@@ -128,6 +135,8 @@ pub struct ServiceBuilder {
     node_id: String,
     /// The metrics `--metrics-address` asked for.
     metrics: Option<crate::wrapper::metrics::Metrics>,
+    /// The tracing `--tracing-endpoint` (or OpenTelemetry's environment) asked for.
+    tracing: Option<crate::wrapper::trace::Tracing>,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -470,6 +479,7 @@ impl ServiceBuilder {
                 node_id: self.node_id,
                 metrics: self.metrics,
                 metrics_server,
+                tracing: self.tracing,
             }),
         })
     }
@@ -517,6 +527,8 @@ impl ServiceBuilder {
         }
         self.client.routes.extend(flags.client_routes);
         self.node_id = format!("{}-{}", self.name, uuid::Uuid::new_v4());
+        let all = self.config_flags.clone();
+        self.start_tracing(&all)?;
         // Outside the other flags' wrappers (it counts their refusals), inside the
         // code's.
         if flags.metrics_address.is_some() {
@@ -526,6 +538,9 @@ impl ServiceBuilder {
             self.handler_wrappers
                 .push(metrics.server_layer().into_wrap());
             self.client = std::mem::take(&mut self.client).wrap_client(metrics.client_layer());
+            if let Some(tracing) = &self.tracing {
+                metrics.add_tracing(&self.name, tracing.stats().clone());
+            }
             self.metrics = Some(metrics);
         }
         // Inside the wrappers the code registered, so they see the refusals.
@@ -575,6 +590,44 @@ impl ServiceBuilder {
         if let Some(f) = flags.log_format {
             self.log_format = f;
         }
+        Ok(())
+    }
+}
+
+impl ServiceBuilder {
+    /// Starts tracing when the flags or OpenTelemetry's environment ask for it: its
+    /// layers go outside every other wrapper, so a span covers all they do and
+    /// their log lines carry its ids.
+    fn start_tracing(&mut self, flags: &Flags) -> Result<(), BuildError> {
+        use crate::wrapper::trace::{Tracing, TracingConfig, TracingFlags};
+        let settings = TracingFlags {
+            endpoint: flags.tracing_endpoint.clone(),
+            protocol: flags.tracing_protocol.clone(),
+            sampler: flags.tracing_sampler.clone(),
+            ratio: flags.tracing_ratio,
+        };
+        let failed = |reason: String| BuildError::Tracing { reason };
+        let Some(config) = TracingConfig::from_settings(&settings, |name| std::env::var(name).ok())
+            .map_err(failed)?
+        else {
+            return Ok(());
+        };
+        let broker = flags.broker.as_deref().unwrap_or("http");
+        let tracing = Tracing::start(&config, &self.name, &self.version, &self.node_id, broker)
+            .map_err(failed)?;
+        {
+            use crate::wrapper::HandlerLayer as _;
+            self.handler_wrappers
+                .insert(0, tracing.server_layer().into_wrap());
+        }
+        self.client
+            .wrap_outermost(tracing.client_layer(), tracing.attempt_layer());
+        self.subscriber_wrappers
+            .insert(0, Arc::new(tracing.subscriber()));
+        self.publisher_wrappers
+            .insert(0, Arc::new(tracing.publisher()));
+        tracing::info!(endpoint = %config.endpoint, protocol = ?config.protocol, sampler = ?config.sampler, "tracing to {}", config.endpoint);
+        self.tracing = Some(tracing);
         Ok(())
     }
 }
@@ -663,6 +716,8 @@ struct ServiceInner {
     metrics: Option<crate::wrapper::metrics::Metrics>,
     /// Where they are served.
     metrics_server: Option<crate::wrapper::metrics::MetricsServer>,
+    /// The service's tracing, when asked for.
+    tracing: Option<crate::wrapper::trace::Tracing>,
 }
 
 impl std::fmt::Debug for Service {
@@ -704,6 +759,7 @@ impl Service {
             max_concurrent: None,
             node_id: String::new(),
             metrics: None,
+            tracing: None,
             subscriber_wrappers: Vec::new(),
             publisher_wrappers: Vec::new(),
         }
@@ -948,6 +1004,12 @@ impl Service {
             .map(crate::wrapper::metrics::MetricsServer::local_addr)
     }
 
+    /// The service's tracing, when `--tracing-endpoint` or OpenTelemetry's
+    /// environment asked for it: its provider makes the application's own spans.
+    pub fn tracing(&self) -> Option<&crate::wrapper::trace::Tracing> {
+        self.inner.tracing.as_ref()
+    }
+
     /// The service's metrics, when `--metrics-address` asked for them: add the
     /// application's own to [`registry`](crate::wrapper::metrics::Metrics::registry).
     pub fn metrics(&self) -> Option<&crate::wrapper::metrics::Metrics> {
@@ -1020,6 +1082,11 @@ impl Service {
             tracing::info!(service = %self.inner.name, "stopped");
         } else {
             tracing::warn!(service = %self.inner.name, ?grace, "grace period over: closed remaining calls");
+        }
+        if let Some(tracing) = &self.inner.tracing
+            && !tracing.flush(grace.max(Duration::from_secs(1))).await
+        {
+            tracing::warn!(service = %self.inner.name, "tracing: spans still queued after the grace period were lost");
         }
         crate::logging::flush(Duration::from_secs(5));
         Ok(())

@@ -221,12 +221,7 @@ fn the_greeter_binary_shuts_down_gracefully_on_sigterm() {
             .expect("greeter starts"),
     );
     let stderr = child.0.stderr.take().unwrap();
-    let address: String = read_until(stderr, Duration::from_secs(30), |line| {
-        line.split("Listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(|a| a.trim_end_matches(|c: char| !c.is_ascii_digit()).to_owned())
-    });
+    let address: String = common::listening_address(stderr);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let client = GreeterClient::new(

@@ -146,6 +146,13 @@ impl ClientOptions {
         self
     }
 
+    /// Puts `call` outside every call wrapper and `attempt` outside every attempt
+    /// wrapper (tracing: its spans cover what the others do).
+    pub(crate) fn wrap_outermost(&mut self, call: impl ClientLayer, attempt: impl ClientLayer) {
+        self.wrappers.client.insert(0, call.into_wrap());
+        self.wrappers.call.insert(0, attempt.into_wrap());
+    }
+
     /// Wraps each attempt of a call (after the node is picked); the first registered
     /// is the outermost. Fail with [`crate::wrapper::NotSent`] to have the client
     /// try another node.

@@ -66,6 +66,7 @@ pub mod ratelimit;
 pub mod shed;
 pub(crate) mod stack;
 pub mod timeout;
+pub mod trace;
 
 pub use stack::{ClientLayer, HandlerLayer, StackLayer};
 mod status;

@@ -258,6 +258,16 @@ pub fn read_until<R: std::io::Read + Send + 'static, T: Send + 'static>(
     }
 }
 
+/// The address a greeter process logged as `Listening on HOST:PORT` on `stderr`.
+pub fn listening_address<R: std::io::Read + Send + 'static>(stderr: R) -> String {
+    read_until(stderr, Duration::from_secs(30), |line| {
+        line.split("Listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|a| a.trim_end_matches(|c: char| !c.is_ascii_digit()).to_owned())
+    })
+}
+
 /// Every PromQL query of the Grafana dashboard in `deploy/observability`, with
 /// Grafana's variables filled in as Grafana would (`$__rate_interval` → `1m`, the
 /// `$service` variable → all services).

@@ -3,7 +3,7 @@
 use super::layer::Handles;
 use crate::errors::{Code, Error};
 use crate::transport::Body;
-use crate::wrapper::{Outcome, on_status};
+use crate::wrapper::on_status;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -95,15 +95,9 @@ where
         Poll::Ready(match result {
             Ok(response) => {
                 let response = response.map(Body::new);
-                match Outcome::of_trailers_only(&response) {
-                    Some(outcome) => {
-                        run.finish(outcome.code());
-                        Ok(response)
-                    }
-                    None => Ok(on_status(response, move |outcome| {
-                        run.finish(outcome.code())
-                    })),
-                }
+                Ok(on_status(response, move |outcome| {
+                    run.finish(outcome.code())
+                }))
             }
             Err(err) => {
                 let err: tower::BoxError = err.into();

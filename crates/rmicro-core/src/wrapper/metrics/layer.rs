@@ -271,6 +271,19 @@ impl Metrics {
         }
     }
 
+    /// Adds the tracing exporter's figures of service `name`
+    /// (`micro_tracing_spans_exported_total`, `…_failed_total`, `…_dropped_total`).
+    pub fn add_tracing(&self, name: &str, stats: Arc<crate::wrapper::trace::ExportStats>) {
+        match super::spans::Spans::new(name, stats) {
+            Ok(spans) => {
+                if let Err(err) = self.registry.register(Box::new(spans)) {
+                    tracing::warn!(error = %err, "metrics: no tracing figures");
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "metrics: no tracing figures"),
+        }
+    }
+
     /// The registry, to add the application's own metrics to the same page.
     pub fn registry(&self) -> &Registry {
         &self.registry

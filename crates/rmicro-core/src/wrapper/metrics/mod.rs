@@ -47,6 +47,7 @@ mod layer;
 mod openmetrics;
 mod resilience;
 mod service;
+mod spans;
 
 pub use future::MetricsFuture;
 pub use layer::{Metrics, MetricsLayer};

@@ -1,0 +1,449 @@
+//! Tracing over OTLP, checked by a receiver built on OpenTelemetry's published
+//! protocol types (Python's `opentelemetry-proto` with grpcio: `interop/otlp_receiver.py`),
+//! not on rmicro's code: a chain caller → front → greeter plus a publish consumed by
+//! a third service is one trace with the right parents and kinds; the shipped
+//! greeter joins a Jaeger `uber-trace-id` trace, starts a fresh one for a garbage
+//! `traceparent`, and flushes its queued spans when it stops.
+
+mod common;
+
+use common::{ChildGuard, python, repo_root};
+use greeter::proto::{GreeterClient, GreeterServer, HelloReply, HelloRequest};
+use rmicro::broker::SubscribeOptions;
+use rmicro::broker::typed::Event;
+use rmicro::{Error, Request};
+use serde_json::Value;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The Python OTLP receiver and the spans it printed.
+struct Receiver {
+    _child: ChildGuard,
+    grpc: u16,
+    http: u16,
+    spans: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Receiver {
+    fn start(python: &std::path::Path) -> Receiver {
+        let mut child = Command::new(python)
+            .arg(repo_root().join("interop/otlp_receiver.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python runs");
+        let stdout = child.stdout.take().expect("piped");
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let (ports_tx, ports_rx) = std::sync::mpsc::channel();
+        let kept = spans.clone();
+        std::thread::spawn(move || {
+            let mut first = true;
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok)
+            {
+                let Ok(value) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if first {
+                    first = false;
+                    let _ = ports_tx.send(value);
+                } else {
+                    kept.lock().unwrap().push(value);
+                }
+            }
+        });
+        let ports = ports_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the receiver prints its ports");
+        Receiver {
+            _child: ChildGuard(child),
+            grpc: ports["grpc"].as_u64().unwrap() as u16,
+            http: ports["http"].as_u64().unwrap() as u16,
+            spans,
+        }
+    }
+
+    /// Waits until `n` spans arrived, then returns them.
+    async fn wait_until_count(&self, n: usize) -> Vec<Value> {
+        let spans = self.spans.clone();
+        common::wait_until(
+            &format!("{n} spans arrive"),
+            Duration::from_secs(30),
+            || spans.lock().unwrap().len() >= n,
+        )
+        .await;
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+fn named<'a>(spans: &'a [Value], name: &str, kind: &str) -> &'a Value {
+    let found: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["name"] == name && s["kind"] == kind)
+        .collect();
+    assert_eq!(found.len(), 1, "one {kind} span {name} in {spans:#?}");
+    found[0]
+}
+
+/// The front service: greets through the greeter behind it and announces it.
+struct Front {
+    client: rmicro::Client,
+}
+
+impl greeter::proto::Greeter for Front {
+    async fn say_hello(&self, request: Request<HelloRequest>) -> Result<HelloReply, Error> {
+        // No tracing code here: the calls below join the handler's trace.
+        let greeter = GreeterClient::new("greeter", self.client.clone());
+        let reply = greeter.say_hello(request.into_message()).await?;
+        self.client
+            .publish_json("greeted", &serde_json::json!({ "message": reply.message }))
+            .await?;
+        Ok(reply)
+    }
+
+    async fn say_hello_stream(
+        &self,
+        _: Request<HelloRequest>,
+        _: rmicro::ResponseSender<HelloReply>,
+    ) -> Result<(), Error> {
+        Err(Error::not_found("front", "not here"))
+    }
+
+    async fn collect(
+        &self,
+        _: Request<rmicro::RequestStream<HelloRequest>>,
+    ) -> Result<HelloReply, Error> {
+        Err(Error::not_found("front", "not here"))
+    }
+
+    async fn chat(
+        &self,
+        _: Request<rmicro::RequestStream<HelloRequest>>,
+        _: rmicro::ResponseSender<HelloReply>,
+    ) -> Result<(), Error> {
+        Err(Error::not_found("front", "not here"))
+    }
+}
+
+fn traced(
+    name: &str,
+    endpoint: &str,
+    registry: &Arc<rmicro::registry::MemoryRegistry>,
+) -> rmicro::ServiceBuilder {
+    traced_with(name, endpoint, "grpc", registry)
+}
+
+fn traced_with(
+    name: &str,
+    endpoint: &str,
+    protocol: &str,
+    registry: &Arc<rmicro::registry::MemoryRegistry>,
+) -> rmicro::ServiceBuilder {
+    rmicro::Service::builder(name)
+        .version("2.0.0")
+        .address("127.0.0.1:0")
+        .registry(registry.clone())
+        .args([
+            name,
+            "--log-level",
+            "warn",
+            "--tracing-endpoint",
+            endpoint,
+            "--tracing-protocol",
+            protocol,
+        ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_calls_and_a_publish_is_one_trace() {
+    let Some(python) = python() else { return };
+    let receiver = Receiver::start(&python);
+    let endpoint = format!("http://127.0.0.1:{}", receiver.grpc);
+    let registry = Arc::new(rmicro::registry::MemoryRegistry::new());
+
+    let back = traced("greeter", &endpoint, &registry)
+        .handle(GreeterServer::new(greeter::Greeter))
+        .build()
+        .unwrap();
+    let back_server = back.start().await.unwrap();
+
+    let audit = traced("audit", &endpoint, &registry)
+        .handle(GreeterServer::new(greeter::Greeter))
+        .build()
+        .unwrap();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    audit
+        .subscribe_json(
+            "greeted",
+            SubscribeOptions::default(),
+            move |event: Event<Value>| {
+                let seen = seen_tx.clone();
+                async move {
+                    let _ = seen.send(event.message()["message"].to_string());
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    let audit_server = audit.start().await.unwrap();
+
+    let front = traced("front", &endpoint, &registry).build().unwrap();
+    front
+        .handle(GreeterServer::new(Front {
+            client: front.client().clone(),
+        }))
+        .unwrap();
+    let front_server = front.start().await.unwrap();
+
+    // The caller: a client of its own, tracing too.
+    let caller = traced("caller", &endpoint, &registry).build().unwrap();
+    let reply = GreeterClient::new("front", caller.client().clone())
+        .say_hello(HelloRequest {
+            name: "trace".into(),
+            count: 0,
+        })
+        .await
+        .expect("the chain answers");
+    assert_eq!(reply.message, "Hello trace");
+    let delivered = tokio::time::timeout(Duration::from_secs(20), seen_rx.recv())
+        .await
+        .expect("the event is delivered");
+    assert_eq!(delivered.as_deref(), Some("\"Hello trace\""));
+
+    for service in [&caller, &front, &back, &audit] {
+        assert!(
+            service
+                .tracing()
+                .unwrap()
+                .flush(Duration::from_secs(10))
+                .await
+        );
+    }
+    // caller CLIENT, front SERVER, front CLIENT, greeter SERVER, PRODUCER, CONSUMER.
+    let spans = receiver.wait_until_count(6).await;
+    let root = spans
+        .iter()
+        .find(|s| s["kind"] == "SPAN_KIND_CLIENT" && s["resource"]["service.name"] == "caller")
+        .expect("the caller's CLIENT span");
+    let front_span = spans
+        .iter()
+        .find(|s| s["kind"] == "SPAN_KIND_SERVER" && s["resource"]["service.name"] == "front")
+        .expect("front's SERVER span");
+    let inner_call = spans
+        .iter()
+        .find(|s| s["kind"] == "SPAN_KIND_CLIENT" && s["resource"]["service.name"] == "front")
+        .expect("front's CLIENT span to the greeter");
+    let back_span = spans
+        .iter()
+        .find(|s| s["kind"] == "SPAN_KIND_SERVER" && s["resource"]["service.name"] == "greeter")
+        .expect("the greeter's SERVER span");
+    let publish = named(&spans, "publish greeted", "SPAN_KIND_PRODUCER");
+    let process = named(&spans, "process greeted", "SPAN_KIND_CONSUMER");
+
+    // One trace; each span the child of the one that caused it.
+    let trace = root["trace_id"].as_str().unwrap();
+    for span in [front_span, inner_call, back_span, publish, process] {
+        assert_eq!(span["trace_id"], trace, "{span:#}");
+    }
+    assert_eq!(root["parent_span_id"], "", "the caller's span is the root");
+    assert_eq!(front_span["parent_span_id"], root["span_id"]);
+    assert_eq!(inner_call["parent_span_id"], front_span["span_id"]);
+    assert_eq!(back_span["parent_span_id"], inner_call["span_id"]);
+    assert_eq!(publish["parent_span_id"], front_span["span_id"]);
+    assert_eq!(process["parent_span_id"], publish["span_id"]);
+
+    // The semantic conventions, and go-micro's names.
+    let a = &back_span["attributes"];
+    assert_eq!(a["rpc.system"], "grpc");
+    assert_eq!(a["rpc.service"], "greeter.v1.Greeter");
+    assert_eq!(a["rpc.method"], "SayHello");
+    assert_eq!(a["rpc.grpc.status_code"], 0);
+    assert_eq!(a["micro.service"], "greeter");
+    assert_eq!(a["micro.endpoint"], "greeter.Greeter.SayHello");
+    assert_eq!(a["client.address"], "127.0.0.1");
+    let c = &inner_call["attributes"];
+    assert_eq!(c["server.address"], "127.0.0.1");
+    assert_eq!(c["server.port"], back_server.local_addr().port() as i64);
+    assert_eq!(c["micro.endpoint"], "greeter.Greeter.SayHello");
+    assert_eq!(inner_call["events"][0]["name"], "attempt");
+    assert_eq!(inner_call["events"][0]["attributes"]["rpc.attempt"], 1);
+    assert_eq!(
+        publish["attributes"]["messaging.destination.name"],
+        "greeted"
+    );
+    assert_eq!(publish["attributes"]["messaging.operation.type"], "publish");
+    assert_eq!(process["attributes"]["messaging.operation.type"], "process");
+    assert_eq!(process["attributes"]["micro.delivery.attempt"], 1);
+    // The resource: who sent it.
+    let r = &back_span["resource"];
+    assert_eq!(r["service.version"], "2.0.0");
+    assert_eq!(r["service.instance.id"], back.node_id());
+    assert_eq!(back_span["protocol"], "grpc");
+
+    drop((front_server, audit_server, back_server));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_follow_the_grpc_rules_for_client_and_server_spans() {
+    let Some(python) = python() else { return };
+    let receiver = Receiver::start(&python);
+    let endpoint = format!("http://127.0.0.1:{}", receiver.http);
+    let registry = Arc::new(rmicro::registry::MemoryRegistry::new());
+    let back = traced_with("greeter", &endpoint, "http/protobuf", &registry)
+        .handle(GreeterServer::new(greeter::Greeter))
+        .build()
+        .unwrap();
+    let server = back.start().await.unwrap();
+    let caller = traced_with("caller", &endpoint, "http/protobuf", &registry)
+        .build()
+        .unwrap();
+    let greeter = GreeterClient::new("greeter", caller.client().clone());
+    // INVALID_ARGUMENT: the caller's failure, not the server's.
+    let err = greeter
+        .say_hello(HelloRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 400);
+    // A stream: its span lasts to the end and counts the messages.
+    let mut stream = greeter
+        .say_hello_stream(HelloRequest {
+            name: "s".into(),
+            count: 5,
+        })
+        .await
+        .unwrap();
+    let mut n = 0;
+    while stream.message().await.unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 5);
+    for service in [&caller, &back] {
+        assert!(
+            service
+                .tracing()
+                .unwrap()
+                .flush(Duration::from_secs(10))
+                .await
+        );
+    }
+    let spans = receiver.wait_until_count(4).await;
+    let side = |kind: &str, method: &str| {
+        spans
+            .iter()
+            .find(|s| s["kind"] == kind && s["attributes"]["rpc.method"] == method)
+            .unwrap_or_else(|| panic!("{kind} {method} in {spans:#?}"))
+            .clone()
+    };
+    let client = side("SPAN_KIND_CLIENT", "SayHello");
+    let server_span = side("SPAN_KIND_SERVER", "SayHello");
+    assert_eq!(client["status"]["code"], "STATUS_CODE_ERROR");
+    assert_eq!(client["status"]["message"], "name must not be empty");
+    assert_eq!(client["attributes"]["rpc.grpc.status_code"], 3);
+    assert_eq!(client["attributes"]["error.type"], "INVALID_ARGUMENT");
+    assert_eq!(
+        server_span["status"]["code"], "STATUS_CODE_UNSET",
+        "{server_span:#}"
+    );
+    assert_eq!(server_span["attributes"]["rpc.grpc.status_code"], 3);
+    let streamed = side("SPAN_KIND_SERVER", "SayHelloStream");
+    assert_eq!(streamed["attributes"]["micro.messages.sent"], 5);
+    assert_eq!(streamed["attributes"]["micro.messages.received"], 1);
+    let streamed_client = side("SPAN_KIND_CLIENT", "SayHelloStream");
+    assert_eq!(streamed_client["attributes"]["micro.messages.received"], 5);
+    assert_eq!(streamed["protocol"], "http", "exported over OTLP/HTTP");
+    drop(server);
+}
+
+/// The shipped greeter, configured by OpenTelemetry's environment alone.
+#[test]
+fn the_greeter_binary_joins_jaeger_traces_ignores_garbage_and_flushes_on_stop() {
+    let Some(python) = python() else { return };
+    let receiver = Receiver::start(&python);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_greeter"))
+        .args([
+            "--server-address",
+            "127.0.0.1:0",
+            "--server-grace-period",
+            "5s",
+        ])
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{}", receiver.http),
+        )
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
+        // An hour: only the flush at shutdown can send these spans.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "3600000")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("greeter starts");
+    let stderr = child.stderr.take().unwrap();
+    let mut child = ChildGuard(child);
+    let address: String = common::listening_address(stderr);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let jaeger_trace = "00000000000000000000000000abcdef";
+    runtime.block_on(async {
+        let client = rmicro::Client::default().with_route("greeter", address.clone());
+        let call = |metadata: (&'static str, &'static str)| {
+            let client = client.clone();
+            async move {
+                client
+                    .call_json(
+                        "greeter",
+                        "Greeter.SayHello",
+                        r#"{"name": "jaeger"}"#,
+                        rmicro::CallOptions::new().metadata(metadata.0, metadata.1),
+                    )
+                    .await
+            }
+        };
+        call(("uber-trace-id", "abcdef:1234:0:1"))
+            .await
+            .expect("a Jaeger caller is served");
+        call(("traceparent", "00-garbage-garbage-01"))
+            .await
+            .expect("a garbage header is not an error");
+    });
+    assert!(
+        receiver.spans.lock().unwrap().is_empty(),
+        "nothing sent before the stop"
+    );
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.0.wait().unwrap().success(), "a clean exit");
+    let spans = runtime.block_on(receiver.wait_until_count(2));
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let joined = spans
+        .iter()
+        .find(|s| s["trace_id"] == jaeger_trace)
+        .expect("the uber-trace-id caller's trace was joined");
+    assert_eq!(joined["parent_span_id"], "0000000000001234");
+    assert_eq!(joined["kind"], "SPAN_KIND_SERVER");
+    let fresh = spans
+        .iter()
+        .find(|s| s["trace_id"] != jaeger_trace)
+        .expect("the garbage caller's span");
+    assert_eq!(fresh["parent_span_id"], "", "a new root trace");
+    assert_eq!(fresh["trace_id"].as_str().unwrap().len(), 32);
+    let r = &joined["resource"];
+    assert_eq!(r["service.name"], "greeter");
+    assert_eq!(r["service.version"], "1.0.0");
+    assert!(
+        r["service.instance.id"]
+            .as_str()
+            .unwrap()
+            .starts_with("greeter-")
+    );
+    assert_eq!(r["deployment.environment"], "test");
+    assert_eq!(joined["scope"], "rmicro");
+}
