@@ -368,6 +368,8 @@ fn the_greeter_binary_joins_jaeger_traces_ignores_garbage_and_flushes_on_stop() 
             "127.0.0.1:0",
             "--server-grace-period",
             "5s",
+            "--log-format",
+            "ecs",
         ])
         .env(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -383,7 +385,25 @@ fn the_greeter_binary_joins_jaeger_traces_ignores_garbage_and_flushes_on_stop() 
         .expect("greeter starts");
     let stderr = child.stderr.take().unwrap();
     let mut child = ChildGuard(child);
-    let address: String = common::listening_address(stderr);
+    // Every log line kept, to find the request log of a traced call.
+    let logged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (address_tx, address_rx) = std::sync::mpsc::channel();
+    let kept = logged.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if let Some(address) = line
+                .split("Listening on ")
+                .nth(1)
+                .and_then(|rest| rest.split(['"', ' ']).next())
+            {
+                let _ = address_tx.send(address.to_owned());
+            }
+            kept.lock().unwrap().push(line);
+        }
+    });
+    let address = address_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the greeter logs its address");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let jaeger_trace = "00000000000000000000000000abcdef";
     runtime.block_on(async {
@@ -407,6 +427,17 @@ fn the_greeter_binary_joins_jaeger_traces_ignores_garbage_and_flushes_on_stop() 
         call(("traceparent", "00-garbage-garbage-01"))
             .await
             .expect("a garbage header is not an error");
+        // A failure is logged, and its ECS line names the trace it belongs to.
+        let failed = client
+            .call_json(
+                "greeter",
+                "Greeter.SayHello",
+                r#"{"name": ""}"#,
+                rmicro::CallOptions::new().metadata("uber-trace-id", "abcdef:5678:0:1"),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(failed.code, 400);
     });
     assert!(
         receiver.spans.lock().unwrap().is_empty(),
@@ -421,12 +452,29 @@ fn the_greeter_binary_joins_jaeger_traces_ignores_garbage_and_flushes_on_stop() 
             .success()
     );
     assert!(child.0.wait().unwrap().success(), "a clean exit");
-    let spans = runtime.block_on(receiver.wait_until_count(2));
-    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let spans = runtime.block_on(receiver.wait_until_count(3));
+    assert_eq!(spans.len(), 3, "{spans:#?}");
     let joined = spans
         .iter()
-        .find(|s| s["trace_id"] == jaeger_trace)
+        .find(|s| s["trace_id"] == jaeger_trace && s["parent_span_id"] == "0000000000001234")
         .expect("the uber-trace-id caller's trace was joined");
+    let failed = spans
+        .iter()
+        .find(|s| s["parent_span_id"] == "0000000000005678")
+        .expect("the failed call's span");
+    let request_log: Value = logged
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "call failed")
+        .expect("the failure's request log");
+    assert_eq!(request_log["trace.id"], jaeger_trace);
+    assert_eq!(
+        request_log["span.id"], failed["span_id"],
+        "the handler's span"
+    );
+    assert_eq!(request_log["micro.endpoint"], "greeter.Greeter.SayHello");
     assert_eq!(joined["parent_span_id"], "0000000000001234");
     assert_eq!(joined["kind"], "SPAN_KIND_SERVER");
     let fresh = spans

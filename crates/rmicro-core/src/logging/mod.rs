@@ -6,7 +6,9 @@
 //! pipeline, in the shape of Elastic's own `ecs-logging` libraries: `@timestamp`,
 //! `log.level`, `message`, `ecs.version`, `service.name`, `service.version`,
 //! `service.node.name`, `log.logger` (the event's target), `log.origin.file.name` and
-//! `.line`, `error.message` for an event's `error` field; a request log's
+//! `.line`, `error.message` (and `error.type`, the gRPC status) for an event's
+//! `error` field, `trace.id` and `span.id` when the line is written in a traced
+//! call (see [`crate::wrapper::trace`]); a request log's
 //! `service`, `endpoint`, `status` and `micros` become `micro.service`,
 //! `micro.endpoint` (go-micro's `<service>.<endpoint>`), `micro.status` and
 //! `event.duration` (nanoseconds, as ECS has it); other fields keep their names.
@@ -190,6 +192,19 @@ where
         }
         if let Some(error) = fields.remove("error") {
             put("error.message", error);
+            if let Some(status) = fields.get("status") {
+                put("error.type", status.clone());
+            }
+        }
+        // The trace the line belongs to: a request log names its call's span, any
+        // other line the span current where it was written.
+        let ids = match (fields.remove("trace_id"), fields.remove("span_id")) {
+            (Some(trace), Some(span)) => Some((trace, span)),
+            _ => crate::wrapper::trace::current_ids().map(|(t, s)| (t.into(), s.into())),
+        };
+        if let Some((trace, span)) = ids {
+            put("trace.id", trace);
+            put("span.id", span);
         }
         // A request log (the logging wrapper's fields).
         let service = fields.remove("service");
@@ -256,13 +271,26 @@ mod tests {
                 "call failed"
             );
             tracing::info!(peer = "127.0.0.1:5", "a \"quoted\" message");
+            tracing::warn!(
+                error = "boom",
+                status = "Internal",
+                trace_id = "4bf92f3577b34da6a3ce929d0e0e4736",
+                span_id = "00f067aa0ba902b7",
+                "traced"
+            );
         });
         let text = String::from_utf8(crate::sync::lock(&lines.0).clone()).expect("UTF-8");
         let parsed: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).expect("each line is one JSON object"))
             .collect();
-        assert_eq!(parsed.len(), 2, "{text}");
+        assert_eq!(parsed.len(), 3, "{text}");
+        let traced = &parsed[2];
+        assert_eq!(traced["trace.id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(traced["span.id"], "00f067aa0ba902b7");
+        assert_eq!(traced["error.type"], "Internal");
+        assert!(traced.get("trace_id").is_none(), "{traced}");
+        assert!(parsed[1].get("trace.id").is_none(), "no span, no trace.id");
         let call = &parsed[0];
         assert_eq!(call["log.level"], "warn");
         assert_eq!(call["message"], "call failed");

@@ -28,6 +28,8 @@ impl<S> Logging<S> {
 pub(crate) struct CallName {
     service: Arc<str>,
     endpoint: Cow<'static, str>,
+    /// The call's span, when a tracing layer outside this one made one.
+    trace: Option<opentelemetry::Context>,
 }
 
 impl CallName {
@@ -41,7 +43,20 @@ impl CallName {
             (None, Some(info)) => (info.service_arc().clone(), info.endpoint_cow().clone()),
             (None, None) => (Arc::from(""), Cow::Owned(request.uri().path().to_owned())),
         };
-        CallName { service, endpoint }
+        let trace = crate::wrapper::trace::span_of(extensions);
+        CallName {
+            service,
+            endpoint,
+            trace,
+        }
+    }
+
+    /// `(trace.id, span.id)` of the call's span.
+    fn ids(&self) -> (Option<String>, Option<String>) {
+        match self.trace.as_ref().and_then(crate::wrapper::trace::ids) {
+            Some((trace, span)) => (Some(trace), Some(span)),
+            None => (None, None),
+        }
     }
 
     pub(crate) fn service(&self) -> &str {
@@ -56,15 +71,17 @@ pub(crate) fn log(name: &CallName, outcome: &Outcome, started: Instant) {
     let micros = || started.elapsed().as_micros() as u64;
     let code = outcome.code();
     let message = outcome.error().map_or("", |e| e.detail.as_str());
+    // Recorded only when traced (a `None` field is left out of the line).
+    let (trace_id, span_id) = name.ids();
     match code {
         Code::Ok => {
-            tracing::debug!(service, endpoint, status = ?code, micros = micros(), "call ok")
+            tracing::debug!(service, endpoint, status = ?code, micros = micros(), trace_id, span_id, "call ok")
         }
         Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
-            tracing::error!(service, endpoint, status = ?code, error = message, micros = micros(), "call failed")
+            tracing::error!(service, endpoint, status = ?code, error = message, micros = micros(), trace_id, span_id, "call failed")
         }
         _ => {
-            tracing::warn!(service, endpoint, status = ?code, error = message, micros = micros(), "call failed")
+            tracing::warn!(service, endpoint, status = ?code, error = message, micros = micros(), trace_id, span_id, "call failed")
         }
     }
 }

@@ -98,6 +98,14 @@ pub(crate) fn current_parent() -> Context {
         .unwrap_or(current)
 }
 
+/// The span a request is traced in: the handler's (server) or the call's (client).
+pub(crate) fn span_of(extensions: &http::Extensions) -> Option<Context> {
+    extensions
+        .get::<CurrentTrace>()
+        .map(|t| t.0.clone())
+        .or_else(|| extensions.get::<CallSpan>().map(|c| c.0.clone()))
+}
+
 /// `package.Service/Method` of a gRPC path, and its two halves.
 fn names(path: &str) -> (&str, &str, &str) {
     let name = path.trim_start_matches('/');

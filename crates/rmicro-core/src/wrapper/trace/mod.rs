@@ -488,12 +488,18 @@ impl Tracing {
 /// The trace and span ids of the span current on this task (a handler's, or one
 /// attached with OpenTelemetry's API), for log lines; `None` outside any span.
 pub fn current_ids() -> Option<(String, String)> {
-    let cx = layer::current_parent();
+    ids(&layer::current_parent())
+}
+
+/// The trace and span ids of `cx`'s span, if it has a valid one.
+pub(crate) fn ids(cx: &opentelemetry::Context) -> Option<(String, String)> {
     let span = cx.span();
     let sc = span.span_context();
     sc.is_valid()
         .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
+
+pub(crate) use layer::span_of;
 
 #[cfg(test)]
 mod tests {
