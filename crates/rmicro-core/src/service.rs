@@ -541,6 +541,9 @@ impl ServiceBuilder {
             if let Some(tracing) = &self.tracing {
                 metrics.add_tracing(&self.name, tracing.stats().clone());
             }
+            self.subscriber_wrappers
+                .push(Arc::new(metrics.subscriber()));
+            self.publisher_wrappers.push(Arc::new(metrics.publisher()));
             self.metrics = Some(metrics);
         }
         // Inside the wrappers the code registered, so they see the refusals.

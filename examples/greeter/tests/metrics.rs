@@ -343,3 +343,98 @@ async fn breaker_and_rate_limit_figures_are_on_the_page() {
         "{page}"
     );
 }
+
+/// Publishes and deliveries are counted per topic: successes, failures,
+/// redeliveries and the dead letter of a message whose every delivery failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_publishes_deliveries_redeliveries_and_dead_letters_are_counted_per_topic() {
+    use rmicro::broker::SubscribeOptions;
+    use rmicro::broker::typed::Event;
+    let Some(python) = python() else { return };
+    let broker: rmicro::broker::SharedBroker =
+        std::sync::Arc::new(rmicro::broker::MemoryBroker::new());
+    let (service, server) = start_with(greeter::Greeter, |b| {
+        b.args([
+            "greeter",
+            "--log-level",
+            "error",
+            "--metrics-address",
+            "127.0.0.1:0",
+        ])
+        .broker(broker.clone())
+    })
+    .await;
+    let handled = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = handled.clone();
+    service
+        .subscribe_json(
+            "orders",
+            SubscribeOptions::default().max_deliveries(2),
+            move |event: Event<serde_json::Value>| {
+                let seen = seen.clone();
+                async move {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if event.message()["bad"] == true {
+                        return Err(rmicro::Error::bad_request("orders", "refused"));
+                    }
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    let client = service.client();
+    for order in [
+        serde_json::json!({"id": 1}),
+        serde_json::json!({"id": 2, "bad": true}),
+        serde_json::json!({"id": 3}),
+    ] {
+        client.publish_json("orders", &order).await.unwrap();
+    }
+    // Two good deliveries, and the bad one twice (its second is the last).
+    common::wait_until("four deliveries", Duration::from_secs(20), || {
+        handled.load(std::sync::atomic::Ordering::SeqCst) >= 4
+    })
+    .await;
+    let url = format!("http://{}/metrics", service.metrics_addr().unwrap());
+    let topic = ("micro_topic", "orders");
+    let expected = [
+        (
+            "micro_broker_published_total",
+            vec![topic, ("micro_status", "success")],
+            3.0,
+        ),
+        (
+            "micro_broker_consumed_total",
+            vec![topic, ("micro_status", "success")],
+            2.0,
+        ),
+        (
+            "micro_broker_consumed_total",
+            vec![topic, ("micro_status", "failure")],
+            2.0,
+        ),
+        ("micro_broker_redelivered_total", vec![topic], 1.0),
+        ("micro_broker_dead_lettered_total", vec![topic], 1.0),
+    ];
+    // The last count lands just after the handler returns: wait for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let scraped = scrape(&python, &url).await;
+        let got: Vec<Option<f64>> = expected
+            .iter()
+            .map(|(name, labels, _)| value(&scraped, name, labels))
+            .collect();
+        let want: Vec<Option<f64>> = expected.iter().map(|(_, _, v)| Some(*v)).collect();
+        if got == want {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "got {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    service.unsubscribe_all().await;
+    drop(server);
+}

@@ -357,53 +357,138 @@ async fn errors_follow_the_grpc_rules_for_client_and_server_spans() {
     drop(server);
 }
 
+/// The shipped greeter, its log lines kept as it writes them.
+struct Greeter;
+
+type Logged = Arc<Mutex<Vec<String>>>;
+
+impl Greeter {
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> (ChildGuard, Logged) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_greeter"))
+            .args(["--server-address", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("greeter starts");
+        let stderr = child.stderr.take().expect("piped");
+        let logged = Logged::default();
+        let kept = logged.clone();
+        std::thread::spawn(move || {
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok)
+            {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        (ChildGuard(child), logged)
+    }
+
+    /// The word after `marker` in the first line that has it (an address).
+    fn logged_after(logged: &Logged, marker: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = logged.lock().unwrap().iter().find_map(|line| {
+                let rest = line.split(marker).nth(1)?;
+                Some(rest.split(['"', ' ']).next()?.to_owned())
+            });
+            if let Some(found) = found {
+                return found;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no `{marker}` in {:#?}",
+                logged.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// An exporter stuck on a collector that never answers drops spans beyond its
+/// queue, counts them on `/metrics`, and never holds a call up: every call is
+/// answered.
+#[test]
+fn a_stuck_collector_drops_and_counts_spans_and_calls_go_on() {
+    let Some(python) = python() else { return };
+    // Accepts connections and never answers.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole_url = format!("http://{}", hole.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in hole.incoming().map_while(Result::ok) {
+            held.push(stream);
+        }
+    });
+    let (_child, logged) = Greeter::spawn(
+        &["--metrics-address", "127.0.0.1:0", "--log-level", "info"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", hole_url.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "2"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "600000"),
+        ],
+    );
+    let address = Greeter::logged_after(&logged, "Listening on ");
+    let metrics = Greeter::logged_after(&logged, "Prometheus metrics at ");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = GreeterClient::new(
+            "greeter",
+            rmicro::Client::default().with_route("greeter", address.clone()),
+        );
+        for i in 0..50 {
+            let reply = client
+                .say_hello(HelloRequest {
+                    name: format!("n{i}"),
+                    count: 0,
+                })
+                .await
+                .expect("answered while the exporter is stuck");
+            assert_eq!(reply.message, format!("Hello n{i}"));
+        }
+    });
+    // One span in the stuck export, two queued: the other 47 dropped and counted.
+    let output = Command::new(&python)
+        .arg(repo_root().join("interop/scrape_metrics.py"))
+        .arg(&metrics)
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let scraped: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let dropped = scraped["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "micro_tracing_spans_dropped_total")
+        .expect("the dropped-spans counter");
+    assert_eq!(dropped["labels"]["micro_name"], "greeter");
+    assert_eq!(dropped["value"], 47.0, "{dropped}");
+}
+
 /// The shipped greeter, configured by OpenTelemetry's environment alone.
 #[test]
 fn the_greeter_binary_joins_jaeger_traces_ignores_garbage_and_flushes_on_stop() {
     let Some(python) = python() else { return };
     let receiver = Receiver::start(&python);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_greeter"))
-        .args([
-            "--server-address",
-            "127.0.0.1:0",
-            "--server-grace-period",
-            "5s",
-            "--log-format",
-            "ecs",
-        ])
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{}", receiver.http),
-        )
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
-        // An hour: only the flush at shutdown can send these spans.
-        .env("OTEL_BSP_SCHEDULE_DELAY", "3600000")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("greeter starts");
-    let stderr = child.stderr.take().unwrap();
-    let mut child = ChildGuard(child);
-    // Every log line kept, to find the request log of a traced call.
-    let logged = Arc::new(Mutex::new(Vec::<String>::new()));
-    let (address_tx, address_rx) = std::sync::mpsc::channel();
-    let kept = logged.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
-            if let Some(address) = line
-                .split("Listening on ")
-                .nth(1)
-                .and_then(|rest| rest.split(['"', ' ']).next())
-            {
-                let _ = address_tx.send(address.to_owned());
-            }
-            kept.lock().unwrap().push(line);
-        }
-    });
-    let address = address_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the greeter logs its address");
+    let receiver_url = format!("http://127.0.0.1:{}", receiver.http);
+    let (mut child, logged) = Greeter::spawn(
+        &["--server-grace-period", "5s", "--log-format", "ecs"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver_url.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
+            // An hour: only the flush at shutdown can send these spans.
+            ("OTEL_BSP_SCHEDULE_DELAY", "3600000"),
+        ],
+    );
+    let address = Greeter::logged_after(&logged, "Listening on ");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let jaeger_trace = "00000000000000000000000000abcdef";
     runtime.block_on(async {

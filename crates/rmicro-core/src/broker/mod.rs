@@ -168,6 +168,9 @@ pub struct Delivery {
     /// 1 for the first delivery, 2 for the first redelivery, …
     pub attempt: u32,
     acked: Arc<AtomicBool>,
+    /// Whether a failure now sends the message to the dead-letter topic (set when
+    /// the subscription's handler is run).
+    last: bool,
 }
 
 impl Delivery {
@@ -178,7 +181,15 @@ impl Delivery {
             message,
             attempt: attempt.max(1),
             acked: Arc::new(AtomicBool::new(false)),
+            last: false,
         }
+    }
+
+    /// Whether this is the last delivery the subscription allows
+    /// ([`SubscribeOptions::max_deliveries`]): if it fails, the message goes to
+    /// the dead-letter topic instead of coming again.
+    pub fn is_last(&self) -> bool {
+        self.last
     }
 
     /// Acknowledges the message (needed with [`SubscribeOptions::manual_ack`]).
@@ -244,11 +255,16 @@ where
 
 /// Runs `handler` on `delivery` and decides what the backend must do, the same for
 /// every backend. A handler that panics counts as a failure.
-pub async fn process(handler: &Handler, delivery: Delivery, options: &SubscribeOptions) -> Outcome {
+pub async fn process(
+    handler: &Handler,
+    mut delivery: Delivery,
+    options: &SubscribeOptions,
+) -> Outcome {
     let attempt = delivery.attempt;
     let topic = delivery.topic.clone();
     // Only a last attempt can need the message afterwards (as the dead letter).
     let last = attempt >= options.max_deliveries;
+    delivery.last = last;
     let message = last.then(|| delivery.message.clone());
     let acked = delivery.acked.clone();
     let run = std::panic::AssertUnwindSafe(handler(delivery));

@@ -19,6 +19,7 @@ pub struct Metrics {
     registry: Registry,
     server: Arc<Side>,
     client: Arc<Side>,
+    broker: Arc<super::broker::Families>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -227,6 +228,11 @@ impl Metrics {
             Side::new(&registry, identity.clone(), client).expect("fixed, valid metric families")
         };
         let (server, client) = (Arc::new(side(false)), Arc::new(side(true)));
+        #[allow(clippy::expect_used)]
+        let broker = Arc::new(
+            super::broker::Families::new(&registry, identity.clone())
+                .expect("fixed, valid metric families"),
+        );
         let info = IntGaugeVec::new(
             Opts::new(
                 "micro_build_info",
@@ -254,6 +260,7 @@ impl Metrics {
             registry,
             server: server.clone(),
             client,
+            broker,
         }
     }
 
@@ -282,6 +289,19 @@ impl Metrics {
             }
             Err(err) => tracing::warn!(error = %err, "metrics: no tracing figures"),
         }
+    }
+
+    /// Counts publishes by topic (`wrap_publisher`):
+    /// `micro_broker_published_total{micro_topic, micro_status}`.
+    pub fn publisher(&self) -> impl crate::wrapper::PublisherWrapper {
+        super::broker::publisher(self.broker.clone())
+    }
+
+    /// Counts deliveries by topic (`wrap_subscriber`):
+    /// `micro_broker_consumed_total{micro_topic, micro_status}`,
+    /// `micro_broker_redelivered_total`, `micro_broker_dead_lettered_total`.
+    pub fn subscriber(&self) -> impl crate::wrapper::SubscriberWrapper {
+        super::broker::subscriber(self.broker.clone())
     }
 
     /// The registry, to add the application's own metrics to the same page.

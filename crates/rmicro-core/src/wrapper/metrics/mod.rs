@@ -42,6 +42,7 @@
 //! assert!(metrics.encode().contains("micro_build_info"));
 //! ```
 
+mod broker;
 mod future;
 mod layer;
 mod openmetrics;
