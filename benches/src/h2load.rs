@@ -32,7 +32,9 @@ pub struct H2loadArgs {
     threads: usize,
     /// Servers, tonic first: tonic, rmicro, rmicro+N (N no-op handler wrappers),
     /// greeter (the shipped binary, default flags), greeter+ratelimit (the same
-    /// with `--ratelimit-server` too high to bite: the seed's server line).
+    /// with `--ratelimit-server` too high to bite: the seed's server line),
+    /// greeter+full (tracing at 100 % to a local OTLP receiver, metrics, ECS request
+    /// logs to a file), greeter+ratio (tracing at 0.01).
     #[arg(
         long,
         default_value = "tonic,rmicro,rmicro+4,greeter,greeter+ratelimit"
@@ -174,6 +176,7 @@ pub async fn run(args: H2loadArgs) -> anyhow::Result<()> {
         }
     }
     let _ = std::fs::remove_file(&body);
+    crate::observability::stop_shared_sink();
     crate::summary::print(&series);
     Ok(())
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 /// The tonic-generated code for the greeter proto.
 mod h2load;
+mod observability;
 mod resilience;
 
 mod tonic_greeter {
@@ -74,6 +75,11 @@ enum Cmd {
     /// The seed's resilience stack (breaker + round-robin + server rate limit) vs
     /// no wrappers, end to end, then each wrapper's cost in ns per call.
     Resilience(resilience::ResilienceArgs),
+    /// Tracing, metrics and ECS request logs on the shipped greeter vs none, end to
+    /// end, and what each piece costs per call.
+    Observability(observability::ObservabilityArgs),
+    /// A local OTLP/gRPC trace receiver that counts spans (used by `observability`).
+    OtlpSink,
 }
 
 #[derive(clap::Parser, Clone)]
@@ -449,6 +455,16 @@ fn spawn_server(kind: &str, extra: &[&str]) -> anyhow::Result<(std::process::Chi
         "greeter+ratelimit" => {
             return spawn_greeter(&["--ratelimit-server", resilience::UNBITING_RATE]);
         }
+        "greeter+full" | "greeter+ratio" => {
+            let stack = kind.trim_start_matches("greeter+");
+            let sink = observability::shared_sink()?;
+            let dir =
+                std::env::temp_dir().join(format!("rmicro-bench-h2load-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let flags = observability::flags(stack, &sink, &dir)?;
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            return spawn_greeter(&flags);
+        }
         _ => {}
     }
     let (kind, wrappers) = match kind.split_once('+') {
@@ -490,6 +506,28 @@ fn spawn_greeter(extra: &[&str]) -> anyhow::Result<(std::process::Child, String)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
+    // Logging to a file: the address is in the file.
+    if let Some(file) = extra
+        .iter()
+        .position(|f| *f == "--log-file")
+        .and_then(|i| extra.get(i + 1))
+    {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            if let Some(address) = text.lines().find_map(|line| {
+                let rest = line.split("Listening on ").nth(1)?;
+                Some(rest.split(['"', ' ']).next()?.to_owned())
+            }) {
+                return Ok((child, address));
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "greeter did not log its address to {file}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let stderr = child
         .stderr
         .take()
@@ -621,6 +659,8 @@ async fn main() -> anyhow::Result<()> {
         Some(Cmd::ClientCalls { client, count }) => client_calls(&client, count).await,
         Some(Cmd::Broker(args)) => broker::run(args).await,
         Some(Cmd::Resilience(args)) => resilience::run(args).await,
+        Some(Cmd::Observability(args)) => observability::run(args).await,
+        Some(Cmd::OtlpSink) => observability::sink().await,
         Some(Cmd::Compare(args)) => compare(args).await,
         None => compare(LoadArgs::parse_from(["compare"])).await,
     }

@@ -54,7 +54,8 @@ pub fn cpu_per_request(before: Option<f64>, after: Option<f64>, requests: u64) -
     }
 }
 
-fn mean(v: &[f64]) -> f64 {
+/// The mean of `v` (NaN-free input), 0 when empty.
+pub fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 

@@ -51,12 +51,10 @@ impl CallName {
         }
     }
 
-    /// `(trace.id, span.id)` of the call's span.
-    fn ids(&self) -> (Option<String>, Option<String>) {
-        match self.trace.as_ref().and_then(crate::wrapper::trace::ids) {
-            Some((trace, span)) => (Some(trace), Some(span)),
-            None => (None, None),
-        }
+    /// `trace.id` (or with `span`, `span.id`) of the call's span.
+    fn id(&self, span: bool) -> Option<String> {
+        let (trace_id, span_id) = self.trace.as_ref().and_then(crate::wrapper::trace::ids)?;
+        Some(if span { span_id } else { trace_id })
     }
 
     pub(crate) fn service(&self) -> &str {
@@ -71,17 +69,19 @@ pub(crate) fn log(name: &CallName, outcome: &Outcome, started: Instant) {
     let micros = || started.elapsed().as_micros() as u64;
     let code = outcome.code();
     let message = outcome.error().map_or("", |e| e.detail.as_str());
-    // Recorded only when traced (a `None` field is left out of the line).
-    let (trace_id, span_id) = name.ids();
+    // Recorded only when traced (a `None` field is left out of the line), and
+    // formatted only when the line is enabled.
+    let trace_id = || name.id(false);
+    let span_id = || name.id(true);
     match code {
         Code::Ok => {
-            tracing::debug!(service, endpoint, status = ?code, micros = micros(), trace_id, span_id, "call ok")
+            tracing::debug!(service, endpoint, status = ?code, micros = micros(), trace_id = trace_id(), span_id = span_id(), "call ok")
         }
         Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
-            tracing::error!(service, endpoint, status = ?code, error = message, micros = micros(), trace_id, span_id, "call failed")
+            tracing::error!(service, endpoint, status = ?code, error = message, micros = micros(), trace_id = trace_id(), span_id = span_id(), "call failed")
         }
         _ => {
-            tracing::warn!(service, endpoint, status = ?code, error = message, micros = micros(), trace_id, span_id, "call failed")
+            tracing::warn!(service, endpoint, status = ?code, error = message, micros = micros(), trace_id = trace_id(), span_id = span_id(), "call failed")
         }
     }
 }

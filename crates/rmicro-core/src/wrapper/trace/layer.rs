@@ -3,12 +3,12 @@
 
 use super::Tracer;
 use super::conventions as attr;
-use super::propagation::{HeaderCarrier, HeaderReader};
+use super::propagation::HeaderCarrier;
 use crate::errors::{Code, Error};
 use crate::transport::Body;
 use crate::wrapper::{AttemptInfo, CallInfo, ClientCallInfo, MessageCounts, Outcome, on_status};
 use opentelemetry::propagation::TextMapPropagator as _;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
 use std::future::Future;
 use std::pin::Pin;
@@ -113,23 +113,14 @@ fn names(path: &str) -> (&str, &str, &str) {
     (name, service, method)
 }
 
-fn owned(path: &str) -> (String, String, String) {
-    let (a, b, c) = names(path);
-    (a.to_owned(), b.to_owned(), c.to_owned())
-}
-
 /// The attributes every RPC span starts with: the gRPC names, and go-micro's
 /// service and `<service>.<endpoint>` when the call names them.
-fn rpc_attributes(
-    service: String,
-    method: String,
-    micro: Option<(&Arc<str>, &str)>,
-) -> Vec<KeyValue> {
+fn rpc_attributes(service: &str, method: &str, micro: Option<(&Arc<str>, &str)>) -> Vec<KeyValue> {
     let mut attributes = Vec::with_capacity(10);
     attributes.extend([
         KeyValue::new(attr::RPC_SYSTEM, "grpc"),
-        KeyValue::new(attr::RPC_SERVICE, service),
-        KeyValue::new(attr::RPC_METHOD, method),
+        KeyValue::new(attr::RPC_SERVICE, service.to_owned()),
+        KeyValue::new(attr::RPC_METHOD, method.to_owned()),
     ]);
     if let Some((name, endpoint)) = micro {
         attributes.push(KeyValue::new(
@@ -177,31 +168,25 @@ where
                 }
             }
             Side::Server => {
-                let parent = self
-                    .tracer
-                    .propagator
-                    .extract(&HeaderReader(request.headers()));
+                let parent = self.tracer.extract_headers(request.headers());
                 let extensions = request.extensions();
                 let info = extensions.get::<CallInfo>();
-                let (span_name, service, method): (std::borrow::Cow<'static, str>, _, _) =
-                    match info {
-                        Some(info) => {
-                            let (n, s, m) = names(info.path());
-                            (n.into(), s.to_owned(), m.to_owned())
-                        }
-                        None => {
-                            let (n, s, m) = owned(request.uri().path());
-                            (n.into(), s, m)
-                        }
-                    };
-                let mut attributes = rpc_attributes(
-                    service,
-                    method,
-                    info.map(|i| (i.service_arc(), i.endpoint())),
-                );
-                let mut messages = None;
-                if let Some(info) = info {
-                    if let Some(peer) = info.peer() {
+                let path: &str = match info {
+                    Some(info) => info.path(),
+                    None => request.uri().path(),
+                };
+                let span_name: std::borrow::Cow<'static, str> = match info {
+                    Some(info) => names(info.path()).0.into(),
+                    None => names(path).0.to_owned().into(),
+                };
+                let cx = self.tracer.start(span_name, SpanKind::Server, &parent, || {
+                    let (_, service, method) = names(path);
+                    let mut attributes = rpc_attributes(
+                        service,
+                        method,
+                        info.map(|i| (i.service_arc(), i.endpoint())),
+                    );
+                    if let Some(peer) = info.and_then(CallInfo::peer) {
                         let address = peer.address();
                         attributes.push(KeyValue::new(
                             attr::CLIENT_ADDRESS,
@@ -216,16 +201,9 @@ where
                             ));
                         }
                     }
-                    messages = Some(info.messages().clone());
-                }
-                let span = self
-                    .tracer
-                    .tracer
-                    .span_builder(span_name)
-                    .with_kind(SpanKind::Server)
-                    .with_attributes(attributes)
-                    .start_with_context(&self.tracer.tracer, &parent);
-                let cx = parent.with_span(span);
+                    attributes
+                });
+                let messages = info.map(|i| i.messages().clone());
                 request.extensions_mut().insert(CurrentTrace(cx.clone()));
                 let inner = {
                     let _attached = cx.clone().attach();
@@ -241,22 +219,17 @@ where
                 let parent = current_parent();
                 let extensions = request.extensions();
                 let info = extensions.get::<ClientCallInfo>();
-                let (span_name, service, method) =
-                    owned(info.map_or_else(|| request.uri().path(), ClientCallInfo::path));
-                let attributes = rpc_attributes(
-                    service,
-                    method,
-                    info.map(|i| (i.service_arc(), i.endpoint())),
-                );
+                let path = info.map_or_else(|| request.uri().path(), ClientCallInfo::path);
+                let span_name = names(path).0.to_owned();
+                let cx = self.tracer.start(span_name, SpanKind::Client, &parent, || {
+                    let (_, service, method) = names(path);
+                    rpc_attributes(
+                        service,
+                        method,
+                        info.map(|i| (i.service_arc(), i.endpoint())),
+                    )
+                });
                 let messages = info.map(|i| i.messages().clone());
-                let span = self
-                    .tracer
-                    .tracer
-                    .span_builder(span_name)
-                    .with_kind(SpanKind::Client)
-                    .with_attributes(attributes)
-                    .start_with_context(&self.tracer.tracer, &parent);
-                let cx = parent.with_span(span);
                 self.tracer
                     .propagator
                     .inject_context(&cx, &mut HeaderCarrier(request.headers_mut()));
@@ -282,6 +255,9 @@ fn attempt<B>(request: &http::Request<B>) {
         return;
     };
     let span = cx.span();
+    if !span.is_recording() {
+        return;
+    }
     let mut attributes = vec![KeyValue::new(attr::RPC_ATTEMPT, i64::from(info.attempt()))];
     if let Some((host, port)) = host_port(info.address()) {
         span.set_attribute(KeyValue::new(attr::SERVER_ADDRESS, host.clone()));
@@ -319,6 +295,10 @@ impl SpanEnd {
             return;
         }
         let span = self.cx.span();
+        if !span.is_recording() {
+            span.end();
+            return;
+        }
         span.set_attribute(KeyValue::new(
             attr::RPC_GRPC_STATUS_CODE,
             i64::from(code.as_i32()),

@@ -9,7 +9,7 @@ use crate::wrapper::Publisher;
 use crate::wrapper::{PublisherWrapper, SubscriberWrapper};
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::propagation::TextMapPropagator as _;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue};
 use std::sync::Arc;
 
@@ -46,21 +46,22 @@ pub(super) fn publisher(tracer: Arc<Tracer>) -> impl PublisherWrapper {
         let tracer = tracer.clone();
         Arc::new(move |topic: String, mut message: crate::broker::Message| {
             let parent = current_parent();
-            let mut attributes = attributes(&tracer, &topic, "publish");
-            attributes.push(KeyValue::new(
-                attr::MESSAGING_MESSAGE_BODY_SIZE,
-                message.body.len() as i64,
-            ));
-            if let Some(id) = header(&message.headers, MESSAGE_ID) {
-                attributes.push(KeyValue::new(attr::MESSAGING_MESSAGE_ID, id.to_owned()));
-            }
-            let span = tracer
-                .tracer
-                .span_builder(format!("publish {topic}"))
-                .with_kind(SpanKind::Producer)
-                .with_attributes(attributes)
-                .start_with_context(&tracer.tracer, &parent);
-            let cx = parent.with_span(span);
+            let cx = tracer.start(
+                format!("publish {topic}"),
+                SpanKind::Producer,
+                &parent,
+                || {
+                    let mut attributes = attributes(&tracer, &topic, "publish");
+                    attributes.push(KeyValue::new(
+                        attr::MESSAGING_MESSAGE_BODY_SIZE,
+                        message.body.len() as i64,
+                    ));
+                    if let Some(id) = header(&message.headers, MESSAGE_ID) {
+                        attributes.push(KeyValue::new(attr::MESSAGING_MESSAGE_ID, id.to_owned()));
+                    }
+                    attributes
+                },
+            );
             tracer
                 .propagator
                 .inject_context(&cx, &mut MessageCarrier(&mut message.headers));
@@ -81,25 +82,26 @@ pub(super) fn subscriber(tracer: Arc<Tracer>) -> impl SubscriberWrapper {
             let parent = tracer
                 .propagator
                 .extract(&MessageReader(&delivery.message.headers));
-            let mut attributes = attributes(&tracer, &delivery.topic, "process");
-            attributes.push(KeyValue::new(
-                attr::MESSAGING_MESSAGE_BODY_SIZE,
-                delivery.message.body.len() as i64,
-            ));
-            attributes.push(KeyValue::new(
-                attr::MICRO_DELIVERY_ATTEMPT,
-                i64::from(delivery.attempt),
-            ));
-            if let Some(id) = header(&delivery.message.headers, MESSAGE_ID) {
-                attributes.push(KeyValue::new(attr::MESSAGING_MESSAGE_ID, id.to_owned()));
-            }
-            let span = tracer
-                .tracer
-                .span_builder(format!("process {}", delivery.topic))
-                .with_kind(SpanKind::Consumer)
-                .with_attributes(attributes)
-                .start_with_context(&tracer.tracer, &parent);
-            let cx = parent.with_span(span);
+            let cx = tracer.start(
+                format!("process {}", delivery.topic),
+                SpanKind::Consumer,
+                &parent,
+                || {
+                    let mut attributes = attributes(&tracer, &delivery.topic, "process");
+                    attributes.push(KeyValue::new(
+                        attr::MESSAGING_MESSAGE_BODY_SIZE,
+                        delivery.message.body.len() as i64,
+                    ));
+                    attributes.push(KeyValue::new(
+                        attr::MICRO_DELIVERY_ATTEMPT,
+                        i64::from(delivery.attempt),
+                    ));
+                    if let Some(id) = header(&delivery.message.headers, MESSAGE_ID) {
+                        attributes.push(KeyValue::new(attr::MESSAGING_MESSAGE_ID, id.to_owned()));
+                    }
+                    attributes
+                },
+            );
             // The handler's calls and publishes are the delivery's children.
             let ctx = Arc::new(
                 crate::Context::new("", delivery.topic.clone())

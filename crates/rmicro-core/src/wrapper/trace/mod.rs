@@ -60,6 +60,7 @@ pub mod conventions;
 mod export;
 mod layer;
 mod messaging;
+mod otlp;
 pub mod propagation;
 
 pub use export::{BatchSettings, ExportStats};
@@ -69,7 +70,6 @@ use export::QueueProcessor;
 use layer::Side;
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanProcessor};
 use std::sync::Arc;
@@ -168,6 +168,8 @@ pub struct TracingConfig {
     pub batch: BatchSettings,
     /// `OTEL_SERVICE_NAME`, which wins over the service's name.
     pub service_name: Option<String>,
+    /// Headers sent with every export (`OTEL_EXPORTER_OTLP_HEADERS`: an API key).
+    pub headers: http::HeaderMap,
 }
 
 impl TracingConfig {
@@ -306,6 +308,12 @@ impl TracingConfig {
         {
             batch.timeout = Duration::from_millis(ms.max(1));
         }
+        let headers = match env("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+            .or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS"))
+        {
+            Some(list) => otlp::parse_headers(&list)?,
+            None => http::HeaderMap::new(),
+        };
         Ok(Some(TracingConfig {
             endpoint,
             protocol,
@@ -313,6 +321,7 @@ impl TracingConfig {
             formats,
             batch,
             service_name: env("OTEL_SERVICE_NAME"),
+            headers,
         }))
     }
 }
@@ -322,6 +331,39 @@ pub(crate) struct Tracer {
     pub(crate) tracer: SdkTracer,
     pub(crate) propagator: opentelemetry::propagation::TextMapCompositePropagator,
     messaging_system: String,
+}
+
+impl Tracer {
+    /// Starts a span of `kind` named `name` under `parent`, in a context of its
+    /// own; its `attributes` are made only when it is recorded (a span the sampler
+    /// drops costs no attribute at all).
+    pub(crate) fn start(
+        &self,
+        name: impl Into<std::borrow::Cow<'static, str>>,
+        kind: opentelemetry::trace::SpanKind,
+        parent: &opentelemetry::Context,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> opentelemetry::Context {
+        use opentelemetry::trace::{Span as _, Tracer as _};
+        let mut span = self
+            .tracer
+            .span_builder(name)
+            .with_kind(kind)
+            .start_with_context(&self.tracer, parent);
+        if span.is_recording() {
+            span.set_attributes(attributes());
+        }
+        parent.with_span(span)
+    }
+
+    /// The caller's trace from gRPC metadata (an empty context when there is none).
+    pub(crate) fn extract_headers(&self, headers: &http::HeaderMap) -> opentelemetry::Context {
+        use opentelemetry::propagation::TextMapPropagator as _;
+        if !propagation::carries_trace(headers) {
+            return opentelemetry::Context::new();
+        }
+        self.propagator.extract(&propagation::HeaderReader(headers))
+    }
 }
 
 /// The span processor, shared with the handle that flushes it.
@@ -386,29 +428,13 @@ impl Tracing {
         }
         let resource = resource.build();
         let exporter_resource = resource.clone();
-        let (endpoint, protocol, timeout) = (
+        let (endpoint, protocol, headers) = (
             config.endpoint.clone(),
             config.protocol,
-            config.batch.timeout,
+            config.headers.clone(),
         );
         let (processor, stats) = QueueProcessor::start(config.batch, move || {
-            let built = match protocol {
-                Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint.clone())
-                    .with_timeout(timeout)
-                    .build(),
-                Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_endpoint(endpoint.clone())
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_timeout(timeout)
-                    .build(),
-            };
-            let mut exporter =
-                built.map_err(|e| format!("cannot export traces to `{endpoint}`: {e}"))?;
-            opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, &exporter_resource);
-            Ok(exporter)
+            otlp::OtlpExporter::new(protocol, &endpoint, headers, exporter_resource)
         })?;
         let processor = Arc::new(processor);
         let provider = SdkTracerProvider::builder()

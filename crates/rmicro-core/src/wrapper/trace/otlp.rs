@@ -1,0 +1,712 @@
+//! OTLP trace export: finished spans encoded straight into an
+//! `ExportTraceServiceRequest` (opentelemetry-proto's `trace.proto` and
+//! `trace_service.proto`, field numbers as published) and sent over gRPC
+//! (`TraceService/Export`) or HTTP/protobuf (`POST /v1/traces`).
+//!
+//! Encoding writes the protobuf bytes from the spans as they are, with no
+//! intermediate message structs: each message's length is computed, then its
+//! fields written, so a batch costs one buffer.
+
+use super::Protocol;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry::{Array, KeyValue, Value};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+// Wire types.
+const VARINT: u32 = 0;
+const FIXED64: u32 = 1;
+const LEN: u32 = 2;
+const FIXED32: u32 = 5;
+
+fn varint_len(v: u64) -> usize {
+    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn tag_len(field: u32) -> usize {
+    varint_len(u64::from(field << 3))
+}
+
+fn put_tag(out: &mut Vec<u8>, field: u32, wire: u32) {
+    put_varint(out, u64::from((field << 3) | wire));
+}
+
+/// A length-delimited field of `n` bytes, with its tag and length.
+fn delimited_len(field: u32, n: usize) -> usize {
+    tag_len(field) + varint_len(n as u64) + n
+}
+
+fn put_delimited_head(out: &mut Vec<u8>, field: u32, n: usize) {
+    put_tag(out, field, LEN);
+    put_varint(out, n as u64);
+}
+
+fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    put_delimited_head(out, field, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
+/// A string field, left out when empty (proto3's default).
+fn string_len(field: u32, s: &str) -> usize {
+    if s.is_empty() {
+        0
+    } else {
+        delimited_len(field, s.len())
+    }
+}
+
+fn put_string(out: &mut Vec<u8>, field: u32, s: &str) {
+    if !s.is_empty() {
+        put_bytes(out, field, s.as_bytes());
+    }
+}
+
+fn uint_len(field: u32, v: u64) -> usize {
+    if v == 0 {
+        0
+    } else {
+        tag_len(field) + varint_len(v)
+    }
+}
+
+fn put_uint(out: &mut Vec<u8>, field: u32, v: u64) {
+    if v != 0 {
+        put_tag(out, field, VARINT);
+        put_varint(out, v);
+    }
+}
+
+fn put_fixed64(out: &mut Vec<u8>, field: u32, v: u64) {
+    put_tag(out, field, FIXED64);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+// AnyValue { string_value = 1; bool_value = 2; int_value = 3; double_value = 4;
+// array_value = 5 (ArrayValue { repeated AnyValue values = 1 }) }
+
+fn scalar_len(value: &Value) -> usize {
+    match value {
+        Value::Bool(_) => tag_len(2) + 1,
+        Value::I64(i) => tag_len(3) + varint_len(*i as u64),
+        Value::F64(_) => tag_len(4) + 8,
+        Value::String(s) => delimited_len(1, s.as_str().len()),
+        Value::Array(array) => delimited_len(5, array_len(array)),
+        _ => 0,
+    }
+}
+
+fn array_len(array: &Array) -> usize {
+    let item = |n: usize| delimited_len(1, n);
+    match array {
+        Array::Bool(v) => v.iter().map(|_| item(tag_len(2) + 1)).sum(),
+        Array::I64(v) => v
+            .iter()
+            .map(|i| item(tag_len(3) + varint_len(*i as u64)))
+            .sum(),
+        Array::F64(v) => v.iter().map(|_| item(tag_len(4) + 8)).sum(),
+        Array::String(v) => v
+            .iter()
+            .map(|s| item(delimited_len(1, s.as_str().len())))
+            .sum(),
+        _ => 0,
+    }
+}
+
+fn put_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Bool(b) => {
+            put_tag(out, 2, VARINT);
+            out.push(u8::from(*b));
+        }
+        Value::I64(i) => {
+            put_tag(out, 3, VARINT);
+            put_varint(out, *i as u64);
+        }
+        Value::F64(f) => {
+            put_tag(out, 4, FIXED64);
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        Value::String(s) => put_bytes(out, 1, s.as_str().as_bytes()),
+        Value::Array(array) => {
+            put_delimited_head(out, 5, array_len(array));
+            match array {
+                Array::Bool(v) => v.iter().for_each(|b| {
+                    put_delimited_head(out, 1, tag_len(2) + 1);
+                    put_value(out, &Value::Bool(*b));
+                }),
+                Array::I64(v) => v.iter().for_each(|i| {
+                    put_delimited_head(out, 1, tag_len(3) + varint_len(*i as u64));
+                    put_value(out, &Value::I64(*i));
+                }),
+                Array::F64(v) => v.iter().for_each(|f| {
+                    put_delimited_head(out, 1, tag_len(4) + 8);
+                    put_value(out, &Value::F64(*f));
+                }),
+                Array::String(v) => v.iter().for_each(|s| {
+                    put_delimited_head(out, 1, delimited_len(1, s.as_str().len()));
+                    put_bytes(out, 1, s.as_str().as_bytes());
+                }),
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+}
+
+// KeyValue { string key = 1; AnyValue value = 2 }
+
+fn kv_body_len(key: &str, value: &Value) -> usize {
+    string_len(1, key) + delimited_len(2, scalar_len(value))
+}
+
+fn kvs_len<'a>(field: u32, kvs: impl Iterator<Item = (&'a str, &'a Value)>) -> usize {
+    kvs.map(|(k, v)| delimited_len(field, kv_body_len(k, v)))
+        .sum()
+}
+
+fn put_kvs<'a>(out: &mut Vec<u8>, field: u32, kvs: impl Iterator<Item = (&'a str, &'a Value)>) {
+    for (key, value) in kvs {
+        put_delimited_head(out, field, kv_body_len(key, value));
+        put_string(out, 1, key);
+        put_delimited_head(out, 2, scalar_len(value));
+        put_value(out, value);
+    }
+}
+
+fn pairs(kvs: &[KeyValue]) -> impl Iterator<Item = (&str, &Value)> + Clone {
+    kvs.iter().map(|kv| (kv.key.as_str(), &kv.value))
+}
+
+// Span { trace_id = 1; span_id = 2; trace_state = 3; parent_span_id = 4; name = 5;
+// kind = 6; start = 7 (fixed64); end = 8 (fixed64); attributes = 9;
+// dropped_attributes_count = 10; events = 11; dropped_events_count = 12;
+// links = 13; dropped_links_count = 14; status = 15; flags = 16 (fixed32) }
+
+fn kind(kind: &SpanKind) -> u64 {
+    match kind {
+        SpanKind::Internal => 1,
+        SpanKind::Server => 2,
+        SpanKind::Client => 3,
+        SpanKind::Producer => 4,
+        SpanKind::Consumer => 5,
+    }
+}
+
+/// Status { string message = 2; StatusCode code = 3 }.
+fn status_parts(status: &Status) -> (&str, u64) {
+    match status {
+        Status::Unset => ("", 0),
+        Status::Ok => ("", 1),
+        Status::Error { description } => (description.as_ref(), 2),
+    }
+}
+
+fn status_len(status: &Status) -> usize {
+    let (message, code) = status_parts(status);
+    string_len(2, message) + uint_len(3, code)
+}
+
+/// W3C flags in the low byte, plus "whether the parent is remote" is known (0x100)
+/// and its answer (0x200).
+fn span_flags(span: &SpanData) -> u32 {
+    let mut flags = u32::from(span.span_context.trace_flags().to_u8()) | 0x100;
+    if span.parent_span_is_remote {
+        flags |= 0x200;
+    }
+    flags
+}
+
+/// A link's flags: the linked span's W3C flags, and whether it is remote (known).
+fn link_flags(sc: &opentelemetry::trace::SpanContext) -> u32 {
+    u32::from(sc.trace_flags().to_u8()) | 0x100 | if sc.is_remote() { 0x200 } else { 0 }
+}
+
+fn event_len(event: &opentelemetry::trace::Event) -> usize {
+    (tag_len(1) + 8)
+        + string_len(2, &event.name)
+        + kvs_len(3, pairs(&event.attributes))
+        + uint_len(4, u64::from(event.dropped_attributes_count))
+}
+
+fn link_len(link: &opentelemetry::trace::Link) -> usize {
+    let sc = &link.span_context;
+    delimited_len(1, 16)
+        + delimited_len(2, 8)
+        + string_len(3, &sc.trace_state().header())
+        + kvs_len(4, pairs(&link.attributes))
+        + uint_len(5, u64::from(link.dropped_attributes_count))
+        + tag_len(6)
+        + 4
+}
+
+fn span_len(span: &SpanData, trace_state: &str) -> usize {
+    let parent = span.parent_span_id != opentelemetry::trace::SpanId::INVALID;
+    delimited_len(1, 16)
+        + delimited_len(2, 8)
+        + string_len(3, trace_state)
+        + if parent { delimited_len(4, 8) } else { 0 }
+        + string_len(5, &span.name)
+        + uint_len(6, kind(&span.span_kind))
+        + 2 * (tag_len(7) + 8)
+        + kvs_len(9, pairs(&span.attributes))
+        + uint_len(10, u64::from(span.dropped_attributes_count))
+        + span
+            .events
+            .iter()
+            .map(|e| delimited_len(11, event_len(e)))
+            .sum::<usize>()
+        + uint_len(12, u64::from(span.events.dropped_count))
+        + span
+            .links
+            .iter()
+            .map(|l| delimited_len(13, link_len(l)))
+            .sum::<usize>()
+        + uint_len(14, u64::from(span.links.dropped_count))
+        + {
+            let n = status_len(&span.status);
+            if n == 0 { 0 } else { delimited_len(15, n) }
+        }
+        + tag_len(16)
+        + 4
+}
+
+fn put_span(out: &mut Vec<u8>, span: &SpanData) {
+    let trace_state = span.span_context.trace_state().header();
+    put_delimited_head(out, 2, span_len(span, &trace_state));
+    let sc = &span.span_context;
+    put_bytes(out, 1, &sc.trace_id().to_bytes());
+    put_bytes(out, 2, &sc.span_id().to_bytes());
+    put_string(out, 3, &trace_state);
+    if span.parent_span_id != opentelemetry::trace::SpanId::INVALID {
+        put_bytes(out, 4, &span.parent_span_id.to_bytes());
+    }
+    put_string(out, 5, &span.name);
+    put_uint(out, 6, kind(&span.span_kind));
+    put_fixed64(out, 7, nanos(span.start_time));
+    put_fixed64(out, 8, nanos(span.end_time));
+    put_kvs(out, 9, pairs(&span.attributes));
+    put_uint(out, 10, u64::from(span.dropped_attributes_count));
+    for event in span.events.iter() {
+        put_delimited_head(out, 11, event_len(event));
+        put_fixed64(out, 1, nanos(event.timestamp));
+        put_string(out, 2, &event.name);
+        put_kvs(out, 3, pairs(&event.attributes));
+        put_uint(out, 4, u64::from(event.dropped_attributes_count));
+    }
+    put_uint(out, 12, u64::from(span.events.dropped_count));
+    for link in span.links.iter() {
+        let sc = &link.span_context;
+        put_delimited_head(out, 13, link_len(link));
+        put_bytes(out, 1, &sc.trace_id().to_bytes());
+        put_bytes(out, 2, &sc.span_id().to_bytes());
+        put_string(out, 3, &sc.trace_state().header());
+        put_kvs(out, 4, pairs(&link.attributes));
+        put_uint(out, 5, u64::from(link.dropped_attributes_count));
+        put_tag(out, 6, FIXED32);
+        out.extend_from_slice(&link_flags(sc).to_le_bytes());
+    }
+    put_uint(out, 14, u64::from(span.links.dropped_count));
+    let n = status_len(&span.status);
+    if n > 0 {
+        let (message, code) = status_parts(&span.status);
+        put_delimited_head(out, 15, n);
+        put_string(out, 2, message);
+        put_uint(out, 3, code);
+    }
+    put_tag(out, 16, FIXED32);
+    out.extend_from_slice(&span_flags(span).to_le_bytes());
+}
+
+// InstrumentationScope { name = 1; version = 2; attributes = 3 }
+fn scope_len(scope: &opentelemetry::InstrumentationScope) -> usize {
+    string_len(1, scope.name())
+        + string_len(2, scope.version().unwrap_or(""))
+        + kvs_len(3, scope.attributes().map(|kv| (kv.key.as_str(), &kv.value)))
+}
+
+/// `ExportTraceServiceRequest` { resource_spans = 1: ResourceSpans { resource = 1:
+/// Resource { attributes = 1 }, scope_spans = 2: ScopeSpans { scope = 1, spans = 2,
+/// schema_url = 3 }, schema_url = 3 } } for `spans`, all from `resource`.
+pub(crate) fn encode(resource: &Resource, spans: &[SpanData], out: &mut Vec<u8>) {
+    // Spans by scope, in the order the scopes first appear.
+    let mut scopes: Vec<(&opentelemetry::InstrumentationScope, Vec<&SpanData>)> = Vec::new();
+    for span in spans {
+        match scopes
+            .iter_mut()
+            .find(|(s, _)| **s == span.instrumentation_scope)
+        {
+            Some((_, group)) => group.push(span),
+            None => scopes.push((&span.instrumentation_scope, vec![span])),
+        }
+    }
+    let states: Vec<Vec<String>> = scopes
+        .iter()
+        .map(|(_, group)| {
+            group
+                .iter()
+                .map(|s| s.span_context.trace_state().header())
+                .collect()
+        })
+        .collect();
+    let scope_spans_len = |i: usize| {
+        let (scope, group) = &scopes[i];
+        delimited_len(1, scope_len(scope))
+            + group
+                .iter()
+                .zip(&states[i])
+                .map(|(s, state)| delimited_len(2, span_len(s, state)))
+                .sum::<usize>()
+            + string_len(3, scope.schema_url().unwrap_or(""))
+    };
+    let resource_len = kvs_len(1, resource.iter().map(|(k, v)| (k.as_str(), v)));
+    let resource_spans_len = delimited_len(1, resource_len)
+        + (0..scopes.len())
+            .map(|i| delimited_len(2, scope_spans_len(i)))
+            .sum::<usize>()
+        + string_len(3, resource.schema_url().unwrap_or(""));
+    out.reserve(delimited_len(1, resource_spans_len));
+    put_delimited_head(out, 1, resource_spans_len);
+    put_delimited_head(out, 1, resource_len);
+    put_kvs(out, 1, resource.iter().map(|(k, v)| (k.as_str(), v)));
+    for (i, (scope, group)) in scopes.iter().enumerate() {
+        put_delimited_head(out, 2, scope_spans_len(i));
+        put_delimited_head(out, 1, scope_len(scope));
+        put_string(out, 1, scope.name());
+        put_string(out, 2, scope.version().unwrap_or(""));
+        put_kvs(
+            out,
+            3,
+            scope.attributes().map(|kv| (kv.key.as_str(), &kv.value)),
+        );
+        for span in group {
+            put_span(out, span);
+        }
+        put_string(out, 3, scope.schema_url().unwrap_or(""));
+    }
+    put_string(out, 3, resource.schema_url().unwrap_or(""));
+}
+
+/// The gRPC method spans are exported to.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+/// Sends encoded batches to an OTLP collector.
+#[derive(Debug)]
+pub(crate) struct OtlpExporter {
+    protocol: Protocol,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    client: HttpClient,
+    resource: Resource,
+}
+
+impl OtlpExporter {
+    /// An exporter to `endpoint` (for HTTP the full `/v1/traces` URL) with the
+    /// extra `headers` (`OTEL_EXPORTER_OTLP_HEADERS`); an endpoint that is not an
+    /// `http://` URL is an error, as a sentence.
+    pub(crate) fn new(
+        protocol: Protocol,
+        endpoint: &str,
+        headers: http::HeaderMap,
+        resource: Resource,
+    ) -> Result<Self, String> {
+        let base: http::Uri = endpoint
+            .parse()
+            .map_err(|e| format!("tracing endpoint `{endpoint}` is not a URL: {e}"))?;
+        if base.scheme_str() != Some("http") {
+            return Err(format!(
+                "tracing endpoint `{endpoint}`: only http:// collectors are supported (TLS to the collector is not yet)"
+            ));
+        }
+        let uri = match protocol {
+            Protocol::Grpc => format!("{}{EXPORT_PATH}", endpoint.trim_end_matches('/'))
+                .parse()
+                .map_err(|e| format!("tracing endpoint `{endpoint}`: {e}"))?,
+            Protocol::HttpProtobuf => base,
+        };
+        let executor = hyper_util::rt::TokioExecutor::new();
+        let mut builder = hyper_util::client::legacy::Client::builder(executor);
+        if protocol == Protocol::Grpc {
+            builder.http2_only(true);
+        }
+        Ok(OtlpExporter {
+            protocol,
+            uri,
+            headers,
+            client: builder.build_http(),
+            resource,
+        })
+    }
+
+    async fn send(&self, payload: Vec<u8>) -> Result<(), String> {
+        let (body, content_type) = match self.protocol {
+            Protocol::Grpc => {
+                let mut framed = Vec::with_capacity(payload.len() + 5);
+                framed.push(0);
+                framed.extend_from_slice(
+                    &u32::try_from(payload.len())
+                        .unwrap_or(u32::MAX)
+                        .to_be_bytes(),
+                );
+                framed.extend_from_slice(&payload);
+                (framed, "application/grpc")
+            }
+            Protocol::HttpProtobuf => (payload, "application/x-protobuf"),
+        };
+        let mut request = http::Request::new(Full::new(Bytes::from(body)));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        headers.extend(self.headers.clone());
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
+        if self.protocol == Protocol::Grpc {
+            headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        }
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| format!("cannot reach the collector at {}: {e}", self.uri))?;
+        let (head, body) = response.into_parts();
+        let collected = body
+            .collect()
+            .await
+            .map_err(|e| format!("the collector's answer broke off: {e}"))?;
+        if !head.status.is_success() {
+            let text = collected.to_bytes();
+            let text = String::from_utf8_lossy(&text[..text.len().min(200)]).into_owned();
+            return Err(format!(
+                "the collector answered HTTP {}: {text}",
+                head.status
+            ));
+        }
+        if self.protocol == Protocol::Grpc {
+            let trailers = collected.trailers().cloned().unwrap_or_default();
+            let status = trailers
+                .get("grpc-status")
+                .or_else(|| head.headers.get("grpc-status"))
+                .map(|v| v.to_str().unwrap_or("?").to_owned())
+                .unwrap_or_else(|| "missing".into());
+            if status != "0" {
+                let message = trailers
+                    .get("grpc-message")
+                    .or_else(|| head.headers.get("grpc-message"))
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                return Err(format!(
+                    "the collector answered grpc-status {status}: {message}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SpanExporter for OtlpExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let mut payload = Vec::new();
+        encode(&self.resource, &batch, &mut payload);
+        self.send(payload)
+            .await
+            .map_err(OTelSdkError::InternalFailure)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = resource.clone();
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`'s `key=value,key2=value2` (values percent-encoded).
+pub(crate) fn parse_headers(list: &str) -> Result<http::HeaderMap, String> {
+    let mut headers = http::HeaderMap::new();
+    for pair in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("OTEL_EXPORTER_OTLP_HEADERS: `{pair}` is not key=value"))?;
+        let value = percent_encoding::percent_decode_str(value.trim()).decode_utf8_lossy();
+        let name = http::HeaderName::from_bytes(key.trim().to_ascii_lowercase().as_bytes())
+            .map_err(|_| format!("OTEL_EXPORTER_OTLP_HEADERS: `{key}` is not a header name"))?;
+        let value = http::HeaderValue::from_str(&value).map_err(|_| {
+            format!("OTEL_EXPORTER_OTLP_HEADERS: the value of `{key}` is not a header value")
+        })?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_are_as_long_as_protobuf_says() {
+        for (v, n) in [
+            (0u64, 1),
+            (1, 1),
+            (127, 1),
+            (128, 2),
+            (16_383, 2),
+            (16_384, 3),
+            (u64::MAX, 10),
+        ] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!(out.len(), n, "{v}");
+            assert_eq!(varint_len(v), n, "{v}");
+        }
+        assert_eq!(tag_len(15), 1);
+        assert_eq!(tag_len(16), 2);
+    }
+
+    /// A span with every kind of field, decoded by opentelemetry-proto's types.
+    #[test]
+    fn a_batch_decodes_with_opentelemetrys_own_types() {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+        use prost::Message as _;
+        let state = TraceState::from_key_value([("vendor", "x")]).unwrap();
+        let context = SpanContext::new(
+            TraceId::from(0x0102_u128 << 64 | 0x0304),
+            SpanId::from(0x0a0b_u64),
+            TraceFlags::SAMPLED,
+            false,
+            state,
+        );
+        let linked = SpanContext::new(
+            TraceId::from(7_u128),
+            SpanId::from(8_u64),
+            TraceFlags::default(),
+            true,
+            TraceState::default(),
+        );
+        let start = UNIX_EPOCH + std::time::Duration::from_nanos(1_700_000_000_123_456_789);
+        let span = SpanData {
+            span_context: context,
+            parent_span_id: SpanId::from(0x0c0d_u64),
+            parent_span_is_remote: true,
+            span_kind: SpanKind::Consumer,
+            name: "process orders".into(),
+            start_time: start,
+            end_time: start + std::time::Duration::from_micros(250),
+            attributes: vec![
+                KeyValue::new("s", "text"),
+                KeyValue::new("i", -42_i64),
+                KeyValue::new("f", 1.5),
+                KeyValue::new("b", true),
+                KeyValue::new(
+                    "a",
+                    Value::Array(Array::String(vec!["x".into(), "y".into()])),
+                ),
+                KeyValue::new("n", Value::Array(Array::I64(vec![1, 300]))),
+            ],
+            dropped_attributes_count: 2,
+            events: opentelemetry_sdk::trace::SpanEvents::default(),
+            links: opentelemetry_sdk::trace::SpanLinks::default(),
+            status: Status::error("it broke"),
+            instrumentation_scope: opentelemetry::InstrumentationScope::builder("rmicro")
+                .with_version("0.1.0")
+                .build(),
+        };
+        let mut span = span;
+        span.events.events.push(opentelemetry::trace::Event::new(
+            "attempt",
+            start,
+            vec![KeyValue::new("rpc.attempt", 2_i64)],
+            0,
+        ));
+        span.links.links.push(opentelemetry::trace::Link::new(
+            linked,
+            vec![KeyValue::new("k", "v")],
+            0,
+        ));
+        let resource = Resource::builder_empty()
+            .with_attributes([KeyValue::new("service.name", "orders")])
+            .build();
+        let mut out = Vec::new();
+        encode(&resource, &[span.clone(), span], &mut out);
+        let decoded = ExportTraceServiceRequest::decode(out.as_slice()).expect("valid OTLP");
+        let rs = &decoded.resource_spans[0];
+        let resource = rs.resource.as_ref().unwrap();
+        assert_eq!(resource.attributes[0].key, "service.name");
+        assert_eq!(rs.scope_spans.len(), 1, "one scope, both spans in it");
+        let ss = &rs.scope_spans[0];
+        assert_eq!(ss.scope.as_ref().unwrap().name, "rmicro");
+        assert_eq!(ss.scope.as_ref().unwrap().version, "0.1.0");
+        assert_eq!(ss.spans.len(), 2);
+        let s = &ss.spans[0];
+        assert_eq!(s.trace_id, (0x0102_u128 << 64 | 0x0304).to_be_bytes());
+        assert_eq!(s.span_id, 0x0a0b_u64.to_be_bytes());
+        assert_eq!(s.parent_span_id, 0x0c0d_u64.to_be_bytes());
+        assert_eq!(s.trace_state, "vendor=x");
+        assert_eq!(s.name, "process orders");
+        assert_eq!(s.kind, 5);
+        assert_eq!(s.start_time_unix_nano, 1_700_000_000_123_456_789);
+        assert_eq!(s.end_time_unix_nano - s.start_time_unix_nano, 250_000);
+        assert_eq!(s.dropped_attributes_count, 2);
+        assert_eq!(s.flags, 0x301, "sampled, parent known remote");
+        let value = |key: &str| {
+            s.attributes
+                .iter()
+                .find(|kv| kv.key == key)
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(|v| v.value.clone())
+        };
+        assert_eq!(value("s"), Some(Any::StringValue("text".into())));
+        assert_eq!(value("i"), Some(Any::IntValue(-42)));
+        assert_eq!(value("f"), Some(Any::DoubleValue(1.5)));
+        assert_eq!(value("b"), Some(Any::BoolValue(true)));
+        let Some(Any::ArrayValue(array)) = value("a") else {
+            panic!("an array")
+        };
+        assert_eq!(array.values.len(), 2);
+        assert_eq!(array.values[1].value, Some(Any::StringValue("y".into())));
+        let Some(Any::ArrayValue(numbers)) = value("n") else {
+            panic!("an array")
+        };
+        assert_eq!(numbers.values[1].value, Some(Any::IntValue(300)));
+        assert_eq!(s.events[0].name, "attempt");
+        assert_eq!(s.events[0].time_unix_nano, 1_700_000_000_123_456_789);
+        assert_eq!(s.events[0].attributes[0].key, "rpc.attempt");
+        assert_eq!(s.links[0].trace_id, 7_u128.to_be_bytes());
+        assert_eq!(s.links[0].attributes[0].key, "k");
+        assert_eq!(s.links[0].flags, 0x300, "not sampled, remote");
+        let status = s.status.as_ref().unwrap();
+        assert_eq!((status.code, status.message.as_str()), (2, "it broke"));
+        // Re-encoded by prost, the same bytes: lengths and field order agree.
+        assert_eq!(decoded.encode_to_vec(), out);
+    }
+
+    #[test]
+    fn headers_parse_and_bad_ones_are_named() {
+        let headers = parse_headers("api-key=abc%20def, X-Tenant = acme").unwrap();
+        assert_eq!(headers["api-key"], "abc def");
+        assert_eq!(headers["x-tenant"], "acme");
+        let err = parse_headers("novalue").unwrap_err();
+        assert!(err.contains("`novalue`"), "{err}");
+    }
+}
