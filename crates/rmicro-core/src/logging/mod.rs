@@ -93,14 +93,24 @@ pub fn flush(limit: std::time::Duration) {
 /// Formats events as ECS JSON lines; see the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct Ecs {
-    identity: Identity,
+    /// `,"ecs.version":…,"service.name":…,…`, written once.
+    fixed: String,
 }
 
 impl Ecs {
     pub(crate) fn new(identity: &Identity) -> Self {
-        Ecs {
-            identity: identity.clone(),
-        }
+        let mut fixed = String::new();
+        let mut put = |key: &str, value: &str| {
+            fixed.push(',');
+            let _ = json_str(&mut fixed, key);
+            fixed.push(':');
+            let _ = json_str(&mut fixed, value);
+        };
+        put("ecs.version", ECS_VERSION);
+        put("service.name", &identity.name);
+        put("service.version", &identity.version);
+        put("service.node.name", &identity.node);
+        Ecs { fixed }
     }
 
     /// An ECS formatter for service `name` at `version` on node `node`, for an
@@ -115,39 +125,155 @@ impl Ecs {
     }
 }
 
-/// An event's fields as JSON values.
-#[derive(Default)]
-struct Fields(serde_json::Map<String, serde_json::Value>);
+/// The keys every line has; an event field with one of these names is written as
+/// `fields.<name>` so that no line holds a key twice.
+const RESERVED: [&str; 16] = [
+    "@timestamp",
+    "log.level",
+    "message",
+    "ecs.version",
+    "service.name",
+    "service.version",
+    "service.node.name",
+    "log.logger",
+    "log.origin.file.name",
+    "log.origin.file.line",
+    "error.message",
+    "error.type",
+    "trace.id",
+    "span.id",
+    "micro.endpoint",
+    "event.duration",
+];
 
-impl Visit for Fields {
+/// Writes `s` as a JSON string (quotes, escapes).
+fn json_str(w: &mut impl std::fmt::Write, s: &str) -> std::fmt::Result {
+    w.write_char('"')?;
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => {
+                w.write_str(&s[start..i])?;
+                write!(w, "\\u{b:04x}")?;
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        w.write_str(&s[start..i])?;
+        w.write_str(escaped)?;
+        start = i + 1;
+    }
+    w.write_str(&s[start..])?;
+    w.write_char('"')
+}
+
+/// One line being written: ordinary fields go straight out, the few ECS renames
+/// or combines are held until the end.
+struct Line<'a, W: std::fmt::Write> {
+    out: &'a mut W,
+    result: std::fmt::Result,
+    message: Option<String>,
+    service: Option<String>,
+    endpoint: Option<String>,
+    status: Option<String>,
+    error: Option<String>,
+    trace: Option<String>,
+    span: Option<String>,
+    micros: Option<u64>,
+}
+
+impl<W: std::fmt::Write> Line<'_, W> {
+    /// Writes `,"name":` (renamed when it would repeat a fixed key).
+    fn key(&mut self, name: &str) {
+        if self.result.is_err() {
+            return;
+        }
+        let reserved = RESERVED.contains(&name);
+        self.result = (|| {
+            self.out.write_char(',')?;
+            if reserved {
+                json_str(self.out, &format!("fields.{name}"))?;
+            } else {
+                json_str(self.out, name)?;
+            }
+            self.out.write_char(':')
+        })();
+    }
+
+    /// Holds the value of a field ECS renames; false for any other field.
+    fn hold(&mut self, name: &str, value: &str) -> bool {
+        let slot = match name {
+            "message" => &mut self.message,
+            "service" => &mut self.service,
+            "endpoint" => &mut self.endpoint,
+            "status" => &mut self.status,
+            "error" => &mut self.error,
+            "trace_id" => &mut self.trace,
+            "span_id" => &mut self.span,
+            _ => return false,
+        };
+        *slot = Some(value.to_owned());
+        true
+    }
+
+    fn string(&mut self, name: &str, value: &str) {
+        if !self.hold(name, value) {
+            self.key(name);
+            if self.result.is_ok() {
+                self.result = json_str(self.out, value);
+            }
+        }
+    }
+
+    fn raw(&mut self, name: &str, value: std::fmt::Arguments<'_>) {
+        self.key(name);
+        if self.result.is_ok() {
+            self.result = self.out.write_fmt(value);
+        }
+    }
+}
+
+impl<W: std::fmt::Write> Visit for Line<'_, W> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().to_owned(), format!("{value:?}").into());
+        self.string(field.name(), &format!("{value:?}"));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.into());
+        self.string(field.name(), value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().to_owned(), value.into());
+        self.raw(field.name(), format_args!("{value}"));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().to_owned(), value.into());
+        if field.name() == "micros" {
+            self.micros = Some(value);
+            return;
+        }
+        self.raw(field.name(), format_args!("{value}"));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().to_owned(), value.into());
+        self.raw(field.name(), format_args!("{value}"));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().to_owned(), value.into());
+        if value.is_finite() {
+            self.raw(field.name(), format_args!("{value}"));
+        } else {
+            self.string(field.name(), &value.to_string());
+        }
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0
-            .insert(field.name().to_owned(), value.to_string().into());
+        self.string(field.name(), &value.to_string());
     }
 }
 
@@ -162,75 +288,98 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        let mut fields = fields.0;
         let meta = event.metadata();
-        let mut line = serde_json::Map::new();
-        let mut put = |key: &str, value: serde_json::Value| {
-            line.insert(key.to_owned(), value);
+        let w = &mut writer;
+        w.write_str("{\"@timestamp\":")?;
+        json_str(
+            w,
+            &crate::broker::typed::rfc3339(std::time::SystemTime::now()),
+        )?;
+        let level = match *meta.level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warn",
+            tracing::Level::INFO => "info",
+            tracing::Level::DEBUG => "debug",
+            tracing::Level::TRACE => "trace",
         };
-        put(
-            "@timestamp",
-            crate::broker::typed::rfc3339(std::time::SystemTime::now()).into(),
-        );
-        put("log.level", meta.level().as_str().to_lowercase().into());
-        put(
-            "message",
-            fields.remove("message").unwrap_or_else(|| "".into()),
-        );
-        put("ecs.version", ECS_VERSION.into());
-        put("service.name", self.identity.name.clone().into());
-        put("service.version", self.identity.version.clone().into());
-        put("service.node.name", self.identity.node.clone().into());
-        put("log.logger", meta.target().into());
+        write!(w, ",\"log.level\":\"{level}\"")?;
+        w.write_str(&self.fixed)?;
+        w.write_str(",\"log.logger\":")?;
+        json_str(w, meta.target())?;
         if let Some(file) = meta.file() {
-            put("log.origin.file.name", file.into());
+            w.write_str(",\"log.origin.file.name\":")?;
+            json_str(w, file)?;
         }
         if let Some(number) = meta.line() {
-            put("log.origin.file.line", number.into());
+            write!(w, ",\"log.origin.file.line\":{number}")?;
         }
-        if let Some(error) = fields.remove("error") {
-            put("error.message", error);
-            if let Some(status) = fields.get("status") {
-                put("error.type", status.clone());
+        let mut line = Line {
+            out: w,
+            result: Ok(()),
+            message: None,
+            service: None,
+            endpoint: None,
+            status: None,
+            error: None,
+            trace: None,
+            span: None,
+            micros: None,
+        };
+        event.record(&mut line);
+        line.result?;
+        let Line {
+            message,
+            service,
+            endpoint,
+            status,
+            error,
+            trace,
+            span,
+            micros,
+            ..
+        } = line;
+        w.write_str(",\"message\":")?;
+        json_str(w, message.as_deref().unwrap_or(""))?;
+        if let Some(error) = &error {
+            w.write_str(",\"error.message\":")?;
+            json_str(w, error)?;
+            if let Some(status) = &status {
+                w.write_str(",\"error.type\":")?;
+                json_str(w, status)?;
             }
         }
         // The trace the line belongs to: a request log names its call's span, any
         // other line the span current where it was written.
-        let ids = match (fields.remove("trace_id"), fields.remove("span_id")) {
+        let ids = match (trace, span) {
             (Some(trace), Some(span)) => Some((trace, span)),
-            _ => crate::wrapper::trace::current_ids().map(|(t, s)| (t.into(), s.into())),
+            _ => crate::wrapper::trace::current_ids(),
         };
         if let Some((trace, span)) = ids {
-            put("trace.id", trace);
-            put("span.id", span);
+            w.write_str(",\"trace.id\":")?;
+            json_str(w, &trace)?;
+            w.write_str(",\"span.id\":")?;
+            json_str(w, &span)?;
         }
         // A request log (the logging wrapper's fields).
-        let service = fields.remove("service");
-        if let Some(endpoint) = fields.remove("endpoint") {
-            let name = match (&service, endpoint.as_str()) {
-                (Some(serde_json::Value::String(s)), Some(e)) if !s.is_empty() => {
-                    format!("{s}.{e}").into()
-                }
-                _ => endpoint,
-            };
-            put("micro.endpoint", name);
+        if let Some(endpoint) = &endpoint {
+            w.write_str(",\"micro.endpoint\":")?;
+            match &service {
+                Some(s) if !s.is_empty() => json_str(w, &format!("{s}.{endpoint}"))?,
+                _ => json_str(w, endpoint)?,
+            }
         }
-        if let Some(service) = service {
-            put("micro.service", service);
+        if let Some(service) = &service {
+            w.write_str(",\"micro.service\":")?;
+            json_str(w, service)?;
         }
-        if let Some(status) = fields.remove("status") {
-            put("micro.status", status);
+        if let Some(status) = &status {
+            w.write_str(",\"micro.status\":")?;
+            json_str(w, status)?;
         }
-        if let Some(micros) = fields.remove("micros").and_then(|m| m.as_u64()) {
-            put("event.duration", micros.saturating_mul(1000).into());
+        if let Some(micros) = micros {
+            write!(w, ",\"event.duration\":{}", micros.saturating_mul(1000))?;
         }
-        for (key, value) in fields {
-            put(&key, value);
-        }
-        let text = serde_json::to_string(&line).map_err(|_| std::fmt::Error)?;
-        writeln!(writer, "{text}")
+        w.write_str("}\n")
     }
 }
 
@@ -251,6 +400,51 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn strings_are_escaped_as_json_requires() {
+        for text in [
+            "plain",
+            "quote \" and \\ slash",
+            "lines\nand\ttabs\r",
+            "\u{1}\u{1f}ctl",
+            "ünïcødé ✓ 😀",
+            "",
+        ] {
+            let mut out = String::new();
+            json_str(&mut out, text).unwrap();
+            let back: String = serde_json::from_str(&out).expect("valid JSON");
+            assert_eq!(back, text);
+        }
+    }
+
+    #[test]
+    fn a_field_named_like_an_ecs_key_does_not_repeat_it() {
+        let lines = Lines::default();
+        let out = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .event_format(Ecs::for_service("greeter", "1.0.0", "greeter-1"))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                log.level = "fake",
+                count = 3u64,
+                ratio = 0.5,
+                ok = true,
+                "hi"
+            );
+        });
+        let text = String::from_utf8(crate::sync::lock(&lines.0).clone()).expect("UTF-8");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object");
+        assert_eq!(line["log.level"], "info");
+        assert_eq!(line["fields.log.level"], "fake");
+        assert_eq!(line["count"], 3);
+        assert_eq!(line["ratio"], 0.5);
+        assert_eq!(line["ok"], true);
+        let keys = text.matches("\"log.level\":").count();
+        assert_eq!(keys, 1, "{text}");
     }
 
     #[test]

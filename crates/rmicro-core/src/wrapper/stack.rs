@@ -54,6 +54,7 @@ impl<S> Wrap<S> {
             .or_else(|| own::<super::ratelimit::RateLimitLayer>(any))
             .or_else(|| own::<super::shed::LoadShedLayer>(any))
             .or_else(|| own::<super::metrics::MetricsLayer>(any))
+            .or_else(|| own::<super::trace::TraceLayer>(any))
             .or_else(|| own::<super::timeout::EndpointTimeouts>(any))
             .map_or_else(|| tower(layer), |f| Wrap(Kind::Fn(f)))
     }

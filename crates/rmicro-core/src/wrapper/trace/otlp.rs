@@ -24,7 +24,7 @@ const LEN: u32 = 2;
 const FIXED32: u32 = 5;
 
 fn varint_len(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {

@@ -211,15 +211,11 @@ pub(crate) static DEFAULT: std::sync::LazyLock<TextMapCompositePropagator> =
 /// Whether `headers` hold any propagation header at all (a cheap check first: most
 /// calls from outside carry none).
 pub(crate) fn carries_trace(headers: &http::HeaderMap) -> bool {
-    static NAMES: [http::HeaderName; 3] = [
-        http::HeaderName::from_static("traceparent"),
-        http::HeaderName::from_static(UBER_TRACE_ID),
-        http::HeaderName::from_static("baggage"),
-    ];
-    NAMES.iter().any(|name| headers.contains_key(name))
-        || headers
-            .keys()
-            .any(|k| k.as_str().starts_with(UBERCTX_PREFIX))
+    // One pass over the few headers a call has, no hashing.
+    headers.keys().any(|k| {
+        let k = k.as_str();
+        matches!(k, "traceparent" | "baggage" | UBER_TRACE_ID) || k.starts_with(UBERCTX_PREFIX)
+    })
 }
 
 /// gRPC metadata (HTTP/2 headers) as a carrier.
