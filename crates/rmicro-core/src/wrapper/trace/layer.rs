@@ -179,39 +179,37 @@ where
                     Some(info) => names(info.path()).0.into(),
                     None => names(path).0.to_owned().into(),
                 };
-                let cx = self.tracer.start(span_name, SpanKind::Server, &parent, || {
-                    let (_, service, method) = names(path);
-                    let mut attributes = rpc_attributes(
-                        service,
-                        method,
-                        info.map(|i| (i.service_arc(), i.endpoint())),
-                    );
-                    if let Some(peer) = info.and_then(CallInfo::peer) {
-                        let address = peer.address();
-                        attributes.push(KeyValue::new(
-                            attr::CLIENT_ADDRESS,
-                            address.ip().to_string(),
-                        ));
-                        attributes
-                            .push(KeyValue::new(attr::CLIENT_PORT, i64::from(address.port())));
-                        if let Some(identity) = peer.identity() {
+                let (cx, recording) =
+                    self.tracer.start(span_name, SpanKind::Server, &parent, || {
+                        let (_, service, method) = names(path);
+                        let mut attributes = rpc_attributes(
+                            service,
+                            method,
+                            info.map(|i| (i.service_arc(), i.endpoint())),
+                        );
+                        if let Some(peer) = info.and_then(CallInfo::peer) {
+                            let address = peer.address();
                             attributes.push(KeyValue::new(
-                                attr::MICRO_PEER_IDENTITY,
-                                identity.subject.clone(),
+                                attr::CLIENT_ADDRESS,
+                                address.ip().to_string(),
                             ));
+                            attributes
+                                .push(KeyValue::new(attr::CLIENT_PORT, i64::from(address.port())));
+                            if let Some(identity) = peer.identity() {
+                                attributes.push(KeyValue::new(
+                                    attr::MICRO_PEER_IDENTITY,
+                                    identity.subject.clone(),
+                                ));
+                            }
                         }
-                    }
-                    attributes
-                });
+                        attributes
+                    });
                 let messages = info.map(|i| i.messages().clone());
                 request.extensions_mut().insert(CurrentTrace(cx.clone()));
-                let inner = {
-                    let _attached = cx.clone().attach();
-                    self.inner.call(request)
-                };
                 TraceFuture {
-                    inner,
-                    end: Some(SpanEnd::new(cx.clone(), Side::Server, messages)),
+                    inner: self.inner.call(request),
+                    // An unsampled span has nothing to end.
+                    end: recording.then(|| SpanEnd::new(cx.clone(), Side::Server, messages)),
                     attached: Some(cx),
                 }
             }
@@ -221,14 +219,15 @@ where
                 let info = extensions.get::<ClientCallInfo>();
                 let path = info.map_or_else(|| request.uri().path(), ClientCallInfo::path);
                 let span_name = names(path).0.to_owned();
-                let cx = self.tracer.start(span_name, SpanKind::Client, &parent, || {
-                    let (_, service, method) = names(path);
-                    rpc_attributes(
-                        service,
-                        method,
-                        info.map(|i| (i.service_arc(), i.endpoint())),
-                    )
-                });
+                let (cx, recording) =
+                    self.tracer.start(span_name, SpanKind::Client, &parent, || {
+                        let (_, service, method) = names(path);
+                        rpc_attributes(
+                            service,
+                            method,
+                            info.map(|i| (i.service_arc(), i.endpoint())),
+                        )
+                    });
                 let messages = info.map(|i| i.messages().clone());
                 self.tracer
                     .propagator
@@ -236,7 +235,7 @@ where
                 request.extensions_mut().insert(CallSpan(cx.clone()));
                 TraceFuture {
                     inner: self.inner.call(request),
-                    end: Some(SpanEnd::new(cx, Side::Client, messages)),
+                    end: recording.then(|| SpanEnd::new(cx, Side::Client, messages)),
                     attached: None,
                 }
             }

@@ -46,7 +46,7 @@ pub(super) fn publisher(tracer: Arc<Tracer>) -> impl PublisherWrapper {
         let tracer = tracer.clone();
         Arc::new(move |topic: String, mut message: crate::broker::Message| {
             let parent = current_parent();
-            let cx = tracer.start(
+            let (cx, _) = tracer.start(
                 format!("publish {topic}"),
                 SpanKind::Producer,
                 &parent,
@@ -82,7 +82,7 @@ pub(super) fn subscriber(tracer: Arc<Tracer>) -> impl SubscriberWrapper {
             let parent = tracer
                 .propagator
                 .extract(&MessageReader(&delivery.message.headers));
-            let cx = tracer.start(
+            let (cx, _) = tracer.start(
                 format!("process {}", delivery.topic),
                 SpanKind::Consumer,
                 &parent,

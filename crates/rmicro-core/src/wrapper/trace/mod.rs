@@ -329,31 +329,61 @@ impl TracingConfig {
 /// What the layers share: the tracer, the propagator and the exporter's figures.
 pub(crate) struct Tracer {
     pub(crate) tracer: SdkTracer,
+    /// The configured sampler, asked before any span is made.
+    sampler: Sampler,
     pub(crate) propagator: opentelemetry::propagation::TextMapCompositePropagator,
     messaging_system: String,
 }
 
 impl Tracer {
     /// Starts a span of `kind` named `name` under `parent`, in a context of its
-    /// own; its `attributes` are made only when it is recorded (a span the sampler
-    /// drops costs no attribute at all).
+    /// own, and says whether it is recorded. The sampler is asked first: a span it
+    /// drops is only ids in a context (the trace goes on, unsampled, to the calls
+    /// it makes), with no span object, no attributes and nothing to end.
     pub(crate) fn start(
         &self,
         name: impl Into<std::borrow::Cow<'static, str>>,
         kind: opentelemetry::trace::SpanKind,
         parent: &opentelemetry::Context,
         attributes: impl FnOnce() -> Vec<KeyValue>,
-    ) -> opentelemetry::Context {
-        use opentelemetry::trace::{Span as _, Tracer as _};
+    ) -> (opentelemetry::Context, bool) {
+        use opentelemetry::trace::{
+            Span as _, SpanContext, TraceContextExt as _, TraceFlags, Tracer as _,
+        };
+        use opentelemetry_sdk::trace::{IdGenerator as _, SamplingDecision, ShouldSample as _};
+        let name = name.into();
+        let parent_span = parent.span();
+        let psc = parent_span.span_context();
+        let (trace_id, root) = if psc.is_valid() {
+            (psc.trace_id(), false)
+        } else {
+            (presample::ids().new_trace_id(), true)
+        };
+        let decision = self
+            .sampler
+            .should_sample(Some(parent), trace_id, &name, &kind, &[], &[]);
+        if decision.decision == SamplingDecision::Drop {
+            let sc = SpanContext::new(
+                trace_id,
+                presample::ids().new_span_id(),
+                TraceFlags::default(),
+                false,
+                decision.trace_state,
+            );
+            return (parent.with_remote_span_context(sc), false);
+        }
+        presample::decided(root.then_some(trace_id));
         let mut span = self
             .tracer
             .span_builder(name)
             .with_kind(kind)
             .start_with_context(&self.tracer, parent);
-        if span.is_recording() {
+        presample::clear();
+        let recording = span.is_recording();
+        if recording {
             span.set_attributes(attributes());
         }
-        parent.with_span(span)
+        (parent.with_span(span), recording)
     }
 
     /// The caller's trace from gRPC metadata (an empty context when there is none).
@@ -363,6 +393,84 @@ impl Tracer {
             return opentelemetry::Context::new();
         }
         self.propagator.extract(&propagation::HeaderReader(headers))
+    }
+}
+
+/// rmicro's spans are sampled before they are made ([`Tracer::start`]); the
+/// provider then builds the ones kept with that decision and trace id, and asks
+/// the configured sampler for everyone else's (the application's own spans).
+mod presample {
+    use opentelemetry::trace::{SpanId, TraceId};
+    use opentelemetry_sdk::trace::{
+        IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SamplingResult, ShouldSample,
+    };
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Set just before rmicro builds a span it decided to keep; taken by the
+        /// provider's sampler (and, for a new trace, its id generator) at once.
+        static DECIDED: Cell<Option<Option<TraceId>>> = const { Cell::new(None) };
+    }
+
+    /// The SDK's random ids (a thread-local generator; the value holds nothing).
+    pub(super) fn ids() -> RandomIdGenerator {
+        RandomIdGenerator::default()
+    }
+
+    /// The next span built on this thread is kept, as a new trace `root` when set.
+    pub(super) fn decided(root: Option<TraceId>) {
+        DECIDED.with(|d| d.set(Some(root)));
+    }
+
+    /// Forgets a decision the provider did not take (it had shut down).
+    pub(super) fn clear() {
+        DECIDED.with(|d| d.set(None));
+    }
+
+    /// The provider's sampler: rmicro's decision when it made one, else `0`'s.
+    #[derive(Debug, Clone)]
+    pub(super) struct Presampled(pub(super) Sampler);
+
+    impl ShouldSample for Presampled {
+        fn should_sample(
+            &self,
+            parent: Option<&opentelemetry::Context>,
+            trace_id: TraceId,
+            name: &str,
+            kind: &opentelemetry::trace::SpanKind,
+            attributes: &[opentelemetry::KeyValue],
+            links: &[opentelemetry::trace::Link],
+        ) -> SamplingResult {
+            if DECIDED.with(|d| d.take()).is_some() {
+                use opentelemetry::trace::TraceContextExt as _;
+                return SamplingResult {
+                    decision: SamplingDecision::RecordAndSample,
+                    attributes: Vec::new(),
+                    trace_state: parent
+                        .map(|cx| cx.span().span_context().trace_state().clone())
+                        .unwrap_or_default(),
+                };
+            }
+            self.0
+                .should_sample(parent, trace_id, name, kind, attributes, links)
+        }
+    }
+
+    /// Ids as the SDK makes them, except a new trace's id rmicro sampled by.
+    #[derive(Debug)]
+    pub(super) struct PresetIds;
+
+    impl IdGenerator for PresetIds {
+        fn new_trace_id(&self) -> TraceId {
+            match DECIDED.with(|d| d.get()) {
+                Some(Some(root)) => root,
+                _ => ids().new_trace_id(),
+            }
+        }
+
+        fn new_span_id(&self) -> SpanId {
+            ids().new_span_id()
+        }
     }
 }
 
@@ -439,7 +547,8 @@ impl Tracing {
         let processor = Arc::new(processor);
         let provider = SdkTracerProvider::builder()
             .with_span_processor(Shared(processor.clone()))
-            .with_sampler(config.sampler.sampler())
+            .with_sampler(presample::Presampled(config.sampler.sampler()))
+            .with_id_generator(presample::PresetIds)
             .with_resource(resource)
             .build();
         let tracer = provider.tracer_with_scope(
@@ -450,6 +559,7 @@ impl Tracing {
         Ok(Tracing {
             tracer: Arc::new(Tracer {
                 tracer,
+                sampler: config.sampler.sampler(),
                 propagator: config.formats.propagator(),
                 messaging_system: messaging.to_owned(),
             }),
@@ -538,6 +648,71 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         TracingConfig::from_settings(&flags, move |k| env.get(k).cloned())
+    }
+
+    /// rmicro samples before making a span, by the trace id the span then gets, so
+    /// a `traceidratio` service downstream decides the same for the same trace;
+    /// an unsampled parent's children stay unsampled under the parent-based samplers.
+    #[tokio::test]
+    async fn sampling_decides_by_the_spans_own_trace_id() {
+        use opentelemetry::trace::{SpanKind, TraceContextExt as _};
+        use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample as _};
+        let mut config = TracingConfig::new("http://127.0.0.1:9").unwrap();
+        config.sampler = SamplerChoice::Ratio(0.5);
+        let tracing = Tracing::start(&config, "s", "1", "s-1", "memory").unwrap();
+        let rule = Sampler::TraceIdRatioBased(0.5);
+        let (mut kept, mut dropped) = (0, 0);
+        for _ in 0..400 {
+            let root = opentelemetry::Context::new();
+            let (cx, recording) = tracing
+                .tracer
+                .start("op", SpanKind::Server, &root, Vec::new);
+            let span = cx.span();
+            let sc = span.span_context();
+            assert!(sc.is_valid());
+            assert_eq!(sc.is_sampled(), recording);
+            let again = rule.should_sample(None, sc.trace_id(), "op", &SpanKind::Server, &[], &[]);
+            assert_eq!(
+                again.decision == SamplingDecision::RecordAndSample,
+                recording
+            );
+            if recording {
+                kept += 1;
+            } else {
+                dropped += 1;
+            }
+        }
+        assert!(
+            kept > 120 && dropped > 120,
+            "kept {kept}, dropped {dropped}"
+        );
+
+        let mut config = TracingConfig::new("http://127.0.0.1:9").unwrap();
+        config.sampler = SamplerChoice::ParentBasedRatio(1.0);
+        let tracing = Tracing::start(&config, "s", "1", "s-1", "memory").unwrap();
+        let unsampled = opentelemetry::trace::SpanContext::new(
+            opentelemetry::trace::TraceId::from(5_u128),
+            opentelemetry::trace::SpanId::from(6_u64),
+            opentelemetry::trace::TraceFlags::default(),
+            true,
+            Default::default(),
+        );
+        let parent = opentelemetry::Context::new().with_remote_span_context(unsampled);
+        let (cx, recording) = tracing
+            .tracer
+            .start("child", SpanKind::Client, &parent, Vec::new);
+        assert!(!recording, "the caller's decision holds");
+        assert_eq!(
+            cx.span().span_context().trace_id(),
+            opentelemetry::trace::TraceId::from(5_u128)
+        );
+        let (_, recording) = tracing.tracer.start(
+            "root",
+            SpanKind::Server,
+            &opentelemetry::Context::new(),
+            Vec::new,
+        );
+        assert!(recording, "a new trace at ratio 1.0 is kept");
     }
 
     #[test]
