@@ -106,21 +106,30 @@ pub(crate) fn span_of(extensions: &http::Extensions) -> Option<Context> {
         .or_else(|| extensions.get::<CallSpan>().map(|c| c.0.clone()))
 }
 
+/// `package.Service/Method` of a gRPC path, the span's name.
+fn span_name(path: &str) -> &str {
+    path.strip_prefix('/').unwrap_or(path)
+}
+
 /// `package.Service/Method` of a gRPC path, and its two halves.
 fn names(path: &str) -> (&str, &str, &str) {
-    let name = path.trim_start_matches('/');
+    let name = span_name(path);
     let (service, method) = name.split_once('/').unwrap_or((name, ""));
     (name, service, method)
 }
 
 /// The attributes every RPC span starts with: the gRPC names, and go-micro's
 /// service and `<service>.<endpoint>` when the call names them.
-fn rpc_attributes(service: &str, method: &str, micro: Option<(&Arc<str>, &str)>) -> Vec<KeyValue> {
+fn rpc_attributes(
+    service: opentelemetry::StringValue,
+    method: opentelemetry::StringValue,
+    micro: Option<(&Arc<str>, &str)>,
+) -> Vec<KeyValue> {
     let mut attributes = Vec::with_capacity(10);
     attributes.extend([
         KeyValue::new(attr::RPC_SYSTEM, "grpc"),
-        KeyValue::new(attr::RPC_SERVICE, service.to_owned()),
-        KeyValue::new(attr::RPC_METHOD, method.to_owned()),
+        KeyValue::new(attr::RPC_SERVICE, service),
+        KeyValue::new(attr::RPC_METHOD, method),
     ]);
     if let Some((name, endpoint)) = micro {
         attributes.push(KeyValue::new(
@@ -176,12 +185,22 @@ where
                     None => request.uri().path(),
                 };
                 let span_name: std::borrow::Cow<'static, str> = match info {
-                    Some(info) => names(info.path()).0.into(),
-                    None => names(path).0.to_owned().into(),
+                    Some(info) => span_name(info.path()).into(),
+                    None => span_name(path).to_owned().into(),
                 };
                 let (cx, recording) =
                     self.tracer.start(span_name, SpanKind::Server, &parent, || {
-                        let (_, service, method) = names(path);
+                        // The route's names are static: no copies.
+                        let (service, method): (opentelemetry::StringValue, _) = match info {
+                            Some(info) => {
+                                let (_, service, method) = names(info.path());
+                                (service.into(), method.into())
+                            }
+                            None => {
+                                let (_, service, method) = names(path);
+                                (service.to_owned().into(), method.to_owned().into())
+                            }
+                        };
                         let mut attributes = rpc_attributes(
                             service,
                             method,
@@ -218,13 +237,13 @@ where
                 let extensions = request.extensions();
                 let info = extensions.get::<ClientCallInfo>();
                 let path = info.map_or_else(|| request.uri().path(), ClientCallInfo::path);
-                let span_name = names(path).0.to_owned();
+                let span_name = span_name(path).to_owned();
                 let (cx, recording) =
                     self.tracer.start(span_name, SpanKind::Client, &parent, || {
                         let (_, service, method) = names(path);
                         rpc_attributes(
-                            service,
-                            method,
+                            service.to_owned().into(),
+                            method.to_owned().into(),
                             info.map(|i| (i.service_arc(), i.endpoint())),
                         )
                     });

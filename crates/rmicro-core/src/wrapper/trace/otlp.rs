@@ -183,9 +183,10 @@ fn kvs_len<'a>(field: u32, kvs: impl Iterator<Item = (&'a str, &'a Value)>) -> u
 
 fn put_kvs<'a>(out: &mut Vec<u8>, field: u32, kvs: impl Iterator<Item = (&'a str, &'a Value)>) {
     for (key, value) in kvs {
-        put_delimited_head(out, field, kv_body_len(key, value));
+        let value_len = scalar_len(value);
+        put_delimited_head(out, field, string_len(1, key) + delimited_len(2, value_len));
         put_string(out, 1, key);
-        put_delimited_head(out, 2, scalar_len(value));
+        put_delimited_head(out, 2, value_len);
         put_value(out, value);
     }
 }
@@ -287,13 +288,12 @@ fn span_len(span: &SpanData, trace_state: &str) -> usize {
         + 4
 }
 
-fn put_span(out: &mut Vec<u8>, span: &SpanData) {
-    let trace_state = span.span_context.trace_state().header();
-    put_delimited_head(out, 2, span_len(span, &trace_state));
+fn put_span(out: &mut Vec<u8>, span: &SpanData, trace_state: &str, len: usize) {
+    put_delimited_head(out, 2, len);
     let sc = &span.span_context;
     put_bytes(out, 1, &sc.trace_id().to_bytes());
     put_bytes(out, 2, &sc.span_id().to_bytes());
-    put_string(out, 3, &trace_state);
+    put_string(out, 3, trace_state);
     if span.parent_span_id != opentelemetry::trace::SpanId::INVALID {
         put_bytes(out, 4, &span.parent_span_id.to_bytes());
     }
@@ -356,29 +356,37 @@ pub(crate) fn encode(resource: &Resource, spans: &[SpanData], out: &mut Vec<u8>)
             None => scopes.push((&span.instrumentation_scope, vec![span])),
         }
     }
-    let states: Vec<Vec<String>> = scopes
+    // Each span's trace state and length, once.
+    let sized: Vec<Vec<(String, usize)>> = scopes
         .iter()
         .map(|(_, group)| {
             group
                 .iter()
-                .map(|s| s.span_context.trace_state().header())
+                .map(|s| {
+                    let state = s.span_context.trace_state().header();
+                    let len = span_len(s, &state);
+                    (state, len)
+                })
                 .collect()
         })
         .collect();
-    let scope_spans_len = |i: usize| {
-        let (scope, group) = &scopes[i];
-        delimited_len(1, scope_len(scope))
-            + group
-                .iter()
-                .zip(&states[i])
-                .map(|(s, state)| delimited_len(2, span_len(s, state)))
-                .sum::<usize>()
-            + string_len(3, scope.schema_url().unwrap_or(""))
-    };
+    let scope_spans_lens: Vec<usize> = scopes
+        .iter()
+        .zip(&sized)
+        .map(|((scope, _), sized)| {
+            delimited_len(1, scope_len(scope))
+                + sized
+                    .iter()
+                    .map(|(_, len)| delimited_len(2, *len))
+                    .sum::<usize>()
+                + string_len(3, scope.schema_url().unwrap_or(""))
+        })
+        .collect();
     let resource_len = kvs_len(1, resource.iter().map(|(k, v)| (k.as_str(), v)));
     let resource_spans_len = delimited_len(1, resource_len)
-        + (0..scopes.len())
-            .map(|i| delimited_len(2, scope_spans_len(i)))
+        + scope_spans_lens
+            .iter()
+            .map(|n| delimited_len(2, *n))
             .sum::<usize>()
         + string_len(3, resource.schema_url().unwrap_or(""));
     out.reserve(delimited_len(1, resource_spans_len));
@@ -386,7 +394,7 @@ pub(crate) fn encode(resource: &Resource, spans: &[SpanData], out: &mut Vec<u8>)
     put_delimited_head(out, 1, resource_len);
     put_kvs(out, 1, resource.iter().map(|(k, v)| (k.as_str(), v)));
     for (i, (scope, group)) in scopes.iter().enumerate() {
-        put_delimited_head(out, 2, scope_spans_len(i));
+        put_delimited_head(out, 2, scope_spans_lens[i]);
         put_delimited_head(out, 1, scope_len(scope));
         put_string(out, 1, scope.name());
         put_string(out, 2, scope.version().unwrap_or(""));
@@ -395,8 +403,8 @@ pub(crate) fn encode(resource: &Resource, spans: &[SpanData], out: &mut Vec<u8>)
             3,
             scope.attributes().map(|kv| (kv.key.as_str(), &kv.value)),
         );
-        for span in group {
-            put_span(out, span);
+        for (span, (state, len)) in group.iter().zip(&sized[i]) {
+            put_span(out, span, state, *len);
         }
         put_string(out, 3, scope.schema_url().unwrap_or(""));
     }
