@@ -460,6 +460,8 @@ fn spawn_server(kind: &str, extra: &[&str]) -> anyhow::Result<(std::process::Chi
             let sink = observability::shared_sink()?;
             let dir =
                 std::env::temp_dir().join(format!("rmicro-bench-h2load-{}", std::process::id()));
+            // A fresh log each time: its first "Listening on" line is this greeter's.
+            let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir)?;
             let flags = observability::flags(stack, &sink, &dir)?;
             let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
