@@ -296,16 +296,44 @@ impl std::fmt::Debug for Message {
     }
 }
 
-fn handle(file: &mut RotatingFile, message: Message) {
-    match message {
-        Message::Line(line) => {
-            if let Err(err) = file.write_all(&line) {
+/// Lines gathered for one write: whole lines, never more than the file may take
+/// before its next rotation, so rotating happens exactly where writing line by
+/// line would.
+struct Batch {
+    bytes: Vec<u8>,
+}
+
+/// A write of at most this many bytes at once.
+const BATCH_BYTES: usize = 64 * 1024;
+
+impl Batch {
+    fn write_out(&mut self, file: &mut RotatingFile) {
+        if !self.bytes.is_empty() {
+            if let Err(err) = file.write_all(&self.bytes) {
                 eprintln!("warning: cannot write the log file: {err}");
             }
+            self.bytes.clear();
         }
-        Message::Sync(done) => {
-            let _ = file.flush();
-            let _ = done.send(());
+    }
+
+    fn handle(&mut self, file: &mut RotatingFile, message: Message) {
+        match message {
+            Message::Line(line) => {
+                let pending = self.bytes.len() as u64;
+                // This line would rotate the file: what came before goes first.
+                if pending > 0 && file.size + pending + line.len() as u64 > file.limit {
+                    self.write_out(file);
+                }
+                self.bytes.extend_from_slice(&line);
+                if self.bytes.len() >= BATCH_BYTES {
+                    self.write_out(file);
+                }
+            }
+            Message::Sync(done) => {
+                self.write_out(file);
+                let _ = file.flush();
+                let _ = done.send(());
+            }
         }
     }
 }
@@ -321,13 +349,25 @@ impl NonBlocking {
         let spawned = std::thread::Builder::new()
             .name("rmicro-log-file".into())
             .spawn(move || {
-                // One message, then all that queued meanwhile; flushed once drained.
+                let mut batch = Batch {
+                    bytes: Vec::with_capacity(BATCH_BYTES),
+                };
+                // One message, then all that queued meanwhile, in as few writes as
+                // the rotation allows; flushed once drained.
                 while let Ok(message) = messages.recv() {
-                    handle(&mut file, message);
+                    batch.handle(&mut file, message);
+                    let mut drained = 0;
                     while let Ok(message) = messages.try_recv() {
-                        handle(&mut file, message);
+                        batch.handle(&mut file, message);
+                        drained += 1;
                     }
+                    batch.write_out(&mut file);
                     let _ = file.flush();
+                    // Lines keep coming: let some gather (a millisecond) rather than be
+                    // woken for each one.
+                    if drained > 0 {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                 }
             });
         if let Err(err) = spawned {
