@@ -95,6 +95,12 @@ pub fn stamp(mut message: Message, topic: &str, from_service: Option<&str>) -> M
 
 /// `2026-11-24T10:51:33.123Z`.
 pub fn rfc3339(time: std::time::SystemTime) -> String {
+    String::from_utf8_lossy(&rfc3339_bytes(time)).into_owned()
+}
+
+/// [`rfc3339`] without an allocation or the formatting machinery (every ECS log
+/// line starts with one): `YYYY-MM-DDTHH:MM:SS.mmmZ`, years past 9999 written as 9999.
+pub(crate) fn rfc3339_bytes(time: std::time::SystemTime) -> [u8; 24] {
     let since = time
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -109,14 +115,22 @@ pub fn rfc3339(time: std::time::SystemTime) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        since.subsec_millis()
-    )
+    let year = (yoe + era * 400 + i64::from(month <= 2)).clamp(0, 9999) as u64;
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut value: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month as u64);
+    put(8, 2, day as u64);
+    put(11, 2, rest / 3600);
+    put(14, 2, rest % 3600 / 60);
+    put(17, 2, rest % 60);
+    put(20, 3, u64::from(since.subsec_millis()));
+    out
 }
 
 /// A decoded event as a typed subscriber sees it.
@@ -197,5 +211,19 @@ mod tests {
         assert!(message.headers[TIMESTAMP].ends_with('Z'));
         let epoch = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_787_000_000_123);
         assert_eq!(rfc3339(epoch), "2026-08-17T20:53:20.123Z");
+    }
+
+    #[test]
+    fn timestamps_are_civil_utc_dates() {
+        let at = |ms: u64| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
+        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
+        // A leap day, the last millisecond of a century year, and a non-leap 2100.
+        assert_eq!(at(1_709_164_800_007), "2024-02-29T00:00:00.007Z");
+        assert_eq!(at(978_307_199_999), "2000-12-31T23:59:59.999Z");
+        assert_eq!(at(4_107_542_400_000), "2100-03-01T00:00:00.000Z");
+        // Before the epoch reads as the epoch; past year 9999 stays four digits.
+        let before = std::time::UNIX_EPOCH - std::time::Duration::from_secs(5);
+        assert_eq!(rfc3339(before), "1970-01-01T00:00:00.000Z");
+        assert!(at(300_000_000_000_000).starts_with("9999-"));
     }
 }

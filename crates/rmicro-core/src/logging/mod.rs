@@ -146,49 +146,118 @@ const RESERVED: [&str; 16] = [
     "event.duration",
 ];
 
-/// Writes `s` as a JSON string (quotes, escapes).
-fn json_str(w: &mut impl std::fmt::Write, s: &str) -> std::fmt::Result {
-    w.write_char('"')?;
+/// Where in `s` the first byte JSON must escape (`"`, `\`, a control byte) is,
+/// looked for eight bytes at a time: most of a log line needs no escape at all.
+fn first_escape(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Whether any byte of `x` is below `n` (n <= 128), without a false positive.
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH != 0;
+    let mut chunks = s.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        if below(x, 0x20) || below(x ^ (ONES * 0x22), 1) || below(x ^ (ONES * 0x5c), 1) {
+            break;
+        }
+        at += 8;
+    }
+    s[at..]
+        .iter()
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        .map(|i| at + i)
+}
+
+/// Writes `s` escaped as the inside of a JSON string.
+fn json_body(w: &mut (impl std::fmt::Write + ?Sized), s: &str) -> std::fmt::Result {
+    let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let escaped = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => {
-                w.write_str(&s[start..i])?;
-                write!(w, "\\u{b:04x}")?;
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
+    while let Some(offset) = first_escape(&bytes[start..]) {
+        let i = start + offset;
+        // Every escaped byte is ASCII, so `i` is a character boundary.
         w.write_str(&s[start..i])?;
-        w.write_str(escaped)?;
+        match bytes[i] {
+            b'"' => w.write_str("\\\"")?,
+            b'\\' => w.write_str("\\\\")?,
+            b'\n' => w.write_str("\\n")?,
+            b'\r' => w.write_str("\\r")?,
+            b'\t' => w.write_str("\\t")?,
+            b => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                w.write_str("\\u00")?;
+                w.write_char(char::from(HEX[usize::from(b >> 4)]))?;
+                w.write_char(char::from(HEX[usize::from(b & 0xf)]))?;
+            }
+        }
         start = i + 1;
     }
-    w.write_str(&s[start..])?;
+    w.write_str(&s[start..])
+}
+
+/// Writes `s` as a JSON string (quotes, escapes).
+fn json_str(w: &mut (impl std::fmt::Write + ?Sized), s: &str) -> std::fmt::Result {
+    w.write_char('"')?;
+    json_body(w, s)?;
     w.write_char('"')
 }
 
+/// A writer that escapes what is written through it for the inside of a JSON
+/// string: a `Debug` or `Display` value goes out escaped with no copy.
+struct Escaping<'a, W: ?Sized>(&'a mut W);
+
+impl<W: std::fmt::Write + ?Sized> std::fmt::Write for Escaping<'_, W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        json_body(self.0, s)
+    }
+}
+
+/// Writes an integer without the formatting machinery.
+fn json_int(w: &mut (impl std::fmt::Write + ?Sized), n: impl itoa::Integer) -> std::fmt::Result {
+    w.write_str(itoa::Buffer::new().format(n))
+}
+
+/// The fields ECS renames or combines, held until the end of the line.
+#[derive(Clone, Copy)]
+enum Held {
+    Message,
+    Service,
+    Endpoint,
+    Status,
+    Error,
+    Trace,
+    Span,
+}
+
+impl Held {
+    fn of(name: &str) -> Option<Held> {
+        Some(match name {
+            "message" => Held::Message,
+            "service" => Held::Service,
+            "endpoint" => Held::Endpoint,
+            "status" => Held::Status,
+            "error" => Held::Error,
+            "trace_id" => Held::Trace,
+            "span_id" => Held::Span,
+            _ => return None,
+        })
+    }
+}
+
 /// One line being written: ordinary fields go straight out, the few ECS renames
-/// or combines are held until the end.
-struct Line<'a, W: std::fmt::Write> {
+/// or combines are kept (in one buffer, as ranges) until the end.
+struct Line<'a, W: std::fmt::Write + ?Sized> {
     out: &'a mut W,
     result: std::fmt::Result,
-    message: Option<String>,
-    service: Option<String>,
-    endpoint: Option<String>,
-    status: Option<String>,
-    error: Option<String>,
-    trace: Option<String>,
-    span: Option<String>,
+    /// The held fields' text, one after another.
+    held: &'a mut String,
+    /// Where each [`Held`] field's text is in `held`.
+    slots: [Option<(usize, usize)>; 7],
     micros: Option<u64>,
 }
 
-impl<W: std::fmt::Write> Line<'_, W> {
+impl<W: std::fmt::Write + ?Sized> Line<'_, W> {
     /// Writes `,"name":` (renamed when it would repeat a fixed key).
     fn key(&mut self, name: &str) {
         if self.result.is_err() {
@@ -196,60 +265,55 @@ impl<W: std::fmt::Write> Line<'_, W> {
         }
         let reserved = RESERVED.contains(&name);
         self.result = (|| {
-            self.out.write_char(',')?;
-            if reserved {
-                json_str(self.out, &format!("fields.{name}"))?;
-            } else {
-                json_str(self.out, name)?;
-            }
-            self.out.write_char(':')
+            self.out
+                .write_str(if reserved { ",\"fields." } else { ",\"" })?;
+            json_body(self.out, name)?;
+            self.out.write_str("\":")
         })();
     }
 
-    /// Holds the value of a field ECS renames; false for any other field.
-    fn hold(&mut self, name: &str, value: &str) -> bool {
-        let slot = match name {
-            "message" => &mut self.message,
-            "service" => &mut self.service,
-            "endpoint" => &mut self.endpoint,
-            "status" => &mut self.status,
-            "error" => &mut self.error,
-            "trace_id" => &mut self.trace,
-            "span_id" => &mut self.span,
-            _ => return false,
-        };
-        *slot = Some(value.to_owned());
-        true
-    }
-
-    fn string(&mut self, name: &str, value: &str) {
-        if !self.hold(name, value) {
-            self.key(name);
-            if self.result.is_ok() {
-                self.result = json_str(self.out, value);
-            }
+    /// Writes a field's value as a JSON string, or holds it when ECS renames it.
+    fn text(
+        &mut self,
+        name: &str,
+        write: impl FnOnce(&mut dyn std::fmt::Write) -> std::fmt::Result,
+    ) {
+        if let Some(which) = Held::of(name) {
+            let from = self.held.len();
+            // Writing into a String cannot fail.
+            let _ = write(self.held);
+            self.slots[which as usize] = Some((from, self.held.len()));
+            return;
+        }
+        self.key(name);
+        if self.result.is_ok() {
+            self.result = (|| {
+                self.out.write_char('"')?;
+                write(&mut Escaping(&mut *self.out))?;
+                self.out.write_char('"')
+            })();
         }
     }
 
-    fn raw(&mut self, name: &str, value: std::fmt::Arguments<'_>) {
+    fn raw(&mut self, name: &str, write: impl FnOnce(&mut W) -> std::fmt::Result) {
         self.key(name);
         if self.result.is_ok() {
-            self.result = self.out.write_fmt(value);
+            self.result = write(self.out);
         }
     }
 }
 
-impl<W: std::fmt::Write> Visit for Line<'_, W> {
+impl<W: std::fmt::Write + ?Sized> Visit for Line<'_, W> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.string(field.name(), &format!("{value:?}"));
+        self.text(field.name(), |w| write!(w, "{value:?}"));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.string(field.name(), value);
+        self.text(field.name(), |w| w.write_str(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.raw(field.name(), format_args!("{value}"));
+        self.raw(field.name(), |w| json_int(w, value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
@@ -257,24 +321,31 @@ impl<W: std::fmt::Write> Visit for Line<'_, W> {
             self.micros = Some(value);
             return;
         }
-        self.raw(field.name(), format_args!("{value}"));
+        self.raw(field.name(), |w| json_int(w, value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.raw(field.name(), format_args!("{value}"));
+        self.raw(field.name(), |w| {
+            w.write_str(if value { "true" } else { "false" })
+        });
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         if value.is_finite() {
-            self.raw(field.name(), format_args!("{value}"));
+            self.raw(field.name(), |w| write!(w, "{value}"));
         } else {
-            self.string(field.name(), &value.to_string());
+            self.text(field.name(), |w| write!(w, "{value}"));
         }
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.string(field.name(), &value.to_string());
+        self.text(field.name(), |w| write!(w, "{value}"));
     }
+}
+
+thread_local! {
+    /// The held fields' buffer, kept between lines so a line allocates nothing.
+    static HELD: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 impl<S, N> FormatEvent<S, N> for Ecs
@@ -288,21 +359,35 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
+        HELD.with(|held| match held.try_borrow_mut() {
+            Ok(mut held) => {
+                held.clear();
+                self.write_line(&mut writer, event, &mut held)
+            }
+            // A field's `Debug` that logs: that line gets a buffer of its own.
+            Err(_) => self.write_line(&mut writer, event, &mut String::new()),
+        })
+    }
+}
+
+impl Ecs {
+    fn write_line(
+        &self,
+        w: &mut Writer<'_>,
+        event: &tracing::Event<'_>,
+        held: &mut String,
+    ) -> std::fmt::Result {
         let meta = event.metadata();
-        let w = &mut writer;
-        w.write_str("{\"@timestamp\":")?;
-        json_str(
-            w,
-            &crate::broker::typed::rfc3339(std::time::SystemTime::now()),
-        )?;
-        let level = match *meta.level() {
-            tracing::Level::ERROR => "error",
-            tracing::Level::WARN => "warn",
-            tracing::Level::INFO => "info",
-            tracing::Level::DEBUG => "debug",
-            tracing::Level::TRACE => "trace",
-        };
-        write!(w, ",\"log.level\":\"{level}\"")?;
+        w.write_str("{\"@timestamp\":\"")?;
+        let stamp = crate::broker::typed::rfc3339_bytes(std::time::SystemTime::now());
+        w.write_str(std::str::from_utf8(&stamp).unwrap_or("1970-01-01T00:00:00.000Z"))?;
+        w.write_str(match *meta.level() {
+            tracing::Level::ERROR => "\",\"log.level\":\"error\"",
+            tracing::Level::WARN => "\",\"log.level\":\"warn\"",
+            tracing::Level::INFO => "\",\"log.level\":\"info\"",
+            tracing::Level::DEBUG => "\",\"log.level\":\"debug\"",
+            tracing::Level::TRACE => "\",\"log.level\":\"trace\"",
+        })?;
         w.write_str(&self.fixed)?;
         w.write_str(",\"log.logger\":")?;
         json_str(w, meta.target())?;
@@ -311,76 +396,81 @@ where
             json_str(w, file)?;
         }
         if let Some(number) = meta.line() {
-            write!(w, ",\"log.origin.file.line\":{number}")?;
+            w.write_str(",\"log.origin.file.line\":")?;
+            json_int(w, number)?;
         }
         let mut line = Line {
             out: w,
             result: Ok(()),
-            message: None,
-            service: None,
-            endpoint: None,
-            status: None,
-            error: None,
-            trace: None,
-            span: None,
+            held,
+            slots: [None; 7],
             micros: None,
         };
         event.record(&mut line);
-        line.result?;
         let Line {
-            message,
-            service,
-            endpoint,
-            status,
-            error,
-            trace,
-            span,
+            out: w,
+            result,
+            held,
+            slots,
             micros,
-            ..
         } = line;
+        result?;
+        let held: &str = held;
+        let get = |which: Held| slots[which as usize].map(|(from, to)| &held[from..to]);
         w.write_str(",\"message\":")?;
-        json_str(w, message.as_deref().unwrap_or(""))?;
-        if let Some(error) = &error {
+        json_str(w, get(Held::Message).unwrap_or(""))?;
+        let status = get(Held::Status);
+        if let Some(error) = get(Held::Error) {
             w.write_str(",\"error.message\":")?;
             json_str(w, error)?;
-            if let Some(status) = &status {
+            if let Some(status) = status {
                 w.write_str(",\"error.type\":")?;
                 json_str(w, status)?;
             }
         }
         // The trace the line belongs to: a request log names its call's span, any
         // other line the span current where it was written.
-        let ids = match (trace, span) {
-            (Some(trace), Some(span)) => Some((trace, span)),
-            _ => crate::wrapper::trace::current_ids(),
-        };
-        if let Some((trace, span)) = ids {
-            w.write_str(",\"trace.id\":")?;
-            json_str(w, &trace)?;
-            w.write_str(",\"span.id\":")?;
-            json_str(w, &span)?;
-        }
-        // A request log (the logging wrapper's fields).
-        if let Some(endpoint) = &endpoint {
-            w.write_str(",\"micro.endpoint\":")?;
-            match &service {
-                Some(s) if !s.is_empty() => json_str(w, &format!("{s}.{endpoint}"))?,
-                _ => json_str(w, endpoint)?,
+        match (get(Held::Trace), get(Held::Span)) {
+            (Some(trace), Some(span)) => write_ids(w, trace, span)?,
+            _ => {
+                if let Some((trace, span)) = crate::wrapper::trace::current_ids() {
+                    write_ids(w, &trace, &span)?;
+                }
             }
         }
-        if let Some(service) = &service {
+        // A request log (the logging wrapper's fields).
+        let service = get(Held::Service);
+        if let Some(endpoint) = get(Held::Endpoint) {
+            w.write_str(",\"micro.endpoint\":\"")?;
+            if let Some(service) = service.filter(|s| !s.is_empty()) {
+                json_body(w, service)?;
+                w.write_char('.')?;
+            }
+            json_body(w, endpoint)?;
+            w.write_char('"')?;
+        }
+        if let Some(service) = service {
             w.write_str(",\"micro.service\":")?;
             json_str(w, service)?;
         }
-        if let Some(status) = &status {
+        if let Some(status) = status {
             w.write_str(",\"micro.status\":")?;
             json_str(w, status)?;
         }
         if let Some(micros) = micros {
-            write!(w, ",\"event.duration\":{}", micros.saturating_mul(1000))?;
+            w.write_str(",\"event.duration\":")?;
+            json_int(w, micros.saturating_mul(1000))?;
         }
         w.write_str("}\n")
     }
+}
+
+/// Writes `trace.id` and `span.id`.
+fn write_ids(w: &mut Writer<'_>, trace: &str, span: &str) -> std::fmt::Result {
+    w.write_str(",\"trace.id\":")?;
+    json_str(w, trace)?;
+    w.write_str(",\"span.id\":")?;
+    json_str(w, span)
 }
 
 #[cfg(test)]
@@ -402,6 +492,18 @@ mod tests {
         }
     }
 
+    /// What the ECS format writes for the events `log` makes.
+    fn ecs_lines(log: impl FnOnce()) -> String {
+        let lines = Lines::default();
+        let out = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .event_format(Ecs::for_service("greeter", "1.0.0", "greeter-1"))
+            .finish();
+        tracing::subscriber::with_default(subscriber, log);
+        String::from_utf8(crate::sync::lock(&lines.0).clone()).expect("UTF-8")
+    }
+
     #[test]
     fn strings_are_escaped_as_json_requires() {
         for text in [
@@ -420,14 +522,60 @@ mod tests {
     }
 
     #[test]
+    fn the_escape_scan_finds_exactly_the_first_byte_to_escape() {
+        let naive = |s: &[u8]| s.iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        // Every special byte (and near misses: space, '#', '[', ']', 0x7f, 0x80+)
+        // at every position of strings around the 8-byte word size.
+        for special in [
+            0u8, 0x1f, b'\n', b'"', b'\\', b' ', b'#', b'!', b'[', b']', 0x7f, 0xc3,
+        ] {
+            for len in 0..=26 {
+                for at in 0..len {
+                    let mut text = vec![b'a'; len];
+                    text[at] = special;
+                    assert_eq!(
+                        first_escape(&text),
+                        naive(&text),
+                        "{special:#x} at {at} of {len}"
+                    );
+                    // A second one after it does not change the answer.
+                    if at + 1 < len {
+                        text[len - 1] = b'"';
+                        assert_eq!(first_escape(&text), naive(&text));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn held_fields_and_debug_values_are_escaped_once() {
+        let text = ecs_lines(|| {
+            tracing::info!(
+                service = "a\"b",
+                endpoint = "X.Y\n",
+                detail = ?"quoted \"debug\"",
+                n = -7i64,
+                "first"
+            );
+            tracing::info!("second has none of them");
+        });
+        let parsed: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is one JSON object"))
+            .collect();
+        assert_eq!(parsed[0]["micro.endpoint"], "a\"b.X.Y\n");
+        assert_eq!(parsed[0]["micro.service"], "a\"b");
+        assert_eq!(parsed[0]["detail"], "\"quoted \\\"debug\\\"\"");
+        assert_eq!(parsed[0]["n"], -7);
+        // The buffer held fields share is cleared between lines.
+        assert_eq!(parsed[1]["message"], "second has none of them");
+        assert!(parsed[1].get("micro.service").is_none(), "{}", parsed[1]);
+    }
+
+    #[test]
     fn a_field_named_like_an_ecs_key_does_not_repeat_it() {
-        let lines = Lines::default();
-        let out = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || out.clone())
-            .event_format(Ecs::for_service("greeter", "1.0.0", "greeter-1"))
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let text = ecs_lines(|| {
             tracing::info!(
                 log.level = "fake",
                 count = 3u64,
@@ -436,7 +584,6 @@ mod tests {
                 "hi"
             );
         });
-        let text = String::from_utf8(crate::sync::lock(&lines.0).clone()).expect("UTF-8");
         let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object");
         assert_eq!(line["log.level"], "info");
         assert_eq!(line["fields.log.level"], "fake");
@@ -449,13 +596,7 @@ mod tests {
 
     #[test]
     fn ecs_lines_carry_the_schema_and_the_calls_fields() {
-        let lines = Lines::default();
-        let out = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || out.clone())
-            .event_format(Ecs::for_service("greeter", "1.0.0", "greeter-1"))
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let text = ecs_lines(|| {
             tracing::warn!(
                 service = "greeter",
                 endpoint = "Greeter.SayHello",
@@ -473,7 +614,6 @@ mod tests {
                 "traced"
             );
         });
-        let text = String::from_utf8(crate::sync::lock(&lines.0).clone()).expect("UTF-8");
         let parsed: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).expect("each line is one JSON object"))

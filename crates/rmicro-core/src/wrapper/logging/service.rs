@@ -51,10 +51,14 @@ impl CallName {
         }
     }
 
-    /// `trace.id` (or with `span`, `span.id`) of the call's span.
-    fn id(&self, span: bool) -> Option<String> {
-        let (trace_id, span_id) = self.trace.as_ref().and_then(crate::wrapper::trace::ids)?;
-        Some(if span { span_id } else { trace_id })
+    /// The ids of the call's span, when it was traced.
+    fn ids(
+        &self,
+    ) -> Option<(
+        crate::wrapper::trace::Hex<16>,
+        crate::wrapper::trace::Hex<8>,
+    )> {
+        self.trace.as_ref().and_then(crate::wrapper::trace::hex_ids)
     }
 
     pub(crate) fn service(&self) -> &str {
@@ -71,8 +75,8 @@ pub(crate) fn log(name: &CallName, outcome: &Outcome, started: Instant) {
     let message = outcome.error().map_or("", |e| e.detail.as_str());
     // Recorded only when traced (a `None` field is left out of the line), and
     // formatted only when the line is enabled.
-    let trace_id = || name.id(false);
-    let span_id = || name.id(true);
+    let trace_id = || name.ids().map(|(trace, _)| tracing::field::display(trace));
+    let span_id = || name.ids().map(|(_, span)| tracing::field::display(span));
     match code {
         Code::Ok => {
             tracing::debug!(service, endpoint, status = ?code, micros = micros(), trace_id = trace_id(), span_id = span_id(), "call ok")

@@ -629,10 +629,32 @@ pub fn current_ids() -> Option<(String, String)> {
 
 /// The trace and span ids of `cx`'s span, if it has a valid one.
 pub(crate) fn ids(cx: &opentelemetry::Context) -> Option<(String, String)> {
+    hex_ids(cx).map(|(trace, span)| (trace.to_string(), span.to_string()))
+}
+
+/// [`ids`] as values that write themselves (a log line's fields), not strings.
+pub(crate) fn hex_ids(cx: &opentelemetry::Context) -> Option<(Hex<16>, Hex<8>)> {
     let span = cx.span();
     let sc = span.span_context();
     sc.is_valid()
-        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+        .then(|| (Hex(sc.trace_id().to_bytes()), Hex(sc.span_id().to_bytes())))
+}
+
+/// An id's bytes written as lower-case hex, as W3C and OTLP/JSON show them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hex<const N: usize>(pub(crate) [u8; N]);
+
+impl<const N: usize> std::fmt::Display for Hex<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 64];
+        let text = &mut text[..2 * N.min(32)];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        }
+        f.write_str(std::str::from_utf8(text).unwrap_or_default())
+    }
 }
 
 pub(crate) use layer::span_of;
@@ -713,6 +735,23 @@ mod tests {
             Vec::new,
         );
         assert!(recording, "a new trace at ratio 1.0 is kept");
+    }
+
+    #[test]
+    fn ids_are_written_as_opentelemetry_writes_them() {
+        use opentelemetry::trace::{SpanId, TraceId};
+        for (trace, span) in [
+            (1u128, 1u64),
+            (u128::MAX, u64::MAX),
+            (
+                0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736,
+                0x00f0_67aa_0ba9_02b7,
+            ),
+        ] {
+            let (t, s) = (TraceId::from(trace), SpanId::from(span));
+            assert_eq!(Hex(t.to_bytes()).to_string(), t.to_string());
+            assert_eq!(Hex(s.to_bytes()).to_string(), s.to_string());
+        }
     }
 
     #[test]
