@@ -613,6 +613,53 @@ impl Client {
         )
     }
 
+    /// A unary call to `path` (`/package.Service/Method`) with an encoded protobuf
+    /// request, its reply left encoded: for gateways and proxies, which hold
+    /// descriptors rather than generated types. `endpoint` (`Service.Method`) names
+    /// the call to wrappers and metrics. A path that is not a gRPC path is a
+    /// `400` error.
+    pub fn unary_bytes(
+        &self,
+        service: &str,
+        path: &str,
+        endpoint: &str,
+        request: Bytes,
+    ) -> Result<UnaryCall<crate::codec::RawMessage>, Error> {
+        Ok(Call::new(
+            self.dynamic_target(service, path, endpoint)?,
+            Outgoing::One(frame(&request)),
+        ))
+    }
+
+    /// A server-streaming call to `path` with an encoded request, each reply left
+    /// encoded; see [`Client::unary_bytes`].
+    pub fn server_streaming_bytes(
+        &self,
+        service: &str,
+        path: &str,
+        endpoint: &str,
+        request: Bytes,
+    ) -> Result<ServerStreamCall<crate::codec::RawMessage>, Error> {
+        Ok(Call::new(
+            self.dynamic_target(service, path, endpoint)?,
+            Outgoing::One(frame(&request)),
+        ))
+    }
+
+    /// A call to a path known only at run time.
+    fn dynamic_target(&self, service: &str, path: &str, endpoint: &str) -> Result<Target, Error> {
+        let path = PathAndQuery::try_from(path)
+            .ok()
+            .filter(|p| p.query().is_none() && p.path().starts_with('/'))
+            .ok_or_else(|| Error::bad_request(CLIENT_ID, format!("`{path}` is not a gRPC path")))?;
+        Ok(Target::new(
+            self,
+            service,
+            path,
+            Cow::Owned(endpoint.to_owned()),
+        ))
+    }
+
     /// A dynamic unary call with a JSON request, no generated types needed: go-micro's
     /// `micro call greeter Greeter.SayHello '{"name": "ann"}'`.
     ///

@@ -1,0 +1,880 @@
+//! `rmicro api`: an HTTP/JSON gateway in front of every service in the registry,
+//! rmicro's own and stock gRPC servers alike (go-micro's `micro api`).
+//!
+//! A request is routed, in this order of precedence, by
+//!
+//! 1. go-micro's path rule ([`resolver`]): `/greeter/say-hello` → service
+//!    `greeter`, endpoint `Greeter.SayHello`; `/foo/bar/baz` → `foo`, `Bar.Baz`;
+//!    with `--namespace` put in front of the service name;
+//! 2. the gRPC path with a JSON body, always: `POST /greeter.v1.Greeter/SayHello`.
+//!
+//! Every route is listed by `rmicro api --print-routes` and served as JSON at
+//! `GET /routes`. The `rpc` handler (the default) turns the JSON body, the query
+//! parameters (dotted names for nested fields, repeated for lists) into the
+//! request by the proto3 JSON mapping and answers the reply as JSON; an empty
+//! reply type is `204`; a server-streaming endpoint answers newline-delimited JSON
+//! (`application/x-ndjson`), one reply a line, a failure after the first reply as a
+//! last line `{"error": {...}}`. The `event` handler publishes the body to topic
+//! `<namespace>.<first segment>` through the broker and answers `202`.
+//!
+//! The descriptors that transcoding needs come from each service's server
+//! reflection (v1, then v1alpha), asked of one of its nodes, cached per service
+//! and asked again when its registry record changes. A service that does not
+//! answer reflection is still callable by the endpoints of its registry record,
+//! through rmicro's JSON codec.
+//!
+//! Errors are go-micro's JSON, `{"id","code","detail","status"}`, with an HTTP
+//! status from the gRPC code (INVALID_ARGUMENT/FAILED_PRECONDITION/OUT_OF_RANGE →
+//! 400, UNAUTHENTICATED → 401, PERMISSION_DENIED → 403, NOT_FOUND → 404,
+//! ALREADY_EXISTS/ABORTED → 409, RESOURCE_EXHAUSTED → 429, CANCELLED → 499,
+//! UNIMPLEMENTED → 501, UNAVAILABLE → 503, DEADLINE_EXCEEDED → 504, else 500); an
+//! unknown route is a 404 naming what was tried, a service with no nodes a 503, a
+//! body over the limit a 413, malformed JSON or a wrong field type a 400 naming the
+//! field.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = rmicro::registry::from_flags("local", None)?;
+//! let gateway = rmicro_api::Gateway::new(rmicro_api::Options::default(), registry);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! gateway.serve(listener).await?;
+//! # Ok(()) }
+//! ```
+
+mod reflection;
+pub mod resolver;
+mod table;
+mod transcode;
+
+pub use table::{Route, RouteKind};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method as HttpMethod, StatusCode, header};
+use http_body_util::BodyExt as _;
+use rmicro::transport::Body;
+use rmicro::{CallOptions, Client, Error};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use table::{Entry, Method, Table};
+
+/// The id of errors the gateway itself raises.
+const ID: &str = "rmicro.api";
+
+/// What answers a routed request (`--handler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler {
+    /// JSON in, JSON out, through the endpoint's descriptors (the default).
+    Rpc,
+    /// The body published to topic `<namespace>.<first segment>`; `202`.
+    Event,
+}
+
+impl Handler {
+    /// The handler named `name` (`rpc`, `event`).
+    pub fn parse(name: &str) -> Result<Handler, String> {
+        match name {
+            "rpc" => Ok(Handler::Rpc),
+            "event" => Ok(Handler::Event),
+            other => Err(format!("unknown handler `{other}` (known: rpc, event)")),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Handler::Rpc => "rpc",
+            Handler::Event => "event",
+        }
+    }
+}
+
+/// How the gateway routes and limits requests.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Put in front of service names the path rule finds (`go.micro.api`); empty
+    /// for none.
+    pub namespace: String,
+    /// What answers routed requests.
+    pub handler: Handler,
+    /// Bodies larger than this are refused with 413 (4 MiB).
+    pub max_body_size: usize,
+    /// How long a call may take unless the request says (`Timeout`, `Grpc-Timeout`).
+    pub timeout: Duration,
+    /// Answer CORS preflights and echo the origin (on, as in micro v3).
+    pub cors: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            namespace: String::new(),
+            handler: Handler::Rpc,
+            max_body_size: 4 << 20,
+            timeout: Duration::from_secs(5),
+            cors: true,
+        }
+    }
+}
+
+/// The gateway: routes HTTP requests to the services in a registry. Clones share
+/// the route table.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: Options,
+    registry: rmicro::registry::SharedRegistry,
+    client: Client,
+    broker: Option<rmicro::broker::SharedBroker>,
+    table: RwLock<Arc<Table>>,
+    /// One reflection round at a time.
+    loading: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("options", &self.inner.options)
+            .field("registry", &self.inner.registry.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// A gateway over `registry`, calling through a client that selects nodes in
+    /// it.
+    pub fn new(options: Options, registry: rmicro::registry::SharedRegistry) -> Gateway {
+        let selector = Arc::new(rmicro::selector::Selector::new(
+            registry.clone(),
+            rmicro::selector::Strategy::Random,
+        ));
+        let client = Client::with_selector(rmicro::client::ClientOptions::default(), selector);
+        Gateway::with_client(options, registry, client)
+    }
+
+    /// A gateway calling through `client` (its wrappers, TLS and selector).
+    pub fn with_client(
+        options: Options,
+        registry: rmicro::registry::SharedRegistry,
+        client: Client,
+    ) -> Gateway {
+        Gateway {
+            inner: Arc::new(Inner {
+                options,
+                registry,
+                client,
+                broker: None,
+                table: RwLock::new(Arc::new(Table::default())),
+                loading: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The same gateway publishing `event` requests to `broker`.
+    pub fn with_broker(self, broker: rmicro::broker::SharedBroker) -> Gateway {
+        let inner = Arc::into_inner(self.inner);
+        let inner = match inner {
+            Some(mut inner) => {
+                inner.broker = Some(broker);
+                inner
+            }
+            None => unreachable_shared(),
+        };
+        Gateway {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Reads every service in the registry and its descriptors.
+    pub async fn refresh(&self) -> Result<(), rmicro::registry::RegistryError> {
+        let services = self.inner.registry.list_services().await?;
+        let mut names: Vec<String> = services.into_iter().map(|s| s.name).collect();
+        names.sort();
+        names.dedup();
+        let known: Vec<String> = self.table().services.keys().cloned().collect();
+        for gone in known.iter().filter(|k| !names.contains(k)) {
+            self.replace(|t| t.without(gone));
+        }
+        for name in names {
+            self.load(&name).await?;
+        }
+        Ok(())
+    }
+
+    /// The routes of every service the gateway knows now.
+    pub fn routes(&self) -> Vec<Route> {
+        self.table().routes(
+            &self.inner.options.namespace,
+            self.inner.options.handler.name(),
+        )
+    }
+
+    /// Serves HTTP/1.1 and HTTP/2 (h2c) on `listener` until the task is dropped,
+    /// following the registry's changes.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        if let Err(e) = self.refresh().await {
+            tracing::warn!(error = %e, "the registry could not be read; routes load as it answers");
+        }
+        let follower = tokio::spawn(self.clone().follow());
+        let _stop_following = AbortOnDrop(follower);
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((socket, peer)) => {
+                        let gateway = self.clone();
+                        connections.spawn(async move {
+                            let service = hyper::service::service_fn(move |request| {
+                                let gateway = gateway.clone();
+                                async move {
+                                    Ok::<_, std::convert::Infallible>(gateway.handle(request, peer).await)
+                                }
+                            });
+                            // A client that hangs up ends its connection; nothing to report.
+                            let _ = hyper_util::server::conn::auto::Builder::new(
+                                hyper_util::rt::TokioExecutor::new(),
+                            )
+                            .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                            .await;
+                        });
+                    }
+                    Err(err) => {
+                        // Out of file descriptors, most likely: back off, keep serving.
+                        tracing::warn!(error = %err, "rmicro api: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(_) = connections.join_next() => {}
+            }
+        }
+    }
+
+    /// Follows the registry: each change reloads the service it names.
+    async fn follow(self) {
+        loop {
+            match self.inner.registry.watch(None).await {
+                Ok(mut events) => {
+                    use futures_util::StreamExt as _;
+                    while let Some(event) = events.next().await {
+                        match event {
+                            Ok(event) => {
+                                if let Err(e) = self.load(&event.service.name).await {
+                                    tracing::warn!(service = %event.service.name, error = %e, "cannot reload a service's routes");
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "the registry watch failed; watching again");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot watch the registry; trying again"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Whatever changed while the watch was down.
+            let _ = self.refresh().await;
+        }
+    }
+
+    fn table(&self) -> Arc<Table> {
+        rmicro::sync::read(&self.inner.table).clone()
+    }
+
+    fn replace(&self, change: impl FnOnce(&Table) -> Table) {
+        let mut table = rmicro::sync::write(&self.inner.table);
+        let next = change(&table);
+        *table = Arc::new(next);
+    }
+
+    /// Reads service `name`'s records and (when they changed) its descriptors; a
+    /// service with no records leaves the table. Returns its entry, if it has one.
+    async fn load(
+        &self,
+        name: &str,
+    ) -> Result<Option<Arc<Entry>>, rmicro::registry::RegistryError> {
+        let _one_at_a_time = self.inner.loading.lock().await;
+        let records = self.inner.registry.get_service(name).await?;
+        if records.iter().all(|r| r.nodes.is_empty()) {
+            self.replace(|t| t.without(name));
+            return Ok(None);
+        }
+        let known = self.table().services.get(name).cloned();
+        let same_shape = known.as_ref().is_some_and(|entry| {
+            entry.descriptors_error.is_none() && same_services(&entry.records, &records)
+        });
+        let entry = if same_shape {
+            let known = known
+                .as_deref()
+                .cloned()
+                .unwrap_or_else(|| unreachable_shared());
+            Entry { records, ..known }
+        } else {
+            let options = CallOptions::new().timeout(self.inner.options.timeout);
+            let pool = reflection::fetch(&self.inner.client, name, &options).await;
+            if let Err(e) = &pool {
+                tracing::info!(service = name, error = %e.detail, "no descriptors by reflection; calling by the registry's endpoints with the JSON codec");
+            }
+            Entry::new(name, records, pool)
+        };
+        self.replace(|t| t.with(entry));
+        Ok(self.table().services.get(name).cloned())
+    }
+
+    /// Answers one HTTP request.
+    async fn handle(
+        &self,
+        request: http::Request<hyper::body::Incoming>,
+        peer: std::net::SocketAddr,
+    ) -> http::Response<Body> {
+        let started = std::time::Instant::now();
+        let (parts, body) = request.into_parts();
+        let request_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        let origin = parts.headers.get(header::ORIGIN).cloned();
+        let (mut response, routed) = match self.route_and_call(&parts, body, &request_id).await {
+            Ok((response, routed)) => (response, routed),
+            Err(e) => (error_response(&e), None),
+        };
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            headers.insert("x-request-id", value);
+        }
+        if self.inner.options.cors
+            && let Some(origin) = origin
+        {
+            cors_headers(headers, origin);
+        }
+        let (service, endpoint) = routed.unwrap_or_default();
+        tracing::info!(
+            http.request.method = %parts.method,
+            url.path = parts.uri.path(),
+            client.address = %peer.ip(),
+            service,
+            endpoint,
+            http.response.status_code = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            request_id,
+            "request"
+        );
+        response
+    }
+
+    /// Routes a request and calls what it names; the routed service and endpoint
+    /// ride along for the access log.
+    async fn route_and_call(
+        &self,
+        parts: &http::request::Parts,
+        body: hyper::body::Incoming,
+        request_id: &str,
+    ) -> Result<(http::Response<Body>, Option<(String, String)>), Error> {
+        let path = parts.uri.path();
+        if parts.method == HttpMethod::OPTIONS
+            && self.inner.options.cors
+            && parts
+                .headers
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            return Ok((preflight(&parts.headers), None));
+        }
+        if path == "/routes" && parts.method == HttpMethod::GET {
+            let json = serde_json::to_vec_pretty(&self.routes())
+                .map_err(|e| Error::internal(ID, e.to_string()))?;
+            return Ok((json_response(StatusCode::OK, json), None));
+        }
+        let body = read_body(body, self.inner.options.max_body_size).await?;
+        if self.inner.options.handler == Handler::Event {
+            return self
+                .publish(path, &parts.headers, body)
+                .await
+                .map(|r| (r, None));
+        }
+        let (entry, method) = self.find(path).await?;
+        if !entry.has_nodes() {
+            return Err(Error::unavailable(
+                ID,
+                format!("service `{}` has no nodes in the registry", entry.name),
+            ));
+        }
+        if method.client_streaming {
+            return Err(Error::new(
+                ID,
+                501,
+                format!(
+                    "`{}` streams its requests: HTTP requests cannot call it",
+                    method.endpoint
+                ),
+            ));
+        }
+        let options = self.call_options(&parts.headers, request_id)?;
+        let routed = Some((entry.name.clone(), method.endpoint.clone()));
+        let response = self
+            .call(&entry.name, &method, parts.uri.query(), body, options)
+            .await?;
+        Ok((response, routed))
+    }
+
+    /// The service and method a path names: go-micro's rule, then the gRPC path.
+    /// A service the table does not know yet is read from the registry at once.
+    async fn find(&self, path: &str) -> Result<(Arc<Entry>, Method), Error> {
+        let registry_error =
+            |e: rmicro::registry::RegistryError| Error::unavailable(ID, e.to_string());
+        let mut tried = Vec::new();
+        if let Some(resolved) = resolver::resolve(path, &self.inner.options.namespace) {
+            let entry = match self.table().services.get(&resolved.service).cloned() {
+                Some(entry) => Some(entry),
+                None => self.load(&resolved.service).await.map_err(registry_error)?,
+            };
+            match entry {
+                Some(entry) => {
+                    if let Some(method) = entry.by_endpoint(&resolved.endpoint) {
+                        let method = method.clone();
+                        return Ok((entry, method));
+                    }
+                    tried.push(format!(
+                        "service `{}` has no endpoint `{}`",
+                        resolved.service, resolved.endpoint
+                    ));
+                }
+                None => tried.push(format!(
+                    "no service `{}` in the registry (for endpoint `{}`)",
+                    resolved.service, resolved.endpoint
+                )),
+            }
+        }
+        if let Some((entry, method)) = self.table().by_grpc_path(path) {
+            return Ok((entry.clone(), method.clone()));
+        }
+        if path.trim_start_matches('/').contains('.') {
+            // Perhaps a service that registered since the table was read.
+            let _ = self.refresh().await;
+            if let Some((entry, method)) = self.table().by_grpc_path(path) {
+                return Ok((entry.clone(), method.clone()));
+            }
+            tried.push("no service in the registry serves that gRPC path".to_owned());
+        }
+        if tried.is_empty() {
+            tried.push("it is neither a go-micro path nor a gRPC path".to_owned());
+        }
+        Err(Error::not_found(
+            ID,
+            format!("no route for `{path}`: {}", tried.join("; ")),
+        ))
+    }
+
+    /// The call's options: its deadline and the metadata the headers carry.
+    fn call_options(&self, headers: &HeaderMap, request_id: &str) -> Result<CallOptions, Error> {
+        let timeout = request_timeout(headers)?.unwrap_or(self.inner.options.timeout);
+        let mut options = CallOptions::new().timeout(timeout);
+        for (name, value) in headers {
+            let name = name.as_str();
+            let Ok(value) = value.to_str() else { continue };
+            if let Some(key) = name.strip_prefix("grpc-metadata-") {
+                options = options.metadata(key, value);
+            } else if forwarded(name) {
+                options = options.metadata(name, value);
+            }
+        }
+        Ok(options.metadata("x-request-id", request_id))
+    }
+
+    /// Calls `method` with the request the body and query make.
+    async fn call(
+        &self,
+        service: &str,
+        method: &Method,
+        query: Option<&str>,
+        body: Bytes,
+        options: CallOptions,
+    ) -> Result<http::Response<Body>, Error> {
+        let client = &self.inner.client;
+        let Some((input, output)) = &method.types else {
+            // No descriptors: rmicro's JSON codec carries the body as it is.
+            if query.is_some_and(|q| !q.is_empty()) {
+                return Err(transcode::bad_request(format!(
+                    "`{service}` gave no descriptors (server reflection), so query parameters cannot be mapped; send the fields in the body"
+                )));
+            }
+            let text = std::str::from_utf8(&body)
+                .map_err(|_| transcode::bad_request("the request body is not UTF-8".to_owned()))?;
+            let text = if text.trim().is_empty() { "{}" } else { text };
+            let reply = client
+                .call_json(service, &method.endpoint, text, options)
+                .await?;
+            let json =
+                serde_json::to_vec(&reply).map_err(|e| Error::internal(ID, e.to_string()))?;
+            return Ok(json_response(StatusCode::OK, json));
+        };
+        let mut object = transcode::body_object(&body)?;
+        for (name, value) in form_urlencoded(query.unwrap_or_default()) {
+            transcode::set_text(&mut object, input, &name, &value)?;
+        }
+        let request = transcode::encode(input, object)?;
+        if method.server_streaming {
+            let replies = client
+                .server_streaming_bytes(service, &method.grpc_path, &method.endpoint, request)?
+                .options(options)
+                .await?;
+            return Ok(ndjson(replies, output.clone()));
+        }
+        let reply = client
+            .unary_bytes(service, &method.grpc_path, &method.endpoint, request)?
+            .options(options)
+            .await?;
+        if transcode::is_empty(output) {
+            let mut response = http::Response::new(Body::from(Bytes::new()));
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            return Ok(response);
+        }
+        Ok(json_response(
+            StatusCode::OK,
+            transcode::reply_json(output, &reply.0)?,
+        ))
+    }
+
+    /// The `event` handler: the body to `<namespace>.<first segment>`.
+    async fn publish(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<http::Response<Body>, Error> {
+        let Some(broker) = &self.inner.broker else {
+            return Err(Error::unavailable(
+                ID,
+                "the event handler has no broker".to_owned(),
+            ));
+        };
+        let segment = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                transcode::bad_request("an event needs a topic: POST /<topic>".to_owned())
+            })?;
+        let namespace = self.inner.options.namespace.trim_end_matches('.');
+        let topic = if namespace.is_empty() {
+            segment.to_owned()
+        } else {
+            format!("{namespace}.{segment}")
+        };
+        let mut message = rmicro::broker::Message::new(body);
+        for (name, value) in headers {
+            if forwarded(name.as_str())
+                && let Ok(value) = value.to_str()
+            {
+                message
+                    .headers
+                    .insert(name.as_str().to_owned(), value.to_owned());
+            }
+        }
+        broker
+            .publish(&topic, message)
+            .await
+            .map_err(|e| Error::unavailable(ID, format!("cannot publish to `{topic}`: {e}")))?;
+        let mut response = json_response(
+            StatusCode::ACCEPTED,
+            serde_json::to_vec(&serde_json::json!({ "topic": topic }))
+                .map_err(|e| Error::internal(ID, e.to_string()))?,
+        );
+        *response.status_mut() = StatusCode::ACCEPTED;
+        Ok(response)
+    }
+}
+
+/// A `Gateway` shared before it was finished building: a programming error.
+fn unreachable_shared() -> ! {
+    panic!("Gateway::with_broker is called while building, before the gateway is cloned")
+}
+
+/// Whether two sets of records describe the same servers (versions and
+/// endpoints), so the descriptors asked of them still hold.
+fn same_services(a: &[rmicro::registry::Service], b: &[rmicro::registry::Service]) -> bool {
+    let shape = |records: &[rmicro::registry::Service]| {
+        let mut shape: Vec<_> = records
+            .iter()
+            .map(|r| (r.version.clone(), r.endpoints.clone()))
+            .collect();
+        shape.sort_by(|x, y| x.0.cmp(&y.0));
+        shape
+    };
+    shape(a) == shape(b)
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with 413.
+async fn read_body(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, Error> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::new(
+            ID,
+            413,
+            format!("the request body is over the limit of {limit} bytes (--max-body-size)"),
+        )),
+        Err(e) => Err(transcode::bad_request(format!(
+            "the request body could not be read: {e}"
+        ))),
+    }
+}
+
+/// The deadline a request asks for: `Grpc-Timeout` (gRPC's `5S`, `100m`) or
+/// `Timeout` (`5s`, `250ms`, or seconds).
+fn request_timeout(headers: &HeaderMap) -> Result<Option<Duration>, Error> {
+    if let Some(value) = headers.get("grpc-timeout") {
+        return value
+            .to_str()
+            .ok()
+            .and_then(rmicro::transport::parse_grpc_timeout)
+            .map(Some)
+            .ok_or_else(|| {
+                transcode::bad_request(
+                    "`Grpc-Timeout` is not a gRPC timeout (`5S`, `100m`)".to_owned(),
+                )
+            });
+    }
+    if let Some(value) = headers.get("timeout") {
+        let text = value.to_str().unwrap_or_default();
+        return rmicro::cmd::parse_duration(text)
+            .map(Some)
+            .map_err(|e| transcode::bad_request(format!("`Timeout`: {e}")));
+    }
+    Ok(None)
+}
+
+/// Whether an HTTP header travels on as call metadata: all but the connection's
+/// own and those gRPC reserves.
+fn forwarded(name: &str) -> bool {
+    !matches!(
+        name,
+        "host"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+            | "trailer"
+            | "content-length"
+            | "content-type"
+            | "accept-encoding"
+            | "http2-settings"
+            | "timeout"
+            | "x-request-id"
+            | "origin"
+            | "access-control-request-method"
+            | "access-control-request-headers"
+    ) && !name.starts_with("grpc-")
+}
+
+/// The query's `name=value` pairs, decoded.
+fn form_urlencoded(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode_component(name), decode_component(value))
+        })
+        .collect()
+}
+
+/// `%xx` and `+` decoded; invalid escapes kept as they are.
+fn decode_component(text: &str) -> String {
+    let spaced = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The answer to a CORS preflight: what may be sent, without calling anyone.
+fn preflight(request: &HeaderMap) -> http::Response<Body> {
+    let mut response = http::Response::new(Body::from(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"),
+    );
+    let allowed = request
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("Content-Type, Authorization"));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allowed);
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    response
+}
+
+/// The origin echoed, as micro v3 does.
+fn cors_headers(headers: &mut HeaderMap, origin: HeaderValue) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+fn json_response(status: StatusCode, json: Vec<u8>) -> http::Response<Body> {
+    let mut response = http::Response::new(Body::from(Bytes::from(json)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The HTTP status of an error: the table in the module docs.
+fn http_status(error: &Error) -> StatusCode {
+    let code = match error.code {
+        // rmicro spells a gRPC DEADLINE_EXCEEDED 408 and FAILED_PRECONDITION 412;
+        // at the HTTP edge they are 504 and 400, as grpc-gateway answers.
+        408 => 504,
+        412 => 400,
+        code => code,
+    };
+    StatusCode::from_u16(code)
+        .ok()
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// An error as go-micro's JSON, `{"id","code","detail","status"}`.
+fn error_response(error: &Error) -> http::Response<Body> {
+    let status = http_status(error);
+    let json = serde_json::to_vec(&serde_json::json!({
+        "id": error.id,
+        "code": status.as_u16(),
+        "detail": error.detail,
+        "status": status.canonical_reason().unwrap_or(&error.status),
+    }))
+    .unwrap_or_default();
+    json_response(status, json)
+}
+
+/// A server stream as newline-delimited JSON, each reply a line as it arrives.
+fn ndjson(
+    replies: rmicro::client::ResponseStream<rmicro::codec::RawMessage>,
+    output: prost_reflect::MessageDescriptor,
+) -> http::Response<Body> {
+    use futures_util::StreamExt as _;
+    let lines = replies.scan(false, move |failed, reply| {
+        if *failed {
+            return std::future::ready(None);
+        }
+        let line = match reply.and_then(|r| transcode::reply_json(&output, &r.0)) {
+            Ok(mut json) => {
+                json.push(b'\n');
+                json
+            }
+            Err(e) => {
+                *failed = true;
+                let mut json = serde_json::to_vec(&serde_json::json!({ "error": {
+                    "id": e.id,
+                    "code": http_status(&e).as_u16(),
+                    "detail": e.detail,
+                    "status": e.status,
+                }}))
+                .unwrap_or_default();
+                json.push(b'\n');
+                json
+            }
+        };
+        std::future::ready(Some(Ok::<_, std::convert::Infallible>(
+            http_body::Frame::data(Bytes::from(line)),
+        )))
+    });
+    let mut response = http::Response::new(Body::new(http_body_util::StreamBody::new(lines)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    response
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_codes_map_to_http_statuses_as_the_table_says() {
+        use rmicro::Code;
+        for (code, status) in [
+            (Code::InvalidArgument, 400),
+            (Code::FailedPrecondition, 400),
+            (Code::OutOfRange, 400),
+            (Code::Unauthenticated, 401),
+            (Code::PermissionDenied, 403),
+            (Code::NotFound, 404),
+            (Code::AlreadyExists, 409),
+            (Code::Aborted, 409),
+            (Code::ResourceExhausted, 429),
+            (Code::Cancelled, 499),
+            (Code::Unimplemented, 501),
+            (Code::Unavailable, 503),
+            (Code::DeadlineExceeded, 504),
+            (Code::Internal, 500),
+            (Code::Unknown, 500),
+            (Code::DataLoss, 500),
+        ] {
+            let error = Error::from_grpc(code, "x", None, "svc");
+            assert_eq!(http_status(&error).as_u16(), status, "{code:?}");
+        }
+        // An rmicro error's own code wins.
+        assert_eq!(http_status(&Error::new("svc", 418, "teapot")).as_u16(), 418);
+        assert_eq!(http_status(&Error::new("svc", 200, "odd")).as_u16(), 500);
+    }
+
+    #[test]
+    fn queries_decode_and_headers_forward_but_hop_by_hop_ones() {
+        assert_eq!(
+            form_urlencoded("name=a+b&x=%C3%A9&flag&=v"),
+            vec![
+                ("name".into(), "a b".into()),
+                ("x".into(), "é".into()),
+                ("flag".into(), "".into()),
+                ("".into(), "v".into())
+            ]
+        );
+        assert!(forwarded("authorization"));
+        assert!(forwarded("x-user"));
+        for name in ["host", "connection", "content-length", "grpc-timeout", "te"] {
+            assert!(!forwarded(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn timeouts_from_headers() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(request_timeout(&headers).unwrap(), None);
+        headers.insert("timeout", HeaderValue::from_static("250ms"));
+        assert_eq!(
+            request_timeout(&headers).unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        headers.insert("grpc-timeout", HeaderValue::from_static("2S"));
+        assert_eq!(
+            request_timeout(&headers).unwrap(),
+            Some(Duration::from_secs(2))
+        );
+        headers.insert("grpc-timeout", HeaderValue::from_static("soon"));
+        assert_eq!(request_timeout(&headers).unwrap_err().code, 400);
+    }
+}

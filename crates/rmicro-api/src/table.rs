@@ -1,0 +1,242 @@
+//! The route table: every service in the registry, the methods its descriptors
+//! name, and the HTTP paths that reach them, kept current from the registry watch.
+
+use crate::resolver;
+use prost_reflect::MessageDescriptor;
+use rmicro::registry;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// How a route was found, in precedence order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteKind {
+    /// go-micro's path rule (`/greeter/say-hello` → `greeter`, `Greeter.SayHello`).
+    MicroPath,
+    /// The gRPC path with a JSON body (`POST /greeter.v1.Greeter/SayHello`).
+    GrpcPath,
+}
+
+/// One route, as `--print-routes` prints it and `GET /routes` serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    /// The HTTP method (`POST`; `*` for any).
+    pub method: String,
+    /// The HTTP path.
+    pub path: String,
+    /// The service's registry name.
+    pub service: String,
+    /// The endpoint, `Service.Method` as go-micro names it.
+    pub endpoint: String,
+    /// The gRPC path called (`/greeter.v1.Greeter/SayHello`).
+    pub grpc_path: String,
+    /// Which rule made the route.
+    pub rule: RouteKind,
+    /// `unary`, `server-streaming`, `client-streaming` or `bidi-streaming`.
+    pub kind: &'static str,
+    /// The handler that serves it (`rpc`).
+    pub handler: &'static str,
+}
+
+/// A method of a service, from its descriptors or, failing those, its registry
+/// record.
+#[derive(Debug, Clone)]
+pub(crate) struct Method {
+    /// `Greeter.SayHello`.
+    pub(crate) endpoint: String,
+    /// `/greeter.v1.Greeter/SayHello`, or `/Greeter/SayHello` (rmicro's short
+    /// path) when only the registry record is known.
+    pub(crate) grpc_path: String,
+    /// The request and reply types, when the descriptors are known; without
+    /// them the call goes out with rmicro's JSON codec.
+    pub(crate) types: Option<(MessageDescriptor, MessageDescriptor)>,
+    pub(crate) client_streaming: bool,
+    pub(crate) server_streaming: bool,
+}
+
+impl Method {
+    /// The gRPC kind, as routes show it.
+    pub(crate) fn kind(&self) -> &'static str {
+        match (self.client_streaming, self.server_streaming) {
+            (false, false) => "unary",
+            (false, true) => "server-streaming",
+            (true, false) => "client-streaming",
+            (true, true) => "bidi-streaming",
+        }
+    }
+}
+
+/// One service: its registry records and its methods.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) name: String,
+    pub(crate) records: Vec<registry::Service>,
+    pub(crate) methods: Vec<Method>,
+    /// Why the descriptors could not be had, if they could not.
+    pub(crate) descriptors_error: Option<String>,
+}
+
+impl Entry {
+    /// The entry of `name` from its records and, when reflection answered, its
+    /// descriptors.
+    pub(crate) fn new(
+        name: &str,
+        records: Vec<registry::Service>,
+        pool: Result<prost_reflect::DescriptorPool, rmicro::Error>,
+    ) -> Entry {
+        let (methods, descriptors_error) = match pool {
+            Ok(pool) => (methods_of(&pool), None),
+            Err(e) => (methods_of_records(&records), Some(e.detail)),
+        };
+        Entry {
+            name: name.to_owned(),
+            records,
+            methods,
+            descriptors_error,
+        }
+    }
+
+    /// Whether any record has a node to call.
+    pub(crate) fn has_nodes(&self) -> bool {
+        self.records.iter().any(|r| !r.nodes.is_empty())
+    }
+
+    /// The method go-micro's `Receiver.Method` names: the receiver is the gRPC
+    /// service's short name (`Greeter`), case-insensitively as go-micro's rule
+    /// capitalises path segments.
+    pub(crate) fn by_endpoint(&self, endpoint: &str) -> Option<&Method> {
+        self.methods
+            .iter()
+            .find(|m| m.endpoint == endpoint)
+            .or_else(|| {
+                self.methods
+                    .iter()
+                    .find(|m| m.endpoint.eq_ignore_ascii_case(endpoint))
+            })
+    }
+}
+
+/// Every method of every application service in `pool`.
+fn methods_of(pool: &prost_reflect::DescriptorPool) -> Vec<Method> {
+    let mut methods = Vec::new();
+    for service in pool.services() {
+        if crate::reflection::is_infrastructure(service.full_name()) {
+            continue;
+        }
+        for method in service.methods() {
+            methods.push(Method {
+                endpoint: format!("{}.{}", service.name(), method.name()),
+                grpc_path: format!("/{}/{}", service.full_name(), method.name()),
+                types: Some((method.input(), method.output())),
+                client_streaming: method.is_client_streaming(),
+                server_streaming: method.is_server_streaming(),
+            });
+        }
+    }
+    methods
+}
+
+/// The methods a registry record lists (go-micro's `Service.Method` names), for a
+/// server that does not answer reflection; rmicro servers take their short paths.
+fn methods_of_records(records: &[registry::Service]) -> Vec<Method> {
+    let mut seen = BTreeMap::new();
+    for endpoint in records.iter().flat_map(|r| &r.endpoints) {
+        // Subscribers are listed as endpoints too; they are not callable.
+        if endpoint.metadata.contains_key("subscriber") {
+            continue;
+        }
+        let Some((service, method)) = endpoint.name.rsplit_once('.') else {
+            continue;
+        };
+        let stream = endpoint.metadata.get("stream").is_some_and(|s| s == "true");
+        seen.entry(endpoint.name.clone()).or_insert_with(|| Method {
+            endpoint: endpoint.name.clone(),
+            grpc_path: format!("/{service}/{method}"),
+            types: None,
+            // The record says only "stream": treat it as server streaming, the
+            // kind HTTP can carry.
+            client_streaming: false,
+            server_streaming: stream,
+        });
+    }
+    seen.into_values().collect()
+}
+
+/// Every service the gateway knows, and the gRPC service names that reach them.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Table {
+    pub(crate) services: BTreeMap<String, Arc<Entry>>,
+    /// `greeter.v1.Greeter` → the registry name serving it.
+    pub(crate) by_grpc: HashMap<String, String>,
+}
+
+impl Table {
+    /// The table with `entry` in place of its service's old one.
+    pub(crate) fn with(&self, entry: Entry) -> Table {
+        let mut next = self.without(&entry.name);
+        for method in &entry.methods {
+            if let Some(grpc_service) = grpc_service(&method.grpc_path) {
+                next.by_grpc
+                    .entry(grpc_service.to_owned())
+                    .or_insert_with(|| entry.name.clone());
+            }
+        }
+        next.services.insert(entry.name.clone(), Arc::new(entry));
+        next
+    }
+
+    /// The table without service `name`.
+    pub(crate) fn without(&self, name: &str) -> Table {
+        let mut next = self.clone();
+        next.services.remove(name);
+        next.by_grpc.retain(|_, service| service != name);
+        next
+    }
+
+    /// The method a gRPC path (`/greeter.v1.Greeter/SayHello`) names, and its
+    /// service.
+    pub(crate) fn by_grpc_path(&self, path: &str) -> Option<(&Arc<Entry>, &Method)> {
+        let grpc_service = grpc_service(path)?;
+        let entry = self.services.get(self.by_grpc.get(grpc_service)?)?;
+        let method = entry.methods.iter().find(|m| m.grpc_path == path)?;
+        Some((entry, method))
+    }
+
+    /// Every route, in precedence order within each service.
+    pub(crate) fn routes(&self, namespace: &str, handler: &'static str) -> Vec<Route> {
+        let mut routes = Vec::new();
+        for entry in self.services.values() {
+            for method in &entry.methods {
+                let route = |path: String, rule| Route {
+                    method: "POST".to_owned(),
+                    path,
+                    service: entry.name.clone(),
+                    endpoint: method.endpoint.clone(),
+                    grpc_path: method.grpc_path.clone(),
+                    rule,
+                    kind: method.kind(),
+                    handler,
+                };
+                if let Some(path) = resolver::path_for(&entry.name, &method.endpoint, namespace) {
+                    routes.push(Route {
+                        method: "*".to_owned(),
+                        ..route(path, RouteKind::MicroPath)
+                    });
+                }
+                // The short path of a record-only method is not a gRPC path anyone
+                // outside rmicro would write; the full one is always a route.
+                if method.types.is_some() {
+                    routes.push(route(method.grpc_path.clone(), RouteKind::GrpcPath));
+                }
+            }
+        }
+        routes
+    }
+}
+
+/// `greeter.v1.Greeter` of `/greeter.v1.Greeter/SayHello`.
+fn grpc_service(path: &str) -> Option<&str> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    (!service.is_empty() && !method.is_empty() && !method.contains('/')).then_some(service)
+}

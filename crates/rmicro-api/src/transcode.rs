@@ -1,0 +1,292 @@
+//! HTTP → protobuf and back: a JSON body, query parameters and path parameters
+//! become one request message by the proto3 JSON mapping; a reply becomes JSON.
+
+use bytes::Bytes;
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, SerializeOptions};
+use rmicro::Error;
+use serde::de::DeserializeSeed as _;
+use serde_json::{Map, Value};
+
+/// A 400 naming what is wrong with the request.
+pub(crate) fn bad_request(detail: String) -> Error {
+    Error::bad_request(crate::ID, detail)
+}
+
+/// The request body as a JSON object (`{}` when empty); anything else is a 400.
+pub(crate) fn body_object(body: &[u8]) -> Result<Map<String, Value>, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(bad_request(format!(
+            "the request body must be a JSON object, not {}",
+            kind_of(&other)
+        ))),
+        Err(e) => Err(bad_request(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The field of `message` a JSON or query name means: its JSON name
+/// (`userName`) or its proto name (`user_name`).
+fn field(message: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
+    message
+        .get_field_by_json_name(name)
+        .or_else(|| message.get_field_by_name(name))
+}
+
+/// Sets the dotted `name` (`user.first_name`) to the text `value` in `object`,
+/// typed by `message`'s descriptor: a query or path parameter. Repeated fields
+/// collect every value given; an unknown name is a 400 naming it.
+pub(crate) fn set_text(
+    object: &mut Map<String, Value>,
+    message: &MessageDescriptor,
+    name: &str,
+    value: &str,
+) -> Result<(), Error> {
+    let mut parts = name.split('.').peekable();
+    let mut object = object;
+    let mut message = message.clone();
+    while let Some(part) = parts.next() {
+        let field = field(&message, part).ok_or_else(|| {
+            bad_request(format!(
+                "`{name}`: `{}` has no field `{part}`",
+                message.full_name()
+            ))
+        })?;
+        let key = field.json_name().to_owned();
+        if parts.peek().is_none() {
+            let typed =
+                typed(&field, value).map_err(|why| bad_request(format!("`{name}`: {why}")))?;
+            if field.is_list() {
+                match object
+                    .entry(key)
+                    .or_insert_with(|| Value::Array(Vec::new()))
+                {
+                    Value::Array(items) => items.push(typed),
+                    other => *other = Value::Array(vec![typed]),
+                }
+            } else {
+                object.insert(key, typed);
+            }
+            return Ok(());
+        }
+        let Kind::Message(inner) = field.kind() else {
+            return Err(bad_request(format!(
+                "`{name}`: `{part}` is not a message, it has no fields"
+            )));
+        };
+        let slot = object
+            .entry(key)
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !slot.is_object() {
+            *slot = Value::Object(Map::new());
+        }
+        object = match slot {
+            Value::Object(map) => map,
+            _ => unreachable!("made an object above"),
+        };
+        message = inner;
+    }
+    Ok(())
+}
+
+/// A parameter's text as the JSON value its field takes.
+fn typed(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
+    Ok(match field.kind() {
+        Kind::Bool => Value::Bool(match text {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => return Err(format!("`{text}` is not a boolean")),
+        }),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Value::from(
+            text.parse::<i32>()
+                .map_err(|_| format!("`{text}` is not an int32"))?,
+        ),
+        Kind::Uint32 | Kind::Fixed32 => Value::from(
+            text.parse::<u32>()
+                .map_err(|_| format!("`{text}` is not a uint32"))?,
+        ),
+        Kind::Float | Kind::Double => match text.parse::<f64>() {
+            Ok(n) if n.is_finite() => Value::from(n),
+            // "NaN", "Infinity": proto3 JSON spells them as strings.
+            _ => Value::String(text.to_owned()),
+        },
+        // 64-bit integers, enums (by name or number), strings, bytes (base64) and
+        // the well-known wrapper types take strings in proto3 JSON.
+        _ => Value::String(text.to_owned()),
+    })
+}
+
+/// Encodes `object` as a `message`; a field of the wrong type or an unknown field
+/// is a 400 naming it by its path (`user.age`).
+pub(crate) fn encode(
+    message: &MessageDescriptor,
+    object: Map<String, Value>,
+) -> Result<Bytes, Error> {
+    let value = Value::Object(object);
+    let mut track = serde_path_to_error::Track::new();
+    let decoded = message
+        .clone()
+        .deserialize(serde_path_to_error::Deserializer::new(&value, &mut track))
+        .map_err(|e| {
+            let path = track.path().to_string();
+            if path.is_empty() || path == "." {
+                bad_request(format!(
+                    "the request is not a `{}`: {e}",
+                    message.full_name()
+                ))
+            } else {
+                bad_request(format!("field `{path}` of `{}`: {e}", message.full_name()))
+            }
+        })?;
+    Ok(Bytes::from(decoded.encode_to_vec()))
+}
+
+/// Whether a reply of this type has nothing to say (`google.protobuf.Empty` or any
+/// message with no fields): the gateway answers 204.
+pub(crate) fn is_empty(message: &MessageDescriptor) -> bool {
+    message.fields().len() == 0
+}
+
+/// A reply as proto3 JSON, every field shown (defaults too), as rmicro's JSON codec
+/// writes it; bytes that do not decode are a 502.
+pub(crate) fn reply_json(message: &MessageDescriptor, bytes: &[u8]) -> Result<Vec<u8>, Error> {
+    let decoded = DynamicMessage::decode(message.clone(), bytes).map_err(|e| {
+        Error::new(
+            crate::ID,
+            502,
+            format!("the reply is not a valid `{}`: {e}", message.full_name()),
+        )
+    })?;
+    let mut out = Vec::with_capacity(bytes.len() * 2 + 2);
+    let options = SerializeOptions::new().skip_default_fields(false);
+    decoded
+        .serialize_with_options(&mut serde_json::Serializer::new(&mut out), &options)
+        .map_err(|e| Error::internal(crate::ID, format!("cannot write the reply as JSON: {e}")))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> prost_reflect::DescriptorPool {
+        use prost_types::field_descriptor_proto::{Label, Type};
+        use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto};
+        let f = |name: &str, number: i32, kind: Type, label: Label, type_name: Option<&str>| {
+            FieldDescriptorProto {
+                name: Some(name.to_owned()),
+                number: Some(number),
+                r#type: Some(kind as i32),
+                label: Some(label as i32),
+                type_name: type_name.map(str::to_owned),
+                json_name: None,
+                ..Default::default()
+            }
+        };
+        let file = FileDescriptorProto {
+            name: Some("t.proto".into()),
+            package: Some("t".into()),
+            syntax: Some("proto3".into()),
+            message_type: vec![
+                DescriptorProto {
+                    name: Some("Req".into()),
+                    field: vec![
+                        f("user_name", 1, Type::String, Label::Optional, None),
+                        f("count", 2, Type::Int32, Label::Optional, None),
+                        f("tags", 3, Type::String, Label::Repeated, None),
+                        f("inner", 4, Type::Message, Label::Optional, Some(".t.Inner")),
+                        f("big", 5, Type::Int64, Label::Optional, None),
+                        f("ok", 6, Type::Bool, Label::Optional, None),
+                    ],
+                    ..Default::default()
+                },
+                DescriptorProto {
+                    name: Some("Inner".into()),
+                    field: vec![f("age", 1, Type::Uint32, Label::Optional, None)],
+                    ..Default::default()
+                },
+                DescriptorProto {
+                    name: Some("Nothing".into()),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let mut pool = prost_reflect::DescriptorPool::new();
+        pool.add_file_descriptor_proto(file).expect("a valid file");
+        pool
+    }
+
+    #[test]
+    fn body_query_and_path_make_one_message() {
+        let pool = pool();
+        let req = pool.get_message_by_name("t.Req").unwrap();
+        let mut object = body_object(br#"{"userName": "ann"}"#).unwrap();
+        set_text(&mut object, &req, "count", "3").unwrap();
+        set_text(&mut object, &req, "tags", "a").unwrap();
+        set_text(&mut object, &req, "tags", "b").unwrap();
+        set_text(&mut object, &req, "inner.age", "41").unwrap();
+        set_text(&mut object, &req, "big", "9007199254740993").unwrap();
+        set_text(&mut object, &req, "ok", "true").unwrap();
+        let bytes = encode(&req, object).unwrap();
+        let json: Value = serde_json::from_slice(&reply_json(&req, &bytes).unwrap()).unwrap();
+        assert_eq!(json["userName"], "ann");
+        assert_eq!(json["count"], 3);
+        assert_eq!(json["tags"], serde_json::json!(["a", "b"]));
+        assert_eq!(json["inner"]["age"], 41);
+        assert_eq!(json["big"], "9007199254740993");
+        assert_eq!(json["ok"], true);
+    }
+
+    #[test]
+    fn wrong_input_names_the_field() {
+        let pool = pool();
+        let req = pool.get_message_by_name("t.Req").unwrap();
+        let err = encode(&req, body_object(br#"{"count": "many"}"#).unwrap()).unwrap_err();
+        assert_eq!(err.code, 400);
+        assert!(err.detail.contains("`count`"), "{}", err.detail);
+        let err = encode(&req, body_object(br#"{"inner": {"age": -1}}"#).unwrap()).unwrap_err();
+        assert!(err.detail.contains("`inner.age`"), "{}", err.detail);
+        let err = encode(&req, body_object(br#"{"nmae": "x"}"#).unwrap()).unwrap_err();
+        assert!(err.detail.contains("nmae"), "{}", err.detail);
+        let err = set_text(&mut Map::new(), &req, "count", "x").unwrap_err();
+        assert!(
+            err.detail.contains("`count`: `x` is not an int32"),
+            "{}",
+            err.detail
+        );
+        let err = set_text(&mut Map::new(), &req, "inner.height", "1").unwrap_err();
+        assert!(
+            err.detail.contains("has no field `height`"),
+            "{}",
+            err.detail
+        );
+        for body in [&b"[1]"[..], b"\"x\"", b"{", b"{\"a\":1} junk"] {
+            assert_eq!(body_object(body).unwrap_err().code, 400);
+        }
+        assert!(body_object(b"  ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_message_without_fields_is_an_empty_reply() {
+        let pool = pool();
+        assert!(is_empty(&pool.get_message_by_name("t.Nothing").unwrap()));
+        assert!(!is_empty(&pool.get_message_by_name("t.Req").unwrap()));
+    }
+}
