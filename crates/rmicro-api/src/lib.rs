@@ -57,6 +57,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use table::{Entry, Method, Table};
 
+/// How often the whole route table is read again from the registry, besides
+/// following its watch.
+const RECONCILE: Duration = Duration::from_secs(30);
+
 /// The id of errors the gateway itself raises.
 const ID: &str = "rmicro.api";
 
@@ -250,26 +254,38 @@ impl Gateway {
         }
     }
 
-    /// Follows the registry: each change reloads the service it names.
+    /// Follows the registry: each change reloads the service it names, and every
+    /// [`RECONCILE`] the whole table is read again (a change the watch missed — a
+    /// node that came and went between two polls — does not stay wrong).
     async fn follow(self) {
+        use futures_util::StreamExt as _;
+        let mut reconcile = tokio::time::interval(RECONCILE);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        reconcile.tick().await;
         loop {
             match self.inner.registry.watch(None).await {
-                Ok(mut events) => {
-                    use futures_util::StreamExt as _;
-                    while let Some(event) = events.next().await {
-                        match event {
-                            Ok(event) => {
+                Ok(mut events) => loop {
+                    tokio::select! {
+                        event = events.next() => match event {
+                            Some(Ok(event)) => {
+                                tracing::debug!(service = %event.service.name, action = ?event.action, "registry change");
                                 if let Err(e) = self.load(&event.service.name).await {
                                     tracing::warn!(service = %event.service.name, error = %e, "cannot reload a service's routes");
                                 }
                             }
-                            Err(e) => {
+                            Some(Err(e)) => {
                                 tracing::warn!(error = %e, "the registry watch failed; watching again");
                                 break;
                             }
+                            None => break,
+                        },
+                        _ = reconcile.tick() => {
+                            if let Err(e) = self.refresh().await {
+                                tracing::warn!(error = %e, "cannot read the registry");
+                            }
                         }
                     }
-                }
+                },
                 Err(e) => tracing::warn!(error = %e, "cannot watch the registry; trying again"),
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -475,7 +491,9 @@ impl Gateway {
             let name = name.as_str();
             let Ok(value) = value.to_str() else { continue };
             if let Some(key) = name.strip_prefix("grpc-metadata-") {
-                options = options.metadata(key, value);
+                if !rmicro::metadata::is_reserved(key) {
+                    options = options.metadata(key, value);
+                }
             } else if forwarded(name) {
                 options = options.metadata(name, value);
             }
@@ -647,28 +665,24 @@ fn request_timeout(headers: &HeaderMap) -> Result<Option<Duration>, Error> {
 }
 
 /// Whether an HTTP header travels on as call metadata: all but the connection's
-/// own and those gRPC reserves.
+/// own, those gRPC reserves, and those the gateway itself reads.
 fn forwarded(name: &str) -> bool {
-    !matches!(
-        name,
-        "host"
-            | "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "upgrade"
-            | "te"
-            | "trailer"
-            | "content-length"
-            | "content-type"
-            | "accept-encoding"
-            | "http2-settings"
-            | "timeout"
-            | "x-request-id"
-            | "origin"
-            | "access-control-request-method"
-            | "access-control-request-headers"
-    ) && !name.starts_with("grpc-")
+    !rmicro::metadata::is_reserved(name)
+        && !matches!(
+            name,
+            "keep-alive"
+                | "proxy-connection"
+                | "transfer-encoding"
+                | "upgrade"
+                | "trailer"
+                | "accept-encoding"
+                | "http2-settings"
+                | "timeout"
+                | "x-request-id"
+                | "origin"
+                | "access-control-request-method"
+                | "access-control-request-headers"
+        )
 }
 
 /// The query's `name=value` pairs, decoded.

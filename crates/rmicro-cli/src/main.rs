@@ -11,6 +11,8 @@
 //! rmicro config watch mysql --config-source etcd://127.0.0.1:2379/micro/config
 //! rmicro publish user.created '{"id": 1}' --broker nats --broker-address nats://127.0.0.1:4222
 //! rmicro subscribe user.created --queue mailers --broker nats   # a JSON line per message
+//! rmicro api --address :8080            # HTTP/JSON gateway to every service in the registry
+//! rmicro api --print-routes             # the routes it would serve, then exit
 //! ```
 //!
 //! Every command honours `--registry NAME --registry-address ADDR` (env
@@ -102,6 +104,8 @@ enum Command {
         #[command(flatten)]
         broker: BrokerFlags,
     },
+    /// Serve an HTTP/JSON gateway in front of every service in the registry.
+    Api(ApiFlags),
     /// Check a service's gRPC health (`grpc.health.v1`); exit 0 only if SERVING.
     Health {
         /// The gRPC service to check (`greeter.v1.Greeter`); empty for the whole server.
@@ -110,6 +114,119 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+}
+
+#[derive(clap::Args)]
+struct ApiFlags {
+    /// Where to listen, `HOST:PORT` (`:8080` for every interface).
+    #[arg(
+        long = "address",
+        id = "api_address",
+        env = "MICRO_API_ADDRESS",
+        default_value = ":8080"
+    )]
+    address: String,
+    /// What answers requests: `rpc` (JSON to the endpoint and back) or `event`
+    /// (the body published to `<namespace>.<first path segment>`, 202).
+    #[arg(long, env = "MICRO_API_HANDLER", default_value = "rpc", value_parser = ["rpc", "event"])]
+    handler: String,
+    /// Put in front of the service names go-micro's path rule finds (`go.micro.api`).
+    #[arg(long, env = "MICRO_API_NAMESPACE", default_value = "")]
+    namespace: String,
+    /// Refuse request bodies over this many bytes with 413.
+    #[arg(long, env = "MICRO_API_MAX_BODY_SIZE", default_value_t = 4 << 20)]
+    max_body_size: usize,
+    /// How long a call may take, unless the request's `Timeout` or `Grpc-Timeout` says.
+    #[arg(long, env = "MICRO_API_TIMEOUT", default_value = "5s", value_parser = rmicro::cmd::parse_duration)]
+    timeout: Duration,
+    /// Answer CORS preflights and echo the request's origin (`--enable-cors=false` to stop).
+    #[arg(long, env = "MICRO_API_ENABLE_CORS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    enable_cors: bool,
+    /// Print the routes of the services in the registry (a table, or JSON with
+    /// `--output json`) and exit.
+    #[arg(long)]
+    print_routes: bool,
+    /// `text` or `json`, for --print-routes.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    output: String,
+    /// Log level or filter (`info`, `rmicro_api=debug`).
+    #[arg(long, env = "MICRO_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Log format: `text`, `pretty`, `json` or `ecs`.
+    #[arg(long, env = "MICRO_LOG_FORMAT", default_value = "", value_parser = ["", "text", "pretty", "json", "ecs"])]
+    log_format: String,
+    #[command(flatten)]
+    broker: BrokerFlags,
+}
+
+/// `:8080` → `0.0.0.0:8080`, as go-micro reads its addresses.
+fn listen_address(address: &str) -> String {
+    match address.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => address.to_owned(),
+    }
+}
+
+async fn api(flags: ApiFlags, registry: rmicro::registry::SharedRegistry) -> Result<(), Error> {
+    let bad = |detail: String| Error::bad_request("rmicro.cli", detail);
+    let options = rmicro_api::Options {
+        namespace: flags.namespace.clone(),
+        handler: rmicro_api::Handler::parse(&flags.handler).map_err(bad)?,
+        max_body_size: flags.max_body_size,
+        timeout: flags.timeout,
+        cors: flags.enable_cors,
+    };
+    let mut gateway = rmicro_api::Gateway::new(options, registry.clone());
+    if options_need_broker(&flags) {
+        gateway = gateway.with_broker(flags.broker.build(&registry)?);
+    }
+    if flags.print_routes {
+        gateway
+            .refresh()
+            .await
+            .map_err(|e| Error::unavailable("rmicro.cli", e.to_string()))?;
+        let routes = gateway.routes();
+        if flags.output == "json" {
+            let json = serde_json::to_string_pretty(&routes)
+                .map_err(|e| Error::internal("rmicro.cli", e.to_string()))?;
+            println!("{json}");
+        } else {
+            for r in &routes {
+                println!(
+                    "{:<6} {:<40} {} {}  ({}, {}, {:?})",
+                    r.method, r.path, r.service, r.endpoint, r.grpc_path, r.kind, r.rule
+                );
+            }
+        }
+        return Ok(());
+    }
+    let _ = rmicro::logging::install(
+        &flags.log_level,
+        &flags.log_format,
+        "rmicro-api",
+        env!("CARGO_PKG_VERSION"),
+    );
+    let address = listen_address(&flags.address);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|e| bad(format!("cannot listen on `{address}`: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::internal("rmicro.cli", e.to_string()))?;
+    // Tests and scripts read the port from this line.
+    println!(
+        "rmicro api listening on {bound} (registry {})",
+        registry.describe()
+    );
+    gateway
+        .serve(listener)
+        .await
+        .map_err(|e| Error::unavailable("rmicro.cli", format!("the gateway stopped: {e}")))
+}
+
+/// The event handler publishes; the others never touch the broker.
+fn options_need_broker(flags: &ApiFlags) -> bool {
+    flags.handler == "event"
 }
 
 #[derive(Subcommand)]
@@ -354,6 +471,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     let client = Client::with_selector(rmicro::client::ClientOptions::default(), selector);
     match cli.command {
         Command::Config { action } => config(action).await,
+        Command::Api(flags) => api(flags, registry.clone()).await,
         Command::Publish {
             topic,
             body,
@@ -486,5 +604,15 @@ async fn main() -> ExitCode {
             );
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        // clap's own checks (unique names, valid defaults), which otherwise run
+        // only when a debug build parses the subcommand.
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

@@ -14,8 +14,9 @@ pub struct Metadata {
     headers: HeaderMap,
 }
 
-/// Headers that belong to the protocol, never to the application.
-fn is_reserved(name: &str) -> bool {
+/// Whether a header (lower-case) belongs to the gRPC protocol, never to the
+/// application: such a key cannot be call metadata.
+pub fn is_reserved(name: &str) -> bool {
     name.starts_with("grpc-")
         || matches!(
             name,

@@ -36,6 +36,20 @@ pub(crate) struct Identity {
     pub(crate) node: String,
 }
 
+/// Installs the process's log subscriber (stderr) for a program that is not a
+/// [`Service`](crate::Service) — a gateway, a tool — with the same `level`
+/// directives and `format`s (`text`, `pretty`, `json`, `ecs`; empty picks by
+/// terminal) as a service's `--log-level` and `--log-format`; `name` and
+/// `version` fill the ECS `service.*` fields. A second call changes nothing.
+pub fn install(level: &str, format: &str, name: &str, version: &str) -> std::io::Result<()> {
+    let identity = Identity {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        node: format!("{name}-{}", std::process::id()),
+    };
+    init(level, format, &identity, None)
+}
+
 /// The log file's writer, when `--log-file` set one, for [`flush`].
 static FILE: std::sync::OnceLock<NonBlocking> = std::sync::OnceLock::new();
 

@@ -1,0 +1,549 @@
+//! `rmicro api`, the shipped binary, in front of a real rmicro greeter and a stock
+//! Python grpcio greeter (descriptors by its server reflection), driven by clients
+//! that are not ours: `curl` (HTTP/1.1 and h2c) and Python's `httpx`.
+
+use greeter::proto::GreeterServer;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills a child process when the test ends, however it ends.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The venv Python (grpcio, httpx) the test command makes; `None` (skipping, with
+/// a line saying so) outside CI when it is missing.
+fn python() -> Option<PathBuf> {
+    let Some(path) = std::env::var_os("RMICRO_PYTHON").map(PathBuf::from) else {
+        assert!(
+            !in_ci(),
+            "RMICRO_PYTHON is not set and CI=true (scripts/test sets it)"
+        );
+        eprintln!("SKIPPED: RMICRO_PYTHON is not set (scripts/test sets it to its venv)");
+        return None;
+    };
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        !in_ci(),
+        "RMICRO_PYTHON={} is missing and CI=true",
+        path.display()
+    );
+    eprintln!(
+        "SKIPPED: no Python venv at {} (run scripts/test)",
+        path.display()
+    );
+    None
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A fresh directory for a `local` registry the test's processes share.
+fn registry_dir(test: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let dir =
+        std::env::temp_dir().join(format!("rmicro-api-{test}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// An rmicro greeter named `name` registered in the local registry at `dir`.
+async fn greeter(name: &str, dir: &Path) -> (rmicro::Service, rmicro::server::RunningServer) {
+    let dir = dir.to_string_lossy().into_owned();
+    let service = rmicro::Service::builder(name)
+        .version("1.0.0")
+        .address("127.0.0.1:0")
+        .args([
+            name,
+            "--log-level",
+            "warn",
+            "--registry",
+            "local",
+            "--registry-address",
+            &dir,
+        ])
+        .handle(GreeterServer::new(greeter::Greeter))
+        .build()
+        .expect("valid flags");
+    let server = service.start().await.expect("the greeter starts");
+    (service, server)
+}
+
+/// The `rmicro api` binary on a free port over the registry at `dir`; its address.
+fn gateway(dir: &Path, extra: &[&str]) -> (Guard, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rmicro"))
+        .args([
+            "api",
+            "--address",
+            "127.0.0.1:0",
+            "--registry",
+            "local",
+            "--registry-address",
+        ])
+        .arg(dir)
+        .args(extra)
+        .env("MICRO_LOG_LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("rmicro api starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("rmicro api listening on ") {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+        }
+    });
+    let address = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("rmicro api prints its address");
+    (Guard(child), address)
+}
+
+/// What curl got: status, headers (lower-case names) and body.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `curl` with `args` against `url`.
+fn curl(args: &[&str], url: &str) -> Reply {
+    let out = Command::new("curl")
+        .args(["-s", "-S", "-i", "--max-time", "20"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    // A 100 Continue (large bodies) comes before the real head.
+    let text = text
+        .strip_prefix("HTTP/1.1 100 Continue\n\n")
+        .map(str::to_owned)
+        .unwrap_or(text);
+    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// Asserts `reply` is go-micro's error JSON with `status`, its detail naming `fragment`.
+fn expect_error(reply: &Reply, status: u16, fragment: &str) {
+    assert_eq!(reply.status, status, "{reply:?}");
+    let json = reply.json();
+    assert_eq!(json["code"], status, "{reply:?}");
+    let detail = json["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(fragment), "`{fragment}` not in {reply:?}");
+}
+
+fn post(url: &str, json: &str) -> Reply {
+    curl(
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            json,
+        ],
+        url,
+    )
+}
+
+/// Waits until `check` holds, failing after `limit`.
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("the blocking part ran")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_kind_and_error_row_through_the_binary() {
+    let dir = registry_dir("routes");
+    let (_service, _server) = greeter("greeter", &dir).await;
+    let (_gateway, address) = gateway(&dir, &["--max-body-size", "4096"]);
+    let base = format!("http://{address}");
+    blocking(move || {
+        // go-micro's rule, both spellings, and the gRPC path.
+        for path in [
+            "/greeter/say-hello",
+            "/greeter/sayHello",
+            "/greeter/greeter/say-hello",
+            "/greeter.v1.Greeter/SayHello",
+        ] {
+            let r = post(&format!("{base}{path}"), r#"{"name": "ann"}"#);
+            assert_eq!(r.status, 200, "{path}: {r:?}");
+            assert_eq!(r.json()["message"], "Hello ann", "{path}");
+            assert!(
+                r.header("x-request-id").is_some_and(|id| id.len() >= 32),
+                "{r:?}"
+            );
+        }
+        // Query parameters fill the request (a GET with no body), typed by field.
+        let r = curl(&[], &format!("{base}/greeter/say-hello?name=q+p"));
+        assert_eq!(
+            (r.status, r.json()["message"].as_str()),
+            (200, Some("Hello q p")),
+            "{r:?}"
+        );
+        // HTTP/2 without TLS.
+        let r = curl(
+            &[
+                "--http2-prior-knowledge",
+                "-X",
+                "POST",
+                "-d",
+                r#"{"name":"h2"}"#,
+            ],
+            &format!("{base}/greeter/say-hello"),
+        );
+        assert_eq!(
+            (r.status, r.json()["message"].as_str()),
+            (200, Some("Hello h2")),
+            "{r:?}"
+        );
+        // A request id given is kept.
+        let r = curl(
+            &["-H", "x-request-id: req-42"],
+            &format!("{base}/greeter/say-hello?name=id"),
+        );
+        assert_eq!(r.header("x-request-id"), Some("req-42"));
+
+        // Server streaming: one JSON line per reply.
+        let r = post(
+            &format!("{base}/greeter/say-hello-stream"),
+            r#"{"name": "s", "count": 3}"#,
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+        let lines: Vec<serde_json::Value> = r
+            .body
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
+        assert_eq!(messages, ["Hello s #1", "Hello s #2", "Hello s #3"]);
+
+        // Errors: go-micro's JSON with the HTTP status of the gRPC code.
+        let r = post(&format!("{base}/greeter/say-hello"), r#"{"name": ""}"#);
+        assert_eq!(r.status, 400, "{r:?}");
+        let e = r.json();
+        assert_eq!(e["code"], 400);
+        assert_eq!(e["status"], "Bad Request");
+        assert!(
+            e["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("name must not be empty"),
+            "{e}"
+        );
+        assert!(e["id"].is_string(), "{e}");
+        expect_error(
+            &post(&format!("{base}/greeter/say-hello"), r#"{"name": "#),
+            400,
+            "not valid JSON",
+        );
+        expect_error(
+            &post(
+                &format!("{base}/greeter/say-hello"),
+                r#"{"name": "x", "count": "many"}"#,
+            ),
+            400,
+            "`count`",
+        );
+        expect_error(
+            &curl(&[], &format!("{base}/greeter/say-hello?count=many")),
+            400,
+            "`count`",
+        );
+        expect_error(
+            &post(&format!("{base}/nosuch/thing"), "{}"),
+            404,
+            "no service `nosuch`",
+        );
+        expect_error(
+            &post(&format!("{base}/greeter/greeter/nope"), "{}"),
+            404,
+            "no endpoint `Greeter.Nope`",
+        );
+        let r = post(&format!("{base}/no.such.Service/Method"), "{}");
+        assert_eq!(r.status, 404, "{r:?}");
+        let big = format!(r#"{{"name": "{}"}}"#, "x".repeat(5000));
+        expect_error(
+            &post(&format!("{base}/greeter/say-hello"), &big),
+            413,
+            "4096",
+        );
+        // A timeout the request asks for: the handler gets the deadline.
+        let r = curl(
+            &["-H", "grpc-timeout: soon"],
+            &format!("{base}/greeter/say-hello?name=t"),
+        );
+        assert_eq!(r.status, 400, "{r:?}");
+
+        // CORS: a preflight is answered without a call, the origin echoed after.
+        let r = curl(
+            &[
+                "-X",
+                "OPTIONS",
+                "-H",
+                "origin: https://app.example",
+                "-H",
+                "access-control-request-method: POST",
+                "-H",
+                "access-control-request-headers: content-type",
+            ],
+            &format!("{base}/greeter/say-hello"),
+        );
+        assert_eq!(r.status, 204, "{r:?}");
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("https://app.example")
+        );
+        assert!(
+            r.header("access-control-allow-methods")
+                .is_some_and(|m| m.contains("POST"))
+        );
+        assert_eq!(
+            r.header("access-control-allow-headers"),
+            Some("content-type")
+        );
+        let r = curl(
+            &["-H", "origin: https://app.example"],
+            &format!("{base}/greeter/say-hello?name=c"),
+        );
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("https://app.example")
+        );
+
+        // The route table, served and printed.
+        let r = curl(&[], &format!("{base}/routes"));
+        assert_eq!(r.status, 200);
+        let routes = r.json();
+        let has = |path: &str, rule: &str| {
+            routes.as_array().is_some_and(|all| {
+                all.iter()
+                    .any(|r| r["path"] == path && r["rule"] == rule && r["service"] == "greeter")
+            })
+        };
+        assert!(has("/greeter/say-hello", "micro-path"), "{routes}");
+        assert!(has("/greeter.v1.Greeter/SayHello", "grpc-path"), "{routes}");
+        assert!(has("/greeter/say-hello-stream", "micro-path"), "{routes}");
+    })
+    .await;
+    let printed = Command::new(env!("CARGO_BIN_EXE_rmicro"))
+        .args([
+            "api",
+            "--print-routes",
+            "--registry",
+            "local",
+            "--registry-address",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("rmicro api --print-routes runs");
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        text.contains("/greeter/say-hello ") && text.contains("/greeter.v1.Greeter/SayHello"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_follow_the_registry_without_a_restart() {
+    let dir = registry_dir("live");
+    let (_gateway, address) = gateway(&dir, &[]);
+    let url = format!("http://{address}/hello2/greeter/say-hello");
+    let routes = format!("http://{address}/routes");
+    let (u, r) = (url.clone(), routes.clone());
+    blocking(move || {
+        assert_eq!(post(&u, r#"{"name":"x"}"#).status, 404);
+        assert!(!curl(&[], &r).body.contains("hello2"));
+    })
+    .await;
+    // A service that starts appears in the table by the watch alone (no request
+    // names it first)...
+    let (_service, server) = greeter("hello2", &dir).await;
+    let (u, r) = (url.clone(), routes.clone());
+    blocking(move || {
+        wait_until(
+            "the watch lists hello2's routes",
+            Duration::from_secs(10),
+            || curl(&[], &r).body.contains("/hello2/greeter/say-hello"),
+        );
+        let reply = post(&u, r#"{"name":"live"}"#);
+        assert_eq!(
+            (reply.status, reply.json()["message"].as_str()),
+            (200, Some("Hello live")),
+            "{reply:?}"
+        );
+    })
+    .await;
+    // ...and one that stops is gone, without the gateway restarting.
+    assert!(server.stop().await, "the greeter stops cleanly");
+    blocking(move || {
+        wait_until("hello2's routes are gone", Duration::from_secs(10), || {
+            !curl(&[], &routes).body.contains("hello2")
+        });
+        let reply = post(&url, r#"{"name":"gone"}"#);
+        assert_eq!(reply.status, 404, "{reply:?}");
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stock_grpcio_server_is_transcoded_through_its_reflection() {
+    let Some(python) = python() else { return };
+    let dir = registry_dir("grpcio");
+    let mut server = Guard(
+        Command::new(&python)
+            .arg(repo_root().join("interop/greeter_server.py"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the Python server starts"),
+    );
+    let stdout = server.0.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the server prints its port");
+    let port: u16 = line
+        .trim()
+        .strip_prefix("PORT ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    // Registered by hand, as a deploy script or a sidecar would for a stock server.
+    let registry =
+        rmicro::registry::from_flags("local", Some(&dir.to_string_lossy())).expect("registry");
+    let record = rmicro::registry::Service {
+        name: "pygreeter".into(),
+        version: "py".into(),
+        nodes: vec![rmicro::registry::Node {
+            id: "pygreeter-1".into(),
+            address: format!("127.0.0.1:{port}"),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    registry
+        .register(&record, Duration::from_secs(60))
+        .await
+        .expect("registered");
+    let (_gateway, address) = gateway(&dir, &[]);
+    let script = r#"
+import json, sys, httpx
+base = sys.argv[1]
+r = httpx.post(base + "/pygreeter/greeter/say-hello", json={"name": "py"})
+assert r.status_code == 200, (r.status_code, r.text)
+assert r.json() == {"message": "Hello py"}, r.text
+r = httpx.get(base + "/pygreeter/greeter/say-hello", params={"name": "query"})
+assert r.json()["message"] == "Hello query", r.text
+r = httpx.post(base + "/greeter.v1.Greeter/SayHello", json={"name": "grpc-path"})
+assert r.json()["message"] == "Hello grpc-path", r.text
+r = httpx.post(base + "/pygreeter/greeter/say-hello", json={"name": ""})
+assert r.status_code == 400, (r.status_code, r.text)
+body = r.json()
+assert set(body) == {"id", "code", "detail", "status"}, body
+assert "name must not be empty" in body["detail"], body
+with httpx.stream("POST", base + "/pygreeter/greeter/say-hello-stream", json={"name": "st", "count": 2}) as r:
+    lines = [json.loads(l) for l in r.iter_lines() if l]
+assert [l["message"] for l in lines] == ["Hello st #1", "Hello st #2"], lines
+r = httpx.post(base + "/pygreeter/greeter/collect", json={})
+assert r.status_code == 501, (r.status_code, r.text)
+routes = httpx.get(base + "/routes").json()
+assert any(x["path"] == "/pygreeter/greeter/say-hello" for x in routes), routes
+print("httpx checks passed")
+"#;
+    let base = format!("http://{address}");
+    let out = blocking(move || {
+        Command::new(python)
+            .args(["-c", script, &base])
+            .output()
+            .expect("python runs")
+    })
+    .await;
+    assert!(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains("httpx checks passed"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = registry.deregister(&record).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
