@@ -5,10 +5,14 @@ import shutil
 import sys
 import tempfile
 
+import grpc_tools
 from grpc_tools import protoc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROTO_DIR = os.path.join(ROOT, "examples", "greeter", "proto")
+# google/api/annotations.proto for the greeter's HTTP routes; at run time the
+# generated module imports googleapis-common-protos' copy of the same file.
+API_DIR = os.path.join(ROOT, "crates", "rmicro-build", "proto")
 
 
 def load():
@@ -16,6 +20,9 @@ def load():
     rc = protoc.main([
         "grpc_tools.protoc",
         f"-I{PROTO_DIR}",
+        f"-I{API_DIR}",
+        # google/protobuf/*.proto, which grpcio-tools carries.
+        f"-I{os.path.join(os.path.dirname(grpc_tools.__file__), '_proto')}",
         f"--python_out={out}",
         f"--grpc_python_out={out}",
         os.path.join(PROTO_DIR, "greeter.proto"),

@@ -41,6 +41,7 @@
 //! # Ok(()) }
 //! ```
 
+mod http_rule;
 mod reflection;
 pub mod resolver;
 mod table;
@@ -410,7 +411,11 @@ impl Gateway {
                 .await
                 .map(|r| (r, None));
         }
-        let (entry, method) = self.find(path).await?;
+        let Routed {
+            entry,
+            method,
+            binding,
+        } = self.find(parts.method.as_str(), path).await?;
         if !entry.has_nodes() {
             return Err(Error::unavailable(
                 ID,
@@ -430,17 +435,40 @@ impl Gateway {
         let options = self.call_options(&parts.headers, request_id)?;
         let routed = Some((entry.name.clone(), method.endpoint.clone()));
         let response = self
-            .call(&entry.name, &method, parts.uri.query(), body, options)
+            .call(
+                &entry.name,
+                &method,
+                binding,
+                parts.uri.query(),
+                body,
+                options,
+            )
             .await?;
         Ok((response, routed))
     }
 
-    /// The service and method a path names: go-micro's rule, then the gRPC path.
-    /// A service the table does not know yet is read from the registry at once.
-    async fn find(&self, path: &str) -> Result<(Arc<Entry>, Method), Error> {
+    /// The service and method a request names: a `google.api.http` binding, then
+    /// go-micro's rule, then the gRPC path. A service the table does not know yet
+    /// is read from the registry at once.
+    async fn find(&self, verb: &str, path: &str) -> Result<Routed, Error> {
         let registry_error =
             |e: rmicro::registry::RegistryError| Error::unavailable(ID, e.to_string());
         let mut tried = Vec::new();
+        match self.table().by_annotation(verb, path) {
+            table::AnnotationMatch::Found(found) => {
+                return Ok(Routed {
+                    entry: found.entry.clone(),
+                    method: found.method.clone(),
+                    binding: Some((found.binding.clone(), found.values)),
+                });
+            }
+            table::AnnotationMatch::OtherVerb(other) => {
+                tried.push(format!(
+                    "an HTTP binding matches the path for {other}, not {verb}"
+                ));
+            }
+            table::AnnotationMatch::None => {}
+        }
         if let Some(resolved) = resolver::resolve(path, &self.inner.options.namespace) {
             let entry = match self.table().services.get(&resolved.service).cloned() {
                 Some(entry) => Some(entry),
@@ -450,7 +478,11 @@ impl Gateway {
                 Some(entry) => {
                     if let Some(method) = entry.by_endpoint(&resolved.endpoint) {
                         let method = method.clone();
-                        return Ok((entry, method));
+                        return Ok(Routed {
+                            entry,
+                            method,
+                            binding: None,
+                        });
                     }
                     tried.push(format!(
                         "service `{}` has no endpoint `{}`",
@@ -463,14 +495,21 @@ impl Gateway {
                 )),
             }
         }
-        if let Some((entry, method)) = self.table().by_grpc_path(path) {
-            return Ok((entry.clone(), method.clone()));
+        let by_grpc_path = |table: &Table| {
+            table.by_grpc_path(path).map(|(entry, method)| Routed {
+                entry: entry.clone(),
+                method: method.clone(),
+                binding: None,
+            })
+        };
+        if let Some(routed) = by_grpc_path(&self.table()) {
+            return Ok(routed);
         }
         if path.trim_start_matches('/').contains('.') {
             // Perhaps a service that registered since the table was read.
             let _ = self.refresh().await;
-            if let Some((entry, method)) = self.table().by_grpc_path(path) {
-                return Ok((entry.clone(), method.clone()));
+            if let Some(routed) = by_grpc_path(&self.table()) {
+                return Ok(routed);
             }
             tried.push("no service in the registry serves that gRPC path".to_owned());
         }
@@ -501,11 +540,13 @@ impl Gateway {
         Ok(options.metadata("x-request-id", request_id))
     }
 
-    /// Calls `method` with the request the body and query make.
+    /// Calls `method` with the request the body, the path's variables (of an
+    /// HTTP binding) and the query make.
     async fn call(
         &self,
         service: &str,
         method: &Method,
+        binding: Option<(http_rule::Binding, Vec<(String, String)>)>,
         query: Option<&str>,
         body: Bytes,
         options: CallOptions,
@@ -528,9 +569,26 @@ impl Gateway {
                 serde_json::to_vec(&reply).map_err(|e| Error::internal(ID, e.to_string()))?;
             return Ok(json_response(StatusCode::OK, json));
         };
-        let mut object = transcode::body_object(&body)?;
-        for (name, value) in form_urlencoded(query.unwrap_or_default()) {
-            transcode::set_text(&mut object, input, &name, &value)?;
+        let (body_rule, response_body, variables) = match binding {
+            Some((binding, values)) => (binding.body, binding.response_body, values),
+            // go-micro's rule and gRPC paths: the body is the request.
+            None => ("*".to_owned(), String::new(), Vec::new()),
+        };
+        let mut object = match body_rule.as_str() {
+            "*" => transcode::body_object(&body)?,
+            // No body in the binding: what is sent is not read.
+            "" => serde_json::Map::new(),
+            field => transcode::body_field(input, field, &body)?,
+        };
+        // Path variables win over the body.
+        for (name, value) in &variables {
+            transcode::set_text(&mut object, input, name, value)?;
+        }
+        // The query fills the rest; with `body: "*"` an annotation takes none.
+        if variables.is_empty() || body_rule != "*" {
+            for (name, value) in form_urlencoded(query.unwrap_or_default()) {
+                transcode::set_text(&mut object, input, &name, &value)?;
+            }
         }
         let request = transcode::encode(input, object)?;
         if method.server_streaming {
@@ -538,20 +596,20 @@ impl Gateway {
                 .server_streaming_bytes(service, &method.grpc_path, &method.endpoint, request)?
                 .options(options)
                 .await?;
-            return Ok(ndjson(replies, output.clone()));
+            return Ok(ndjson(replies, output.clone(), response_body));
         }
         let reply = client
             .unary_bytes(service, &method.grpc_path, &method.endpoint, request)?
             .options(options)
             .await?;
-        if transcode::is_empty(output) {
+        if response_body.is_empty() && transcode::is_empty(output) {
             let mut response = http::Response::new(Body::from(Bytes::new()));
             *response.status_mut() = StatusCode::NO_CONTENT;
             return Ok(response);
         }
         Ok(json_response(
             StatusCode::OK,
-            transcode::reply_json(output, &reply.0)?,
+            transcode::reply_json(output, &reply.0, &response_body)?,
         ))
     }
 
@@ -604,6 +662,14 @@ impl Gateway {
         *response.status_mut() = StatusCode::ACCEPTED;
         Ok(response)
     }
+}
+
+/// Where a request goes: the service, the method, and the HTTP binding (with
+/// its path variables) that matched, if one did.
+struct Routed {
+    entry: Arc<Entry>,
+    method: Method,
+    binding: Option<(http_rule::Binding, Vec<(String, String)>)>,
 }
 
 /// A `Gateway` shared before it was finished building: a programming error.
@@ -778,13 +844,14 @@ fn error_response(error: &Error) -> http::Response<Body> {
 fn ndjson(
     replies: rmicro::client::ResponseStream<rmicro::codec::RawMessage>,
     output: prost_reflect::MessageDescriptor,
+    response_body: String,
 ) -> http::Response<Body> {
     use futures_util::StreamExt as _;
     let lines = replies.scan(false, move |failed, reply| {
         if *failed {
             return std::future::ready(None);
         }
-        let line = match reply.and_then(|r| transcode::reply_json(&output, &r.0)) {
+        let line = match reply.and_then(|r| transcode::reply_json(&output, &r.0, &response_body)) {
             Ok(mut json) => {
                 json.push(b'\n');
                 json

@@ -19,6 +19,9 @@ const ENDPOINT: &str = "ServerReflection.ServerReflectionInfo";
 /// `ServerReflectionRequest`, the two questions the gateway asks.
 #[derive(Clone, PartialEq, prost::Message)]
 struct Request {
+    /// `file_by_filename`: a file by its name (an import the server did not send).
+    #[prost(string, optional, tag = "3")]
+    file_by_filename: Option<String>,
     /// `file_containing_symbol`: the file defining this symbol, and its imports.
     #[prost(string, optional, tag = "4")]
     file_containing_symbol: Option<String>,
@@ -108,15 +111,24 @@ async fn fetch_with(
     .flat_map(|l| l.service.into_iter().map(|s| s.name))
     .filter(|name| !is_infrastructure(name))
     .collect();
-    let mut files: BTreeMap<String, prost_types::FileDescriptorProto> = BTreeMap::new();
-    if !names.is_empty() {
-        let questions = names
-            .iter()
-            .map(|name| Request {
-                file_containing_symbol: Some(name.clone()),
-                ..Request::default()
-            })
-            .collect();
+    // Each file decoded (for its name and imports) and as sent: the pool is built
+    // from the bytes, which keep the options' extensions (`google.api.http`) that
+    // prost's own types drop.
+    let mut files: BTreeMap<String, (prost_types::FileDescriptorProto, Vec<u8>)> = BTreeMap::new();
+    let mut questions: Vec<Request> = names
+        .iter()
+        .map(|name| Request {
+            file_containing_symbol: Some(name.clone()),
+            ..Request::default()
+        })
+        .collect();
+    // Servers differ on whether imports come with a file: ask for any missing by
+    // name, a bounded number of rounds (an import chain deeper than that is not a
+    // real service's).
+    for _ in 0..16 {
+        if questions.is_empty() {
+            break;
+        }
         for answer in ask(client, service, path, options, questions).await? {
             if let Some(error) = answer.error_response {
                 return Err(bad_gateway(format!(
@@ -135,12 +147,32 @@ async fn fetch_with(
                             "`{service}` sent a descriptor that does not decode: {e}"
                         ))
                     })?;
-                files.insert(file.name().to_owned(), file);
+                files.insert(file.name().to_owned(), (file, bytes));
             }
         }
+        let mut missing: Vec<String> = files
+            .values()
+            .flat_map(|(f, _)| f.dependency.iter())
+            .filter(|d| !files.contains_key(*d))
+            .cloned()
+            .collect();
+        missing.sort();
+        missing.dedup();
+        questions = missing
+            .into_iter()
+            .map(|name| Request {
+                file_by_filename: Some(name),
+                ..Request::default()
+            })
+            .collect();
+    }
+    // A FileDescriptorSet is its files, each as field 1.
+    let mut set = Vec::new();
+    for (_, bytes) in files.values() {
+        prost::encoding::bytes::encode(1, bytes, &mut set);
     }
     let mut pool = DescriptorPool::new();
-    pool.add_file_descriptor_protos(files.into_values())
+    pool.decode_file_descriptor_set(set.as_slice())
         .map_err(|e| {
             bad_gateway(format!(
                 "`{service}`'s descriptors do not fit together: {e}"

@@ -16,6 +16,8 @@ pub enum RouteKind {
     MicroPath,
     /// The gRPC path with a JSON body (`POST /greeter.v1.Greeter/SayHello`).
     GrpcPath,
+    /// A `google.api.http` annotation (`GET /v1/greeter/hello/{name}`).
+    HttpAnnotation,
 }
 
 /// One route, as `--print-routes` prints it and `GET /routes` serves it.
@@ -53,6 +55,8 @@ pub(crate) struct Method {
     pub(crate) types: Option<(MessageDescriptor, MessageDescriptor)>,
     pub(crate) client_streaming: bool,
     pub(crate) server_streaming: bool,
+    /// Its `google.api.http` bindings.
+    pub(crate) bindings: Vec<crate::http_rule::Binding>,
 }
 
 impl Method {
@@ -131,6 +135,7 @@ fn methods_of(pool: &prost_reflect::DescriptorPool) -> Vec<Method> {
                 types: Some((method.input(), method.output())),
                 client_streaming: method.is_client_streaming(),
                 server_streaming: method.is_server_streaming(),
+                bindings: crate::http_rule::bindings(&method),
             });
         }
     }
@@ -158,6 +163,7 @@ fn methods_of_records(records: &[registry::Service]) -> Vec<Method> {
             // kind HTTP can carry.
             client_streaming: false,
             server_streaming: stream,
+            bindings: Vec::new(),
         });
     }
     seen.into_values().collect()
@@ -203,11 +209,61 @@ impl Table {
         Some((entry, method))
     }
 
+    /// The annotated binding that matches `verb` and `path` best (most literal
+    /// segments), with its variables; or, when only another verb's binding
+    /// matches the path, that verb.
+    pub(crate) fn by_annotation(&self, verb: &str, path: &str) -> AnnotationMatch<'_> {
+        let mut best: Option<(usize, Matched<'_>)> = None;
+        let mut other_verb = None;
+        for entry in self.services.values() {
+            for method in &entry.methods {
+                for binding in &method.bindings {
+                    let Some(values) = binding.template.matches(path) else {
+                        continue;
+                    };
+                    if !binding.verb.eq_ignore_ascii_case(verb) {
+                        other_verb.get_or_insert(binding.verb.as_str());
+                        continue;
+                    }
+                    let score = binding.template.literals();
+                    if best.as_ref().is_none_or(|(b, _)| score > *b) {
+                        best = Some((
+                            score,
+                            Matched {
+                                entry,
+                                method,
+                                binding,
+                                values,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        match (best, other_verb) {
+            (Some((_, matched)), _) => AnnotationMatch::Found(matched),
+            (None, Some(verb)) => AnnotationMatch::OtherVerb(verb),
+            (None, None) => AnnotationMatch::None,
+        }
+    }
+
     /// Every route, in precedence order within each service.
     pub(crate) fn routes(&self, namespace: &str, handler: &'static str) -> Vec<Route> {
         let mut routes = Vec::new();
         for entry in self.services.values() {
             for method in &entry.methods {
+                for binding in &method.bindings {
+                    routes.push(Route {
+                        method: binding.verb.clone(),
+                        path: binding.template.text.clone(),
+                        service: entry.name.clone(),
+                        endpoint: method.endpoint.clone(),
+                        grpc_path: method.grpc_path.clone(),
+                        rule: RouteKind::HttpAnnotation,
+                        kind: method.kind(),
+                        handler,
+                    });
+                }
                 let route = |path: String, rule| Route {
                     method: "POST".to_owned(),
                     path,
@@ -233,6 +289,25 @@ impl Table {
         }
         routes
     }
+}
+
+/// A request matched to an annotated binding.
+#[derive(Debug)]
+pub(crate) struct Matched<'a> {
+    pub(crate) entry: &'a Arc<Entry>,
+    pub(crate) method: &'a Method,
+    pub(crate) binding: &'a crate::http_rule::Binding,
+    /// The path variables' field paths and values.
+    pub(crate) values: Vec<(String, String)>,
+}
+
+/// What the annotations say about a request.
+#[derive(Debug)]
+pub(crate) enum AnnotationMatch<'a> {
+    Found(Matched<'a>),
+    /// The path matches a binding of this verb only.
+    OtherVerb(&'a str),
+    None,
 }
 
 /// `greeter.v1.Greeter` of `/greeter.v1.Greeter/SayHello`.

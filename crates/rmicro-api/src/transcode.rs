@@ -163,9 +163,40 @@ pub(crate) fn is_empty(message: &MessageDescriptor) -> bool {
     message.fields().len() == 0
 }
 
+/// The request object an annotation's `body: "field"` makes: the whole body is
+/// that field's JSON value.
+pub(crate) fn body_field(
+    message: &MessageDescriptor,
+    name: &str,
+    body: &[u8],
+) -> Result<Map<String, Value>, Error> {
+    let field = field(message, name).ok_or_else(|| {
+        Error::internal(
+            crate::ID,
+            format!(
+                "the HTTP binding's body names `{name}`, which `{}` does not have",
+                message.full_name()
+            ),
+        )
+    })?;
+    let mut object = Map::new();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(object);
+    }
+    let value = serde_json::from_slice::<Value>(body)
+        .map_err(|e| bad_request(format!("the request body is not valid JSON: {e}")))?;
+    object.insert(field.json_name().to_owned(), value);
+    Ok(object)
+}
+
 /// A reply as proto3 JSON, every field shown (defaults too), as rmicro's JSON codec
-/// writes it; bytes that do not decode are a 502.
-pub(crate) fn reply_json(message: &MessageDescriptor, bytes: &[u8]) -> Result<Vec<u8>, Error> {
+/// writes it — or only its field `only` (an annotation's `response_body`); bytes
+/// that do not decode are a 502.
+pub(crate) fn reply_json(
+    message: &MessageDescriptor,
+    bytes: &[u8],
+    only: &str,
+) -> Result<Vec<u8>, Error> {
     let decoded = DynamicMessage::decode(message.clone(), bytes).map_err(|e| {
         Error::new(
             crate::ID,
@@ -173,11 +204,26 @@ pub(crate) fn reply_json(message: &MessageDescriptor, bytes: &[u8]) -> Result<Ve
             format!("the reply is not a valid `{}`: {e}", message.full_name()),
         )
     })?;
-    let mut out = Vec::with_capacity(bytes.len() * 2 + 2);
     let options = SerializeOptions::new().skip_default_fields(false);
+    let cannot =
+        |e: String| Error::internal(crate::ID, format!("cannot write the reply as JSON: {e}"));
+    if !only.is_empty() {
+        let field = field(message, only).ok_or_else(|| {
+            cannot(format!(
+                "`{}` has no field `{only}` (the binding's response_body)",
+                message.full_name()
+            ))
+        })?;
+        let whole = decoded
+            .serialize_with_options(serde_json::value::Serializer, &options)
+            .map_err(|e| cannot(e.to_string()))?;
+        let part = whole.get(field.json_name()).cloned().unwrap_or(Value::Null);
+        return serde_json::to_vec(&part).map_err(|e| cannot(e.to_string()));
+    }
+    let mut out = Vec::with_capacity(bytes.len() * 2 + 2);
     decoded
         .serialize_with_options(&mut serde_json::Serializer::new(&mut out), &options)
-        .map_err(|e| Error::internal(crate::ID, format!("cannot write the reply as JSON: {e}")))?;
+        .map_err(|e| cannot(e.to_string()))?;
     Ok(out)
 }
 
@@ -245,7 +291,7 @@ mod tests {
         set_text(&mut object, &req, "big", "9007199254740993").unwrap();
         set_text(&mut object, &req, "ok", "true").unwrap();
         let bytes = encode(&req, object).unwrap();
-        let json: Value = serde_json::from_slice(&reply_json(&req, &bytes).unwrap()).unwrap();
+        let json: Value = serde_json::from_slice(&reply_json(&req, &bytes, "").unwrap()).unwrap();
         assert_eq!(json["userName"], "ann");
         assert_eq!(json["count"], 3);
         assert_eq!(json["tags"], serde_json::json!(["a", "b"]));

@@ -15,6 +15,11 @@
 //! ```
 //!
 //! and in the crate, `rmicro::include_proto!("greeter.v1");`.
+//!
+//! `import "google/api/annotations.proto";` always resolves (rmicro-build carries
+//! `google/api/http.proto` and `annotations.proto`), so methods can declare their
+//! HTTP routes with `option (google.api.http) = { get: "/v1/hello/{name}" };` for
+//! `rmicro api` and other gateways; a copy under the caller's own includes wins.
 
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -22,7 +27,6 @@
 mod endpoints;
 mod service;
 
-use prost::Message as _;
 use std::path::{Path, PathBuf};
 
 /// Why code generation failed.
@@ -37,6 +41,26 @@ pub enum BuildError {
     /// `OUT_DIR` is not set and no output directory was given.
     #[error("OUT_DIR is not set: call rmicro-build from build.rs, or set Builder::out_dir")]
     NoOutDir,
+}
+
+/// The `.proto` files every compile can import.
+const BUNDLED: [(&str, &str); 2] = [
+    (
+        "google/api/http.proto",
+        include_str!("../proto/google/api/http.proto"),
+    ),
+    (
+        "google/api/annotations.proto",
+        include_str!("../proto/google/api/annotations.proto"),
+    ),
+];
+
+/// Writes `text` to `path` unless it already holds it (no rebuild for nothing).
+fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(());
+    }
+    std::fs::write(path, text)
 }
 
 /// A user adjustment to prost's configuration.
@@ -102,15 +126,28 @@ impl Builder {
         for include in includes {
             println!("cargo:rerun-if-changed={}", include.as_ref().display());
         }
-        let fds = protox::compile(files, includes)?;
-        // Reflection and the JSON codec need descriptors; source info only adds bulk.
-        let mut slim = fds.clone();
-        for file in &mut slim.file {
-            file.source_code_info = None;
+        // The google.api protos rmicro carries, after the caller's own includes.
+        let bundled = out_dir.join("rmicro-include");
+        std::fs::create_dir_all(bundled.join("google/api"))?;
+        for (name, text) in BUNDLED {
+            write_if_changed(&bundled.join(name), text)?;
         }
+        let mut all: Vec<PathBuf> = includes.iter().map(|i| i.as_ref().to_path_buf()).collect();
+        all.push(bundled);
+        let mut compiler = protox::Compiler::new(&all)?;
+        compiler
+            .include_imports(true)
+            .include_source_info(true)
+            .open_files(files)?;
+        // prost-build reads the doc comments from the source info.
+        let fds = compiler.file_descriptor_set();
+        // Reflection and the JSON codec need descriptors with their options'
+        // extensions (`google.api.http`, which prost's own types drop); source
+        // info only adds bulk.
+        compiler.include_source_info(false);
         std::fs::create_dir_all(&out_dir)?;
         let fds_file = std::path::absolute(out_dir.join("rmicro_file_descriptor_set.bin"))?;
-        std::fs::write(&fds_file, slim.encode_to_vec())?;
+        std::fs::write(&fds_file, compiler.encode_file_descriptor_set())?;
 
         let mut config = prost_build::Config::new();
         config.out_dir(&out_dir);

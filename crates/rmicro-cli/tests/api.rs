@@ -245,6 +245,29 @@ async fn every_route_kind_and_error_row_through_the_binary() {
                 "{r:?}"
             );
         }
+        // google.api.http bindings: a path variable, a body, a server stream.
+        let r = curl(&[], &format!("{base}/v1/greeter/hello/a%20b"));
+        assert_eq!(
+            (r.status, r.json()["message"].as_str()),
+            (200, Some("Hello a b")),
+            "{r:?}"
+        );
+        let r = post(&format!("{base}/v1/greeter/hello"), r#"{"name": "body"}"#);
+        assert_eq!(
+            (r.status, r.json()["message"].as_str()),
+            (200, Some("Hello body")),
+            "{r:?}"
+        );
+        let r = curl(&[], &format!("{base}/v1/greeter/hello/st/stream?count=2"));
+        let lines: Vec<&str> = r.body.lines().collect();
+        assert_eq!(lines.len(), 2, "{r:?}");
+        assert!(lines[1].contains("Hello st #2"), "{r:?}");
+        // The path matches only the GET binding: a POST there is not routed.
+        expect_error(
+            &post(&format!("{base}/v1/greeter/hello/x"), "{}"),
+            404,
+            "for GET, not POST",
+        );
         // Query parameters fill the request (a GET with no body), typed by field.
         let r = curl(&[], &format!("{base}/greeter/say-hello?name=q+p"));
         assert_eq!(
@@ -396,6 +419,11 @@ async fn every_route_kind_and_error_row_through_the_binary() {
         assert!(has("/greeter/say-hello", "micro-path"), "{routes}");
         assert!(has("/greeter.v1.Greeter/SayHello", "grpc-path"), "{routes}");
         assert!(has("/greeter/say-hello-stream", "micro-path"), "{routes}");
+        assert!(
+            has("/v1/greeter/hello/{name}", "http-annotation"),
+            "{routes}"
+        );
+        assert!(has("/v1/greeter/hello", "http-annotation"), "{routes}");
     })
     .await;
     let printed = Command::new(env!("CARGO_BIN_EXE_rmicro"))
@@ -513,6 +541,8 @@ assert r.status_code == 200, (r.status_code, r.text)
 assert r.json() == {"message": "Hello py"}, r.text
 r = httpx.get(base + "/pygreeter/greeter/say-hello", params={"name": "query"})
 assert r.json()["message"] == "Hello query", r.text
+r = httpx.get(base + "/v1/greeter/hello/annotated")
+assert r.json()["message"] == "Hello annotated", r.text
 r = httpx.post(base + "/greeter.v1.Greeter/SayHello", json={"name": "grpc-path"})
 assert r.json()["message"] == "Hello grpc-path", r.text
 r = httpx.post(base + "/pygreeter/greeter/say-hello", json={"name": ""})
