@@ -4,7 +4,10 @@
 fn main() {
     let proto = "../examples/greeter/proto/greeter.proto";
     println!("cargo:rerun-if-changed={proto}");
-    let fds = match protox::compile([proto], ["../examples/greeter/proto", "../crates/rmicro-build/proto"]) {
+    let fds = match protox::compile(
+        [proto],
+        ["../examples/greeter/proto", "../crates/rmicro-build/proto"],
+    ) {
         Ok(fds) => fds,
         Err(err) => panic!("cannot compile {proto}: {err}"),
     };

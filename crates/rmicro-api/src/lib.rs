@@ -3,13 +3,18 @@
 //!
 //! A request is routed, in this order of precedence, by
 //!
-//! 1. go-micro's path rule ([`resolver`]): `/greeter/say-hello` → service
+//! 1. the `google.api.http` annotations in the service's descriptors (as
+//!    grpc-gateway and kratos read them): `GET /v1/greeter/hello/{name}`, with
+//!    `{field}` and `{field=pattern/**}` variables, `body: "*"` or a field,
+//!    `response_body`, and the remaining fields from the query;
+//! 2. go-micro's path rule ([`resolver`]): `/greeter/say-hello` → service
 //!    `greeter`, endpoint `Greeter.SayHello`; `/foo/bar/baz` → `foo`, `Bar.Baz`;
 //!    with `--namespace` put in front of the service name;
-//! 2. the gRPC path with a JSON body, always: `POST /greeter.v1.Greeter/SayHello`.
+//! 3. the gRPC path with a JSON body, always: `POST /greeter.v1.Greeter/SayHello`.
 //!
 //! Every route is listed by `rmicro api --print-routes` and served as JSON at
-//! `GET /routes`. The `rpc` handler (the default) turns the JSON body, the query
+//! `GET /routes`; `GET /openapi.json` describes them as an OpenAPI 3 document,
+//! schemas from the messages' descriptors. The `rpc` handler (the default) turns the JSON body, the query
 //! parameters (dotted names for nested fields, repeated for lists) into the
 //! request by the proto3 JSON mapping and answers the reply as JSON; an empty
 //! reply type is `204`; a server-streaming endpoint answers newline-delimited JSON
@@ -42,6 +47,7 @@
 //! ```
 
 mod http_rule;
+mod openapi;
 mod reflection;
 pub mod resolver;
 mod table;
@@ -398,6 +404,16 @@ impl Gateway {
                 .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
         {
             return Ok((preflight(&parts.headers), None));
+        }
+        if path == "/openapi.json" && parts.method == HttpMethod::GET {
+            let document = openapi::document(
+                &self.table(),
+                &self.inner.options.namespace,
+                self.inner.options.handler.name(),
+            );
+            let json = serde_json::to_vec_pretty(&document)
+                .map_err(|e| Error::internal(ID, e.to_string()))?;
+            return Ok((json_response(StatusCode::OK, json), None));
         }
         if path == "/routes" && parts.method == HttpMethod::GET {
             let json = serde_json::to_vec_pretty(&self.routes())

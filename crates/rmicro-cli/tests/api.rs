@@ -577,3 +577,45 @@ print("httpx checks passed")
     let _ = registry.deregister(&record).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_passes_a_validator_that_is_not_ours() {
+    let Some(python) = python() else { return };
+    let dir = registry_dir("openapi");
+    let (_service, _server) = greeter("greeter", &dir).await;
+    let (_gateway, address) = gateway(&dir, &[]);
+    let script = r#"
+import sys, httpx
+from openapi_spec_validator import validate
+doc = httpx.get(sys.argv[1] + "/openapi.json").json()
+validate(doc)
+paths = doc["paths"]
+hello = paths["/v1/greeter/hello/{name}"]["get"]
+assert [p["name"] for p in hello["parameters"] if p["in"] == "path"] == ["name"], hello
+assert any(p["name"] == "count" and p["in"] == "query" for p in hello["parameters"]), hello
+assert "requestBody" in paths["/v1/greeter/hello"]["post"]
+assert "/greeter.v1.Greeter/SayHello" in paths and "/greeter/say-hello" in paths
+# Client-streaming endpoints cannot be called over plain HTTP: not listed.
+assert "/greeter.v1.Greeter/Collect" not in paths
+reply = doc["components"]["schemas"]["greeter.v1.HelloReply"]
+assert reply["properties"]["message"] == {"type": "string"}, reply
+req = doc["components"]["schemas"]["greeter.v1.HelloRequest"]
+assert req["properties"]["count"]["format"] == "int32", req
+print("openapi valid")
+"#;
+    let base = format!("http://{address}");
+    let out = blocking(move || {
+        Command::new(python)
+            .args(["-c", script, &base])
+            .output()
+            .expect("python runs")
+    })
+    .await;
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("openapi valid"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -47,7 +47,7 @@ impl Default for Rotation {
     }
 }
 
-/// A log file that rotates itself as lumberjack's does; see the [module docs](self).
+/// A log file that rotates itself as lumberjack's does (size, backups, age, gzip).
 #[derive(Debug)]
 pub struct RotatingFile {
     path: PathBuf,
