@@ -4,12 +4,9 @@ Binds 127.0.0.1:0, prints `PORT <n>` and serves until killed. Serves server
 reflection (v1alpha and, with grpcio-reflection >= 1.62, v1) as a stock server
 does, so rmicro's gateway can find its descriptors.
 """
-import signal
 import sys
-from concurrent import futures
 
 import grpc
-from grpc_reflection.v1alpha import reflection
 
 import stubs
 
@@ -35,16 +32,10 @@ class Greeter(pb_grpc.GreeterServicer):
 
 
 def main():
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    pb_grpc.add_GreeterServicer_to_server(Greeter(), server)
-    reflection.enable_server_reflection(
-        (pb.DESCRIPTOR.services_by_name["Greeter"].full_name, reflection.SERVICE_NAME), server
+    stubs.serve(
+        lambda server: pb_grpc.add_GreeterServicer_to_server(Greeter(), server),
+        pb.DESCRIPTOR.services_by_name["Greeter"].full_name,
     )
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    print(f"PORT {port}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: server.stop(0))
-    server.wait_for_termination()
     sys.exit(0)
 
 

@@ -2,6 +2,7 @@
 import importlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -36,3 +37,21 @@ def load():
         # Both modules are loaded now; the generated files are no longer needed.
         sys.path.remove(out)
         shutil.rmtree(out, ignore_errors=True)
+
+
+def serve(add_servicer, service_name, workers=8):
+    """Serves one servicer with reflection on 127.0.0.1:0, prints `PORT <n>` and
+    blocks until SIGTERM or a kill: the test servers' common main."""
+    from concurrent import futures
+
+    import grpc
+    from grpc_reflection.v1alpha import reflection
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    add_servicer(server)
+    reflection.enable_server_reflection((service_name, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(f"PORT {port}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop(0))
+    server.wait_for_termination()

@@ -14,6 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod gateway;
 /// The tonic-generated code for the greeter proto.
 mod h2load;
 mod observability;
@@ -80,6 +81,17 @@ enum Cmd {
     Observability(observability::ObservabilityArgs),
     /// A local OTLP/gRPC trace receiver that counts spans (used by `observability`).
     OtlpSink,
+    /// `rmicro api` in front of the greeter vs a hand-written axum + tonic handler
+    /// and a raw axum JSON echo, under wrk.
+    Gateway(gateway::GatewayArgs),
+    /// The hand-written peer of the gateway benchmark (used by `gateway`).
+    AxumGateway {
+        /// The greeter's address.
+        #[arg(long)]
+        upstream: String,
+    },
+    /// A raw axum JSON echo, the gateway benchmark's floor (used by `gateway`).
+    AxumEcho,
 }
 
 #[derive(clap::Parser, Clone)]
@@ -663,6 +675,9 @@ async fn main() -> anyhow::Result<()> {
         Some(Cmd::Resilience(args)) => resilience::run(args).await,
         Some(Cmd::Observability(args)) => observability::run(args).await,
         Some(Cmd::OtlpSink) => observability::sink().await,
+        Some(Cmd::Gateway(args)) => gateway::run(args).await,
+        Some(Cmd::AxumGateway { upstream }) => gateway::axum_gateway(&upstream).await,
+        Some(Cmd::AxumEcho) => gateway::axum_echo().await,
         Some(Cmd::Compare(args)) => compare(args).await,
         None => compare(LoadArgs::parse_from(["compare"])).await,
     }

@@ -46,6 +46,7 @@
 //! # Ok(()) }
 //! ```
 
+mod go_api;
 mod http_rule;
 mod openapi;
 mod reflection;
@@ -78,6 +79,9 @@ pub enum Handler {
     Rpc,
     /// The body published to topic `<namespace>.<first segment>`; `202`.
     Event,
+    /// The whole HTTP request as go-micro's `go.api.Request`, the reply
+    /// `go.api.Response` as the HTTP response.
+    Api,
 }
 
 impl Handler {
@@ -86,7 +90,10 @@ impl Handler {
         match name {
             "rpc" => Ok(Handler::Rpc),
             "event" => Ok(Handler::Event),
-            other => Err(format!("unknown handler `{other}` (known: rpc, event)")),
+            "api" => Ok(Handler::Api),
+            other => Err(format!(
+                "unknown handler `{other}` (known: rpc, api, event)"
+            )),
         }
     }
 
@@ -94,6 +101,7 @@ impl Handler {
         match self {
             Handler::Rpc => "rpc",
             Handler::Event => "event",
+            Handler::Api => "api",
         }
     }
 }
@@ -112,6 +120,9 @@ pub struct Options {
     pub timeout: Duration,
     /// Answer CORS preflights and echo the origin (on, as in micro v3).
     pub cors: bool,
+    /// Log a line per request at INFO (method, path, service, endpoint, status,
+    /// duration, request id); off by default, as a line per call costs.
+    pub access_log: bool,
 }
 
 impl Default for Options {
@@ -122,6 +133,7 @@ impl Default for Options {
             max_body_size: 4 << 20,
             timeout: Duration::from_secs(5),
             cors: true,
+            access_log: false,
         }
     }
 }
@@ -373,6 +385,9 @@ impl Gateway {
         {
             cors_headers(headers, origin);
         }
+        if !self.inner.options.access_log {
+            return response;
+        }
         let (service, endpoint) = routed.unwrap_or_default();
         tracing::info!(
             http.request.method = %parts.method,
@@ -450,6 +465,32 @@ impl Gateway {
         }
         let options = self.call_options(&parts.headers, request_id)?;
         let routed = Some((entry.name.clone(), method.endpoint.clone()));
+        if self.inner.options.handler == Handler::Api {
+            use prost::Message as _;
+            let request = go_api::request(parts, &body).encode_to_vec();
+            let reply = self
+                .inner
+                .client
+                .unary_bytes(
+                    &entry.name,
+                    &method.grpc_path,
+                    &method.endpoint,
+                    request.into(),
+                )?
+                .options(options)
+                .await?;
+            let reply = go_api::Response::decode(reply.0).map_err(|e| {
+                Error::new(
+                    ID,
+                    502,
+                    format!(
+                        "`{}` did not answer a go.api.Response: {e}",
+                        method.endpoint
+                    ),
+                )
+            })?;
+            return Ok((go_api::response(reply), routed));
+        }
         let response = self
             .call(
                 &entry.name,

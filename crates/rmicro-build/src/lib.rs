@@ -19,7 +19,9 @@
 //! `import "google/api/annotations.proto";` always resolves (rmicro-build carries
 //! `google/api/http.proto` and `annotations.proto`), so methods can declare their
 //! HTTP routes with `option (google.api.http) = { get: "/v1/hello/{name}" };` for
-//! `rmicro api` and other gateways; a copy under the caller's own includes wins.
+//! `rmicro api` and other gateways; `import "go/api/api.proto";` gives go-micro's
+//! `go.api.Request`/`Response` for services behind `rmicro api --handler api`. A
+//! copy under the caller's own includes wins.
 
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -44,7 +46,7 @@ pub enum BuildError {
 }
 
 /// The `.proto` files every compile can import.
-const BUNDLED: [(&str, &str); 2] = [
+const BUNDLED: [(&str, &str); 3] = [
     (
         "google/api/http.proto",
         include_str!("../proto/google/api/http.proto"),
@@ -52,6 +54,10 @@ const BUNDLED: [(&str, &str); 2] = [
     (
         "google/api/annotations.proto",
         include_str!("../proto/google/api/annotations.proto"),
+    ),
+    (
+        "go/api/api.proto",
+        include_str!("../proto/go/api/api.proto"),
     ),
 ];
 
@@ -129,6 +135,7 @@ impl Builder {
         // The google.api protos rmicro carries, after the caller's own includes.
         let bundled = out_dir.join("rmicro-include");
         std::fs::create_dir_all(bundled.join("google/api"))?;
+        std::fs::create_dir_all(bundled.join("go/api"))?;
         for (name, text) in BUNDLED {
             write_if_changed(&bundled.join(name), text)?;
         }

@@ -126,9 +126,10 @@ struct ApiFlags {
         default_value = ":8080"
     )]
     address: String,
-    /// What answers requests: `rpc` (JSON to the endpoint and back) or `event`
+    /// What answers requests: `rpc` (JSON to the endpoint and back), `api` (the whole
+    /// request as go-micro's `go.api.Request`, the reply a `go.api.Response`), or `event`
     /// (the body published to `<namespace>.<first path segment>`, 202).
-    #[arg(long, env = "MICRO_API_HANDLER", default_value = "rpc", value_parser = ["rpc", "event"])]
+    #[arg(long, env = "MICRO_API_HANDLER", default_value = "rpc", value_parser = ["rpc", "api", "event"])]
     handler: String,
     /// Put in front of the service names go-micro's path rule finds (`go.micro.api`).
     #[arg(long, env = "MICRO_API_NAMESPACE", default_value = "")]
@@ -142,6 +143,10 @@ struct ApiFlags {
     /// Answer CORS preflights and echo the request's origin (`--enable-cors=false` to stop).
     #[arg(long, env = "MICRO_API_ENABLE_CORS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     enable_cors: bool,
+    /// Log a line per request (method, path, service, endpoint, status, duration,
+    /// request id) at INFO; `--log-format ecs` writes them as ECS.
+    #[arg(long, env = "MICRO_API_ACCESS_LOG")]
+    access_log: bool,
     /// Print the routes of the services in the registry (a table, or JSON with
     /// `--output json`) and exit.
     #[arg(long)]
@@ -175,6 +180,7 @@ async fn api(flags: ApiFlags, registry: rmicro::registry::SharedRegistry) -> Res
         max_body_size: flags.max_body_size,
         timeout: flags.timeout,
         cors: flags.enable_cors,
+        access_log: flags.access_log,
     };
     let mut gateway = rmicro_api::Gateway::new(options, registry.clone());
     if options_need_broker(&flags) {

@@ -205,6 +205,56 @@ fn post(url: &str, json: &str) -> Reply {
     )
 }
 
+/// A Python grpcio server from `interop/` (it prints `PORT <n>`), registered in
+/// the local registry at `dir` as `name`, as a deploy script or a sidecar would
+/// register a stock server.
+async fn python_server(
+    python: &Path,
+    script: &str,
+    name: &str,
+    dir: &Path,
+) -> (
+    Guard,
+    rmicro::registry::SharedRegistry,
+    rmicro::registry::Service,
+) {
+    let mut server = Guard(
+        Command::new(python)
+            .arg(repo_root().join("interop").join(script))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the Python server starts"),
+    );
+    let stdout = server.0.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the server prints its port");
+    let port: u16 = line
+        .trim()
+        .strip_prefix("PORT ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let registry =
+        rmicro::registry::from_flags("local", Some(&dir.to_string_lossy())).expect("registry");
+    let record = rmicro::registry::Service {
+        name: name.into(),
+        version: "py".into(),
+        nodes: vec![rmicro::registry::Node {
+            id: format!("{name}-1"),
+            address: format!("127.0.0.1:{port}"),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    registry
+        .register(&record, Duration::from_secs(60))
+        .await
+        .expect("registered");
+    (server, registry, record)
+}
+
 /// Waits until `check` holds, failing after `limit`.
 fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -497,41 +547,8 @@ async fn routes_follow_the_registry_without_a_restart() {
 async fn a_stock_grpcio_server_is_transcoded_through_its_reflection() {
     let Some(python) = python() else { return };
     let dir = registry_dir("grpcio");
-    let mut server = Guard(
-        Command::new(&python)
-            .arg(repo_root().join("interop/greeter_server.py"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the Python server starts"),
-    );
-    let stdout = server.0.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("the server prints its port");
-    let port: u16 = line
-        .trim()
-        .strip_prefix("PORT ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    // Registered by hand, as a deploy script or a sidecar would for a stock server.
-    let registry =
-        rmicro::registry::from_flags("local", Some(&dir.to_string_lossy())).expect("registry");
-    let record = rmicro::registry::Service {
-        name: "pygreeter".into(),
-        version: "py".into(),
-        nodes: vec![rmicro::registry::Node {
-            id: "pygreeter-1".into(),
-            address: format!("127.0.0.1:{port}"),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    registry
-        .register(&record, Duration::from_secs(60))
-        .await
-        .expect("registered");
+    let (_server, registry, record) =
+        python_server(&python, "greeter_server.py", "pygreeter", &dir).await;
     let (_gateway, address) = gateway(&dir, &[]);
     let script = r#"
 import json, sys, httpx
@@ -617,5 +634,48 @@ print("openapi valid")
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_handler_passes_the_whole_request_as_go_micro_does() {
+    let Some(python) = python() else { return };
+    let dir = registry_dir("apihandler");
+    let (_server, registry, record) =
+        python_server(&python, "api_handler_server.py", "foo", &dir).await;
+    let (_gateway, address) = gateway(&dir, &["--handler", "api"]);
+    let url = format!("http://{address}/foo/call?a=1&a=2");
+    let r = blocking(move || {
+        curl(
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "x-user: ann",
+                "-H",
+                "content-type: application/x-www-form-urlencoded",
+                "-d",
+                "name=ann&tag=x&tag=y",
+            ],
+            &url,
+        )
+    })
+    .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.header("x-handled-by"), Some("python"), "{r:?}");
+    let seen = r.json();
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["path"], "/foo/call");
+    assert_eq!(seen["url"], "/foo/call?a=1&a=2");
+    assert_eq!(seen["get"]["a"], serde_json::json!(["1", "2"]));
+    assert_eq!(seen["post"]["tag"], serde_json::json!(["x", "y"]));
+    assert_eq!(seen["header"]["X-User"], serde_json::json!(["ann"]));
+    assert_eq!(seen["body"], "");
+    // A JSON body arrives as it was sent.
+    let url = format!("http://{address}/foo/call");
+    let r = blocking(move || post(&url, r#"{"raw": true}"#)).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.json()["body"], r#"{"raw": true}"#);
+    let _ = registry.deregister(&record).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
