@@ -60,10 +60,16 @@ pub(crate) fn bindings(method: &MethodDescriptor) -> Vec<Binding> {
     else {
         return Vec::new();
     };
+    // The primary binding, then its additional ones, in declaration order.
+    let mut rules = vec![rule];
+    let mut next = 0;
+    while next < rules.len() {
+        let more = std::mem::take(&mut rules[next].additional_bindings);
+        rules.extend(more);
+        next += 1;
+    }
     let mut out = Vec::new();
-    let mut pending = vec![rule];
-    while let Some(mut rule) = pending.pop() {
-        pending.append(&mut rule.additional_bindings);
+    for rule in rules {
         let (verb, path) = match (
             &rule.get,
             &rule.put,
@@ -94,8 +100,6 @@ pub(crate) fn bindings(method: &MethodDescriptor) -> Vec<Binding> {
             ),
         }
     }
-    // Declaration order: the primary binding first.
-    out.reverse();
     out
 }
 
@@ -226,6 +230,14 @@ impl Template {
     /// The variables' values when `path` matches (decoded), else `None`.
     pub(crate) fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
         let rest = path.strip_prefix('/')?;
+        // Most templates start with a literal: most paths are told apart there,
+        // before anything is allocated.
+        if let Some((Piece::Literal(first), _)) = self.pieces.first() {
+            let after = rest.strip_prefix(first.as_str())?;
+            if !(after.is_empty() || after.starts_with('/') || after.starts_with(':')) {
+                return None;
+            }
+        }
         let rest = match &self.verb {
             Some(verb) => rest.strip_suffix(verb.as_str())?.strip_suffix(':')?,
             None => rest,

@@ -603,7 +603,7 @@ impl Gateway {
         &self,
         service: &str,
         method: &Method,
-        binding: Option<(http_rule::Binding, Vec<(String, String)>)>,
+        binding: Option<BoundTo>,
         query: Option<&str>,
         body: Bytes,
         options: CallOptions,
@@ -627,27 +627,19 @@ impl Gateway {
             return Ok(json_response(StatusCode::OK, json));
         };
         let (body_rule, response_body, variables) = match binding {
-            Some((binding, values)) => (binding.body, binding.response_body, values),
+            Some((binding, values)) => {
+                (binding.body.clone(), binding.response_body.clone(), values)
+            }
             // go-micro's rule and gRPC paths: the body is the request.
             None => ("*".to_owned(), String::new(), Vec::new()),
         };
-        let mut object = match body_rule.as_str() {
-            "*" => transcode::body_object(&body)?,
-            // No body in the binding: what is sent is not read.
-            "" => serde_json::Map::new(),
-            field => transcode::body_field(input, field, &body)?,
+        let query = query.unwrap_or_default();
+        let request = if body_rule == "*" && variables.is_empty() && query.is_empty() {
+            // The common case: the body is the whole request.
+            transcode::encode_body(input, &body)?
+        } else {
+            build_request(input, &body_rule, &variables, query, &body)?
         };
-        // Path variables win over the body.
-        for (name, value) in &variables {
-            transcode::set_text(&mut object, input, name, value)?;
-        }
-        // The query fills the rest; with `body: "*"` an annotation takes none.
-        if variables.is_empty() || body_rule != "*" {
-            for (name, value) in form_urlencoded(query.unwrap_or_default()) {
-                transcode::set_text(&mut object, input, &name, &value)?;
-            }
-        }
-        let request = transcode::encode(input, object)?;
         if method.server_streaming {
             let replies = client
                 .server_streaming_bytes(service, &method.grpc_path, &method.endpoint, request)?
@@ -721,12 +713,44 @@ impl Gateway {
     }
 }
 
+/// The request message of an HTTP request: the body (as the binding says), then
+/// the path's variables, then the query's parameters.
+fn build_request(
+    input: &prost_reflect::MessageDescriptor,
+    body_rule: &str,
+    variables: &[(String, String)],
+    query: &str,
+    body: &[u8],
+) -> Result<Bytes, Error> {
+    let mut object = match body_rule {
+        "*" => transcode::body_object(body)?,
+        // No body in the binding: what is sent is not read.
+        "" => serde_json::Map::new(),
+        field => transcode::body_field(input, field, body)?,
+    };
+    // Path variables win over the body.
+    for (name, value) in variables {
+        transcode::set_text(&mut object, input, name, value)?;
+    }
+    // The query fills the rest; with `body: "*"` an annotation takes none.
+    if variables.is_empty() || body_rule != "*" {
+        for (name, value) in form_urlencoded(query) {
+            transcode::set_text(&mut object, input, &name, &value)?;
+        }
+    }
+    transcode::encode(input, object)
+}
+
+/// The HTTP binding a request matched, and its path variables (field path,
+/// value).
+type BoundTo = (Arc<http_rule::Binding>, Vec<(String, String)>);
+
 /// Where a request goes: the service, the method, and the HTTP binding (with
 /// its path variables) that matched, if one did.
 struct Routed {
     entry: Arc<Entry>,
-    method: Method,
-    binding: Option<(http_rule::Binding, Vec<(String, String)>)>,
+    method: Arc<Method>,
+    binding: Option<BoundTo>,
 }
 
 /// A `Gateway` shared before it was finished building: a programming error.

@@ -56,7 +56,7 @@ pub(crate) struct Method {
     pub(crate) client_streaming: bool,
     pub(crate) server_streaming: bool,
     /// Its `google.api.http` bindings.
-    pub(crate) bindings: Vec<crate::http_rule::Binding>,
+    pub(crate) bindings: Vec<Arc<crate::http_rule::Binding>>,
 }
 
 impl Method {
@@ -76,7 +76,7 @@ impl Method {
 pub(crate) struct Entry {
     pub(crate) name: String,
     pub(crate) records: Vec<registry::Service>,
-    pub(crate) methods: Vec<Method>,
+    pub(crate) methods: Vec<Arc<Method>>,
     /// Why the descriptors could not be had, if they could not.
     pub(crate) descriptors_error: Option<String>,
 }
@@ -109,7 +109,7 @@ impl Entry {
     /// The method go-micro's `Receiver.Method` names: the receiver is the gRPC
     /// service's short name (`Greeter`), case-insensitively as go-micro's rule
     /// capitalises path segments.
-    pub(crate) fn by_endpoint(&self, endpoint: &str) -> Option<&Method> {
+    pub(crate) fn by_endpoint(&self, endpoint: &str) -> Option<&Arc<Method>> {
         self.methods
             .iter()
             .find(|m| m.endpoint == endpoint)
@@ -122,21 +122,24 @@ impl Entry {
 }
 
 /// Every method of every application service in `pool`.
-fn methods_of(pool: &prost_reflect::DescriptorPool) -> Vec<Method> {
+fn methods_of(pool: &prost_reflect::DescriptorPool) -> Vec<Arc<Method>> {
     let mut methods = Vec::new();
     for service in pool.services() {
         if crate::reflection::is_infrastructure(service.full_name()) {
             continue;
         }
         for method in service.methods() {
-            methods.push(Method {
+            methods.push(Arc::new(Method {
                 endpoint: format!("{}.{}", service.name(), method.name()),
                 grpc_path: format!("/{}/{}", service.full_name(), method.name()),
                 types: Some((method.input(), method.output())),
                 client_streaming: method.is_client_streaming(),
                 server_streaming: method.is_server_streaming(),
-                bindings: crate::http_rule::bindings(&method),
-            });
+                bindings: crate::http_rule::bindings(&method)
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect(),
+            }));
         }
     }
     methods
@@ -144,7 +147,7 @@ fn methods_of(pool: &prost_reflect::DescriptorPool) -> Vec<Method> {
 
 /// The methods a registry record lists (go-micro's `Service.Method` names), for a
 /// server that does not answer reflection; rmicro servers take their short paths.
-fn methods_of_records(records: &[registry::Service]) -> Vec<Method> {
+fn methods_of_records(records: &[registry::Service]) -> Vec<Arc<Method>> {
     let mut seen = BTreeMap::new();
     for endpoint in records.iter().flat_map(|r| &r.endpoints) {
         // Subscribers are listed as endpoints too; they are not callable.
@@ -155,15 +158,17 @@ fn methods_of_records(records: &[registry::Service]) -> Vec<Method> {
             continue;
         };
         let stream = endpoint.metadata.get("stream").is_some_and(|s| s == "true");
-        seen.entry(endpoint.name.clone()).or_insert_with(|| Method {
-            endpoint: endpoint.name.clone(),
-            grpc_path: format!("/{service}/{method}"),
-            types: None,
-            // The record says only "stream": treat it as server streaming, the
-            // kind HTTP can carry.
-            client_streaming: false,
-            server_streaming: stream,
-            bindings: Vec::new(),
+        seen.entry(endpoint.name.clone()).or_insert_with(|| {
+            Arc::new(Method {
+                endpoint: endpoint.name.clone(),
+                grpc_path: format!("/{service}/{method}"),
+                types: None,
+                // The record says only "stream": treat it as server streaming, the
+                // kind HTTP can carry.
+                client_streaming: false,
+                server_streaming: stream,
+                bindings: Vec::new(),
+            })
         });
     }
     seen.into_values().collect()
@@ -202,7 +207,7 @@ impl Table {
 
     /// The method a gRPC path (`/greeter.v1.Greeter/SayHello`) names, and its
     /// service.
-    pub(crate) fn by_grpc_path(&self, path: &str) -> Option<(&Arc<Entry>, &Method)> {
+    pub(crate) fn by_grpc_path(&self, path: &str) -> Option<(&Arc<Entry>, &Arc<Method>)> {
         let grpc_service = grpc_service(path)?;
         let entry = self.services.get(self.by_grpc.get(grpc_service)?)?;
         let method = entry.methods.iter().find(|m| m.grpc_path == path)?;
@@ -295,8 +300,8 @@ impl Table {
 #[derive(Debug)]
 pub(crate) struct Matched<'a> {
     pub(crate) entry: &'a Arc<Entry>,
-    pub(crate) method: &'a Method,
-    pub(crate) binding: &'a crate::http_rule::Binding,
+    pub(crate) method: &'a Arc<Method>,
+    pub(crate) binding: &'a Arc<crate::http_rule::Binding>,
     /// The path variables' field paths and values.
     pub(crate) values: Vec<(String, String)>,
 }

@@ -157,6 +157,24 @@ pub(crate) fn encode(
     Ok(Bytes::from(decoded.encode_to_vec()))
 }
 
+/// Encodes a JSON body that is the whole request, parsed straight into the
+/// message (no tree of values in between); only a body that does not fit is
+/// parsed again, slowly, to name what is wrong.
+pub(crate) fn encode_body(message: &MessageDescriptor, body: &[u8]) -> Result<Bytes, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Bytes::new());
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match message
+        .clone()
+        .deserialize(&mut de)
+        .and_then(|decoded| de.end().map(|()| decoded))
+    {
+        Ok(decoded) => Ok(Bytes::from(decoded.encode_to_vec())),
+        Err(_) => encode(message, body_object(body)?),
+    }
+}
+
 /// Whether a reply of this type has nothing to say (`google.protobuf.Empty` or any
 /// message with no fields): the gateway answers 204.
 pub(crate) fn is_empty(message: &MessageDescriptor) -> bool {
@@ -327,6 +345,26 @@ mod tests {
             assert_eq!(body_object(body).unwrap_err().code, 400);
         }
         assert!(body_object(b"  ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_whole_body_is_parsed_at_once_and_bad_ones_are_named() {
+        let pool = pool();
+        let req = pool.get_message_by_name("t.Req").unwrap();
+        let fast = encode_body(&req, br#"{"userName": "a", "inner": {"age": 2}}"#).unwrap();
+        let mut object = Map::new();
+        set_text(&mut object, &req, "user_name", "a").unwrap();
+        set_text(&mut object, &req, "inner.age", "2").unwrap();
+        assert_eq!(fast, encode(&req, object).unwrap());
+        assert!(encode_body(&req, b" ").unwrap().is_empty());
+        let err = encode_body(&req, br#"{"inner": {"age": "x"}}"#).unwrap_err();
+        assert!(err.detail.contains("`inner.age`"), "{}", err.detail);
+        assert!(
+            encode_body(&req, b"[1]")
+                .unwrap_err()
+                .detail
+                .contains("JSON object")
+        );
     }
 
     #[test]

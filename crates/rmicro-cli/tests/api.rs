@@ -493,6 +493,13 @@ async fn every_route_kind_and_error_row_through_the_binary() {
         String::from_utf8_lossy(&printed.stderr)
     );
     let text = String::from_utf8_lossy(&printed.stdout);
+    // The primary binding before its additional one, as declared.
+    let primary = text.find("/v1/greeter/hello/{name}");
+    let additional = text.find("/v1/greeter/hello ");
+    assert!(
+        primary.is_some() && additional.is_some() && primary < additional,
+        "{text}"
+    );
     assert!(
         text.contains("/greeter/say-hello ") && text.contains("/greeter.v1.Greeter/SayHello"),
         "{text}"

@@ -14,6 +14,16 @@ pub struct Metadata {
     headers: HeaderMap,
 }
 
+/// Whether a header's value is new on every call (a request id, a trace
+/// context): HPACK would add each one to the connection's table, pushing out the
+/// headers that do repeat, so such values are sent as never indexed.
+pub(crate) fn is_per_call(name: &str) -> bool {
+    matches!(
+        name,
+        "x-request-id" | "traceparent" | "tracestate" | "uber-trace-id" | "baggage"
+    )
+}
+
 /// Whether a header (lower-case) belongs to the gRPC protocol, never to the
 /// application: such a key cannot be call metadata.
 pub fn is_reserved(name: &str) -> bool {
@@ -52,8 +62,11 @@ impl Metadata {
         if is_reserved(name.as_str()) {
             return Err(InvalidMetadata::Reserved(key.to_owned()));
         }
-        let value =
+        let mut value =
             HeaderValue::from_str(value).map_err(|_| InvalidMetadata::Value(key.to_owned()))?;
+        if is_per_call(name.as_str()) {
+            value.set_sensitive(true);
+        }
         self.headers.insert(name, value);
         Ok(())
     }
@@ -122,6 +135,24 @@ pub enum InvalidMetadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_new_on_every_call_are_never_indexed() {
+        let mut md = Metadata::new();
+        md.insert("X-Request-Id", "5b0c6e").unwrap();
+        md.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .unwrap();
+        md.insert("x-user", "ann").unwrap();
+        let mut headers = HeaderMap::new();
+        md.write_to(&mut headers);
+        assert!(headers["x-request-id"].is_sensitive());
+        assert!(headers["traceparent"].is_sensitive());
+        // Values that repeat stay indexable: HPACK sends them as one byte later.
+        assert!(!headers["x-user"].is_sensitive());
+    }
 
     #[test]
     fn hides_protocol_headers() {

@@ -223,10 +223,14 @@ pub struct HeaderCarrier<'a>(pub &'a mut http::HeaderMap);
 
 impl Injector for HeaderCarrier<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
+        if let (Ok(name), Ok(mut value)) = (
             http::HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes()),
             http::HeaderValue::from_str(&value),
         ) {
+            // A new trace context every call: never indexed (see `is_per_call`).
+            if crate::metadata::is_per_call(name.as_str()) {
+                value.set_sensitive(true);
+            }
             self.0.insert(name, value);
         }
     }
