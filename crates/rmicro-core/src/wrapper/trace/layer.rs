@@ -136,10 +136,12 @@ fn rpc_attributes(
             attr::MICRO_SERVICE,
             opentelemetry::StringValue::from(name.clone()),
         ));
-        attributes.push(KeyValue::new(
-            attr::MICRO_ENDPOINT,
-            format!("{name}.{endpoint}"),
-        ));
+        // go-micro's `<service>.<endpoint>`, without the formatting machinery.
+        let mut joined = String::with_capacity(name.len() + 1 + endpoint.len());
+        joined.push_str(name);
+        joined.push('.');
+        joined.push_str(endpoint);
+        attributes.push(KeyValue::new(attr::MICRO_ENDPOINT, joined));
     }
     attributes
 }
@@ -313,28 +315,29 @@ impl SpanEnd {
             return;
         }
         let span = self.cx.span();
-        if !span.is_recording() {
-            span.end();
-            return;
-        }
-        span.set_attribute(KeyValue::new(
+        // Everything the end adds in one call: each call on the span takes its lock.
+        let mut attributes = Vec::with_capacity(5);
+        attributes.push(KeyValue::new(
             attr::RPC_GRPC_STATUS_CODE,
             i64::from(code.as_i32()),
         ));
         if let Some(messages) = &self.messages {
             let (sent, received) = (messages.sent(), messages.received());
-            span.set_attribute(KeyValue::new(attr::MICRO_MESSAGES_SENT, sent as i64));
-            span.set_attribute(KeyValue::new(
+            attributes.push(KeyValue::new(attr::MICRO_MESSAGES_SENT, sent as i64));
+            attributes.push(KeyValue::new(
                 attr::MICRO_MESSAGES_RECEIVED,
                 received as i64,
             ));
         }
-        if is_error(self.side, code) {
+        let failed = is_error(self.side, code);
+        if failed && let Some(error) = error {
+            attributes.push(KeyValue::new(attr::ERROR_TYPE, code.name()));
+            attributes.push(KeyValue::new(attr::MICRO_ERROR_ID, error.id.clone()));
+        }
+        // A span that is not recording ignores them (only sampled spans get here).
+        span.set_attributes(attributes);
+        if failed {
             let detail = error.map_or_else(|| code.name().to_owned(), |e| e.detail.clone());
-            if let Some(error) = error {
-                span.set_attribute(KeyValue::new(attr::ERROR_TYPE, code.name()));
-                span.set_attribute(KeyValue::new(attr::MICRO_ERROR_ID, error.id.clone()));
-            }
             span.set_status(Status::error(detail));
         }
         span.end();
