@@ -686,3 +686,60 @@ async fn the_api_handler_passes_the_whole_request_as_go_micro_does() {
     let _ = registry.deregister(&record).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_event_handler_publishes_the_body_to_the_namespaced_topic() {
+    let dir = registry_dir("event");
+    // A subscriber on the embedded broker, found through the same registry.
+    let mut subscriber = Guard(
+        Command::new(env!("CARGO_BIN_EXE_rmicro"))
+            .args([
+                "subscribe",
+                "go.micro.api.orders",
+                "--registry",
+                "local",
+                "--registry-address",
+            ])
+            .arg(&dir)
+            .env_remove("MICRO_BROKER")
+            .env_remove("MICRO_BROKER_ADDRESS")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("rmicro subscribe starts"),
+    );
+    let stdout = subscriber.0.stdout.take().expect("stdout");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let (_gateway, address) = gateway(&dir, &["--handler", "event", "--namespace", "go.micro.api"]);
+    let url = format!("http://{address}/orders/created");
+    blocking(move || {
+        // Until the subscriber is registered a publish reaches no one: publish
+        // numbered events until one arrives, then check it is a whole one.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut n = 0;
+        loop {
+            n += 1;
+            let r = post(&url, &format!(r#"{{"order": {n}}}"#));
+            assert_eq!(r.status, 202, "{r:?}");
+            assert_eq!(r.json()["topic"], "go.micro.api.orders");
+            if let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
+                let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+                assert!(
+                    event["order"].as_u64().is_some_and(|o| o >= 1 && o <= n),
+                    "{line}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "no event reached the subscriber");
+        }
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
