@@ -69,6 +69,12 @@ use table::{Entry, Method, Table};
 /// following its watch.
 const RECONCILE: Duration = Duration::from_secs(30);
 
+/// micro v3's CORS methods.
+pub const CORS_METHODS: &str = "POST, PATCH, GET, OPTIONS, PUT, DELETE";
+
+/// micro v3's CORS headers.
+pub const CORS_HEADERS: &str = "Accept, Content-Type, Content-Length, Accept-Encoding, X-CSRF-Token, Authorization, Micro-Namespace";
+
 /// The id of errors the gateway itself raises.
 const ID: &str = "rmicro.api";
 
@@ -120,6 +126,13 @@ pub struct Options {
     pub timeout: Duration,
     /// Answer CORS preflights and echo the origin (on, as in micro v3).
     pub cors: bool,
+    /// The origins CORS allows (`https://app.example.com`); empty for any, the
+    /// origin echoed as micro v3 does.
+    pub cors_origins: Vec<String>,
+    /// `Access-Control-Allow-Methods` of a preflight (micro v3's list by default).
+    pub cors_methods: String,
+    /// `Access-Control-Allow-Headers` of a preflight (micro v3's list by default).
+    pub cors_headers: String,
     /// Log a line per request at INFO (method, path, service, endpoint, status,
     /// duration, request id); off by default, as a line per call costs.
     pub access_log: bool,
@@ -133,6 +146,9 @@ impl Default for Options {
             max_body_size: 4 << 20,
             timeout: Duration::from_secs(5),
             cors: true,
+            cors_origins: Vec::new(),
+            cors_methods: CORS_METHODS.to_owned(),
+            cors_headers: CORS_HEADERS.to_owned(),
             access_log: false,
         }
     }
@@ -382,6 +398,7 @@ impl Gateway {
         }
         if self.inner.options.cors
             && let Some(origin) = origin
+            && origin_allowed(&self.inner.options.cors_origins, &origin)
         {
             cors_headers(headers, origin);
         }
@@ -418,7 +435,7 @@ impl Gateway {
                 .headers
                 .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
         {
-            return Ok((preflight(&parts.headers), None));
+            return Ok((preflight(&self.inner.options), None));
         }
         if path == "/openapi.json" && parts.method == HttpMethod::GET {
             let document = openapi::document(
@@ -852,25 +869,35 @@ fn decode_component(text: &str) -> String {
         .into_owned()
 }
 
-/// The answer to a CORS preflight: what may be sent, without calling anyone.
-fn preflight(request: &HeaderMap) -> http::Response<Body> {
+/// The answer to a CORS preflight: what may be sent, without calling anyone (the
+/// origin is added, when allowed, as for any answer).
+fn preflight(options: &Options) -> http::Response<Body> {
     let mut response = http::Response::new(Body::from(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"),
-    );
-    let allowed = request
-        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from_static("Content-Type, Authorization"));
-    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allowed);
+    for (name, value) in [
+        (header::ACCESS_CONTROL_ALLOW_METHODS, &options.cors_methods),
+        (header::ACCESS_CONTROL_ALLOW_HEADERS, &options.cors_headers),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
     headers.insert(
         header::ACCESS_CONTROL_MAX_AGE,
         HeaderValue::from_static("600"),
     );
     response
+}
+
+/// Whether CORS lets `origin` in: any when the list is empty.
+fn origin_allowed(allowed: &[String], origin: &HeaderValue) -> bool {
+    allowed.is_empty()
+        || origin.to_str().is_ok_and(|o| {
+            allowed
+                .iter()
+                .any(|a| a == "*" || a.eq_ignore_ascii_case(o))
+        })
 }
 
 /// The origin echoed, as micro v3 does.

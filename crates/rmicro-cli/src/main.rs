@@ -143,6 +143,15 @@ struct ApiFlags {
     /// Answer CORS preflights and echo the request's origin (`--enable-cors=false` to stop).
     #[arg(long, env = "MICRO_API_ENABLE_CORS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     enable_cors: bool,
+    /// Origins CORS allows, comma-separated (default: any, the origin echoed).
+    #[arg(long, env = "MICRO_API_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    cors_allowed_origins: Vec<String>,
+    /// `Access-Control-Allow-Methods` of preflights.
+    #[arg(long, env = "MICRO_API_CORS_ALLOWED_METHODS", default_value = rmicro_api::CORS_METHODS)]
+    cors_allowed_methods: String,
+    /// `Access-Control-Allow-Headers` of preflights.
+    #[arg(long, env = "MICRO_API_CORS_ALLOWED_HEADERS", default_value = rmicro_api::CORS_HEADERS)]
+    cors_allowed_headers: String,
     /// Log a line per request (method, path, service, endpoint, status, duration,
     /// request id) at INFO; `--log-format ecs` writes them as ECS.
     #[arg(long, env = "MICRO_API_ACCESS_LOG")]
@@ -180,6 +189,9 @@ async fn api(flags: ApiFlags, registry: rmicro::registry::SharedRegistry) -> Res
         max_body_size: flags.max_body_size,
         timeout: flags.timeout,
         cors: flags.enable_cors,
+        cors_origins: flags.cors_allowed_origins.clone(),
+        cors_methods: flags.cors_allowed_methods.clone(),
+        cors_headers: flags.cors_allowed_headers.clone(),
         access_log: flags.access_log,
     };
     let mut gateway = rmicro_api::Gateway::new(options, registry.clone());

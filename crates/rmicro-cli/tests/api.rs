@@ -443,9 +443,11 @@ async fn every_route_kind_and_error_row_through_the_binary() {
             r.header("access-control-allow-methods")
                 .is_some_and(|m| m.contains("POST"))
         );
-        assert_eq!(
-            r.header("access-control-allow-headers"),
-            Some("content-type")
+        // micro v3's list of headers.
+        assert!(
+            r.header("access-control-allow-headers")
+                .is_some_and(|h| h.contains("Content-Type") && h.contains("Authorization")),
+            "{r:?}"
         );
         let r = curl(
             &["-H", "origin: https://app.example"],
@@ -739,6 +741,59 @@ async fn the_event_handler_publishes_the_body_to_the_namespaced_topic() {
             }
             assert!(Instant::now() < deadline, "no event reached the subscriber");
         }
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_lets_in_only_the_origins_configured() {
+    let dir = registry_dir("cors");
+    let (_gateway, address) = gateway(
+        &dir,
+        &[
+            "--cors-allowed-origins",
+            "https://ok.example,https://also.example",
+            "--cors-allowed-methods",
+            "GET, POST",
+        ],
+    );
+    let url = format!("http://{address}/routes");
+    blocking(move || {
+        let preflight = |origin: &str| {
+            curl(
+                &[
+                    "-X",
+                    "OPTIONS",
+                    "-H",
+                    &format!("origin: {origin}"),
+                    "-H",
+                    "access-control-request-method: GET",
+                ],
+                &url,
+            )
+        };
+        let ok = preflight("https://ok.example");
+        assert_eq!(ok.status, 204, "{ok:?}");
+        assert_eq!(
+            ok.header("access-control-allow-origin"),
+            Some("https://ok.example")
+        );
+        assert_eq!(ok.header("access-control-allow-methods"), Some("GET, POST"));
+        let other = preflight("https://evil.example");
+        assert_eq!(other.status, 204, "{other:?}");
+        assert_eq!(
+            other.header("access-control-allow-origin"),
+            None,
+            "{other:?}"
+        );
+        let r = curl(&["-H", "origin: https://also.example"], &url);
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("https://also.example")
+        );
+        let r = curl(&["-H", "origin: https://evil.example"], &url);
+        assert_eq!(r.header("access-control-allow-origin"), None);
     })
     .await;
     let _ = std::fs::remove_dir_all(&dir);
