@@ -210,15 +210,23 @@ impl Gateway {
         }
     }
 
-    /// The same gateway publishing `event` requests to `broker`.
+    /// A gateway like this one (its options, registry, client and the routes it
+    /// knows now) publishing `event` requests to `broker`; clones of this one are
+    /// unchanged.
     pub fn with_broker(self, broker: rmicro::broker::SharedBroker) -> Gateway {
-        let inner = Arc::into_inner(self.inner);
-        let inner = match inner {
-            Some(mut inner) => {
+        let inner = match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
                 inner.broker = Some(broker);
                 inner
             }
-            None => unreachable_shared(),
+            Err(shared) => Inner {
+                options: shared.options.clone(),
+                registry: shared.registry.clone(),
+                client: shared.client.clone(),
+                broker: Some(broker),
+                table: RwLock::new(rmicro::sync::read(&shared.table).clone()),
+                loading: tokio::sync::Mutex::new(()),
+            },
         };
         Gateway {
             inner: Arc::new(inner),
@@ -351,16 +359,15 @@ impl Gateway {
             self.replace(|t| t.without(name));
             return Ok(None);
         }
-        let known = self.table().services.get(name).cloned();
-        let same_shape = known.as_ref().is_some_and(|entry| {
+        // Descriptors asked of the same servers still hold: only the nodes change.
+        let still_valid = self.table().services.get(name).cloned().filter(|entry| {
             entry.descriptors_error.is_none() && same_services(&entry.records, &records)
         });
-        let entry = if same_shape {
-            let known = known
-                .as_deref()
-                .cloned()
-                .unwrap_or_else(|| unreachable_shared());
-            Entry { records, ..known }
+        let entry = if let Some(known) = still_valid {
+            Entry {
+                records,
+                ..Entry::clone(&known)
+            }
         } else {
             let options = CallOptions::new().timeout(self.inner.options.timeout);
             let pool = reflection::fetch(&self.inner.client, name, &options).await;
@@ -770,11 +777,6 @@ struct Routed {
     binding: Option<BoundTo>,
 }
 
-/// A `Gateway` shared before it was finished building: a programming error.
-fn unreachable_shared() -> ! {
-    panic!("Gateway::with_broker is called while building, before the gateway is cloned")
-}
-
 /// Whether two sets of records describe the same servers (versions and
 /// endpoints), so the descriptors asked of them still hold.
 fn same_services(a: &[rmicro::registry::Service], b: &[rmicro::registry::Service]) -> bool {
@@ -1001,6 +1003,18 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_broker_can_be_given_to_a_gateway_already_shared() {
+        let registry: rmicro::registry::SharedRegistry =
+            Arc::new(rmicro::registry::MemoryRegistry::new());
+        let gateway = Gateway::new(Options::default(), registry);
+        let shared = gateway.clone();
+        let broker: rmicro::broker::SharedBroker = Arc::new(rmicro::broker::MemoryBroker::new());
+        let with = shared.with_broker(broker);
+        assert!(with.inner.broker.is_some());
+        assert!(gateway.inner.broker.is_none());
+    }
 
     #[test]
     fn grpc_codes_map_to_http_statuses_as_the_table_says() {

@@ -798,3 +798,40 @@ async fn cors_lets_in_only_the_origins_configured() {
     .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_whose_nodes_cannot_be_reached_is_a_503() {
+    let dir = registry_dir("ghost");
+    // A record whose only node listens nowhere (a crashed server's, before its TTL).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let address = dead.local_addr().expect("its address").to_string();
+    drop(dead);
+    let registry =
+        rmicro::registry::from_flags("local", Some(&dir.to_string_lossy())).expect("registry");
+    let record = rmicro::registry::Service {
+        name: "ghost".into(),
+        version: "1".into(),
+        endpoints: vec![rmicro::registry::Endpoint {
+            name: "Ghost.Call".into(),
+            ..Default::default()
+        }],
+        nodes: vec![rmicro::registry::Node {
+            id: "ghost-1".into(),
+            address,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    registry
+        .register(&record, Duration::from_secs(60))
+        .await
+        .expect("registered");
+    let (_gateway, gateway_address) = gateway(&dir, &["--timeout", "2s"]);
+    let url = format!("http://{gateway_address}/ghost");
+    let r = blocking(move || post(&url, "{}")).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.json()["code"], 503, "{r:?}");
+    assert_eq!(r.json()["status"], "Service Unavailable", "{r:?}");
+    let _ = registry.deregister(&record).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
