@@ -236,14 +236,34 @@ async fn python_server(
         .strip_prefix("PORT ")
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let (registry, record) =
+        register_node(dir, name, &format!("127.0.0.1:{port}"), Vec::new()).await;
+    (server, registry, record)
+}
+
+/// Registers one node of `name` at `address` in the local registry at `dir`, with
+/// `endpoints` (registry names, `Foo.Call`).
+async fn register_node(
+    dir: &Path,
+    name: &str,
+    address: &str,
+    endpoints: Vec<&str>,
+) -> (rmicro::registry::SharedRegistry, rmicro::registry::Service) {
     let registry =
         rmicro::registry::from_flags("local", Some(&dir.to_string_lossy())).expect("registry");
     let record = rmicro::registry::Service {
         name: name.into(),
-        version: "py".into(),
+        version: "1".into(),
+        endpoints: endpoints
+            .into_iter()
+            .map(|e| rmicro::registry::Endpoint {
+                name: e.into(),
+                ..Default::default()
+            })
+            .collect(),
         nodes: vec![rmicro::registry::Node {
             id: format!("{name}-1"),
-            address: format!("127.0.0.1:{port}"),
+            address: address.to_owned(),
             ..Default::default()
         }],
         ..Default::default()
@@ -252,7 +272,7 @@ async fn python_server(
         .register(&record, Duration::from_secs(60))
         .await
         .expect("registered");
-    (server, registry, record)
+    (registry, record)
 }
 
 /// Waits until `check` holds, failing after `limit`.
@@ -806,26 +826,7 @@ async fn a_service_whose_nodes_cannot_be_reached_is_a_503() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     let address = dead.local_addr().expect("its address").to_string();
     drop(dead);
-    let registry =
-        rmicro::registry::from_flags("local", Some(&dir.to_string_lossy())).expect("registry");
-    let record = rmicro::registry::Service {
-        name: "ghost".into(),
-        version: "1".into(),
-        endpoints: vec![rmicro::registry::Endpoint {
-            name: "Ghost.Call".into(),
-            ..Default::default()
-        }],
-        nodes: vec![rmicro::registry::Node {
-            id: "ghost-1".into(),
-            address,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    registry
-        .register(&record, Duration::from_secs(60))
-        .await
-        .expect("registered");
+    let (registry, record) = register_node(&dir, "ghost", &address, vec!["Ghost.Call"]).await;
     let (_gateway, gateway_address) = gateway(&dir, &["--timeout", "2s"]);
     let url = format!("http://{gateway_address}/ghost");
     let r = blocking(move || post(&url, "{}")).await;
