@@ -19,7 +19,9 @@
 //! request by the proto3 JSON mapping and answers the reply as JSON; an empty
 //! reply type is `204`; a server-streaming endpoint answers newline-delimited JSON
 //! (`application/x-ndjson`), one reply a line, a failure after the first reply as a
-//! last line `{"error": {...}}`. The `event` handler publishes the body to topic
+//! last line `{"error": {...}}`. The `api` handler sends the whole request as
+//! go-micro's `go.api.Request`; the `http` handler proxies it to a node of the
+//! service the path rule names. The `event` handler publishes the body to topic
 //! `<namespace>.<first segment>` through the broker and answers `202`.
 //!
 //! The descriptors that transcoding needs come from each service's server
@@ -75,6 +77,16 @@ pub const CORS_METHODS: &str = "POST, PATCH, GET, OPTIONS, PUT, DELETE";
 /// micro v3's CORS headers.
 pub const CORS_HEADERS: &str = "Accept, Content-Type, Content-Length, Accept-Encoding, X-CSRF-Token, Authorization, Micro-Namespace";
 
+/// The `http` handler's client.
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<Bytes>,
+>;
+
+fn http_client() -> HttpClient {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
 /// The id of errors the gateway itself raises.
 const ID: &str = "rmicro.api";
 
@@ -88,6 +100,9 @@ pub enum Handler {
     /// The whole HTTP request as go-micro's `go.api.Request`, the reply
     /// `go.api.Response` as the HTTP response.
     Api,
+    /// A reverse proxy: the request as it came to a node of the service the
+    /// path rule names (its registered address), the answer as it comes back.
+    Http,
 }
 
 impl Handler {
@@ -97,8 +112,9 @@ impl Handler {
             "rpc" => Ok(Handler::Rpc),
             "event" => Ok(Handler::Event),
             "api" => Ok(Handler::Api),
+            "http" | "proxy" => Ok(Handler::Http),
             other => Err(format!(
-                "unknown handler `{other}` (known: rpc, api, event)"
+                "unknown handler `{other}` (known: rpc, api, http, event)"
             )),
         }
     }
@@ -108,6 +124,7 @@ impl Handler {
             Handler::Rpc => "rpc",
             Handler::Event => "event",
             Handler::Api => "api",
+            Handler::Http => "http",
         }
     }
 }
@@ -166,6 +183,8 @@ struct Inner {
     registry: rmicro::registry::SharedRegistry,
     client: Client,
     broker: Option<rmicro::broker::SharedBroker>,
+    /// The `http` handler's client (HTTP/1.1, pooled connections).
+    http: HttpClient,
     table: RwLock<Arc<Table>>,
     /// One reflection round at a time.
     loading: tokio::sync::Mutex<()>,
@@ -204,6 +223,7 @@ impl Gateway {
                 registry,
                 client,
                 broker: None,
+                http: http_client(),
                 table: RwLock::new(Arc::new(Table::default())),
                 loading: tokio::sync::Mutex::new(()),
             }),
@@ -224,6 +244,7 @@ impl Gateway {
                 registry: shared.registry.clone(),
                 client: shared.client.clone(),
                 broker: Some(broker),
+                http: shared.http.clone(),
                 table: RwLock::new(rmicro::sync::read(&shared.table).clone()),
                 loading: tokio::sync::Mutex::new(()),
             },
@@ -466,6 +487,9 @@ impl Gateway {
                 .await
                 .map(|r| (r, None));
         }
+        if self.inner.options.handler == Handler::Http {
+            return self.proxy(parts, body).await;
+        }
         let Routed {
             entry,
             method,
@@ -686,6 +710,80 @@ impl Gateway {
         ))
     }
 
+    /// The `http` handler: the request to a node of the service go-micro's rule
+    /// names, picked at random, as it came (hop-by-hop headers aside).
+    async fn proxy(
+        &self,
+        parts: &http::request::Parts,
+        body: Bytes,
+    ) -> Result<(http::Response<Body>, Option<(String, String)>), Error> {
+        let path = parts.uri.path();
+        let resolved = resolver::resolve(path, &self.inner.options.namespace).ok_or_else(|| {
+            Error::not_found(
+                ID,
+                format!("no route for `{path}`: it is not a go-micro path"),
+            )
+        })?;
+        let records = self
+            .inner
+            .registry
+            .get_service(&resolved.service)
+            .await
+            .map_err(|e| Error::unavailable(ID, e.to_string()))?;
+        let nodes: Vec<&rmicro::registry::Node> = records.iter().flat_map(|r| &r.nodes).collect();
+        if nodes.is_empty() {
+            return Err(Error::not_found(
+                ID,
+                format!(
+                    "no route for `{path}`: no service `{}` in the registry",
+                    resolved.service
+                ),
+            ));
+        }
+        let node = nodes[random_index(nodes.len())];
+        let target = format!(
+            "http://{}{}",
+            node.address,
+            parts.uri.path_and_query().map_or(path, |p| p.as_str())
+        );
+        let mut request = http::Request::builder()
+            .method(parts.method.clone())
+            .uri(&target)
+            .body(http_body_util::Full::new(body))
+            .map_err(|e| transcode::bad_request(format!("cannot forward to `{target}`: {e}")))?;
+        for (name, value) in &parts.headers {
+            if !is_hop_by_hop(name.as_str()) {
+                request.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        let timeout = request_timeout(&parts.headers)?.unwrap_or(self.inner.options.timeout);
+        let response = tokio::time::timeout(timeout, self.inner.http.request(request))
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ID,
+                    504,
+                    format!("`{}` did not answer within {timeout:?}", node.address),
+                )
+            })?
+            .map_err(|e| Error::unavailable(ID, format!("cannot reach `{}`: {e}", node.address)))?;
+        let (mut head, incoming) = response.into_parts();
+        let connection_only: Vec<http::HeaderName> = head
+            .headers
+            .keys()
+            .filter(|n| is_hop_by_hop(n.as_str()))
+            .cloned()
+            .collect();
+        for name in connection_only {
+            head.headers.remove(name);
+        }
+        let routed = Some((resolved.service, String::new()));
+        Ok((
+            http::Response::from_parts(head, Body::new(incoming)),
+            routed,
+        ))
+    }
+
     /// The `event` handler: the body to `<namespace>.<first segment>`.
     async fn publish(
         &self,
@@ -849,6 +947,33 @@ fn forwarded(name: &str) -> bool {
                 | "access-control-request-method"
                 | "access-control-request-headers"
         )
+}
+
+/// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1).
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+    )
+}
+
+/// A random index below `len` (the node to proxy to).
+fn random_index(len: usize) -> usize {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    // RandomState is seeded per process; the counter varies it per call.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    (hasher.finish() % len.max(1) as u64) as usize
 }
 
 /// The query's `name=value` pairs, decoded.

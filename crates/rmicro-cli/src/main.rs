@@ -127,9 +127,10 @@ struct ApiFlags {
     )]
     address: String,
     /// What answers requests: `rpc` (JSON to the endpoint and back), `api` (the whole
-    /// request as go-micro's `go.api.Request`, the reply a `go.api.Response`), or `event`
+    /// request as go-micro's `go.api.Request`, the reply a `go.api.Response`), `http`
+    /// (alias `proxy`: a reverse proxy to a node of the service), or `event`
     /// (the body published to `<namespace>.<first path segment>`, 202).
-    #[arg(long, env = "MICRO_API_HANDLER", default_value = "rpc", value_parser = ["rpc", "api", "event"])]
+    #[arg(long, env = "MICRO_API_HANDLER", default_value = "rpc", value_parser = ["rpc", "api", "http", "proxy", "event"])]
     handler: String,
     /// Put in front of the service names go-micro's path rule finds (`go.micro.api`).
     #[arg(long, env = "MICRO_API_NAMESPACE", default_value = "")]

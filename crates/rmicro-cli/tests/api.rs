@@ -836,3 +836,30 @@ async fn a_service_whose_nodes_cannot_be_reached_is_a_503() {
     let _ = registry.deregister(&record).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_http_handler_proxies_to_a_node_of_the_service() {
+    let Some(python) = python() else { return };
+    let dir = registry_dir("proxy");
+    let (_server, registry, record) =
+        python_server(&python, "http_echo_server.py", "web", &dir).await;
+    let (_gateway, address) = gateway(&dir, &["--handler", "http"]);
+    let url = format!("http://{address}/web/orders/7?full=1");
+    let r =
+        blocking(move || curl(&["-X", "PUT", "-H", "x-user: ann", "-d", "payload"], &url)).await;
+    assert_eq!(r.status, 207, "{r:?}");
+    assert_eq!(r.header("x-served-by"), Some("python-http"), "{r:?}");
+    let seen = r.json();
+    assert_eq!(seen["method"], "PUT");
+    assert_eq!(seen["path"], "/web/orders/7?full=1");
+    assert_eq!(seen["x_user"], "ann");
+    assert_eq!(seen["body"], "payload");
+    let url = format!("http://{address}/nowhere/x");
+    expect_error(
+        &blocking(move || curl(&[], &url)).await,
+        404,
+        "no service `nowhere`",
+    );
+    let _ = registry.deregister(&record).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
