@@ -188,6 +188,8 @@ struct Inner {
     table: RwLock<Arc<Table>>,
     /// One reflection round at a time.
     loading: tokio::sync::Mutex<()>,
+    /// When the whole registry was last read.
+    refreshed: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -226,6 +228,7 @@ impl Gateway {
                 http: http_client(),
                 table: RwLock::new(Arc::new(Table::default())),
                 loading: tokio::sync::Mutex::new(()),
+                refreshed: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -247,6 +250,7 @@ impl Gateway {
                 http: shared.http.clone(),
                 table: RwLock::new(rmicro::sync::read(&shared.table).clone()),
                 loading: tokio::sync::Mutex::new(()),
+                refreshed: std::sync::Mutex::new(None),
             },
         };
         Gateway {
@@ -256,6 +260,7 @@ impl Gateway {
 
     /// Reads every service in the registry and its descriptors.
     pub async fn refresh(&self) -> Result<(), rmicro::registry::RegistryError> {
+        *rmicro::sync::lock(&self.inner.refreshed) = Some(std::time::Instant::now());
         let services = self.inner.registry.list_services().await?;
         let mut names: Vec<String> = services.into_iter().map(|s| s.name).collect();
         names.sort();
@@ -356,6 +361,12 @@ impl Gateway {
             // Whatever changed while the watch was down.
             let _ = self.refresh().await;
         }
+    }
+
+    /// Whether the last full read of the registry is more than a second old.
+    fn refresh_is_due(&self) -> bool {
+        rmicro::sync::lock(&self.inner.refreshed)
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
     }
 
     fn table(&self) -> Arc<Table> {
@@ -611,8 +622,12 @@ impl Gateway {
             return Ok(routed);
         }
         if path.trim_start_matches('/').contains('.') {
-            // Perhaps a service that registered since the table was read.
-            let _ = self.refresh().await;
+            // Perhaps a service that registered since the table was read: read
+            // the registry again, but not more than once a second, however many
+            // unknown gRPC paths arrive.
+            if self.refresh_is_due() {
+                let _ = self.refresh().await;
+            }
             if let Some(routed) = by_grpc_path(&self.table()) {
                 return Ok(routed);
             }
@@ -724,26 +739,36 @@ impl Gateway {
                 format!("no route for `{path}`: it is not a go-micro path"),
             )
         })?;
-        let records = self
-            .inner
-            .registry
-            .get_service(&resolved.service)
-            .await
-            .map_err(|e| Error::unavailable(ID, e.to_string()))?;
-        let nodes: Vec<&rmicro::registry::Node> = records.iter().flat_map(|r| &r.nodes).collect();
-        if nodes.is_empty() {
-            return Err(Error::not_found(
+        // The client's selector picks the node, as for calls: its strategy, its
+        // node cache fed by the registry's watch, nodes marked down skipped.
+        let selector = self.inner.client.selector().ok_or_else(|| {
+            Error::unavailable(
                 ID,
-                format!(
-                    "no route for `{path}`: no service `{}` in the registry",
-                    resolved.service
-                ),
-            ));
-        }
-        let node = nodes[random_index(nodes.len())];
+                "the http handler needs a client that selects nodes".to_owned(),
+            )
+        })?;
+        let node = match selector
+            .select(
+                &resolved.service,
+                &rmicro::selector::SelectOptions::default(),
+            )
+            .await
+        {
+            Ok(node) => node,
+            Err(rmicro::selector::SelectError::NoNodes { .. }) => {
+                return Err(Error::not_found(
+                    ID,
+                    format!(
+                        "no route for `{path}`: no service `{}` in the registry",
+                        resolved.service
+                    ),
+                ));
+            }
+            Err(e) => return Err(Error::unavailable(ID, e.to_string())),
+        };
         let target = format!(
             "http://{}{}",
-            node.address,
+            node.address(),
             parts.uri.path_and_query().map_or(path, |p| p.as_str())
         );
         let mut request = http::Request::builder()
@@ -763,10 +788,13 @@ impl Gateway {
                 Error::new(
                     ID,
                     504,
-                    format!("`{}` did not answer within {timeout:?}", node.address),
+                    format!("`{}` did not answer within {timeout:?}", node.address()),
                 )
             })?
-            .map_err(|e| Error::unavailable(ID, format!("cannot reach `{}`: {e}", node.address)))?;
+            .map_err(|e| {
+                node.mark_down();
+                Error::unavailable(ID, format!("cannot reach `{}`: {e}", node.address()))
+            })?;
         let (mut head, incoming) = response.into_parts();
         let connection_only: Vec<http::HeaderName> = head
             .headers
@@ -964,16 +992,6 @@ fn is_hop_by_hop(name: &str) -> bool {
             | "upgrade"
             | "host"
     )
-}
-
-/// A random index below `len` (the node to proxy to).
-fn random_index(len: usize) -> usize {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    // RandomState is seeded per process; the counter varies it per call.
-    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    (hasher.finish() % len.max(1) as u64) as usize
 }
 
 /// The query's `name=value` pairs, decoded.

@@ -93,13 +93,14 @@ pub(crate) fn set_text(
         let slot = object
             .entry(key)
             .or_insert_with(|| Value::Object(Map::new()));
+        // A scalar given earlier for a message field gives way to its fields.
         if !slot.is_object() {
             *slot = Value::Object(Map::new());
         }
-        object = match slot {
-            Value::Object(map) => map,
-            _ => unreachable!("made an object above"),
+        let Value::Object(map) = slot else {
+            return Err(bad_request(format!("`{name}`: `{part}` is not an object")));
         };
+        object = map;
         message = inner;
     }
     Ok(())

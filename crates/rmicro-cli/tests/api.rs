@@ -241,6 +241,24 @@ async fn python_server(
     (server, registry, record)
 }
 
+/// Runs the Python `script` (checks with clients that are not ours) against the
+/// gateway at `base`; it must succeed and print `passed`.
+async fn python_checks(python: PathBuf, script: &'static str, base: String, passed: &'static str) {
+    let out = blocking(move || {
+        Command::new(python)
+            .args(["-c", script, &base])
+            .output()
+            .expect("python runs")
+    })
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(passed),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Registers one node of `name` at `address` in the local registry at `dir`, with
 /// `endpoints` (registry names, `Foo.Call`).
 async fn register_node(
@@ -605,21 +623,13 @@ routes = httpx.get(base + "/routes").json()
 assert any(x["path"] == "/pygreeter/greeter/say-hello" for x in routes), routes
 print("httpx checks passed")
 "#;
-    let base = format!("http://{address}");
-    let out = blocking(move || {
-        Command::new(python)
-            .args(["-c", script, &base])
-            .output()
-            .expect("python runs")
-    })
+    python_checks(
+        python,
+        script,
+        format!("http://{address}"),
+        "httpx checks passed",
+    )
     .await;
-    assert!(
-        out.status.success()
-            && String::from_utf8_lossy(&out.stdout).contains("httpx checks passed"),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
     let _ = registry.deregister(&record).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -649,20 +659,7 @@ req = doc["components"]["schemas"]["greeter.v1.HelloRequest"]
 assert req["properties"]["count"]["format"] == "int32", req
 print("openapi valid")
 "#;
-    let base = format!("http://{address}");
-    let out = blocking(move || {
-        Command::new(python)
-            .args(["-c", script, &base])
-            .output()
-            .expect("python runs")
-    })
-    .await;
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("openapi valid"),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_checks(python, script, format!("http://{address}"), "openapi valid").await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
