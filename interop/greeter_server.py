@@ -13,13 +13,24 @@ import stubs
 pb, pb_grpc = stubs.load()
 
 
+def echo_metadata(context):
+    """Answers a caller's `x-echo` in the response headers, as a server that
+    sends metadata back does."""
+    echo = dict(context.invocation_metadata()).get("x-echo")
+    if echo is not None:
+        context.send_initial_metadata((("x-echo", echo),))
+
+
 class Greeter(pb_grpc.GreeterServicer):
     def SayHello(self, request, context):
         if not request.name:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name must not be empty")
+        echo_metadata(context)
+        context.set_trailing_metadata((("x-served-by", "grpcio"),))
         return pb.HelloReply(message=f"Hello {request.name}")
 
     def SayHelloStream(self, request, context):
+        echo_metadata(context)
         for i in range(1, request.count + 1):
             yield pb.HelloReply(message=f"Hello {request.name} #{i}")
 

@@ -153,6 +153,17 @@ pub struct Options {
     /// Log a line per request at INFO (method, path, service, endpoint, status,
     /// duration, request id); off by default, as a line per call costs.
     pub access_log: bool,
+    /// Requests each client may make (`--ratelimit`): the limit's scope says
+    /// whose bucket a request takes from — [`Scope::PerPeer`] the client's IP,
+    /// [`Scope::PerMetadata`] a header's value (`x-api-key`), [`Scope::Global`]
+    /// one for all, [`Scope::PerEndpoint`] one per path. A request over it is a
+    /// 429 with `Retry-After`, before any service is called. None by default.
+    ///
+    /// [`Scope::PerPeer`]: rmicro::wrapper::ratelimit::Scope::PerPeer
+    /// [`Scope::PerMetadata`]: rmicro::wrapper::ratelimit::Scope::PerMetadata
+    /// [`Scope::Global`]: rmicro::wrapper::ratelimit::Scope::Global
+    /// [`Scope::PerEndpoint`]: rmicro::wrapper::ratelimit::Scope::PerEndpoint
+    pub ratelimit: Option<rmicro::wrapper::ratelimit::RateLimitLayer>,
 }
 
 impl Default for Options {
@@ -167,6 +178,7 @@ impl Default for Options {
             cors_methods: CORS_METHODS.to_owned(),
             cors_headers: CORS_HEADERS.to_owned(),
             access_log: false,
+            ratelimit: None,
         }
     }
 }
@@ -427,9 +439,12 @@ impl Gateway {
             .filter(|v| !v.is_empty())
             .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
         let origin = parts.headers.get(header::ORIGIN).cloned();
-        let (mut response, routed) = match self.route_and_call(&parts, body, &request_id).await {
-            Ok((response, routed)) => (response, routed),
-            Err(e) => (error_response(&e), None),
+        let (mut response, routed) = match self.refusal(&parts, peer) {
+            Some(refused) => (refused, None),
+            None => match self.route_and_call(&parts, body, &request_id).await {
+                Ok((response, routed)) => (response, routed),
+                Err(e) => (error_response(&e), None),
+            },
         };
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -459,6 +474,62 @@ impl Gateway {
         response
     }
 
+    /// Takes a token of `--ratelimit` for the request from its client's bucket;
+    /// `Some` when refused: the 429 to answer, `Retry-After` saying when to come
+    /// back.
+    fn refusal(
+        &self,
+        parts: &http::request::Parts,
+        peer: std::net::SocketAddr,
+    ) -> Option<http::Response<Body>> {
+        use rmicro::wrapper::ratelimit::Scope;
+        let Some(limit) = &self.inner.options.ratelimit else {
+            return None;
+        };
+        if is_preflight(parts, &self.inner.options) {
+            // A browser's question before the request: the request is what counts.
+            return None;
+        }
+        let ip;
+        let (key, whose) = match limit.scope_of() {
+            Scope::Global => (None, String::new()),
+            Scope::PerEndpoint => (Some(parts.uri.path()), format!(" for {}", parts.uri.path())),
+            Scope::PerPeer => {
+                ip = peer.ip().to_string();
+                (Some(ip.as_str()), format!(" per client {ip}"))
+            }
+            Scope::PerMetadata(name) => {
+                let value = parts
+                    .headers
+                    .get(name.as_str())
+                    .and_then(|v| v.to_str().ok());
+                let whose = match value {
+                    Some(value) => format!(" per {name} {value}"),
+                    None => format!(" for requests without {name}"),
+                };
+                (Some(value.unwrap_or_default()), whose)
+            }
+        };
+        let wait = match limit.admit(key) {
+            Ok(()) => return None,
+            Err(wait) => wait,
+        };
+        let error = Error::too_many_requests(
+            ID,
+            format!(
+                "too many requests: limit {}{whose} (--ratelimit)",
+                limit.rate()
+            ),
+        );
+        let mut response = error_response(&error);
+        // Whole seconds, rounded up: a client that waits that long finds a token.
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        Some(response)
+    }
+
     /// Routes a request and calls what it names; the routed service and endpoint
     /// ride along for the access log.
     async fn route_and_call(
@@ -468,12 +539,7 @@ impl Gateway {
         request_id: &str,
     ) -> Result<(http::Response<Body>, Option<(String, String)>), Error> {
         let path = parts.uri.path();
-        if parts.method == HttpMethod::OPTIONS
-            && self.inner.options.cors
-            && parts
-                .headers
-                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-        {
+        if is_preflight(parts, &self.inner.options) {
             return Ok((preflight(&self.inner.options), None));
         }
         if path == "/openapi.json" && parts.method == HttpMethod::GET {
@@ -708,21 +774,29 @@ impl Gateway {
                 .server_streaming_bytes(service, &method.grpc_path, &method.endpoint, request)?
                 .options(options)
                 .await?;
-            return Ok(ndjson(replies, output.clone(), response_body));
+            let headers = replies.headers().clone();
+            let mut response = ndjson(replies, output.clone(), response_body);
+            metadata_headers(response.headers_mut(), "grpc-metadata-", &headers);
+            return Ok(response);
         }
         let reply = client
             .unary_bytes(service, &method.grpc_path, &method.endpoint, request)?
             .options(options)
+            .with_metadata()
             .await?;
-        if response_body.is_empty() && transcode::is_empty(output) {
+        let mut response = if response_body.is_empty() && transcode::is_empty(output) {
             let mut response = http::Response::new(Body::from(Bytes::new()));
             *response.status_mut() = StatusCode::NO_CONTENT;
-            return Ok(response);
-        }
-        Ok(json_response(
-            StatusCode::OK,
-            transcode::reply_json(output, &reply.0, &response_body)?,
-        ))
+            response
+        } else {
+            json_response(
+                StatusCode::OK,
+                transcode::reply_json(output, &reply.message.0, &response_body)?,
+            )
+        };
+        metadata_headers(response.headers_mut(), "grpc-metadata-", &reply.headers);
+        metadata_headers(response.headers_mut(), "grpc-trailer-", &reply.trailers);
+        Ok(response)
     }
 
     /// The `http` handler: the request to a node of the service go-micro's rule
@@ -977,6 +1051,23 @@ fn forwarded(name: &str) -> bool {
         )
 }
 
+/// The metadata a server answered, as response headers named as grpc-gateway
+/// names them: `Grpc-Metadata-<key>` for its headers, `Grpc-Trailer-<key>` for
+/// its trailers. The transport's own (`date`) stays behind.
+fn metadata_headers(headers: &mut HeaderMap, prefix: &str, metadata: &rmicro::metadata::Metadata) {
+    for (key, value) in metadata.iter() {
+        if key == "date" {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(format!("{prefix}{key}").as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+}
+
 /// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1).
 fn is_hop_by_hop(name: &str) -> bool {
     matches!(
@@ -1012,6 +1103,15 @@ fn decode_component(text: &str) -> String {
     percent_encoding::percent_decode_str(&spaced)
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// Whether a request is a CORS preflight the gateway answers itself.
+fn is_preflight(parts: &http::request::Parts, options: &Options) -> bool {
+    parts.method == HttpMethod::OPTIONS
+        && options.cors
+        && parts
+            .headers
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 /// The answer to a CORS preflight: what may be sent, without calling anyone (the

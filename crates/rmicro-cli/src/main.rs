@@ -157,6 +157,22 @@ struct ApiFlags {
     /// request id) at INFO; `--log-format ecs` writes them as ECS.
     #[arg(long, env = "MICRO_API_ACCESS_LOG")]
     access_log: bool,
+    /// Requests per second each client may make; over it, 429 with `Retry-After`.
+    #[arg(long, env = "MICRO_API_RATELIMIT", value_name = "N")]
+    ratelimit: Option<u32>,
+    /// Whose bucket a request takes from: `ip` (the client's address), `header:NAME`
+    /// (a header's value, e.g. `header:x-api-key`) or `global` (one for all).
+    #[arg(long, env = "MICRO_API_RATELIMIT_KEY", default_value = "ip", value_parser = parse_ratelimit_key, requires = "ratelimit")]
+    ratelimit_key: rmicro::wrapper::ratelimit::Scope,
+    /// Requests a client may make at once after a quiet spell (default: a tenth of
+    /// a second's worth, at least one).
+    #[arg(
+        long,
+        env = "MICRO_API_RATELIMIT_BURST",
+        value_name = "N",
+        requires = "ratelimit"
+    )]
+    ratelimit_burst: Option<u32>,
     /// Print the routes of the services in the registry (a table, or JSON with
     /// `--output json`) and exit.
     #[arg(long)]
@@ -172,6 +188,29 @@ struct ApiFlags {
     log_format: String,
     #[command(flatten)]
     broker: BrokerFlags,
+}
+
+/// `ip`, `header:NAME` or `global`: whose bucket a gateway request takes from.
+fn parse_ratelimit_key(text: &str) -> Result<rmicro::wrapper::ratelimit::Scope, String> {
+    use rmicro::wrapper::ratelimit::Scope;
+    match text {
+        "ip" => Ok(Scope::PerPeer),
+        "global" => Ok(Scope::Global),
+        _ => match text.strip_prefix("header:") {
+            Some(name)
+                if !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                Ok(Scope::PerMetadata(name.to_ascii_lowercase()))
+            }
+            Some(name) => Err(format!("`{name}` is not an HTTP header name")),
+            None => Err(format!(
+                "`{text}` is not a rate-limit key: use `ip`, `header:NAME` or `global`"
+            )),
+        },
+    }
 }
 
 /// `:8080` → `0.0.0.0:8080`, as go-micro reads its addresses.
@@ -194,6 +233,14 @@ async fn api(flags: ApiFlags, registry: rmicro::registry::SharedRegistry) -> Res
         cors_methods: flags.cors_allowed_methods.clone(),
         cors_headers: flags.cors_allowed_headers.clone(),
         access_log: flags.access_log,
+        ratelimit: flags.ratelimit.map(|n| {
+            let limit = rmicro::wrapper::ratelimit::RateLimit::per_second(n)
+                .scope(flags.ratelimit_key.clone());
+            match flags.ratelimit_burst {
+                Some(burst) => limit.burst(burst),
+                None => limit,
+            }
+        }),
     };
     let mut gateway = rmicro_api::Gateway::new(options, registry.clone());
     if options_need_broker(&flags) {

@@ -609,6 +609,10 @@ r = httpx.get(base + "/v1/greeter/hello/annotated")
 assert r.json()["message"] == "Hello annotated", r.text
 r = httpx.post(base + "/greeter.v1.Greeter/SayHello", json={"name": "grpc-path"})
 assert r.json()["message"] == "Hello grpc-path", r.text
+# What the server sends beside its reply comes back as grpc-gateway's headers.
+r = httpx.post(base + "/pygreeter/greeter/say-hello", json={"name": "md"}, headers={"X-Echo": "ping"})
+assert r.headers.get("grpc-metadata-x-echo") == "ping", r.headers
+assert r.headers.get("grpc-trailer-x-served-by") == "grpcio", r.headers
 r = httpx.post(base + "/pygreeter/greeter/say-hello", json={"name": ""})
 assert r.status_code == 400, (r.status_code, r.text)
 body = r.json()
@@ -617,6 +621,9 @@ assert "name must not be empty" in body["detail"], body
 with httpx.stream("POST", base + "/pygreeter/greeter/say-hello-stream", json={"name": "st", "count": 2}) as r:
     lines = [json.loads(l) for l in r.iter_lines() if l]
 assert [l["message"] for l in lines] == ["Hello st #1", "Hello st #2"], lines
+with httpx.stream("POST", base + "/pygreeter/greeter/say-hello-stream", json={"name": "st", "count": 1}, headers={"X-Echo": "streamed"}) as r:
+    assert r.headers.get("grpc-metadata-x-echo") == "streamed", r.headers
+    assert [json.loads(l)["message"] for l in r.iter_lines() if l] == ["Hello st #1"]
 r = httpx.post(base + "/pygreeter/greeter/collect", json={})
 assert r.status_code == 501, (r.status_code, r.text)
 routes = httpx.get(base + "/routes").json()
@@ -858,5 +865,120 @@ async fn the_http_handler_proxies_to_a_node_of_the_service() {
         "no service `nowhere`",
     );
     let _ = registry.deregister(&record).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An answer of [`burst`]: status, `Retry-After`, body.
+type Answered = (u16, String, String);
+
+/// Sends `count` POSTs of `json` to `url` in one curl run (one connection), with
+/// `header`; each answer's status, `Retry-After` and body, in order, and the
+/// seconds the run took.
+fn burst(url: &str, header: &str, json: &str, count: usize) -> (Vec<Answered>, f64) {
+    let bodies = registry_dir("burst");
+    let started = std::time::Instant::now();
+    let mut command = Command::new("curl");
+    command.args(["-s", "-S", "--max-time", "20"]);
+    for i in 0..count {
+        if i > 0 {
+            command.arg("--next");
+        }
+        command.arg("-o").arg(bodies.join(i.to_string()));
+        command.args([
+            "-w",
+            "%{http_code} %header{retry-after}\\n",
+            "-H",
+            header,
+            "-H",
+            "content-type: application/json",
+            "-d",
+            json,
+            url,
+        ]);
+    }
+    let out = command.output().expect("curl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    let answers = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let (code, retry) = line.split_once(' ').unwrap_or((line, ""));
+            let body = std::fs::read_to_string(bodies.join(i.to_string())).unwrap_or_default();
+            (code.parse().unwrap_or(0), retry.trim().to_owned(), body)
+        })
+        .collect();
+    let _ = std::fs::remove_dir_all(&bodies);
+    (answers, seconds)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rate_limit_refuses_a_client_over_it_and_not_the_others() {
+    let dir = registry_dir("ratelimit");
+    let (_service, _server) = greeter("greeter", &dir).await;
+    let (_gateway, address) = gateway(
+        &dir,
+        &[
+            "--ratelimit",
+            "1",
+            "--ratelimit-burst",
+            "3",
+            "--ratelimit-key",
+            "header:x-api-key",
+        ],
+    );
+    let url = format!("http://{address}/greeter/greeter/say-hello");
+    blocking(move || {
+        let (answers, seconds) = burst(&url, "x-api-key: a", r#"{"name":"rl"}"#, 12);
+        assert_eq!(answers.len(), 12, "{answers:?}");
+        // The burst passes; then one a second at most.
+        assert!(answers[..3].iter().all(|(c, ..)| *c == 200), "{answers:?}");
+        let admitted = answers.iter().filter(|(c, ..)| *c == 200).count();
+        assert!(
+            admitted as f64 <= 3.0 + seconds.ceil(),
+            "{admitted} admitted in {seconds:.2}s: {answers:?}"
+        );
+        let refused: Vec<_> = answers.iter().filter(|(c, ..)| *c == 429).collect();
+        assert!(!refused.is_empty(), "{answers:?}");
+        assert_eq!(
+            refused.len() + admitted,
+            12,
+            "only 200s and 429s: {answers:?}"
+        );
+        for (_, retry, body) in &refused {
+            assert_eq!(retry, "1", "{answers:?}");
+            let json: serde_json::Value = serde_json::from_str(body).expect("error JSON");
+            assert_eq!(json["code"], 429, "{body}");
+            let detail = json["detail"].as_str().unwrap_or_default();
+            assert!(
+                detail.contains("limit 1/s per x-api-key a (--ratelimit)"),
+                "{body}"
+            );
+        }
+        // Another key has its own bucket.
+        let (answers, _) = burst(&url, "x-api-key: b", r#"{"name":"b"}"#, 6);
+        assert!(answers[..3].iter().all(|(c, ..)| *c == 200), "{answers:?}");
+        assert!(answers.iter().any(|(c, ..)| *c == 429), "{answers:?}");
+        // Preflights are not counted.
+        let preflight = curl(
+            &[
+                "-X",
+                "OPTIONS",
+                "-H",
+                "origin: https://x.example",
+                "-H",
+                "access-control-request-method: POST",
+                "-H",
+                "x-api-key: b",
+            ],
+            &url,
+        );
+        assert_eq!(preflight.status, 204, "{preflight:?}");
+    })
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
 }

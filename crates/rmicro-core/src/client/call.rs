@@ -261,14 +261,25 @@ impl Target {
         response: http::Response<Body>,
         started: &Started,
     ) -> Result<D, Error> {
+        self.one_reply_and_trailers(response, started)
+            .await
+            .map(|(reply, _)| reply)
+    }
+
+    /// The one reply and the trailers that ended it.
+    async fn one_reply_and_trailers<D: DecodeReply>(
+        &self,
+        response: http::Response<Body>,
+        started: &Started,
+    ) -> Result<(D, Option<tonic::metadata::MetadataMap>), Error> {
         let mut replies = self.replies::<D>(response, started)?;
         let read = async {
             let reply = replies
                 .message()
                 .await?
                 .ok_or_else(|| tonic::Status::internal("the server sent no reply message"))?;
-            replies.trailers().await?;
-            Ok::<D, tonic::Status>(reply)
+            let trailers = replies.trailers().await?;
+            Ok::<_, tonic::Status>((reply, trailers))
         };
         match tokio::time::timeout_at(started.deadline, read).await {
             Err(_) => Err(self.timed_out(started)),
@@ -461,6 +472,56 @@ pub struct OneReply<Resp>(PhantomData<fn() -> Resp>);
 /// A [`Call`] answered by a stream of replies of type `Resp`.
 pub struct ReplyStream<Resp>(PhantomData<fn() -> Resp>);
 
+/// A [`Call`] answered by one reply of type `Resp` with the metadata the server
+/// sent around it: see [`Call::with_metadata`].
+pub struct OneReplyWithMetadata<Resp>(PhantomData<fn() -> Resp>);
+
+/// A reply and the metadata the server sent with it: its response headers and
+/// the trailers after the reply (gRPC's initial and trailing metadata).
+#[derive(Debug, Clone)]
+pub struct Reply<Resp> {
+    /// The reply message.
+    pub message: Resp,
+    /// The application keys of the response headers.
+    pub headers: Metadata,
+    /// The application keys of the trailers (`grpc-status` and the like left out).
+    pub trailers: Metadata,
+}
+
+impl<Resp: DecodeReply> Answer for OneReplyWithMetadata<Resp> {
+    type Output = Reply<Resp>;
+
+    async fn answer(answering: Answering) -> Result<Reply<Resp>, Error> {
+        let Answering {
+            target,
+            response,
+            started,
+        } = answering;
+        let headers = Metadata::from_headers(response.headers().clone());
+        let (message, trailers) = target.one_reply_and_trailers(response, &started).await?;
+        Ok(Reply {
+            message,
+            headers,
+            trailers: Metadata::from_headers(
+                trailers.map(|t| t.into_headers()).unwrap_or_default(),
+            ),
+        })
+    }
+}
+
+impl<Resp> Call<OneReply<Resp>> {
+    /// The call answering its reply together with the server's response headers
+    /// and trailers ([`Reply`]), for a caller that passes them on (a gateway's
+    /// response headers) or reads what a server says beside its reply.
+    pub fn with_metadata(self) -> Call<OneReplyWithMetadata<Resp>> {
+        Call {
+            target: self.target,
+            request: self.request,
+            _answer: PhantomData,
+        }
+    }
+}
+
 impl<Resp: DecodeReply> Answer for OneReply<Resp> {
     type Output = Resp;
 
@@ -483,13 +544,13 @@ impl<Resp: DecodeReply> Answer for ReplyStream<Resp> {
             response,
             started,
         } = answering;
+        let headers = Metadata::from_headers(response.headers().clone());
         let replies = target.replies::<Resp>(response, &started)?;
         // The stream keeps the call's deadline.
-        Ok(ResponseStream::new(
-            replies,
-            Some(started.deadline),
-            target.service.clone(),
-        ))
+        Ok(
+            ResponseStream::new(replies, Some(started.deadline), target.service.clone())
+                .with_headers(headers),
+        )
     }
 }
 

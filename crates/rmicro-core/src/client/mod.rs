@@ -62,8 +62,8 @@ mod stream;
 pub use crate::wrapper::stack::{ClientLayer, ClientStack};
 pub use budget::{Backoff, RetryBudget};
 pub use call::{
-    Answer, Answering, Call, CallOptions, ClientStreamCall, OneReply, ReplyStream,
-    ServerStreamCall, StreamingCall, UnaryCall,
+    Answer, Answering, Call, CallOptions, ClientStreamCall, OneReply, OneReplyWithMetadata, Reply,
+    ReplyStream, ServerStreamCall, StreamingCall, UnaryCall,
 };
 pub use stream::ResponseStream;
 

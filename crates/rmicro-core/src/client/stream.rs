@@ -16,6 +16,7 @@ pub struct ResponseStream<T> {
     deadline: Option<Pin<Box<Sleep>>>,
     service: std::sync::Arc<str>,
     ended: bool,
+    headers: crate::metadata::Metadata,
 }
 
 impl<T> std::fmt::Debug for ResponseStream<T> {
@@ -37,7 +38,18 @@ impl<T> ResponseStream<T> {
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             service,
             ended: false,
+            headers: crate::metadata::Metadata::new(),
         }
+    }
+
+    pub(crate) fn with_headers(mut self, headers: crate::metadata::Metadata) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// The metadata the server sent in its response headers, before any reply.
+    pub fn headers(&self) -> &crate::metadata::Metadata {
+        &self.headers
     }
 
     /// The next reply; `Ok(None)` when the server has finished.

@@ -114,6 +114,27 @@ impl RateLimitLayer {
         Self::from_limits(Limits::new(l.per_second, burst, l.scope.clone(), l.mode))
     }
 
+    /// Takes a token for one request outside a tower stack — an HTTP gateway
+    /// limiting each client by its IP or a header — from `key`'s bucket (the one
+    /// bucket under [`Scope::Global`], where `key` is not read). `Err` holds how
+    /// long until the bucket has a token again; the refusal is counted as the
+    /// layer's own are.
+    pub fn admit(&self, key: Option<&str>) -> Result<(), Duration> {
+        self.limits
+            .take(key)
+            .inspect_err(|_| self.limits.count_refusal())
+    }
+
+    /// The limit as a caller reads it: `1000/s`.
+    pub fn rate(&self) -> String {
+        self.limits.rate()
+    }
+
+    /// Which requests share a bucket.
+    pub fn scope_of(&self) -> &Scope {
+        &self.limits.scope
+    }
+
     fn from_limits(limits: Limits) -> Self {
         RateLimitLayer {
             limits: LIVE.add(limits),
@@ -227,6 +248,24 @@ mod tests {
         assert!(layer.limits.take(Some("bob")).is_ok());
         assert!(layer.limits.take(None).is_ok());
         assert!(layer.limits.take(None).is_err());
+    }
+
+    #[test]
+    fn admitting_outside_a_stack_takes_the_keys_tokens_and_counts_refusals() {
+        let layer = RateLimit::per_second(1).scope(Scope::PerPeer);
+        assert!(layer.admit(Some("10.0.0.1")).is_ok());
+        let wait = layer.admit(Some("10.0.0.1")).expect_err("burst of 1 used");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        assert!(
+            layer.admit(Some("10.0.0.2")).is_ok(),
+            "another key, another bucket"
+        );
+        assert_eq!(layer.limits.refused.load(Ordering::Relaxed), 1);
+        assert_eq!(layer.rate(), "1/s");
+        assert_eq!(layer.scope_of(), &Scope::PerPeer);
     }
 
     #[test]
