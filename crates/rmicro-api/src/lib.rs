@@ -67,6 +67,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use table::{Entry, Method, Table};
 
+/// How long a client has to finish its TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
 /// How often the whole route table is read again from the registry, besides
 /// following its watch.
 const RECONCILE: Duration = Duration::from_secs(30);
@@ -298,6 +301,29 @@ impl Gateway {
     /// Serves HTTP/1.1 and HTTP/2 (h2c) on `listener` until the task is dropped,
     /// following the registry's changes.
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        self.serve_with(listener, None).await
+    }
+
+    /// Serves HTTPS on `listener` with `tls`'s certificate: HTTP/2 or HTTP/1.1 as
+    /// the client's ALPN asks (`--tls-cert-file`/`--tls-key-file`). Fails at once
+    /// when the certificate and key do not make a server identity.
+    pub async fn serve_tls(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: &rmicro::transport::ServerTls,
+    ) -> std::io::Result<()> {
+        let config = tls
+            .rustls_config(&[b"h2", b"http/1.1"])
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        self.serve_with(listener, Some(tokio_rustls::TlsAcceptor::from(config)))
+            .await
+    }
+
+    async fn serve_with(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<()> {
         if let Err(e) = self.refresh().await {
             tracing::warn!(error = %e, "the registry could not be read; routes load as it answers");
         }
@@ -309,19 +335,20 @@ impl Gateway {
                 accepted = listener.accept() => match accepted {
                     Ok((socket, peer)) => {
                         let gateway = self.clone();
+                        let tls = tls.clone();
                         connections.spawn(async move {
-                            let service = hyper::service::service_fn(move |request| {
-                                let gateway = gateway.clone();
-                                async move {
-                                    Ok::<_, std::convert::Infallible>(gateway.handle(request, peer).await)
+                            match tls {
+                                None => gateway.connection(socket, peer).await,
+                                Some(acceptor) => {
+                                    // A client that never finishes its handshake
+                                    // does not hold a task for ever.
+                                    match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(socket)).await {
+                                        Ok(Ok(stream)) => gateway.connection(stream, peer).await,
+                                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                                    }
                                 }
-                            });
-                            // A client that hangs up ends its connection; nothing to report.
-                            let _ = hyper_util::server::conn::auto::Builder::new(
-                                hyper_util::rt::TokioExecutor::new(),
-                            )
-                            .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
-                            .await;
+                            }
                         });
                     }
                     Err(err) => {
@@ -333,6 +360,22 @@ impl Gateway {
                 Some(_) = connections.join_next() => {}
             }
         }
+    }
+
+    /// Serves one connection (HTTP/1.1 or HTTP/2, as the client speaks) until
+    /// the client hangs up.
+    async fn connection<IO>(self, io: IO, peer: std::net::SocketAddr)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = hyper::service::service_fn(move |request| {
+            let gateway = self.clone();
+            async move { Ok::<_, std::convert::Infallible>(gateway.handle(request, peer).await) }
+        });
+        // A client that hangs up ends its connection; nothing to report.
+        let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+            .await;
     }
 
     /// Follows the registry: each change reloads the service it names, and every

@@ -105,7 +105,7 @@ enum Command {
         broker: BrokerFlags,
     },
     /// Serve an HTTP/JSON gateway in front of every service in the registry.
-    Api(ApiFlags),
+    Api(Box<ApiFlags>),
     /// Check a service's gRPC health (`grpc.health.v1`); exit 0 only if SERVING.
     Health {
         /// The gRPC service to check (`greeter.v1.Greeter`); empty for the whole server.
@@ -173,6 +173,23 @@ struct ApiFlags {
         requires = "ratelimit"
     )]
     ratelimit_burst: Option<u32>,
+    /// Serve HTTPS with this certificate chain (PEM); needs `--tls-key-file`.
+    /// HTTP/2 and HTTP/1.1 are offered by ALPN.
+    #[arg(
+        long,
+        env = "MICRO_API_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "tls_key_file"
+    )]
+    tls_cert_file: Option<std::path::PathBuf>,
+    /// The private key (PEM) of `--tls-cert-file`.
+    #[arg(
+        long,
+        env = "MICRO_API_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    tls_key_file: Option<std::path::PathBuf>,
     /// Print the routes of the services in the registry (a table, or JSON with
     /// `--output json`) and exit.
     #[arg(long)]
@@ -272,6 +289,15 @@ async fn api(flags: ApiFlags, registry: rmicro::registry::SharedRegistry) -> Res
         "rmicro-api",
         env!("CARGO_PKG_VERSION"),
     );
+    // A bad certificate is found before the port is taken.
+    let tls = match (&flags.tls_cert_file, &flags.tls_key_file) {
+        (Some(cert), Some(key)) => Some(
+            rmicro::transport::ServerTls::from_files(cert, key)
+                .and_then(|tls| tls.rustls_config(&[]).map(|_| tls))
+                .map_err(|e| bad(format!("--tls-cert-file/--tls-key-file: {e}")))?,
+        ),
+        _ => None,
+    };
     let address = listen_address(&flags.address);
     let listener = tokio::net::TcpListener::bind(&address)
         .await
@@ -281,13 +307,15 @@ async fn api(flags: ApiFlags, registry: rmicro::registry::SharedRegistry) -> Res
         .map_err(|e| Error::internal("rmicro.cli", e.to_string()))?;
     // Tests and scripts read the port from this line.
     println!(
-        "rmicro api listening on {bound} (registry {})",
+        "rmicro api listening on {bound}{} (registry {})",
+        if tls.is_some() { " (TLS)" } else { "" },
         registry.describe()
     );
-    gateway
-        .serve(listener)
-        .await
-        .map_err(|e| Error::unavailable("rmicro.cli", format!("the gateway stopped: {e}")))
+    let served = match &tls {
+        Some(tls) => gateway.serve_tls(listener, tls).await,
+        None => gateway.serve(listener).await,
+    };
+    served.map_err(|e| Error::unavailable("rmicro.cli", format!("the gateway stopped: {e}")))
 }
 
 /// The event handler publishes; the others never touch the broker.
@@ -537,7 +565,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     let client = Client::with_selector(rmicro::client::ClientOptions::default(), selector);
     match cli.command {
         Command::Config { action } => config(action).await,
-        Command::Api(flags) => api(flags, registry.clone()).await,
+        Command::Api(flags) => api(*flags, registry.clone()).await,
         Command::Publish {
             topic,
             body,

@@ -87,8 +87,10 @@ async fn greeter(name: &str, dir: &Path) -> (rmicro::Service, rmicro::server::Ru
 }
 
 /// The `rmicro api` binary on a free port over the registry at `dir`; its address.
-fn gateway(dir: &Path, extra: &[&str]) -> (Guard, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rmicro"))
+/// `rmicro api` on a free port of loopback, reading the local registry at `dir`.
+fn gateway_command(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rmicro"));
+    command
         .args([
             "api",
             "--address",
@@ -97,7 +99,12 @@ fn gateway(dir: &Path, extra: &[&str]) -> (Guard, String) {
             "local",
             "--registry-address",
         ])
-        .arg(dir)
+        .arg(dir);
+    command
+}
+
+fn gateway(dir: &Path, extra: &[&str]) -> (Guard, String) {
+    let mut child = gateway_command(dir)
         .args(extra)
         .env("MICRO_LOG_LEVEL", "warn")
         .stdout(Stdio::piped())
@@ -980,5 +987,126 @@ async fn the_rate_limit_refuses_a_client_over_it_and_not_the_others() {
         assert_eq!(preflight.status, 204, "{preflight:?}");
     })
     .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_serves_http2_and_http1_to_clients_that_trust_its_ca() {
+    let dir = registry_dir("tls");
+    let (_service, _server) = greeter("greeter", &dir).await;
+    let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("test cert");
+    let cert_file = dir.join("cert.pem");
+    let key_file = dir.join("key.pem");
+    std::fs::write(&cert_file, ca.cert.pem()).expect("write cert");
+    std::fs::write(&key_file, ca.signing_key.serialize_pem()).expect("write key");
+    let (_gateway, address) = gateway(
+        &dir,
+        &[
+            "--tls-cert-file",
+            cert_file.to_str().expect("utf-8 path"),
+            "--tls-key-file",
+            key_file.to_str().expect("utf-8 path"),
+        ],
+    );
+    let port = address.rsplit(':').next().expect("a port").to_owned();
+    let url = format!("https://localhost:{port}/greeter/say-hello");
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let ca_path = cert_file.to_string_lossy().into_owned();
+    let (url2, ca2) = (url.clone(), ca_path.clone());
+    blocking(move || {
+        for (version, expected) in [("--http2", "HTTP/2 200"), ("--http1.1", "HTTP/1.1 200")] {
+            let out = Command::new("curl")
+                .args(["-s", "-S", "-i", "--max-time", "20", version])
+                .args(["--cacert", &ca_path, "--resolve", &resolve])
+                .args(["-H", "content-type: application/json"])
+                .args(["-d", r#"{"name":"tls"}"#, &url])
+                .output()
+                .expect("curl runs");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.starts_with(expected),
+                "{version}: {text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(text.contains(r#""message":"Hello tls""#), "{text}");
+        }
+        // A client that does not trust the certificate is refused by its own check,
+        // and plain HTTP to the TLS port gets no answer; the gateway keeps serving.
+        let untrusted = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "10",
+                "--resolve",
+                &resolve,
+                "-d",
+                "{}",
+                &url,
+            ])
+            .output()
+            .expect("curl runs");
+        assert_eq!(
+            untrusted.status.code(),
+            Some(60),
+            "curl's 'peer certificate cannot be authenticated'"
+        );
+        let plain = Command::new("curl")
+            .args(["-s", "--max-time", "10", "-d", "{}"])
+            .arg(format!("http://127.0.0.1:{port}/greeter/say-hello"))
+            .output()
+            .expect("curl runs");
+        assert!(
+            !plain.status.success(),
+            "plain HTTP on the TLS port answered"
+        );
+    })
+    .await;
+    if let Some(python) = python() {
+        let script = r#"
+import sys, httpx
+url, ca = sys.argv[1], sys.argv[2]
+with httpx.Client(verify=ca, http2=False) as c:
+    r = c.post(url, json={"name": "httpx"})
+assert r.status_code == 200 and r.json()["message"] == "Hello httpx", r.text
+assert r.http_version == "HTTP/1.1", r.http_version
+print("tls checks passed")
+"#;
+        let out = blocking(move || {
+            Command::new(python)
+                .args(["-c", script, &url2, &ca2])
+                .env("SSL_CERT_FILE", &ca2)
+                .output()
+                .expect("python runs")
+        })
+        .await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("tls checks passed"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_certificate_that_cannot_be_read_stops_the_gateway_with_a_sentence() {
+    let dir = registry_dir("badtls");
+    let garbage = dir.join("cert.pem");
+    std::fs::write(&garbage, "not a certificate").expect("write");
+    let out = gateway_command(&dir)
+        .arg("--tls-cert-file")
+        .arg(&garbage)
+        .arg("--tls-key-file")
+        .arg(dir.join("missing-key.pem"))
+        .output()
+        .expect("rmicro runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--tls-cert-file/--tls-key-file: cannot read TLS file")
+            && stderr.contains("missing-key.pem"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

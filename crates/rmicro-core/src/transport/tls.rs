@@ -63,6 +63,16 @@ impl ServerTls {
 
     /// Builds the rustls acceptor, advertising HTTP/2 by ALPN.
     pub(crate) fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+        Ok(tokio_rustls::TlsAcceptor::from(
+            self.rustls_config(&[b"h2"])?,
+        ))
+    }
+
+    /// The rustls server configuration of this identity (ring provider, safe
+    /// protocol versions, no client certificate asked), advertising `alpn` in
+    /// order of preference — `[b"h2", b"http/1.1"]` for an HTTP server that speaks
+    /// both, as the API gateway does.
+    pub fn rustls_config(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let certs = rustls_pemfile::certs(&mut self.cert_pem.as_slice())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| TlsError::Pem {
@@ -89,8 +99,8 @@ impl ServerTls {
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(certs, key)?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
     }
 }
 
