@@ -39,6 +39,11 @@
 //! body over the limit a 413, malformed JSON or a wrong field type a 400 naming the
 //! field.
 //!
+//! [`Gateway::serve_tls`] serves HTTPS (HTTP/2 or HTTP/1.1 by ALPN). With
+//! [`Options::tracing`] each request is a SERVER span joined to the caller's
+//! trace and the parent of the call it makes; with [`Options::metrics`] every
+//! answer is counted (`micro_api_requests_total`) beside the client's calls.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let registry = rmicro::registry::from_flags("local", None)?;
@@ -50,6 +55,7 @@
 
 mod go_api;
 mod http_rule;
+mod metrics;
 mod openapi;
 mod reflection;
 pub mod resolver;
@@ -167,6 +173,16 @@ pub struct Options {
     /// [`Scope::Global`]: rmicro::wrapper::ratelimit::Scope::Global
     /// [`Scope::PerEndpoint`]: rmicro::wrapper::ratelimit::Scope::PerEndpoint
     pub ratelimit: Option<rmicro::wrapper::ratelimit::RateLimitLayer>,
+    /// Tracing (`--tracing-endpoint`): a SERVER span per HTTP request, joined to
+    /// the caller's trace from its `traceparent`/`uber-trace-id` headers, the
+    /// calls it makes its children (the client [`Gateway::new`] makes carries the
+    /// CLIENT spans). None by default.
+    pub tracing: Option<rmicro::wrapper::trace::Tracing>,
+    /// Metrics (`--metrics-address`): the client's `micro_client_*` families for
+    /// the calls made, and `micro_api_requests_total` /
+    /// `micro_api_request_duration_seconds` for the HTTP requests answered.
+    /// None by default.
+    pub metrics: Option<rmicro::wrapper::metrics::Metrics>,
 }
 
 impl Default for Options {
@@ -182,6 +198,8 @@ impl Default for Options {
             cors_headers: CORS_HEADERS.to_owned(),
             access_log: false,
             ratelimit: None,
+            tracing: None,
+            metrics: None,
         }
     }
 }
@@ -205,6 +223,8 @@ struct Inner {
     loading: tokio::sync::Mutex<()>,
     /// When the whole registry was last read.
     refreshed: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The HTTP families on the metrics page, when there is one.
+    http_metrics: Option<metrics::HttpMetrics>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -224,7 +244,16 @@ impl Gateway {
             registry.clone(),
             rmicro::selector::Strategy::Random,
         ));
-        let client = Client::with_selector(rmicro::client::ClientOptions::default(), selector);
+        let mut client_options = rmicro::client::ClientOptions::default();
+        if let Some(tracing) = &options.tracing {
+            client_options = client_options
+                .wrap_client(tracing.client_layer())
+                .wrap_call(tracing.attempt_layer());
+        }
+        if let Some(metrics) = &options.metrics {
+            client_options = client_options.wrap_client(metrics.client_layer());
+        }
+        let client = Client::with_selector(client_options, selector);
         Gateway::with_client(options, registry, client)
     }
 
@@ -234,6 +263,11 @@ impl Gateway {
         registry: rmicro::registry::SharedRegistry,
         client: Client,
     ) -> Gateway {
+        let http_metrics = options.metrics.as_ref().and_then(|m| {
+            metrics::HttpMetrics::register(m.registry())
+                .inspect_err(|e| tracing::warn!(error = %e, "the gateway's HTTP metrics are not on the metrics page"))
+                .ok()
+        });
         Gateway {
             inner: Arc::new(Inner {
                 options,
@@ -244,6 +278,7 @@ impl Gateway {
                 table: RwLock::new(Arc::new(Table::default())),
                 loading: tokio::sync::Mutex::new(()),
                 refreshed: std::sync::Mutex::new(None),
+                http_metrics,
             }),
         }
     }
@@ -266,6 +301,7 @@ impl Gateway {
                 table: RwLock::new(rmicro::sync::read(&shared.table).clone()),
                 loading: tokio::sync::Mutex::new(()),
                 refreshed: std::sync::Mutex::new(None),
+                http_metrics: shared.http_metrics.clone(),
             },
         };
         Gateway {
@@ -338,12 +374,12 @@ impl Gateway {
                         let tls = tls.clone();
                         connections.spawn(async move {
                             match tls {
-                                None => gateway.connection(socket, peer).await,
+                                None => gateway.connection(socket, peer, "http").await,
                                 Some(acceptor) => {
                                     // A client that never finishes its handshake
                                     // does not hold a task for ever.
                                     match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(socket)).await {
-                                        Ok(Ok(stream)) => gateway.connection(stream, peer).await,
+                                        Ok(Ok(stream)) => gateway.connection(stream, peer, "https").await,
                                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                                     }
@@ -364,13 +400,13 @@ impl Gateway {
 
     /// Serves one connection (HTTP/1.1 or HTTP/2, as the client speaks) until
     /// the client hangs up.
-    async fn connection<IO>(self, io: IO, peer: std::net::SocketAddr)
+    async fn connection<IO>(self, io: IO, peer: std::net::SocketAddr, scheme: &'static str)
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let service = hyper::service::service_fn(move |request| {
             let gateway = self.clone();
-            async move { Ok::<_, std::convert::Infallible>(gateway.handle(request, peer).await) }
+            async move { Ok::<_, std::convert::Infallible>(gateway.handle(request, peer, scheme).await) }
         });
         // A client that hangs up ends its connection; nothing to report.
         let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
@@ -472,6 +508,7 @@ impl Gateway {
         &self,
         request: http::Request<hyper::body::Incoming>,
         peer: std::net::SocketAddr,
+        scheme: &'static str,
     ) -> http::Response<Body> {
         let started = std::time::Instant::now();
         let (parts, body) = request.into_parts();
@@ -482,13 +519,45 @@ impl Gateway {
             .filter(|v| !v.is_empty())
             .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
         let origin = parts.headers.get(header::ORIGIN).cloned();
-        let (mut response, routed) = match self.refusal(&parts, peer) {
-            Some(refused) => (refused, None),
-            None => match self.route_and_call(&parts, body, &request_id).await {
-                Ok((response, routed)) => (response, routed),
-                Err(e) => (error_response(&e), None),
-            },
+        let span = self.inner.options.tracing.as_ref().map(|t| {
+            t.http_server_span(
+                parts.method.as_str(),
+                parts.uri.path(),
+                scheme,
+                &parts.headers,
+                peer,
+            )
+        });
+        let (mut response, routed, failure) = match self.refusal(&parts, peer) {
+            Some(refused) => (refused, None, None),
+            None => {
+                let answer = self.route_and_call(&parts, body, &request_id);
+                let answer = match &span {
+                    Some(span) => span.in_span(answer).await,
+                    None => answer.await,
+                };
+                match answer {
+                    Ok((response, routed)) => (response, routed, None),
+                    Err(e) => (error_response(&e), None, Some(e)),
+                }
+            }
         };
+        if let Some(span) = span {
+            if let Some(to) = &routed {
+                span.set_route(&to.route, &to.service, &to.endpoint);
+            }
+            span.finish(
+                response.status().as_u16(),
+                failure.as_ref().map(|e| e.detail.as_str()),
+            );
+        }
+        if let Some(metrics) = &self.inner.http_metrics {
+            metrics.observe(
+                &parts.method,
+                response.status(),
+                started.elapsed().as_secs_f64(),
+            );
+        }
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             headers.insert("x-request-id", value);
@@ -502,7 +571,9 @@ impl Gateway {
         if !self.inner.options.access_log {
             return response;
         }
-        let (service, endpoint) = routed.unwrap_or_default();
+        let RoutedTo {
+            service, endpoint, ..
+        } = routed.unwrap_or_default();
         tracing::info!(
             http.request.method = %parts.method,
             url.path = parts.uri.path(),
@@ -580,7 +651,7 @@ impl Gateway {
         parts: &http::request::Parts,
         body: hyper::body::Incoming,
         request_id: &str,
-    ) -> Result<(http::Response<Body>, Option<(String, String)>), Error> {
+    ) -> Result<(http::Response<Body>, Option<RoutedTo>), Error> {
         let path = parts.uri.path();
         if is_preflight(parts, &self.inner.options) {
             return Ok((preflight(&self.inner.options), None));
@@ -632,7 +703,15 @@ impl Gateway {
             ));
         }
         let options = self.call_options(&parts.headers, request_id)?;
-        let routed = Some((entry.name.clone(), method.endpoint.clone()));
+        let routed = Some(RoutedTo {
+            service: entry.name.clone(),
+            endpoint: method.endpoint.clone(),
+            // The template, not the path with its ids: a span name and a label
+            // stay few. go-micro's rule and gRPC paths name one endpoint each.
+            route: binding
+                .as_ref()
+                .map_or_else(|| path.to_owned(), |(b, _)| b.template.text.clone()),
+        });
         if self.inner.options.handler == Handler::Api {
             use prost::Message as _;
             let request = go_api::request(parts, &body).encode_to_vec();
@@ -848,7 +927,7 @@ impl Gateway {
         &self,
         parts: &http::request::Parts,
         body: Bytes,
-    ) -> Result<(http::Response<Body>, Option<(String, String)>), Error> {
+    ) -> Result<(http::Response<Body>, Option<RoutedTo>), Error> {
         let path = parts.uri.path();
         let resolved = resolver::resolve(path, &self.inner.options.namespace).ok_or_else(|| {
             Error::not_found(
@@ -922,7 +1001,11 @@ impl Gateway {
         for name in connection_only {
             head.headers.remove(name);
         }
-        let routed = Some((resolved.service, String::new()));
+        let routed = Some(RoutedTo {
+            service: resolved.service,
+            endpoint: String::new(),
+            route: path.to_owned(),
+        });
         Ok((
             http::Response::from_parts(head, Body::new(incoming)),
             routed,
@@ -1011,6 +1094,16 @@ fn build_request(
 /// The HTTP binding a request matched, and its path variables (field path,
 /// value).
 type BoundTo = (Arc<http_rule::Binding>, Vec<(String, String)>);
+
+/// What a request reached, for its span and the access log.
+#[derive(Debug, Default)]
+struct RoutedTo {
+    service: String,
+    endpoint: String,
+    /// The route's template (`/v1/greeter/hello/{name}`) or, for go-micro's rule
+    /// and gRPC paths, the path.
+    route: String,
+}
 
 /// Where a request goes: the service, the method, and the HTTP binding (with
 /// its path variables) that matched, if one did.

@@ -190,6 +190,13 @@ struct ApiFlags {
         requires = "tls_cert_file"
     )]
     tls_key_file: Option<std::path::PathBuf>,
+    /// Count and time every request answered and call made, and serve them to
+    /// Prometheus at `GET /metrics` on HOST:PORT (`micro_api_requests_total`,
+    /// `micro_client_request_total`, …).
+    #[arg(long, env = "MICRO_METRICS_ADDRESS", value_name = "HOST:PORT")]
+    metrics_address: Option<String>,
+    #[command(flatten)]
+    tracing: rmicro::wrapper::trace::TracingFlags,
     /// Print the routes of the services in the registry (a table, or JSON with
     /// `--output json`) and exit.
     #[arg(long)]
@@ -240,6 +247,39 @@ fn listen_address(address: &str) -> String {
 
 async fn api(flags: ApiFlags, registry: rmicro::registry::SharedRegistry) -> Result<(), Error> {
     let bad = |detail: String| Error::bad_request("rmicro.cli", detail);
+    let _ = rmicro::logging::install(
+        &flags.log_level,
+        &flags.log_format,
+        "rmicro-api",
+        env!("CARGO_PKG_VERSION"),
+    );
+    let node = format!("rmicro-api-{}", uuid::Uuid::new_v4());
+    let tracing =
+        match rmicro::wrapper::trace::TracingConfig::from_settings(&flags.tracing, |name| {
+            std::env::var(name).ok()
+        })
+        .map_err(bad)?
+        {
+            Some(config) => Some(
+                rmicro::wrapper::trace::Tracing::start(
+                    &config,
+                    "rmicro-api",
+                    env!("CARGO_PKG_VERSION"),
+                    &node,
+                    &flags.broker.name,
+                )
+                .map_err(|e| bad(format!("tracing: {e}")))?,
+            ),
+            None => None,
+        };
+    let metrics = flags.metrics_address.as_ref().map(|_| {
+        let metrics =
+            rmicro::wrapper::metrics::Metrics::new("rmicro-api", env!("CARGO_PKG_VERSION"), &node);
+        if let Some(tracing) = &tracing {
+            metrics.add_tracing("rmicro-api", tracing.stats().clone());
+        }
+        metrics
+    });
     let options = rmicro_api::Options {
         namespace: flags.namespace.clone(),
         handler: rmicro_api::Handler::parse(&flags.handler).map_err(bad)?,
@@ -258,6 +298,8 @@ async fn api(flags: ApiFlags, registry: rmicro::registry::SharedRegistry) -> Res
                 None => limit,
             }
         }),
+        tracing: tracing.clone(),
+        metrics: metrics.clone(),
     };
     let mut gateway = rmicro_api::Gateway::new(options, registry.clone());
     if options_need_broker(&flags) {
@@ -283,12 +325,6 @@ async fn api(flags: ApiFlags, registry: rmicro::registry::SharedRegistry) -> Res
         }
         return Ok(());
     }
-    let _ = rmicro::logging::install(
-        &flags.log_level,
-        &flags.log_format,
-        "rmicro-api",
-        env!("CARGO_PKG_VERSION"),
-    );
     // A bad certificate is found before the port is taken.
     let tls = match (&flags.tls_cert_file, &flags.tls_key_file) {
         (Some(cert), Some(key)) => Some(
@@ -305,16 +341,45 @@ async fn api(flags: ApiFlags, registry: rmicro::registry::SharedRegistry) -> Res
     let bound = listener
         .local_addr()
         .map_err(|e| Error::internal("rmicro.cli", e.to_string()))?;
+    let _metrics_server = match (&flags.metrics_address, metrics) {
+        (Some(address), Some(metrics)) => {
+            let address = listen_address(address);
+            let listener = tokio::net::TcpListener::bind(&address).await.map_err(|e| {
+                bad(format!(
+                    "--metrics-address: cannot listen on `{address}`: {e}"
+                ))
+            })?;
+            let server = rmicro::wrapper::metrics::MetricsServer::serve(listener, metrics)
+                .map_err(|e| bad(format!("--metrics-address: {e}")))?;
+            // Tests and scripts read the port from this line.
+            println!("metrics at http://{}/metrics", server.local_addr());
+            Some(server)
+        }
+        _ => None,
+    };
     // Tests and scripts read the port from this line.
     println!(
         "rmicro api listening on {bound}{} (registry {})",
         if tls.is_some() { " (TLS)" } else { "" },
         registry.describe()
     );
-    let served = match &tls {
-        Some(tls) => gateway.serve_tls(listener, tls).await,
-        None => gateway.serve(listener).await,
+    let served = async {
+        match &tls {
+            Some(tls) => gateway.serve_tls(listener, tls).await,
+            None => gateway.serve(listener).await,
+        }
     };
+    let served = tokio::select! {
+        served = served => served,
+        () = rmicro::server::shutdown_signal() => Ok(()),
+    };
+    // What is queued goes out before the process does.
+    if let Some(tracing) = &tracing
+        && !tracing.flush(Duration::from_secs(5)).await
+    {
+        tracing::warn!("tracing: spans still queued after 5 s were lost");
+    }
+    rmicro::logging::flush(Duration::from_secs(5));
     served.map_err(|e| Error::unavailable("rmicro.cli", format!("the gateway stopped: {e}")))
 }
 

@@ -66,19 +66,30 @@ fn registry_dir(test: &str) -> PathBuf {
 
 /// An rmicro greeter named `name` registered in the local registry at `dir`.
 async fn greeter(name: &str, dir: &Path) -> (rmicro::Service, rmicro::server::RunningServer) {
+    greeter_with(name, dir, &[]).await
+}
+
+/// [`greeter`] with `extra` flags.
+async fn greeter_with(
+    name: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> (rmicro::Service, rmicro::server::RunningServer) {
     let dir = dir.to_string_lossy().into_owned();
+    let mut args = vec![
+        name,
+        "--log-level",
+        "warn",
+        "--registry",
+        "local",
+        "--registry-address",
+        &dir,
+    ];
+    args.extend_from_slice(extra);
     let service = rmicro::Service::builder(name)
         .version("1.0.0")
         .address("127.0.0.1:0")
-        .args([
-            name,
-            "--log-level",
-            "warn",
-            "--registry",
-            "local",
-            "--registry-address",
-            &dir,
-        ])
+        .args(args)
         .handle(GreeterServer::new(greeter::Greeter))
         .build()
         .expect("valid flags");
@@ -86,7 +97,6 @@ async fn greeter(name: &str, dir: &Path) -> (rmicro::Service, rmicro::server::Ru
     (service, server)
 }
 
-/// The `rmicro api` binary on a free port over the registry at `dir`; its address.
 /// `rmicro api` on a free port of loopback, reading the local registry at `dir`.
 fn gateway_command(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rmicro"));
@@ -103,32 +113,47 @@ fn gateway_command(dir: &Path) -> Command {
     command
 }
 
+/// The `rmicro api` binary on a free port over the registry at `dir`; its address.
 fn gateway(dir: &Path, extra: &[&str]) -> (Guard, String) {
-    let mut child = gateway_command(dir)
-        .args(extra)
-        .env("MICRO_LOG_LEVEL", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("rmicro api starts");
-    let stdout = child.stdout.take().expect("stdout");
+    let (guard, address, _) = gateway_printing(dir, extra);
+    (guard, address)
+}
+
+/// [`gateway`], and the lines it printed before its address (`metrics at …`).
+fn gateway_printing(dir: &Path, extra: &[&str]) -> (Guard, String, Vec<String>) {
+    // Killed however the test ends, from here on.
+    let mut child = Guard(
+        gateway_command(dir)
+            .args(extra)
+            .env("MICRO_LOG_LEVEL", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("rmicro api starts"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("rmicro api listening on ") {
-                let _ = tx.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
-            }
+            let _ = tx.send(line);
         }
     });
-    let address = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("rmicro api prints its address");
-    (Guard(child), address)
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("rmicro api prints its address");
+        if let Some(rest) = line.strip_prefix("rmicro api listening on ") {
+            let address = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            return (child, address, printed);
+        }
+        printed.push(line);
+    }
 }
 
 /// What curl got: status, headers (lower-case names) and body.
@@ -1107,6 +1132,163 @@ fn a_certificate_that_cannot_be_read_stops_the_gateway_with_a_sentence() {
         stderr.contains("--tls-cert-file/--tls-key-file: cannot read TLS file")
             && stderr.contains("missing-key.pem"),
         "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_is_one_trace_with_the_caller_and_is_counted() {
+    let Some(python) = python() else { return };
+    let receiver = rmicro::testing::OtlpReceiver::start(
+        &python,
+        &repo_root().join("interop/otlp_receiver.py"),
+    )
+    .expect("the OTLP receiver prints its ports");
+    let endpoint = format!("http://127.0.0.1:{}", receiver.grpc);
+    let dir = registry_dir("tracing");
+    let (_service, _server) =
+        greeter_with("greeter", &dir, &["--tracing-endpoint", &endpoint]).await;
+    let (_gateway, address, printed) = gateway_printing(
+        &dir,
+        &[
+            "--tracing-endpoint",
+            &endpoint,
+            "--metrics-address",
+            "127.0.0.1:0",
+        ],
+    );
+    let metrics_url = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics at "))
+        .unwrap_or_else(|| panic!("the metrics address is printed: {printed:?}"))
+        .to_owned();
+    // The caller's trace, as a browser's or another service's W3C header says.
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let traceparent = format!("traceparent: 00-{caller_trace}-{caller_span}-01");
+    let url = format!("http://{address}/greeter/say-hello");
+    let (hello_url, notfound_url) = (url.clone(), format!("http://{address}/nowhere/at/all"));
+    let (joined, garbage) = blocking(move || {
+        let joined = curl(
+            &[
+                "-H",
+                &traceparent,
+                "-H",
+                "content-type: application/json",
+                "-d",
+                r#"{"name":"traced"}"#,
+            ],
+            &hello_url,
+        );
+        let garbage = curl(
+            &[
+                "-H",
+                "traceparent: 00-nonsense-01",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                r#"{"name":"fresh"}"#,
+            ],
+            &hello_url,
+        );
+        let _ = curl(&["-d", "{}"], &notfound_url);
+        (joined, garbage)
+    })
+    .await;
+    assert_eq!(joined.status, 200, "{joined:?}");
+    assert_eq!(
+        garbage.status, 200,
+        "a garbage traceparent is no error: {garbage:?}"
+    );
+    // joined: gateway SERVER + CLIENT, greeter SERVER; fresh: the same three;
+    // the 404: one SERVER span.
+    let spans = receiver.wait_for(7, Duration::from_secs(30)).await;
+    let in_trace: Vec<_> = spans
+        .iter()
+        .filter(|s| s["trace_id"] == caller_trace)
+        .collect();
+    assert_eq!(in_trace.len(), 3, "{in_trace:#?}");
+    let find = |kind: &str, service: &str| {
+        *in_trace
+            .iter()
+            .find(|s| s["kind"] == kind && s["resource"]["service.name"] == service)
+            .unwrap_or_else(|| panic!("a {kind} span of {service} in {in_trace:#?}"))
+    };
+    let http = find("SPAN_KIND_SERVER", "rmicro-api");
+    assert_eq!(http["parent_span_id"], caller_span, "{http}");
+    assert_eq!(http["name"], "POST /greeter/say-hello", "{http}");
+    assert_eq!(http["attributes"]["http.request.method"], "POST");
+    assert_eq!(http["attributes"]["http.response.status_code"], 200);
+    assert_eq!(http["attributes"]["http.route"], "/greeter/say-hello");
+    assert_eq!(
+        http["attributes"]["micro.endpoint"],
+        "greeter.Greeter.SayHello"
+    );
+    let call = find("SPAN_KIND_CLIENT", "rmicro-api");
+    assert_eq!(call["parent_span_id"], http["span_id"], "{call}");
+    assert_eq!(call["name"], "greeter.v1.Greeter/SayHello");
+    let handled = find("SPAN_KIND_SERVER", "greeter");
+    assert_eq!(handled["parent_span_id"], call["span_id"], "{handled}");
+    // The garbage header started a trace of its own, whole.
+    let fresh_root = spans
+        .iter()
+        .find(|s| {
+            s["kind"] == "SPAN_KIND_SERVER"
+                && s["resource"]["service.name"] == "rmicro-api"
+                && s["trace_id"] != caller_trace
+                && s["attributes"]["http.response.status_code"] == 200
+        })
+        .expect("the fresh trace's gateway span");
+    assert_eq!(fresh_root["parent_span_id"], "", "{fresh_root}");
+    let fresh: Vec<_> = spans
+        .iter()
+        .filter(|s| s["trace_id"] == fresh_root["trace_id"])
+        .collect();
+    assert_eq!(fresh.len(), 3, "{fresh:#?}");
+    let missing = spans
+        .iter()
+        .find(|s| s["attributes"]["http.response.status_code"] == 404)
+        .expect("the 404's span");
+    assert_eq!(
+        missing["name"], "POST",
+        "no route, no route in the name: {missing}"
+    );
+    assert_eq!(
+        missing["status"]["code"], "STATUS_CODE_UNSET",
+        "a 4xx is the client's: {missing}"
+    );
+
+    // Prometheus reads what was answered and what was called.
+    let page = blocking(move || curl(&[], &metrics_url)).await;
+    assert_eq!(page.status, 200, "{page:?}");
+    let value = |line_start: &str| {
+        page.body
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("`{line_start}` on the page:\n{}", page.body))
+    };
+    assert_eq!(
+        value(r#"micro_api_requests_total{http_method="POST",http_status="200"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(r#"micro_api_requests_total{http_method="POST",http_status="404"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"micro_api_request_duration_seconds_count{http_method="POST"}"#),
+        3.0
+    );
+    assert!(
+        page.body
+            .lines()
+            .any(|l| l.starts_with("micro_client_request_total{")
+                && l.contains(r#"micro_target="greeter""#)
+                && l.ends_with(" 2")),
+        "the client's calls are counted:\n{}",
+        page.body
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

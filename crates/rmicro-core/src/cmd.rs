@@ -134,25 +134,10 @@ pub struct Flags {
     /// `127.0.0.1:9093`.
     #[arg(long, env = "MICRO_METRICS_ADDRESS", value_name = "HOST:PORT")]
     pub metrics_address: Option<String>,
-    /// Trace every call handled and made, every publish and delivery, with
-    /// OpenTelemetry, exported over OTLP to this collector (Jaeger ≥ 1.35 takes it
-    /// as is): `http://127.0.0.1:4317` (gRPC) or `http://127.0.0.1:4318` (HTTP).
-    /// Without it, `OTEL_EXPORTER_OTLP_ENDPOINT` turns tracing on.
-    #[arg(long, env = "MICRO_TRACING_ENDPOINT", value_name = "URL")]
-    pub tracing_endpoint: Option<String>,
-    /// OTLP transport: `grpc` or `http/protobuf` [default: `OTEL_EXPORTER_OTLP_PROTOCOL`,
-    /// else http/protobuf on port 4318 and grpc otherwise].
-    #[arg(long, env = "MICRO_TRACING_PROTOCOL", value_name = "PROTOCOL", value_parser = ["grpc", "http/protobuf"])]
-    pub tracing_protocol: Option<String>,
-    /// Which traces are recorded, by OpenTelemetry's names: `parentbased_always_on`
-    /// (the default), `parentbased_traceidratio`, `traceidratio`, `always_on`,
-    /// `always_off`, `parentbased_always_off` [default: `OTEL_TRACES_SAMPLER`].
-    #[arg(long, env = "MICRO_TRACING_SAMPLER", value_name = "SAMPLER")]
-    pub tracing_sampler: Option<String>,
-    /// The fraction of new traces recorded, 0.0 to 1.0 (alone, it means
-    /// `parentbased_traceidratio`) [default: `OTEL_TRACES_SAMPLER_ARG`, else 1.0].
-    #[arg(long, env = "MICRO_TRACING_RATIO", value_name = "RATIO")]
-    pub tracing_ratio: Option<f64>,
+    /// The tracing flags: `--tracing-endpoint`, `--tracing-protocol`,
+    /// `--tracing-sampler`, `--tracing-ratio`.
+    #[command(flatten)]
+    pub tracing: crate::wrapper::trace::TracingFlags,
     /// Log level or filter (`debug`, `info`, `rmicro=debug,warn`) [default: info].
     #[arg(long, env = "MICRO_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,

@@ -602,16 +602,11 @@ impl ServiceBuilder {
     /// layers go outside every other wrapper, so a span covers all they do and
     /// their log lines carry its ids.
     fn start_tracing(&mut self, flags: &Flags) -> Result<(), BuildError> {
-        use crate::wrapper::trace::{Tracing, TracingConfig, TracingFlags};
-        let settings = TracingFlags {
-            endpoint: flags.tracing_endpoint.clone(),
-            protocol: flags.tracing_protocol.clone(),
-            sampler: flags.tracing_sampler.clone(),
-            ratio: flags.tracing_ratio,
-        };
+        use crate::wrapper::trace::{Tracing, TracingConfig};
         let failed = |reason: String| BuildError::Tracing { reason };
-        let Some(config) = TracingConfig::from_settings(&settings, |name| std::env::var(name).ok())
-            .map_err(failed)?
+        let Some(config) =
+            TracingConfig::from_settings(&flags.tracing, |name| std::env::var(name).ok())
+                .map_err(failed)?
         else {
             return Ok(());
         };
@@ -1096,8 +1091,10 @@ impl Service {
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM: what a service waits for before it
+/// deregisters and drains; a binary with a loop of its own (`rmicro api`) waits
+/// on it too.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

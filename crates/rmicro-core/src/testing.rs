@@ -184,3 +184,100 @@ impl Drop for ServerProcess {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// An OTLP trace receiver built on OpenTelemetry's published protocol types, not
+/// on rmicro's code: `interop/otlp_receiver.py` (Python's `opentelemetry-proto`
+/// with grpcio) on two free loopback ports, OTLP/gRPC and OTLP/HTTP, each span it
+/// receives kept as a JSON value (ids in hex, kind by name, attributes, events,
+/// status, resource). Stops when dropped.
+pub struct OtlpReceiver {
+    child: Child,
+    /// The OTLP/gRPC port (the collector's 4317).
+    pub grpc: u16,
+    /// The OTLP/HTTP port (the collector's 4318).
+    pub http: u16,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl OtlpReceiver {
+    /// Starts `script` (the path of `interop/otlp_receiver.py`) with `python`;
+    /// `None` when it does not print its ports within a minute.
+    pub fn start(python: &Path, script: &Path) -> Option<OtlpReceiver> {
+        use std::io::BufRead as _;
+        let mut child = Command::new(python)
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .ok()?;
+        let stdout = child.stdout.take()?;
+        let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (ports_tx, ports_rx) = std::sync::mpsc::channel();
+        let kept = spans.clone();
+        std::thread::spawn(move || {
+            let mut first = true;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if first {
+                    first = false;
+                    let _ = ports_tx.send(value);
+                } else {
+                    crate::sync::lock(&kept).push(value);
+                }
+            }
+        });
+        let port = |ports: &serde_json::Value, key: &str| {
+            ports[key].as_u64().and_then(|p| u16::try_from(p).ok())
+        };
+        let ports = match ports_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(ports) => ports,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        };
+        Some(OtlpReceiver {
+            grpc: port(&ports, "grpc")?,
+            http: port(&ports, "http")?,
+            child,
+            spans,
+        })
+    }
+
+    /// The spans received so far.
+    pub fn spans(&self) -> Vec<serde_json::Value> {
+        crate::sync::lock(&self.spans).clone()
+    }
+
+    /// Waits until at least `n` spans arrived (panics naming what is missing
+    /// after `limit`), then returns them all.
+    pub async fn wait_for(&self, n: usize, limit: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let spans = self.spans();
+            if spans.len() >= n {
+                return spans;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} spans did not arrive within {limit:?}; got {}: {spans:#?}",
+                spans.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -11,71 +11,17 @@ use common::{ChildGuard, python, repo_root};
 use greeter::proto::{GreeterClient, GreeterServer, HelloReply, HelloRequest};
 use rmicro::broker::SubscribeOptions;
 use rmicro::broker::typed::Event;
+use rmicro::testing::OtlpReceiver;
 use rmicro::{Error, Request};
 use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The Python OTLP receiver and the spans it printed.
-struct Receiver {
-    _child: ChildGuard,
-    grpc: u16,
-    http: u16,
-    spans: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Receiver {
-    fn start(python: &std::path::Path) -> Receiver {
-        let mut child = Command::new(python)
-            .arg(repo_root().join("interop/otlp_receiver.py"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python runs");
-        let stdout = child.stdout.take().expect("piped");
-        let spans = Arc::new(Mutex::new(Vec::new()));
-        let (ports_tx, ports_rx) = std::sync::mpsc::channel();
-        let kept = spans.clone();
-        std::thread::spawn(move || {
-            let mut first = true;
-            for line in
-                std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok)
-            {
-                let Ok(value) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if first {
-                    first = false;
-                    let _ = ports_tx.send(value);
-                } else {
-                    kept.lock().unwrap().push(value);
-                }
-            }
-        });
-        let ports = ports_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the receiver prints its ports");
-        Receiver {
-            _child: ChildGuard(child),
-            grpc: ports["grpc"].as_u64().unwrap() as u16,
-            http: ports["http"].as_u64().unwrap() as u16,
-            spans,
-        }
-    }
-
-    /// Waits until `n` spans arrived, then returns them.
-    async fn wait_until_count(&self, n: usize) -> Vec<Value> {
-        let spans = self.spans.clone();
-        common::wait_until(
-            &format!("{n} spans arrive"),
-            Duration::from_secs(30),
-            || spans.lock().unwrap().len() >= n,
-        )
-        .await;
-        self.spans.lock().unwrap().clone()
-    }
+/// The OTLP receiver of `interop/otlp_receiver.py`, not rmicro's code.
+fn receiver(python: &std::path::Path) -> OtlpReceiver {
+    OtlpReceiver::start(python, &repo_root().join("interop/otlp_receiver.py"))
+        .expect("the OTLP receiver prints its ports")
 }
 
 fn named<'a>(spans: &'a [Value], name: &str, kind: &str) -> &'a Value {
@@ -159,7 +105,7 @@ fn traced_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_of_calls_and_a_publish_is_one_trace() {
     let Some(python) = python() else { return };
-    let receiver = Receiver::start(&python);
+    let receiver = receiver(&python);
     let endpoint = format!("http://127.0.0.1:{}", receiver.grpc);
     let registry = Arc::new(rmicro::registry::MemoryRegistry::new());
 
@@ -223,7 +169,7 @@ async fn a_chain_of_calls_and_a_publish_is_one_trace() {
         );
     }
     // caller CLIENT, front SERVER, front CLIENT, greeter SERVER, PRODUCER, CONSUMER.
-    let spans = receiver.wait_until_count(6).await;
+    let spans = receiver.wait_for(6, Duration::from_secs(30)).await;
     let root = spans
         .iter()
         .find(|s| s["kind"] == "SPAN_KIND_CLIENT" && s["resource"]["service.name"] == "caller")
@@ -289,7 +235,7 @@ async fn a_chain_of_calls_and_a_publish_is_one_trace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_follow_the_grpc_rules_for_client_and_server_spans() {
     let Some(python) = python() else { return };
-    let receiver = Receiver::start(&python);
+    let receiver = receiver(&python);
     let endpoint = format!("http://127.0.0.1:{}", receiver.http);
     let registry = Arc::new(rmicro::registry::MemoryRegistry::new());
     let back = traced_with("greeter", &endpoint, "http/protobuf", &registry)
@@ -329,7 +275,7 @@ async fn errors_follow_the_grpc_rules_for_client_and_server_spans() {
                 .await
         );
     }
-    let spans = receiver.wait_until_count(4).await;
+    let spans = receiver.wait_for(4, Duration::from_secs(30)).await;
     let side = |kind: &str, method: &str| {
         spans
             .iter()
@@ -476,7 +422,7 @@ fn a_stuck_collector_drops_and_counts_spans_and_calls_go_on() {
 #[test]
 fn the_greeter_binary_joins_jaeger_traces_ignores_garbage_and_flushes_on_stop() {
     let Some(python) = python() else { return };
-    let receiver = Receiver::start(&python);
+    let receiver = receiver(&python);
     let receiver_url = format!("http://127.0.0.1:{}", receiver.http);
     let (mut child, logged) = Greeter::spawn(
         &["--server-grace-period", "5s", "--log-format", "ecs"],
@@ -524,10 +470,7 @@ fn the_greeter_binary_joins_jaeger_traces_ignores_garbage_and_flushes_on_stop() 
             .unwrap_err();
         assert_eq!(failed.code, 400);
     });
-    assert!(
-        receiver.spans.lock().unwrap().is_empty(),
-        "nothing sent before the stop"
-    );
+    assert!(receiver.spans().is_empty(), "nothing sent before the stop");
     let pid = child.0.id().to_string();
     assert!(
         Command::new("kill")
@@ -537,7 +480,7 @@ fn the_greeter_binary_joins_jaeger_traces_ignores_garbage_and_flushes_on_stop() 
             .success()
     );
     assert!(child.0.wait().unwrap().success(), "a clean exit");
-    let spans = runtime.block_on(receiver.wait_until_count(3));
+    let spans = runtime.block_on(receiver.wait_for(3, Duration::from_secs(30)));
     assert_eq!(spans.len(), 3, "{spans:#?}");
     let joined = spans
         .iter()

@@ -13,6 +13,7 @@ mod request;
 pub(crate) mod router;
 mod stream;
 
+pub use crate::service::shutdown_signal;
 pub use handler::{MethodDescriptor, MethodKind, ServiceDescriptor, ServiceHandler};
 pub use request::Request;
 pub use router::HandlerStack;

@@ -58,12 +58,14 @@
 
 pub mod conventions;
 mod export;
+pub mod http_server;
 mod layer;
 mod messaging;
 mod otlp;
 pub mod propagation;
 
 pub use export::{BatchSettings, ExportStats};
+pub use http_server::HttpSpan;
 pub use layer::{CurrentTrace, TraceFuture, TraceLayer, TraceService};
 
 use export::QueueProcessor;
@@ -139,16 +141,44 @@ impl SamplerChoice {
 }
 
 /// The tracing flags as given (each `None` when absent); the environment fills
-/// the rest in [`TracingConfig::from_settings`].
-#[derive(Debug, Clone, Default)]
+/// the rest in [`TracingConfig::from_settings`]. Every service has them (see
+/// [`crate::cmd::Flags`]); an HTTP front such as `rmicro api` flattens them into
+/// its own command line.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct TracingFlags {
-    /// `--tracing-endpoint`: the collector's base URL (`http://127.0.0.1:4317`).
+    /// Trace every call handled and made, every publish and delivery, with
+    /// OpenTelemetry, exported over OTLP to this collector (Jaeger ≥ 1.35 takes it
+    /// as is): `http://127.0.0.1:4317` (gRPC) or `http://127.0.0.1:4318` (HTTP).
+    /// Without it, `OTEL_EXPORTER_OTLP_ENDPOINT` turns tracing on.
+    #[arg(
+        long = "tracing-endpoint",
+        id = "tracing_endpoint",
+        env = "MICRO_TRACING_ENDPOINT",
+        value_name = "URL"
+    )]
     pub endpoint: Option<String>,
-    /// `--tracing-protocol`: `grpc` or `http/protobuf`.
+    /// OTLP transport: `grpc` or `http/protobuf` [default: `OTEL_EXPORTER_OTLP_PROTOCOL`,
+    /// else http/protobuf on port 4318 and grpc otherwise].
+    #[arg(long = "tracing-protocol", id = "tracing_protocol", env = "MICRO_TRACING_PROTOCOL", value_name = "PROTOCOL", value_parser = ["grpc", "http/protobuf"])]
     pub protocol: Option<String>,
-    /// `--tracing-sampler`: an `OTEL_TRACES_SAMPLER` name.
+    /// Which traces are recorded, by OpenTelemetry's names: `parentbased_always_on`
+    /// (the default), `parentbased_traceidratio`, `traceidratio`, `always_on`,
+    /// `always_off`, `parentbased_always_off` [default: `OTEL_TRACES_SAMPLER`].
+    #[arg(
+        long = "tracing-sampler",
+        id = "tracing_sampler",
+        env = "MICRO_TRACING_SAMPLER",
+        value_name = "SAMPLER"
+    )]
     pub sampler: Option<String>,
-    /// `--tracing-ratio`: the fraction of traces recorded (0.0 to 1.0).
+    /// The fraction of new traces recorded, 0.0 to 1.0 (alone, it means
+    /// `parentbased_traceidratio`) [default: `OTEL_TRACES_SAMPLER_ARG`, else 1.0].
+    #[arg(
+        long = "tracing-ratio",
+        id = "tracing_ratio",
+        env = "MICRO_TRACING_RATIO",
+        value_name = "RATIO"
+    )]
     pub ratio: Option<f64>,
 }
 
@@ -601,6 +631,19 @@ impl Tracing {
     /// while the subscriber's handler runs (`wrap_subscriber`).
     pub fn subscriber(&self) -> impl crate::wrapper::SubscriberWrapper {
         messaging::subscriber(self.tracer.clone())
+    }
+
+    /// A SERVER span for an HTTP request being served (an HTTP front such as the
+    /// API gateway): joins the caller's trace from `headers`; see [`http_server`].
+    pub fn http_server_span(
+        &self,
+        method: &str,
+        path: &str,
+        scheme: &str,
+        headers: &http::HeaderMap,
+        peer: std::net::SocketAddr,
+    ) -> HttpSpan {
+        HttpSpan::start(&self.tracer, method, path, scheme, headers, peer)
     }
 
     /// The provider, to make the application's own spans with the same resource
