@@ -563,3 +563,54 @@ async fn a_server_endpoint_timeout_cuts_the_handler_with_deadline_exceeded() {
     let reply = client_of(&server).say_hello(hello("whoami")).await;
     assert!(reply.is_ok(), "{reply:?}");
 }
+
+/// A unary call's status is known with its response: a wrapper waiting for it
+/// is told OK as the response comes back, without watching the body; a reply
+/// over the server's size limit is refused as RESOURCE_EXHAUSTED naming the
+/// limit, before any of it is sent.
+#[tokio::test]
+async fn a_unary_status_is_known_with_the_response_unless_its_reply_cannot_be_sent() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let (_service, server) = start_with(greeter::Greeter, move |b| {
+        b.max_message_size(64 * 1024)
+            .wrap_handler(rmicro::wrapper::from_fn(move |call, next| {
+                let log = log.clone();
+                async move {
+                    let response = next.run(call).await?;
+                    let told = Arc::new(std::sync::Mutex::new(None));
+                    let kept = told.clone();
+                    let response = rmicro::wrapper::on_status(response, move |outcome| {
+                        *kept.lock().unwrap() = Some(outcome.code());
+                    });
+                    let at_once = told.lock().unwrap().is_some();
+                    log.lock().unwrap().push((at_once, told));
+                    Ok(response)
+                }
+            }))
+    })
+    .await;
+    let client = client_of(&server);
+    let reply = client.say_hello(hello("ann")).await.unwrap();
+    assert_eq!(reply.message, "Hello ann");
+    // "Hello " + 65,530 bytes is over 64 KiB once encoded; the request is not.
+    let err = client
+        .say_hello(hello(&"x".repeat(65_530)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.grpc_code(), rmicro::Code::ResourceExhausted, "{err}");
+    assert!(
+        err.detail
+            .contains("is 65540 bytes, over the server's limit of 65536"),
+        "{err}"
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[0].0, "the OK was known with the response");
+    assert_eq!(*seen[0].1.lock().unwrap(), Some(rmicro::Code::Ok));
+    assert!(seen[1].0, "the refusal was known with the response");
+    assert_eq!(
+        *seen[1].1.lock().unwrap(),
+        Some(rmicro::Code::ResourceExhausted)
+    );
+}

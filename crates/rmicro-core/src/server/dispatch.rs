@@ -89,9 +89,11 @@ pub(crate) fn map_transport_status(status: Status) -> Status {
 async fn run_unary<Resp: prost::Message>(
     ctx: Arc<Context>,
     deadline: Option<Instant>,
+    limit: usize,
     messages: Arc<MessageCounts>,
     fut: impl Future<Output = Result<Resp, Error>>,
 ) -> Result<tonic::Response<Resp>, Status> {
+    let endpoint = ctx.endpoint.clone();
     let scoped = Context::scope(ctx, fut);
     let result = match deadline {
         Some(at) => tokio::time::timeout_at(at, scoped)
@@ -104,10 +106,17 @@ async fn run_unary<Resp: prost::Message>(
             }),
         None => scoped.await,
     };
-    if let Ok(reply) = &result {
-        messages.record_sent(reply.encoded_len());
+    let reply = result.map_err(|e| e.to_status())?;
+    let size = reply.encoded_len();
+    if size > limit {
+        // Refused here, as gRPC says (RESOURCE_EXHAUSTED, before any byte is
+        // sent), rather than failing half-way through encoding it.
+        return Err(Status::resource_exhausted(format!(
+            "the reply of {endpoint} is {size} bytes, over the server's limit of {limit} (--server-max-message-size)"
+        )));
     }
-    result.map(tonic::Response::new).map_err(|e| e.to_status())
+    messages.record_sent(size);
+    Ok(tonic::Response::new(reply))
 }
 
 /// Adapts a one-shot closure to tonic's service traits.
@@ -146,6 +155,7 @@ where
         Box::pin(run_unary(
             ctx,
             self.env.deadline,
+            self.env.max_message_size,
             self.env.messages.clone(),
             fut,
         ))
@@ -165,15 +175,23 @@ where
     Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
 {
     let mut grpc = env.grpc::<Resp, Req>();
-    grpc.unary(
-        Once {
-            f: Some(handler),
-            env,
-        },
-        request.map(Body::into_engine),
-    )
-    .await
-    .map(Body::from_engine)
+    let messages = env.messages.clone();
+    let response = grpc
+        .unary(
+            Once {
+                f: Some(handler),
+                env,
+            },
+            request.map(Body::into_engine),
+        )
+        .await;
+    // A reply was made (only an OK result within the size limit is counted), so
+    // encoding it cannot fail: the status is OK before the body is sent.
+    let settled = messages.sent() == 1;
+    response.map(|body| {
+        let body = Body::from_engine(body);
+        if settled { body.settled_ok() } else { body }
+    })
 }
 
 /// Handles a call where the client streams and the server answers once.
@@ -229,6 +247,7 @@ where
         Box::pin(run_unary(
             ctx,
             self.env.deadline,
+            self.env.max_message_size,
             self.env.messages.clone(),
             fut,
         ))

@@ -25,12 +25,33 @@ use tower::BoxError;
 /// assert!(rmicro::transport::Body::empty().is_end_stream());
 /// ```
 #[derive(Debug, Default)]
-pub struct Body(tonic::body::Body);
+pub struct Body {
+    inner: tonic::body::Body,
+    /// Set by the server's dispatch on a unary reply it encoded within the size
+    /// limit: the call's status is OK already, before the body is sent, so a
+    /// wrapper that waits for the status ([`crate::wrapper::on_status`]) learns
+    /// it at once instead of wrapping the body to read its trailers.
+    settled_ok: bool,
+}
 
 impl Body {
     /// An empty body.
     pub const fn empty() -> Self {
-        Body(tonic::body::Body::empty())
+        Body {
+            inner: tonic::body::Body::empty(),
+            settled_ok: false,
+        }
+    }
+
+    /// Marks the body of a reply whose status is known to be OK (see the field).
+    pub(crate) fn settled_ok(mut self) -> Self {
+        self.settled_ok = true;
+        self
+    }
+
+    /// Whether the call this body answers is known to have succeeded already.
+    pub(crate) fn is_settled_ok(&self) -> bool {
+        self.settled_ok
     }
 
     /// Wraps any body of [`Bytes`]; a [`Body`] passed in is returned as it is.
@@ -46,19 +67,22 @@ impl Body {
             return own;
         }
         match body {
-            Some(body) => Body(tonic::body::Body::new(body)),
+            Some(body) => Body::from_engine(tonic::body::Body::new(body)),
             None => Body::empty(),
         }
     }
 
     /// Takes the engine's body, for free.
     pub(crate) fn from_engine(body: tonic::body::Body) -> Self {
-        Body(body)
+        Body {
+            inner: body,
+            settled_ok: false,
+        }
     }
 
     /// Gives the engine its body, for free.
     pub(crate) fn into_engine(self) -> tonic::body::Body {
-        self.0
+        self.inner
     }
 }
 
@@ -76,17 +100,17 @@ impl http_body::Body for Body {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        Pin::new(&mut self.0)
+        Pin::new(&mut self.inner)
             .poll_frame(cx)
             .map(|frame| frame.map(|f| f.map_err(BodyError)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.0.size_hint()
+        self.inner.size_hint()
     }
 }
 

@@ -94,6 +94,11 @@ pub fn on_status(
     response: http::Response<Body>,
     observe: impl StatusObserver,
 ) -> http::Response<Body> {
+    if response.body().is_settled_ok() {
+        // A unary reply the server already encoded: nothing can fail after it.
+        observe(&Outcome::ok());
+        return response;
+    }
     if let Some(outcome) = Outcome::from_headers(response.headers()) {
         observe(&outcome);
         return response;
