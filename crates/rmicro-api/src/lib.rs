@@ -39,6 +39,11 @@
 //! body over the limit a 413, malformed JSON or a wrong field type a 400 naming the
 //! field.
 //!
+//! Client-streaming and bidirectional methods (any method, in fact) are called
+//! over a WebSocket: a `GET` of the route with `Upgrade: websocket`, each message
+//! one request or reply as JSON, `EOF` ending the requests (the conventions in
+//! full: the README's "API gateway").
+//!
 //! [`Gateway::serve_tls`] serves HTTPS (HTTP/2 or HTTP/1.1 by ALPN). With
 //! [`Options::tracing`] each request is a SERVER span joined to the caller's
 //! trace and the parent of the call it makes; with [`Options::metrics`] every
@@ -61,6 +66,9 @@ mod reflection;
 pub mod resolver;
 mod table;
 mod transcode;
+mod websocket;
+
+pub use websocket::STREAM_TIMEOUT;
 
 pub use table::{Route, RouteKind};
 
@@ -410,7 +418,7 @@ impl Gateway {
         });
         // A client that hangs up ends its connection; nothing to report.
         let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+            .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), service)
             .await;
     }
 
@@ -511,7 +519,12 @@ impl Gateway {
         scheme: &'static str,
     ) -> http::Response<Body> {
         let started = std::time::Instant::now();
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        let upgrade = if websocket::is_upgrade(&parts.headers) {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
         let request_id = parts
             .headers
             .get("x-request-id")
@@ -531,7 +544,7 @@ impl Gateway {
         let (mut response, routed, failure) = match self.refusal(&parts, peer) {
             Some(refused) => (refused, None, None),
             None => {
-                let answer = self.route_and_call(&parts, body, &request_id);
+                let answer = self.route_and_call(&parts, body, &request_id, upgrade);
                 let answer = match &span {
                     Some(span) => span.in_span(answer).await,
                     None => answer.await,
@@ -651,6 +664,7 @@ impl Gateway {
         parts: &http::request::Parts,
         body: hyper::body::Incoming,
         request_id: &str,
+        upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Result<(http::Response<Body>, Option<RoutedTo>), Error> {
         let path = parts.uri.path();
         if is_preflight(parts, &self.inner.options) {
@@ -670,6 +684,9 @@ impl Gateway {
             let json = serde_json::to_vec_pretty(&self.routes())
                 .map_err(|e| Error::internal(ID, e.to_string()))?;
             return Ok((json_response(StatusCode::OK, json), None));
+        }
+        if let Some(upgrade) = upgrade {
+            return self.websocket(parts, request_id, upgrade).await;
         }
         let body = read_body(body, self.inner.options.max_body_size).await?;
         if self.inner.options.handler == Handler::Event {
@@ -697,12 +714,16 @@ impl Gateway {
                 ID,
                 501,
                 format!(
-                    "`{}` streams its requests: HTTP requests cannot call it",
+                    "`{}` streams its requests: call it over a WebSocket (a GET with `Upgrade: websocket`)",
                     method.endpoint
                 ),
             ));
         }
-        let options = self.call_options(&parts.headers, request_id)?;
+        let options = self.call_options(
+            &parts.headers,
+            request_id,
+            request_timeout(&parts.headers)?.unwrap_or(self.inner.options.timeout),
+        );
         let routed = Some(RoutedTo {
             service: entry.name.clone(),
             endpoint: method.endpoint.clone(),
@@ -831,8 +852,12 @@ impl Gateway {
     }
 
     /// The call's options: its deadline and the metadata the headers carry.
-    fn call_options(&self, headers: &HeaderMap, request_id: &str) -> Result<CallOptions, Error> {
-        let timeout = request_timeout(headers)?.unwrap_or(self.inner.options.timeout);
+    fn call_options(
+        &self,
+        headers: &HeaderMap,
+        request_id: &str,
+        timeout: Duration,
+    ) -> CallOptions {
         let mut options = CallOptions::new().timeout(timeout);
         for (name, value) in headers {
             let name = name.as_str();
@@ -845,7 +870,62 @@ impl Gateway {
                 options = options.metadata(name, value);
             }
         }
-        Ok(options.metadata("x-request-id", request_id))
+        options.metadata("x-request-id", request_id)
+    }
+
+    /// Answers a WebSocket upgrade of a route with `101` and bridges the
+    /// connection to a streaming call of the method it names (see
+    /// [`websocket`]); only the `rpc` handler streams.
+    async fn websocket(
+        &self,
+        parts: &http::request::Parts,
+        request_id: &str,
+        upgrade: hyper::upgrade::OnUpgrade,
+    ) -> Result<(http::Response<Body>, Option<RoutedTo>), Error> {
+        let path = parts.uri.path();
+        if self.inner.options.handler != Handler::Rpc {
+            return Err(transcode::bad_request(format!(
+                "WebSocket streams need the rpc handler, not `{}`",
+                self.inner.options.handler.name()
+            )));
+        }
+        // A browser upgrades with GET; a stream's route is usually a POST one.
+        let routed = match self.find(parts.method.as_str(), path).await {
+            Ok(routed) => routed,
+            Err(first) => self.find("POST", path).await.map_err(|_| first)?,
+        };
+        if !routed.entry.has_nodes() {
+            return Err(Error::unavailable(
+                ID,
+                format!(
+                    "service `{}` has no nodes in the registry",
+                    routed.entry.name
+                ),
+            ));
+        }
+        let response = websocket::accept(&parts.headers)?;
+        let options = self.call_options(
+            &parts.headers,
+            request_id,
+            websocket::stream_timeout(request_timeout(&parts.headers)?),
+        );
+        let to = RoutedTo {
+            service: routed.entry.name.clone(),
+            endpoint: routed.method.endpoint.clone(),
+            route: routed
+                .binding
+                .as_ref()
+                .map_or_else(|| path.to_owned(), |(b, _)| b.template.text.clone()),
+        };
+        tokio::spawn(websocket::bridge(
+            upgrade,
+            self.inner.client.clone(),
+            routed.entry.name.clone(),
+            routed.method.clone(),
+            options,
+            self.inner.options.max_body_size,
+        ));
+        Ok((response, Some(to)))
     }
 
     /// Calls `method` with the request the body, the path's variables (of an
@@ -1318,15 +1398,20 @@ fn http_status(error: &Error) -> StatusCode {
 
 /// An error as go-micro's JSON, `{"id","code","detail","status"}`.
 fn error_response(error: &Error) -> http::Response<Body> {
+    let json = serde_json::to_vec(&error_json(error)).unwrap_or_default();
+    json_response(http_status(error), json)
+}
+
+/// An error as go-micro's JSON: `{"id", "code", "detail", "status"}`, the code
+/// and status those of the HTTP status it maps to.
+fn error_json(error: &Error) -> serde_json::Value {
     let status = http_status(error);
-    let json = serde_json::to_vec(&serde_json::json!({
+    serde_json::json!({
         "id": error.id,
         "code": status.as_u16(),
         "detail": error.detail,
         "status": status.canonical_reason().unwrap_or(&error.status),
-    }))
-    .unwrap_or_default();
-    json_response(status, json)
+    })
 }
 
 /// A server stream as newline-delimited JSON, each reply a line as it arrives.
@@ -1347,13 +1432,8 @@ fn ndjson(
             }
             Err(e) => {
                 *failed = true;
-                let mut json = serde_json::to_vec(&serde_json::json!({ "error": {
-                    "id": e.id,
-                    "code": http_status(&e).as_u16(),
-                    "detail": e.detail,
-                    "status": e.status,
-                }}))
-                .unwrap_or_default();
+                let mut json = serde_json::to_vec(&serde_json::json!({ "error": error_json(&e) }))
+                    .unwrap_or_default();
                 json.push(b'\n');
                 json
             }

@@ -1202,7 +1202,19 @@ async fn a_request_is_one_trace_with_the_caller_and_is_counted() {
     );
     // joined: gateway SERVER + CLIENT, greeter SERVER; fresh: the same three;
     // the 404: one SERVER span.
-    let spans = receiver.wait_for(7, Duration::from_secs(30)).await;
+    let spans = receiver
+        .wait_until(
+            "seven spans, three in each of the two traces that reached the greeter",
+            Duration::from_secs(30),
+            |spans| {
+                let mut per_trace = std::collections::HashMap::new();
+                for span in spans {
+                    *per_trace.entry(span["trace_id"].to_string()).or_insert(0) += 1;
+                }
+                spans.len() >= 7 && per_trace.values().filter(|&&n| n >= 3).count() >= 2
+            },
+        )
+        .await;
     let in_trace: Vec<_> = spans
         .iter()
         .filter(|s| s["trace_id"] == caller_trace)
@@ -1290,5 +1302,90 @@ async fn a_request_is_one_trace_with_the_caller_and_is_counted() {
         "the client's calls are counted:\n{}",
         page.body
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_and_bidi_streams_go_over_websocket() {
+    let Some(python) = python() else { return };
+    let dir = registry_dir("websocket");
+    let (_service, _server) = greeter("greeter", &dir).await;
+    let (_py, _registry, _record) =
+        python_server(&python, "greeter_server.py", "pygreeter", &dir).await;
+    let (_gateway, address) = gateway(&dir, &[]);
+    let script = r#"
+import json, sys
+from websockets.sync.client import connect
+from websockets.exceptions import ConnectionClosed
+base = sys.argv[1].replace("http://", "ws://")
+
+def stream(path, messages, closes=True):
+    """Sends each message, then reads until the gateway closes: the replies
+    (JSON), and the close code and reason."""
+    replies = []
+    with connect(base + path, open_timeout=10, close_timeout=5) as ws:
+        for m in messages:
+            ws.send(m)
+        try:
+            while True:
+                replies.append(json.loads(ws.recv(timeout=10)))
+        except ConnectionClosed as e:
+            return replies, e.rcvd.code if e.rcvd else None, e.rcvd.reason if e.rcvd else None
+
+for service in ["greeter", "pygreeter"]:
+    # Bidirectional: a reply per request, as they come; EOF ends the requests.
+    with connect(base + f"/{service}/greeter/chat", open_timeout=10) as ws:
+        ws.send(json.dumps({"name": "a"}))
+        assert json.loads(ws.recv(timeout=10)) == {"message": "Hello a"}
+        ws.send(json.dumps({"name": "b"}))
+        assert json.loads(ws.recv(timeout=10)) == {"message": "Hello b"}
+        ws.send("EOF")
+        try:
+            extra = ws.recv(timeout=10)
+            raise AssertionError(f"no reply after EOF, got {extra}")
+        except ConnectionClosed as e:
+            assert e.rcvd.code == 1000 and e.rcvd.reason == "OK", e
+    # Client streaming: one reply when the requests end.
+    replies, code, reason = stream(f"/{service}/greeter/collect",
+        [json.dumps({"name": n}) for n in ["x", "y", "z"]] + [""])
+    assert replies == [{"message": "Hello x, y, z"}], replies
+    assert (code, reason) == (1000, "OK"), (code, reason)
+    # Server streaming takes its one request from the first message.
+    replies, code, _ = stream(f"/{service}/greeter/say-hello-stream", [json.dumps({"name": "s", "count": 2})])
+    assert [r["message"] for r in replies] == ["Hello s #1", "Hello s #2"], replies
+    assert code == 1000
+
+# A request that is not the message: the error, then 1008; the gateway goes on.
+replies, code, reason = stream("/greeter/greeter/chat", [json.dumps({"name": 5})])
+assert len(replies) == 1 and replies[0]["error"]["code"] == 400, replies
+assert "name" in replies[0]["error"]["detail"], replies
+assert code == 1008, (code, reason)
+# The handler's own error: its detail, then 1008 (a 400 is the client's).
+replies, code, reason = stream("/greeter/greeter/chat", [json.dumps({"name": ""})])
+assert replies[-1]["error"]["detail"] == "name must not be empty", replies
+assert code == 1008 and reason == "name must not be empty", (code, reason)
+# A second request to a method that takes one is refused.
+# (Whether the reply or the refusal comes first is a race; each ends its own way.)
+replies, code, _ = stream("/greeter/greeter/say-hello", [json.dumps({"name": "one"}), json.dumps({"name": "two"})])
+if replies == [{"message": "Hello one"}]:
+    assert code == 1000, (replies, code)
+else:
+    assert "takes one request" in replies[-1]["error"]["detail"], replies
+    assert code == 1008, (replies, code)
+# An unknown route is refused before the upgrade, as for plain HTTP.
+try:
+    with connect(base + "/nowhere/at/all", open_timeout=10):
+        raise AssertionError("upgraded an unknown route")
+except Exception as e:
+    assert "404" in str(e), e
+print("websocket checks passed")
+"#;
+    python_checks(
+        python,
+        script,
+        format!("http://{address}"),
+        "websocket checks passed",
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -259,15 +259,28 @@ impl OtlpReceiver {
     /// Waits until at least `n` spans arrived (panics naming what is missing
     /// after `limit`), then returns them all.
     pub async fn wait_for(&self, n: usize, limit: Duration) -> Vec<serde_json::Value> {
+        self.wait_until(&format!("{n} spans"), limit, |spans| spans.len() >= n)
+            .await
+    }
+
+    /// Waits until the spans received satisfy `done` (they come in batches, from
+    /// each process on its own schedule), then returns them all; panics naming
+    /// `what` after `limit`.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + limit;
         loop {
             let spans = self.spans();
-            if spans.len() >= n {
+            if done(&spans) {
                 return spans;
             }
             assert!(
                 Instant::now() < deadline,
-                "{n} spans did not arrive within {limit:?}; got {}: {spans:#?}",
+                "{what} did not arrive within {limit:?}; got {}: {spans:#?}",
                 spans.len()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -707,6 +707,23 @@ impl Client {
         ))
     }
 
+    /// A streaming call to `path` whose requests are already encoded, each reply
+    /// left encoded: any kind of method (gRPC's wire does not tell them apart), for
+    /// gateways bridging a stream of their own (a WebSocket); see
+    /// [`Client::unary_bytes`]. The call is never retried: its requests are spent.
+    pub fn streaming_bytes(
+        &self,
+        service: &str,
+        path: &str,
+        endpoint: &str,
+        requests: impl Stream<Item = Bytes> + Send + 'static,
+    ) -> Result<StreamingCall<crate::codec::RawMessage>, Error> {
+        Ok(Call::new(
+            self.dynamic_target(service, path, endpoint)?,
+            Outgoing::Stream(Box::pin(requests)),
+        ))
+    }
+
     /// A call to a path known only at run time.
     fn dynamic_target(&self, service: &str, path: &str, endpoint: &str) -> Result<Target, Error> {
         let path = PathAndQuery::try_from(path)
