@@ -555,6 +555,7 @@ impl Gateway {
                 }
             }
         };
+        let ids = span.as_ref().and_then(|s| s.ids());
         if let Some(span) = span {
             if let Some(to) = &routed {
                 span.set_route(&to.route, &to.service, &to.endpoint);
@@ -585,17 +586,23 @@ impl Gateway {
             return response;
         }
         let RoutedTo {
-            service, endpoint, ..
+            service,
+            endpoint,
+            route,
         } = routed.unwrap_or_default();
+        let (trace_id, span_id) = ids.unzip();
         tracing::info!(
             http.request.method = %parts.method,
             url.path = parts.uri.path(),
+            http.route = (!route.is_empty()).then_some(route.as_str()),
             client.address = %peer.ip(),
             service,
             endpoint,
             http.response.status_code = response.status().as_u16(),
             micros = started.elapsed().as_micros() as u64,
-            request_id,
+            http.request.id = request_id,
+            trace_id,
+            span_id,
             "request"
         );
         response

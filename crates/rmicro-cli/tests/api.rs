@@ -121,13 +121,19 @@ fn gateway(dir: &Path, extra: &[&str]) -> (Guard, String) {
 
 /// [`gateway`], and the lines it printed before its address (`metrics at …`).
 fn gateway_printing(dir: &Path, extra: &[&str]) -> (Guard, String, Vec<String>) {
+    let mut command = gateway_command(dir);
+    command.args(extra).stderr(Stdio::inherit());
+    spawn_gateway(command)
+}
+
+/// Starts `command` (an `rmicro api` command line, its stderr set by the
+/// caller); its address and the lines it printed before it.
+fn spawn_gateway(mut command: Command) -> (Guard, String, Vec<String>) {
     // Killed however the test ends, from here on.
     let mut child = Guard(
-        gateway_command(dir)
-            .args(extra)
+        command
             .env("MICRO_LOG_LEVEL", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("rmicro api starts"),
     );
@@ -1388,4 +1394,94 @@ print("websocket checks passed")
     )
     .await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_log_lines_are_ecs_with_the_route_and_the_trace() {
+    let dir = registry_dir("accesslog");
+    let (_service, _server) = greeter("greeter", &dir).await;
+    let log = dir.join("gateway.log");
+    let mut command = gateway_command(&dir);
+    command
+        .args(["--access-log", "--log-format", "ecs", "--log-level", "info"])
+        // A collector nobody listens on: spans are made (and dropped), ids logged.
+        .args(["--tracing-endpoint", "http://127.0.0.1:9"])
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let (gateway, address, _) = spawn_gateway(command);
+    let base = format!("http://{address}");
+    let traceparent = "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    blocking(move || {
+        let ok = curl(
+            &["-H", "x-request-id: rid-7", "-H", traceparent],
+            &format!("{base}/v1/greeter/hello/ann"),
+        );
+        assert_eq!(ok.status, 200, "{ok:?}");
+        let missing = curl(&["-d", "{}"], &format!("{base}/nowhere/at/all"));
+        assert_eq!(missing.status, 404, "{missing:?}");
+    })
+    .await;
+    let written = log.clone();
+    let lines = blocking(move || wait_for_lines(&written, 2)).await;
+    drop(gateway);
+    let ok = lines
+        .iter()
+        .find(|l| l["http.request.id"] == "rid-7")
+        .unwrap_or_else(|| panic!("the 200's line: {lines:#?}"));
+    assert_eq!(ok["message"], "request");
+    assert_eq!(ok["ecs.version"], "8.11.0");
+    assert_eq!(ok["service.name"], "rmicro-api");
+    assert_eq!(ok["http.request.method"], "GET");
+    assert_eq!(ok["url.path"], "/v1/greeter/hello/ann");
+    assert_eq!(
+        ok["http.route"], "/v1/greeter/hello/{name}",
+        "the template, not the path"
+    );
+    assert_eq!(ok["http.response.status_code"], 200);
+    assert_eq!(ok["micro.endpoint"], "greeter.Greeter.SayHello");
+    assert_eq!(
+        ok["trace.id"], "0af7651916cd43dd8448eb211c80319c",
+        "the caller's trace"
+    );
+    assert!(
+        ok["span.id"].as_str().is_some_and(|s| s.len() == 16),
+        "{ok}"
+    );
+    assert!(
+        ok["event.duration"].as_u64().is_some_and(|ns| ns > 0),
+        "{ok}"
+    );
+    let missing = lines
+        .iter()
+        .find(|l| l["http.response.status_code"] == 404)
+        .unwrap_or_else(|| panic!("the 404's line: {lines:#?}"));
+    assert!(
+        missing.get("http.route").is_none(),
+        "no route, no field: {missing}"
+    );
+    assert!(
+        missing["http.request.id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 36),
+        "a generated request id: {missing}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The JSON lines with `"message":"request"` in `path`, once there are `n`.
+fn wait_for_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    let mut lines = Vec::new();
+    wait_until(
+        &format!("{n} access log lines"),
+        Duration::from_secs(10),
+        || {
+            lines = std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|l| l["message"] == "request")
+                .collect();
+            lines.len() >= n
+        },
+    );
+    lines
 }

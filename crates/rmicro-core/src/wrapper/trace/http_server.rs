@@ -73,9 +73,10 @@ impl HttpSpan {
         &self.cx
     }
 
-    /// The trace id, as W3C writes it (32 hex digits), for a log line.
-    pub fn trace_id(&self) -> Option<String> {
-        super::ids(&self.cx).map(|(trace, _)| trace)
+    /// The trace and span ids, as W3C writes them (32 and 16 hex digits), for a
+    /// log line (`trace.id`, `span.id` in ECS).
+    pub fn ids(&self) -> Option<(String, String)> {
+        super::ids(&self.cx)
     }
 
     /// Runs `work` with this span current: the rmicro calls it makes are the
