@@ -22,6 +22,9 @@
 
 use clap::{Parser, Subcommand};
 use rmicro::{CallOptions, Client, Error};
+mod new;
+
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -106,6 +109,9 @@ enum Command {
     },
     /// Serve an HTTP/JSON gateway in front of every service in the registry.
     Api(Box<ApiFlags>),
+    /// Make a new service project in ./NAME (go-micro's `micro new`): proto, domain
+    /// model/repository/service, handler, subscriber, config, tests, Dockerfile.
+    New(new::NewFlags),
     /// Check a service's gRPC health (`grpc.health.v1`); exit 0 only if SERVING.
     Health {
         /// The gRPC service to check (`greeter.v1.Greeter`); empty for the whole server.
@@ -631,6 +637,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Config { action } => config(action).await,
         Command::Api(flags) => api(*flags, registry.clone()).await,
+        // Handled before the runtime's work begins, in `main`.
+        Command::New(flags) => Err(Error::internal(
+            "rmicro.cli",
+            format!("`rmicro new {}` is handled in main", flags.name),
+        )),
         Command::Publish {
             topic,
             body,
@@ -754,6 +765,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::New(flags) = &cli.command {
+        let mut flags = flags.clone();
+        flags.registry = cli.registry.clone();
+        return new_project(&flags);
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -762,6 +778,21 @@ async fn main() -> ExitCode {
                 err.detail, err.code, err.status, err.id
             );
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `rmicro new`: makes the project in the current directory and says how to run it.
+fn new_project(flags: &new::NewFlags) -> ExitCode {
+    match new::generate(flags, Path::new(".")) {
+        Ok(root) => {
+            println!("made {} (the {} service)", root.display(), flags.name);
+            println!("  cd {} && cargo test && make run", flags.name);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(err.exit_code())
         }
     }
 }

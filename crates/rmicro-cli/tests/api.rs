@@ -2,21 +2,14 @@
 //! Python grpcio greeter (descriptors by its server reflection), driven by clients
 //! that are not ours: `curl` (HTTP/1.1 and h2c) and Python's `httpx`.
 
+mod common;
+
+use common::{Guard, repo_root};
 use greeter::proto::GreeterServer;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Kills a child process when the test ends, however it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -48,20 +41,9 @@ fn python() -> Option<PathBuf> {
     None
 }
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// A fresh directory for a `local` registry the test's processes share.
 fn registry_dir(test: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let dir =
-        std::env::temp_dir().join(format!("rmicro-api-{test}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    common::fresh_dir("api", test)
 }
 
 /// An rmicro greeter named `name` registered in the local registry at `dir`.
