@@ -53,6 +53,8 @@
 //! [`ratelimit`] (token buckets), [`shed`] (load shedding), [`timeout`] (per-endpoint
 //! server timeouts). Tracing and metrics follow the same layout.
 
+#[cfg(feature = "auth")]
+pub mod auth;
 pub mod breaker;
 pub(crate) mod broker;
 mod call;

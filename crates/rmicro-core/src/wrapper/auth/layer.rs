@@ -1,0 +1,407 @@
+//! The auth layer: its keys and rules, and the verification of one call.
+
+use super::{AuthService, Principal};
+use crate::errors::Error;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// What a resource needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, no token needed.
+    Public,
+    /// Any valid token.
+    Authenticated,
+    /// A valid token granting at least one of these scopes (or roles).
+    Scopes(Vec<String>),
+}
+
+/// A key that cannot be used to verify tokens.
+#[derive(Debug, thiserror::Error)]
+#[error("auth: the {what} key cannot verify tokens: {reason}")]
+pub struct AuthError {
+    what: &'static str,
+    reason: String,
+}
+
+/// One trusted key and the algorithm it verifies.
+#[derive(Clone)]
+struct Key {
+    key: DecodingKey,
+    algorithm: Algorithm,
+    /// The `kid` tokens signed with it name, when known.
+    id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    pattern: String,
+    access: Access,
+}
+
+/// Verifies each call's bearer token and checks it against rules; a
+/// `wrap_handler` layer. See the [module docs](super).
+#[derive(Clone)]
+pub struct AuthLayer {
+    pub(super) verifier: Arc<Verifier>,
+}
+
+impl std::fmt::Debug for AuthLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthLayer")
+            .field("rules", &self.verifier.rules)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the layer's services share.
+pub(super) struct Verifier {
+    keys: RwLock<Arc<Vec<Key>>>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: Duration,
+    rules: Vec<Rule>,
+    public_health: bool,
+}
+
+impl AuthLayer {
+    fn with_key(key: Key) -> Self {
+        AuthLayer {
+            verifier: Arc::new(Verifier {
+                keys: RwLock::new(Arc::new(vec![key])),
+                issuer: None,
+                audience: None,
+                leeway: Duration::from_secs(30),
+                rules: Vec::new(),
+                public_health: true,
+            }),
+        }
+    }
+
+    /// Trusts tokens signed with HMAC-SHA256 and `secret`.
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self::with_key(Key {
+            key: DecodingKey::from_secret(secret),
+            algorithm: Algorithm::HS256,
+            id: None,
+        })
+    }
+
+    /// Trusts tokens signed by the RSA key whose public half is `pem` (RS256).
+    pub fn rs256_pem(pem: &[u8]) -> Result<Self, AuthError> {
+        Ok(Self::with_key(Key::pem("RS256", Algorithm::RS256, pem)?))
+    }
+
+    /// Trusts tokens signed by the P-256 key whose public half is `pem` (ES256).
+    pub fn es256_pem(pem: &[u8]) -> Result<Self, AuthError> {
+        Ok(Self::with_key(Key::pem("ES256", Algorithm::ES256, pem)?))
+    }
+
+    /// Trusts tokens signed by the Ed25519 key whose public half is `pem` (EdDSA).
+    pub fn eddsa_pem(pem: &[u8]) -> Result<Self, AuthError> {
+        Ok(Self::with_key(Key::pem("EdDSA", Algorithm::EdDSA, pem)?))
+    }
+
+    fn configured(self, change: impl FnOnce(&mut Verifier)) -> Self {
+        let old = &self.verifier;
+        let mut verifier = Verifier {
+            keys: RwLock::new(crate::sync::read(&old.keys).clone()),
+            issuer: old.issuer.clone(),
+            audience: old.audience.clone(),
+            leeway: old.leeway,
+            rules: old.rules.clone(),
+            public_health: old.public_health,
+        };
+        change(&mut verifier);
+        AuthLayer {
+            verifier: Arc::new(verifier),
+        }
+    }
+
+    /// Accepts only tokens whose `iss` is `issuer`.
+    pub fn issuer(self, issuer: impl Into<String>) -> Self {
+        let issuer = issuer.into();
+        self.configured(|v| v.issuer = Some(issuer))
+    }
+
+    /// Accepts only tokens whose `aud` holds `audience`.
+    pub fn audience(self, audience: impl Into<String>) -> Self {
+        let audience = audience.into();
+        self.configured(|v| v.audience = Some(audience))
+    }
+
+    /// How far clocks may disagree when `exp` and `nbf` are checked (30 s; at
+    /// most 5 minutes).
+    pub fn leeway(self, leeway: Duration) -> Self {
+        self.configured(|v| v.leeway = leeway.min(Duration::from_secs(300)))
+    }
+
+    /// Also trusts `other`'s keys (several issuers, or a key being rolled in).
+    pub fn trust(self, other: &AuthLayer) -> Self {
+        let more = crate::sync::read(&other.verifier.keys).clone();
+        self.configured(|v| {
+            let mut keys = (**crate::sync::read(&v.keys)).clone();
+            keys.extend(more.iter().cloned());
+            *crate::sync::write(&v.keys) = Arc::new(keys);
+        })
+    }
+
+    /// Replaces the trusted keys by `other`'s, for calls from now on, in this
+    /// layer and every service made from it: a key rotation without a restart.
+    pub fn rotate(&self, other: &AuthLayer) {
+        let keys = crate::sync::read(&other.verifier.keys).clone();
+        *crate::sync::write(&self.verifier.keys) = keys;
+    }
+
+    /// Resources matching `pattern` (`user.User.Login`, `user.*`) need no token.
+    pub fn public(self, pattern: impl Into<String>) -> Self {
+        self.rule(pattern, Access::Public)
+    }
+
+    /// Resources matching `pattern` need a valid token.
+    pub fn authenticated(self, pattern: impl Into<String>) -> Self {
+        self.rule(pattern, Access::Authenticated)
+    }
+
+    /// Resources matching `pattern` need a token granting one of `scopes`.
+    pub fn require(self, pattern: impl Into<String>, scopes: &[&str]) -> Self {
+        let scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
+        self.rule(pattern, Access::Scopes(scopes))
+    }
+
+    /// Adds a rule; the first rule that matches a resource decides.
+    pub fn rule(self, pattern: impl Into<String>, access: Access) -> Self {
+        let pattern = pattern.into();
+        self.configured(|v| v.rules.push(Rule { pattern, access }))
+    }
+
+    /// Makes `grpc.health.v1.Health` follow the rules like any endpoint (it is
+    /// public by default, as load balancers and orchestrators probe it).
+    pub fn protect_health(self) -> Self {
+        self.configured(|v| v.public_health = false)
+    }
+
+    /// Decides a call to `resource` (`service.Endpoint`) that carries `headers`:
+    /// `Ok(None)` public, `Ok(Some(principal))` allowed, or the error to answer.
+    pub fn verify(
+        &self,
+        headers: &http::HeaderMap,
+        resource: &str,
+    ) -> Result<Option<Principal>, Error> {
+        self.verifier.verify(headers, resource)
+    }
+}
+
+impl Key {
+    fn pem(what: &'static str, algorithm: Algorithm, pem: &[u8]) -> Result<Key, AuthError> {
+        let key = match algorithm {
+            Algorithm::RS256 => DecodingKey::from_rsa_pem(pem),
+            Algorithm::ES256 => DecodingKey::from_ec_pem(pem),
+            _ => DecodingKey::from_ed_pem(pem),
+        }
+        .map_err(|e| AuthError {
+            what,
+            reason: e.to_string(),
+        })?;
+        Ok(Key {
+            key,
+            algorithm,
+            id: None,
+        })
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` stands for any run of characters.
+fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty(); // no `*` at all
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
+
+impl Verifier {
+    fn access(&self, resource: &str) -> Option<&Access> {
+        if self.public_health && resource.contains(".Health.") {
+            return Some(&Access::Public);
+        }
+        if self.rules.is_empty() {
+            return Some(&Access::Authenticated);
+        }
+        self.rules
+            .iter()
+            .find(|r| glob(&r.pattern, resource))
+            .map(|r| &r.access)
+    }
+
+    pub(super) fn verify(
+        &self,
+        headers: &http::HeaderMap,
+        resource: &str,
+    ) -> Result<Option<Principal>, Error> {
+        let access = self.access(resource);
+        if access == Some(&Access::Public) {
+            return Ok(None);
+        }
+        let unauthenticated = |why: &str| Error::unauthorized("auth", format!("{resource}: {why}"));
+        let token = match bearer(headers) {
+            Some(token) => token,
+            None => {
+                return Err(unauthenticated(
+                    "no bearer token (send `authorization: Bearer <token>`)",
+                ));
+            }
+        };
+        let principal = self.principal(token).map_err(|why| unauthenticated(&why))?;
+        match access {
+            // Deny by default: rules exist and none names this resource.
+            None => Err(Error::forbidden(
+                "auth",
+                format!("{resource}: no rule allows it"),
+            )),
+            Some(Access::Scopes(needed)) if !needed.iter().any(|s| principal.has_scope(s)) => {
+                Err(Error::forbidden(
+                    "auth",
+                    format!(
+                        "{resource} needs scope {}; the token grants {}",
+                        needed.join(" or "),
+                        if principal.scopes.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            principal.scopes.join(", ")
+                        }
+                    ),
+                ))
+            }
+            _ => Ok(Some(principal)),
+        }
+    }
+
+    /// Verifies `token`; the reason it is refused, as a sentence, when it is.
+    fn principal(&self, token: &str) -> Result<Principal, String> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| why(e.kind()))?;
+        let keys = crate::sync::read(&self.keys).clone();
+        let mut candidates = keys
+            .iter()
+            .filter(|k| k.algorithm == header.alg)
+            .filter(|k| match (&k.id, &header.kid) {
+                (Some(id), Some(kid)) => id == kid,
+                _ => true,
+            })
+            .peekable();
+        if candidates.peek().is_none() {
+            return Err(format!(
+                "the token is signed with {:?}, which no trusted key verifies",
+                header.alg
+            ));
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = self.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &self.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        let mut last = String::new();
+        for key in candidates {
+            match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+                token,
+                &key.key,
+                &validation,
+            ) {
+                Ok(data) => return Ok(principal(data.claims)),
+                Err(e) => last = why(e.kind()),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// The token of an `authorization: Bearer …` header.
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Why a token was refused, as a caller should read it (never the token).
+fn why(kind: &ErrorKind) -> String {
+    match kind {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        ErrorKind::InvalidSignature => "the token's signature does not verify".into(),
+        ErrorKind::InvalidAudience => "the token is not meant for this audience (aud)".into(),
+        ErrorKind::InvalidIssuer => "the token's issuer is not trusted (iss)".into(),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "the token's algorithm is not accepted".into()
+        }
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no `{claim}` claim"),
+        _ => "the token is malformed".into(),
+    }
+}
+
+/// The principal a verified token's claims name.
+fn principal(claims: serde_json::Map<String, serde_json::Value>) -> Principal {
+    let mut scopes: Vec<String> = claims
+        .get("scope")
+        .and_then(|s| s.as_str())
+        .map(|s| s.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    for list in ["scopes", "roles"] {
+        if let Some(values) = claims.get(list).and_then(|v| v.as_array()) {
+            scopes.extend(values.iter().filter_map(|v| v.as_str()).map(str::to_owned));
+        }
+    }
+    Principal {
+        subject: claims
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        scopes,
+        claims,
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService::new(inner, self.verifier.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globs_match_runs_of_any_characters() {
+        assert!(glob("user.User.Login", "user.User.Login"));
+        assert!(!glob("user.User.Login", "user.User.LoginX"));
+        assert!(glob("user.*", "user.User.Login"));
+        assert!(glob("*.Login", "user.User.Login"));
+        assert!(glob("user.*.Get*", "user.User.GetUserInfo"));
+        assert!(!glob("user.*.Get*", "user.User.List"));
+        assert!(glob("*", "anything"));
+        assert!(!glob("order.*", "user.User.Login"));
+    }
+}
