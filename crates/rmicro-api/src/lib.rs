@@ -924,14 +924,15 @@ impl Gateway {
                 .as_ref()
                 .map_or_else(|| path.to_owned(), |(b, _)| b.template.text.clone()),
         };
-        tokio::spawn(websocket::bridge(
+        // The stream's call is a child of this request's span, as any call is.
+        tokio::spawn(rmicro::wrapper::trace::in_current_trace(websocket::bridge(
             upgrade,
             self.inner.client.clone(),
             routed.entry.name.clone(),
             routed.method.clone(),
             options,
             self.inner.options.max_body_size,
-        ));
+        )));
         Ok((response, Some(to)))
     }
 

@@ -1467,3 +1467,71 @@ fn wait_for_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
     );
     lines
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_websocket_stream_is_traced_under_its_request() {
+    let Some(python) = python() else { return };
+    let receiver = rmicro::testing::OtlpReceiver::start(
+        &python,
+        &repo_root().join("interop/otlp_receiver.py"),
+    )
+    .expect("the OTLP receiver prints its ports");
+    let endpoint = format!("http://127.0.0.1:{}", receiver.grpc);
+    let dir = registry_dir("wstrace");
+    let (_service, _server) =
+        greeter_with("greeter", &dir, &["--tracing-endpoint", &endpoint]).await;
+    let (_gateway, address) = gateway(&dir, &["--tracing-endpoint", &endpoint]);
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let script = r#"
+import json, sys
+from websockets.sync.client import connect
+from websockets.exceptions import ConnectionClosed
+base = sys.argv[1].replace("http://", "ws://")
+headers = {"traceparent": "00-5bf92f3577b34da6a3ce929d0e0e4736-10f067aa0ba902b7-01"}
+with connect(base + "/greeter/greeter/chat", additional_headers=headers, open_timeout=10) as ws:
+    ws.send(json.dumps({"name": "traced"}))
+    assert json.loads(ws.recv(timeout=10)) == {"message": "Hello traced"}
+    ws.send("EOF")
+    try:
+        ws.recv(timeout=10)
+    except ConnectionClosed as e:
+        assert e.rcvd.code == 1000, e
+print("ws trace checks passed")
+"#;
+    python_checks(
+        python,
+        script,
+        format!("http://{address}"),
+        "ws trace checks passed",
+    )
+    .await;
+    let spans = receiver
+        .wait_until(
+            "the stream's three spans",
+            Duration::from_secs(30),
+            |spans| spans.iter().filter(|s| s["trace_id"] == trace).count() >= 3,
+        )
+        .await;
+    let in_trace: Vec<_> = spans.iter().filter(|s| s["trace_id"] == trace).collect();
+    let find = |kind: &str, service: &str| {
+        *in_trace
+            .iter()
+            .find(|s| s["kind"] == kind && s["resource"]["service.name"] == service)
+            .unwrap_or_else(|| panic!("a {kind} span of {service} in {in_trace:#?}"))
+    };
+    let http = find("SPAN_KIND_SERVER", "rmicro-api");
+    assert_eq!(http["parent_span_id"], "10f067aa0ba902b7", "{http}");
+    assert_eq!(
+        http["attributes"]["http.response.status_code"], 101,
+        "{http}"
+    );
+    let call = find("SPAN_KIND_CLIENT", "rmicro-api");
+    assert_eq!(call["name"], "greeter.v1.Greeter/Chat");
+    assert_eq!(
+        call["parent_span_id"], http["span_id"],
+        "the stream's call is the request's child"
+    );
+    let handled = find("SPAN_KIND_SERVER", "greeter");
+    assert_eq!(handled["parent_span_id"], call["span_id"], "{handled}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

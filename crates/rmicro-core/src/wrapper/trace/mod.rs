@@ -664,6 +664,17 @@ impl Tracing {
     }
 }
 
+/// `work` carrying the trace current now (a handler's span, or one attached with
+/// OpenTelemetry's API, such as an HTTP request's [`HttpSpan`]): the calls it
+/// makes are that span's children, even when it runs in a task of its own
+/// (`tokio::spawn(in_current_trace(work))`).
+pub fn in_current_trace<F: std::future::Future>(
+    work: F,
+) -> impl std::future::Future<Output = F::Output> {
+    use opentelemetry::trace::FutureExt as _;
+    work.with_context(layer::current_parent())
+}
+
 /// The trace and span ids of the span current on this task (a handler's, or one
 /// attached with OpenTelemetry's API), for log lines; `None` outside any span.
 pub fn current_ids() -> Option<(String, String)> {
