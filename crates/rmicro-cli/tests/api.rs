@@ -1124,18 +1124,30 @@ fn a_certificate_that_cannot_be_read_stops_the_gateway_with_a_sentence() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The OTLP receiver of `interop/otlp_receiver.py`, its OTLP/gRPC endpoint, a
+/// fresh registry directory, and an rmicro greeter in it tracing to the receiver.
+async fn traced_greeter(
+    python: &Path,
+    test: &str,
+) -> (
+    rmicro::testing::OtlpReceiver,
+    String,
+    PathBuf,
+    (rmicro::Service, rmicro::server::RunningServer),
+) {
+    let receiver =
+        rmicro::testing::OtlpReceiver::start(python, &repo_root().join("interop/otlp_receiver.py"))
+            .expect("the OTLP receiver prints its ports");
+    let endpoint = format!("http://127.0.0.1:{}", receiver.grpc);
+    let dir = registry_dir(test);
+    let greeter = greeter_with("greeter", &dir, &["--tracing-endpoint", &endpoint]).await;
+    (receiver, endpoint, dir, greeter)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_is_one_trace_with_the_caller_and_is_counted() {
     let Some(python) = python() else { return };
-    let receiver = rmicro::testing::OtlpReceiver::start(
-        &python,
-        &repo_root().join("interop/otlp_receiver.py"),
-    )
-    .expect("the OTLP receiver prints its ports");
-    let endpoint = format!("http://127.0.0.1:{}", receiver.grpc);
-    let dir = registry_dir("tracing");
-    let (_service, _server) =
-        greeter_with("greeter", &dir, &["--tracing-endpoint", &endpoint]).await;
+    let (receiver, endpoint, dir, _greeter) = traced_greeter(&python, "tracing").await;
     let (_gateway, address, printed) = gateway_printing(
         &dir,
         &[
@@ -1471,15 +1483,7 @@ fn wait_for_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_websocket_stream_is_traced_under_its_request() {
     let Some(python) = python() else { return };
-    let receiver = rmicro::testing::OtlpReceiver::start(
-        &python,
-        &repo_root().join("interop/otlp_receiver.py"),
-    )
-    .expect("the OTLP receiver prints its ports");
-    let endpoint = format!("http://127.0.0.1:{}", receiver.grpc);
-    let dir = registry_dir("wstrace");
-    let (_service, _server) =
-        greeter_with("greeter", &dir, &["--tracing-endpoint", &endpoint]).await;
+    let (receiver, endpoint, dir, _greeter) = traced_greeter(&python, "wstrace").await;
     let (_gateway, address) = gateway(&dir, &["--tracing-endpoint", &endpoint]);
     let trace = "5bf92f3577b34da6a3ce929d0e0e4736";
     let script = r#"
