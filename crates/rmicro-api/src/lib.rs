@@ -625,28 +625,32 @@ impl Gateway {
             return None;
         }
         let ip;
-        let (key, whose) = match limit.scope_of() {
-            Scope::Global => (None, String::new()),
-            Scope::PerEndpoint => (Some(parts.uri.path()), format!(" for {}", parts.uri.path())),
+        let key = match limit.scope_of() {
+            Scope::Global => None,
+            Scope::PerEndpoint => Some(parts.uri.path()),
             Scope::PerPeer => {
                 ip = peer.ip().to_string();
-                (Some(ip.as_str()), format!(" per client {ip}"))
+                Some(ip.as_str())
             }
-            Scope::PerMetadata(name) => {
-                let value = parts
+            Scope::PerMetadata(name) => Some(
+                parts
                     .headers
                     .get(name.as_str())
-                    .and_then(|v| v.to_str().ok());
-                let whose = match value {
-                    Some(value) => format!(" per {name} {value}"),
-                    None => format!(" for requests without {name}"),
-                };
-                (Some(value.unwrap_or_default()), whose)
-            }
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default(),
+            ),
         };
         let wait = match limit.admit(key) {
             Ok(()) => return None,
             Err(wait) => wait,
+        };
+        // Whose bucket ran dry, said only for a refusal.
+        let whose = match (limit.scope_of(), key) {
+            (Scope::Global, _) | (_, None) => String::new(),
+            (Scope::PerEndpoint, Some(path)) => format!(" for {path}"),
+            (Scope::PerPeer, Some(ip)) => format!(" per client {ip}"),
+            (Scope::PerMetadata(name), Some("")) => format!(" for requests without {name}"),
+            (Scope::PerMetadata(name), Some(value)) => format!(" per {name} {value}"),
         };
         let error = Error::too_many_requests(
             ID,
@@ -731,15 +735,7 @@ impl Gateway {
             request_id,
             request_timeout(&parts.headers)?.unwrap_or(self.inner.options.timeout),
         );
-        let routed = Some(RoutedTo {
-            service: entry.name.clone(),
-            endpoint: method.endpoint.clone(),
-            // The template, not the path with its ids: a span name and a label
-            // stay few. go-micro's rule and gRPC paths name one endpoint each.
-            route: binding
-                .as_ref()
-                .map_or_else(|| path.to_owned(), |(b, _)| b.template.text.clone()),
-        });
+        let routed = Some(RoutedTo::of(&entry, &method, binding.as_ref(), path));
         if self.inner.options.handler == Handler::Api {
             use prost::Message as _;
             let request = go_api::request(parts, &body).encode_to_vec();
@@ -914,16 +910,11 @@ impl Gateway {
         let options = self.call_options(
             &parts.headers,
             request_id,
-            websocket::stream_timeout(request_timeout(&parts.headers)?),
+            // A stream outlives `--timeout`: only the request's own deadline, else
+            // the stream limit.
+            request_timeout(&parts.headers)?.unwrap_or(STREAM_TIMEOUT),
         );
-        let to = RoutedTo {
-            service: routed.entry.name.clone(),
-            endpoint: routed.method.endpoint.clone(),
-            route: routed
-                .binding
-                .as_ref()
-                .map_or_else(|| path.to_owned(), |(b, _)| b.template.text.clone()),
-        };
+        let to = RoutedTo::of(&routed.entry, &routed.method, routed.binding.as_ref(), path);
         // The stream's call is a child of this request's span, as any call is.
         tokio::spawn(rmicro::wrapper::trace::in_current_trace(websocket::bridge(
             upgrade,
@@ -1191,6 +1182,19 @@ struct RoutedTo {
     /// The route's template (`/v1/greeter/hello/{name}`) or, for go-micro's rule
     /// and gRPC paths, the path.
     route: String,
+}
+
+impl RoutedTo {
+    /// What a request for `path` reached through `method` of `entry`.
+    fn of(entry: &Entry, method: &Method, binding: Option<&BoundTo>, path: &str) -> RoutedTo {
+        RoutedTo {
+            service: entry.name.clone(),
+            endpoint: method.endpoint.clone(),
+            // The template, not the path with its ids: a span name and a label
+            // stay few. go-micro's rule and gRPC paths name one endpoint each.
+            route: binding.map_or_else(|| path.to_owned(), |(b, _)| b.template.text.clone()),
+        }
+    }
 }
 
 /// Where a request goes: the service, the method, and the HTTP binding (with

@@ -156,10 +156,7 @@ pub(crate) async fn bridge(
             };
             let encoded = match &input {
                 Some(input) => crate::transcode::encode_body(input, payload),
-                None => Err(Error::bad_request(
-                    ID,
-                    "the service gave no descriptors (server reflection): its streams cannot be transcoded".to_owned(),
-                )),
+                None => Err(no_descriptors()),
             };
             match encoded {
                 Ok(request) => {
@@ -181,11 +178,7 @@ pub(crate) async fn bridge(
     let output = method.types.as_ref().map(|(_, output)| output.clone());
     let replies = async {
         let Some(output) = output else {
-            return Err(Error::bad_request(
-                ID,
-                "the service gave no descriptors (server reflection): its streams cannot be transcoded"
-                    .to_owned(),
-            ));
+            return Err(no_descriptors());
         };
         let mut replies = client
             .streaming_bytes(&service, &method.grpc_path, &method.endpoint, requests)?
@@ -240,10 +233,14 @@ fn close_reason(detail: &str) -> &str {
     &detail[..end]
 }
 
-/// The call options of a stream: those of a request, the deadline only as the
-/// request says, else [`STREAM_TIMEOUT`].
-pub(crate) fn stream_timeout(requested: Option<Duration>) -> Duration {
-    requested.unwrap_or(STREAM_TIMEOUT)
+/// Why a service's streams cannot be bridged: without descriptors there is no
+/// JSON mapping.
+fn no_descriptors() -> Error {
+    Error::bad_request(
+        ID,
+        "the service gave no descriptors (server reflection): its streams cannot be transcoded"
+            .to_owned(),
+    )
 }
 
 #[cfg(test)]

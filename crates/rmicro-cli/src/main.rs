@@ -260,32 +260,43 @@ async fn api(flags: ApiFlags, registry: rmicro::registry::SharedRegistry) -> Res
         env!("CARGO_PKG_VERSION"),
     );
     let node = format!("rmicro-api-{}", uuid::Uuid::new_v4());
-    let tracing =
-        match rmicro::wrapper::trace::TracingConfig::from_settings(&flags.tracing, |name| {
+    // `--print-routes` only reads the registry: no exporter, no metrics page.
+    let settings = if flags.print_routes {
+        None
+    } else {
+        rmicro::wrapper::trace::TracingConfig::from_settings(&flags.tracing, |name| {
             std::env::var(name).ok()
         })
         .map_err(bad)?
-        {
-            Some(config) => Some(
-                rmicro::wrapper::trace::Tracing::start(
-                    &config,
-                    "rmicro-api",
-                    env!("CARGO_PKG_VERSION"),
-                    &node,
-                    &flags.broker.name,
-                )
-                .map_err(|e| bad(format!("tracing: {e}")))?,
-            ),
-            None => None,
-        };
-    let metrics = flags.metrics_address.as_ref().map(|_| {
-        let metrics =
-            rmicro::wrapper::metrics::Metrics::new("rmicro-api", env!("CARGO_PKG_VERSION"), &node);
-        if let Some(tracing) = &tracing {
-            metrics.add_tracing("rmicro-api", tracing.stats().clone());
-        }
-        metrics
-    });
+    };
+    let tracing = match settings {
+        Some(config) => Some(
+            rmicro::wrapper::trace::Tracing::start(
+                &config,
+                "rmicro-api",
+                env!("CARGO_PKG_VERSION"),
+                &node,
+                &flags.broker.name,
+            )
+            .map_err(|e| bad(format!("tracing: {e}")))?,
+        ),
+        None => None,
+    };
+    let metrics = flags
+        .metrics_address
+        .as_ref()
+        .filter(|_| !flags.print_routes)
+        .map(|_| {
+            let metrics = rmicro::wrapper::metrics::Metrics::new(
+                "rmicro-api",
+                env!("CARGO_PKG_VERSION"),
+                &node,
+            );
+            if let Some(tracing) = &tracing {
+                metrics.add_tracing("rmicro-api", tracing.stats().clone());
+            }
+            metrics
+        });
     let options = rmicro_api::Options {
         namespace: flags.namespace.clone(),
         handler: rmicro_api::Handler::parse(&flags.handler).map_err(bad)?,
