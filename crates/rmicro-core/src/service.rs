@@ -480,6 +480,7 @@ impl ServiceBuilder {
                 metrics: self.metrics,
                 metrics_server,
                 tracing: self.tracing,
+                health: crate::server::Health::default(),
             }),
         })
     }
@@ -716,6 +717,8 @@ struct ServiceInner {
     metrics_server: Option<crate::wrapper::metrics::MetricsServer>,
     /// The service's tracing, when asked for.
     tracing: Option<crate::wrapper::trace::Tracing>,
+    /// What the service itself says of its health.
+    health: crate::server::Health,
 }
 
 impl std::fmt::Debug for Service {
@@ -1019,6 +1022,13 @@ impl Service {
         &self.inner.node_id
     }
 
+    /// The service's say in its gRPC health: [`Health::set_serving`](crate::server::Health::set_serving)`(false)`
+    /// makes every node it starts report `NOT_SERVING` (a dependency is down)
+    /// until set back; set before or after `start()`.
+    pub fn health(&self) -> crate::server::Health {
+        self.inner.health.clone()
+    }
+
     /// The client this service calls others with.
     pub fn client(&self) -> Client {
         self.inner.client.clone()
@@ -1040,8 +1050,14 @@ impl Service {
         let services = handlers.iter().map(|h| h.descriptor().name).collect();
         let (router, health) =
             build_router(&self.inner.server, &handlers, &self.inner.wrappers).await?;
-        let mut running =
-            RunningServer::start(&self.inner.server, router, health, services).await?;
+        let mut running = RunningServer::start(
+            &self.inner.server,
+            router,
+            health,
+            services,
+            &self.inner.health,
+        )
+        .await?;
         let record = self.record(running.advertise(), &handlers);
         match Registration::start(
             self.inner.registry.clone(),

@@ -14,7 +14,8 @@
 //! to a table the linker collects ([`static@registry::REGISTRIES`], [`static@broker::BROKERS`],
 //! [`static@config::source::SOURCES`]). Features: `etcd`, `consul`, `mdns` (registries;
 //! etcd and Consul also config centers), `nats`, `redis`, `rabbitmq`, `mqtt`
-//! (brokers), `full` (all of them). Without any, the embedded defaults remain: the
+//! (brokers), `auth` (JWT service auth), `db` (SeaORM databases),
+//! `full` (all of them). Without any, the embedded defaults remain: the
 //! `local` and `memory` registries, the `memory` broker, file and environment
 //! config. An enabled adapter's own types are under its name, e.g.
 //! [`etcd::EtcdRegistry`](https://docs.rs/rmicro-etcd).
@@ -60,3 +61,8 @@ pub use rmicro_rabbitmq as rabbitmq;
 /// MQTT: `--broker mqtt` (feature `mqtt`).
 #[cfg(feature = "mqtt")]
 pub use rmicro_mqtt as mqtt;
+
+/// Databases on SeaORM: the seed's `mysql` section, migrations, errors as gRPC
+/// statuses, health that follows the database (feature `db`).
+#[cfg(feature = "db")]
+pub use rmicro_db as db;

@@ -763,7 +763,7 @@ async fn shutdown_drains_in_flight_calls_and_reports_not_serving() {
 }
 
 #[tokio::test]
-async fn health_turns_not_serving_when_shutdown_starts() {
+async fn health_follows_the_service_and_turns_not_serving_when_shutdown_starts() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let (_service, server) = start_greeter().await;
@@ -789,6 +789,29 @@ async fn health_turns_not_serving_when_shutdown_starts() {
         .into_inner();
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status, ServingStatus::Serving as i32);
+    // The service's own say: a dependency down, then back.
+    let own = _service.health();
+    for (serving, expected) in [
+        (false, ServingStatus::NotServing),
+        (true, ServingStatus::Serving),
+    ] {
+        own.set_serving(serving);
+        let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+            .await
+            .expect("a status change within 5 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.status, expected as i32);
+        let whole = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(whole, expected as i32, "the whole server follows too");
+    }
     let stopping = tokio::spawn(server.stop());
     let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
         .await

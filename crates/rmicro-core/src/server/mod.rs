@@ -9,12 +9,14 @@
 
 pub mod dispatch;
 mod handler;
+mod health;
 mod request;
 pub(crate) mod router;
 mod stream;
 
 pub use crate::service::shutdown_signal;
 pub use handler::{MethodDescriptor, MethodKind, ServiceDescriptor, ServiceHandler};
+pub use health::Health;
 pub use request::Request;
 pub use router::HandlerStack;
 pub use stream::{RequestStream, ResponseSender};
@@ -203,6 +205,8 @@ pub struct RunningServer {
     task: JoinHandle<bool>,
     health: HealthReporter,
     services: Vec<&'static str>,
+    /// Keeps the reported statuses in step with the service's [`Health`].
+    follower: tokio::task::JoinHandle<()>,
     in_flight: Arc<AtomicUsize>,
     registration: Option<crate::registry::Registration>,
 }
@@ -223,6 +227,7 @@ impl RunningServer {
         router: Router,
         health: HealthReporter,
         services: Vec<&'static str>,
+        steer: &Health,
     ) -> Result<Self, ServerError> {
         let listener = TcpListener::bind(&options.address)
             .await
@@ -235,6 +240,15 @@ impl RunningServer {
             source,
         })?;
         let tls = options.tls.as_ref().map(ServerTls::acceptor).transpose()?;
+        if !steer.is_serving() {
+            // Before the first call can arrive, not after the follower first runs.
+            for name in services.iter().copied().chain([""]) {
+                health
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+        }
+        let follower = steer.follow(health.clone(), services.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let in_flight = router.routes.in_flight.clone();
         let grace = options.grace_period;
@@ -260,6 +274,7 @@ impl RunningServer {
             task,
             health,
             services,
+            follower,
             in_flight,
             registration: None,
         })
@@ -297,6 +312,8 @@ impl RunningServer {
         if let Some(registration) = self.registration.take() {
             registration.stop().await;
         }
+        // Stopping wins over whatever the service set.
+        self.follower.abort();
         for name in self.services.iter().copied().chain([""]) {
             self.health
                 .set_service_status(name, ServingStatus::NotServing)
@@ -313,6 +330,7 @@ impl Drop for RunningServer {
     fn drop(&mut self) {
         // Deregistering first (the registration's own drop), then the listener stops.
         drop(self.registration.take());
+        self.follower.abort();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
