@@ -122,6 +122,53 @@ impl Database {
         }
     }
 
+    /// Connects to the database the configuration's `section` names (the seed's
+    /// `config().get("mysql").scan()`), waiting up to `within` for it, and logs
+    /// every later change to that section: the pool keeps the database it opened
+    /// until the service restarts, and says so rather than ignoring the change.
+    pub async fn from_config(
+        config: &rmicro_core::config::Config,
+        section: &str,
+        within: Duration,
+    ) -> Result<Database, DbError> {
+        config
+            .ready()
+            .await
+            .map_err(|err| DbError::Settings(format!("configuration not ready: {err}")))?;
+        let value = config.get(section);
+        if !value.exists() {
+            return Err(DbError::Settings(format!(
+                "the configuration has no `{section}` section (sources: {})",
+                config.sources().join(", ")
+            )));
+        }
+        let settings: DbSettings = value
+            .scan()
+            .map_err(|err| DbError::Settings(format!("config section `{section}`: {err}")))?;
+        let url = settings.url()?;
+        let db = Database::connect(&url, within).await?;
+        let mut changes = config.watch::<DbSettings>(section);
+        let section = section.to_owned();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut current = settings;
+            while let Some(next) = changes.next().await {
+                match next {
+                    Ok(next) if next != current => {
+                        let now = next.url().map_or_else(|e| e.to_string(), |u| u.to_string());
+                        tracing::warn!(section = %section, was = %url, now = %now, "database settings changed; this process keeps its connections to the old database until it restarts");
+                        current = next;
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(section = %section, error = %err, "database settings unusable; keeping the database in use");
+                    }
+                }
+            }
+        });
+        Ok(db)
+    }
+
     /// The SeaORM connection: what entities, queries and transactions run on.
     pub fn conn(&self) -> &DatabaseConnection {
         &self.conn

@@ -226,3 +226,97 @@ async fn health_follows_a_database_killed_and_restarted() {
     db.ping().await.expect("the pool reconnected by itself");
     watcher.abort();
 }
+
+/// Log lines the test's subscriber wrote.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn the_seeds_section_is_read_from_config_and_a_change_is_logged() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    let dir = std::env::temp_dir().join(format!("rmicro-db-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let file = dir.join("config.yaml");
+    let db_file = dir.join("first.db");
+    std::fs::write(
+        &file,
+        format!(
+            "mysql:\n  driver: sqlite\n  database: {}\n  pwd: hunter2\n",
+            db_file.display()
+        ),
+    )
+    .expect("written");
+    let config = rmicro::config::Config::builder()
+        .source(
+            rmicro::config::source::File::new(&file)
+                .expect("a file source")
+                .poll_interval(Duration::from_millis(50)),
+        )
+        .start();
+    let db = Database::from_config(&config, "mysql", Duration::from_secs(5))
+        .await
+        .expect("opens");
+    assert_eq!(
+        db.url().to_string(),
+        format!("sqlite://{}", db_file.display())
+    );
+    db.ping().await.expect("answers");
+
+    std::fs::write(
+        &file,
+        format!(
+            "mysql:\n  driver: sqlite\n  database: {}/second.db\n  pwd: hunter3\n",
+            dir.display()
+        ),
+    )
+    .expect("rewritten");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !logs.text().contains("database settings changed") {
+        assert!(
+            Instant::now() < deadline,
+            "no log line within 10 s: {}",
+            logs.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = logs.text();
+    assert!(
+        text.contains("second.db") && !text.contains("hunter"),
+        "{text}"
+    );
+
+    let missing = Database::from_config(&config, "postgres", Duration::from_secs(1))
+        .await
+        .expect_err("no section");
+    assert!(
+        missing.to_string().contains("no `postgres` section"),
+        "{missing}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
