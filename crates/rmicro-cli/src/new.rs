@@ -4,60 +4,128 @@
 
 use std::path::{Path, PathBuf};
 
-/// Where each file of a new project comes from: its path (itself a template)
-/// and its template.
-const FILES: &[(&str, &str)] = &[
-    ("Cargo.toml", include_str!("../templates/new/Cargo.toml.j2")),
-    ("build.rs", include_str!("../templates/new/build.rs.j2")),
+/// When a file is part of a new project.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum When {
+    /// Every project.
+    Always,
+    /// A project with a database (`--db sqlite|mysql|postgres`).
+    Db,
+}
+
+/// Where each file of a new project comes from: its path (itself a template),
+/// its template, and when it is made.
+const FILES: &[(&str, &str, When)] = &[
+    (
+        "Cargo.toml",
+        include_str!("../templates/new/Cargo.toml.j2"),
+        When::Always,
+    ),
+    (
+        "build.rs",
+        include_str!("../templates/new/build.rs.j2"),
+        When::Always,
+    ),
     (
         "proto/{{ name }}.proto",
         include_str!("../templates/new/proto/NAME.proto.j2"),
+        When::Always,
     ),
-    ("src/lib.rs", include_str!("../templates/new/src/lib.rs.j2")),
+    (
+        "src/lib.rs",
+        include_str!("../templates/new/src/lib.rs.j2"),
+        When::Always,
+    ),
     (
         "src/main.rs",
         include_str!("../templates/new/src/main.rs.j2"),
+        When::Always,
     ),
     (
         "src/handler/mod.rs",
         include_str!("../templates/new/src/handler/mod.rs.j2"),
+        When::Always,
     ),
     (
         "src/domain/mod.rs",
         include_str!("../templates/new/src/domain/mod.rs.j2"),
+        When::Always,
     ),
     (
         "src/domain/model/mod.rs",
         include_str!("../templates/new/src/domain/model/mod.rs.j2"),
+        When::Always,
     ),
     (
         "src/domain/repository/mod.rs",
         include_str!("../templates/new/src/domain/repository/mod.rs.j2"),
+        When::Always,
     ),
     (
         "src/domain/service/mod.rs",
         include_str!("../templates/new/src/domain/service/mod.rs.j2"),
+        When::Always,
     ),
     (
         "src/subscriber/mod.rs",
         include_str!("../templates/new/src/subscriber/mod.rs.j2"),
+        When::Always,
     ),
     (
         "migrations/README.md",
         include_str!("../templates/new/migrations/README.md.j2"),
+        When::Always,
     ),
     (
         "config/config.yaml",
         include_str!("../templates/new/config/config.yaml.j2"),
+        When::Always,
     ),
     (
         "tests/service.rs",
         include_str!("../templates/new/tests/service.rs.j2"),
+        When::Always,
     ),
-    ("Dockerfile", include_str!("../templates/new/Dockerfile.j2")),
-    ("Makefile", include_str!("../templates/new/Makefile.j2")),
-    ("README.md", include_str!("../templates/new/README.md.j2")),
-    (".gitignore", include_str!("../templates/new/gitignore.j2")),
+    (
+        "Dockerfile",
+        include_str!("../templates/new/Dockerfile.j2"),
+        When::Always,
+    ),
+    (
+        "Makefile",
+        include_str!("../templates/new/Makefile.j2"),
+        When::Always,
+    ),
+    (
+        "README.md",
+        include_str!("../templates/new/README.md.j2"),
+        When::Always,
+    ),
+    (
+        ".gitignore",
+        include_str!("../templates/new/gitignore.j2"),
+        When::Always,
+    ),
+    (
+        "src/domain/repository/entity.rs",
+        include_str!("../templates/new/src/domain/repository/entity.rs.j2"),
+        When::Db,
+    ),
+    (
+        "migrations/mysql/0001_create_records.sql",
+        include_str!("../templates/new/migrations/mysql/0001_create_records.sql.j2"),
+        When::Db,
+    ),
+    (
+        "migrations/postgres/0001_create_records.sql",
+        include_str!("../templates/new/migrations/postgres/0001_create_records.sql.j2"),
+        When::Db,
+    ),
+    (
+        "migrations/sqlite/0001_create_records.sql",
+        include_str!("../templates/new/migrations/sqlite/0001_create_records.sql.j2"),
+        When::Db,
+    ),
 ];
 
 /// `rmicro new`'s flags.
@@ -66,9 +134,10 @@ pub struct NewFlags {
     /// The service's name: its crate, binary, registry name and proto package
     /// (`user`, `order-history`).
     pub name: String,
-    /// Where its records are kept: `none` (in memory). `sqlite`, `mysql` and
-    /// `postgres` come with the SQL repository (not built yet).
-    #[arg(long, default_value = "none", value_parser = ["none", "sqlite", "mysql", "postgres"])]
+    /// Where its records are kept: `sqlite` (a file, nothing to install),
+    /// `mysql` (MySQL/MariaDB, the seed's), `postgres`, through SeaORM with
+    /// migrations; or `none` (in memory).
+    #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "mysql", "postgres", "none"])]
     pub db: String,
     /// The broker its `make run` uses: `http` (embedded), `nats`, `redis`,
     /// `rabbitmq` or `mqtt`; the adapter is compiled in.
@@ -249,7 +318,51 @@ fn features(flags: &NewFlags) -> Vec<&'static str> {
             features.push(feature);
         }
     }
+    if flags.db != "none" {
+        features.push("db");
+    }
     features
+}
+
+/// What a project's templates say of its database.
+struct Database {
+    /// For people: `SQLite`, `MySQL/MariaDB`, `PostgreSQL`.
+    title: &'static str,
+    /// The configuration section it is read from (the seed's `mysql`).
+    section: &'static str,
+    /// The section's built-in default, as JSON.
+    default: String,
+    /// That default as a URL without credentials.
+    shown: String,
+}
+
+impl Database {
+    fn of(db: &str, package: &str) -> Database {
+        match db {
+            "postgres" => Database {
+                title: "PostgreSQL",
+                section: "postgres",
+                default: format!(
+                    r#"{{"driver": "postgres", "host": "127.0.0.1", "port": 5432, "user": "postgres", "pwd": "", "database": "{package}"}}"#
+                ),
+                shown: format!("postgres://127.0.0.1:5432/{package}"),
+            },
+            "mysql" => Database {
+                title: "MySQL/MariaDB",
+                section: "mysql",
+                default: format!(
+                    r#"{{"host": "127.0.0.1", "port": 3306, "user": "root", "pwd": "", "database": "{package}"}}"#
+                ),
+                shown: format!("mysql://127.0.0.1:3306/{package}"),
+            },
+            _ => Database {
+                title: "SQLite",
+                section: "sqlite",
+                default: format!(r#"{{"driver": "sqlite", "database": "{package}.db"}}"#),
+                shown: format!("sqlite://{package}.db (made when missing)"),
+            },
+        }
+    }
 }
 
 /// How the project depends on `crate_dir` of rmicro (`rmicro`, `rmicro-build`):
@@ -295,12 +408,6 @@ pub fn generate(flags: &NewFlags, parent: &Path) -> Result<PathBuf, NewError> {
             flags.registry
         )));
     }
-    if flags.db != "none" {
-        return Err(NewError::Unsupported(format!(
-            "--db {}: the SQL repository (SeaORM on SQLite, MySQL/MariaDB and PostgreSQL) is not built yet; use --db none (records in memory) for now",
-            flags.db
-        )));
-    }
     let root = parent.join(&flags.name);
     if root.exists() && !flags.force {
         return Err(NewError::Exists(root));
@@ -314,6 +421,7 @@ pub fn generate(flags: &NewFlags, parent: &Path) -> Result<PathBuf, NewError> {
     };
     let features = features(flags);
     let package = flags.name.replace('-', "_");
+    let database = Database::of(&flags.db, &package);
     let context = minijinja::context! {
         name => &flags.name,
         crate_name => &package,
@@ -322,6 +430,11 @@ pub fn generate(flags: &NewFlags, parent: &Path) -> Result<PathBuf, NewError> {
         db => &flags.db,
         broker => &flags.broker,
         registry => &flags.registry,
+        db_title => database.title,
+        db_section => database.section,
+        db_default => &database.default,
+        db_default_shown => &database.shown,
+        env_prefix => package.to_ascii_uppercase(),
         rmicro_dep => dependency(checkout.as_deref(), "rmicro", &features),
         rmicro_build_dep => dependency(checkout.as_deref(), "rmicro-build", &[]),
     };
@@ -334,7 +447,11 @@ pub fn generate(flags: &NewFlags, parent: &Path) -> Result<PathBuf, NewError> {
             source,
         })?;
     env.set_syntax(syntax);
-    for (path, template) in FILES {
+    let mut rust_files = Vec::new();
+    for (path, template, when) in FILES {
+        if *when == When::Db && flags.db == "none" {
+            continue;
+        }
         let render = |source: &str| {
             env.render_str(source, &context)
                 .map_err(|source| NewError::Template { file: path, source })
@@ -342,7 +459,11 @@ pub fn generate(flags: &NewFlags, parent: &Path) -> Result<PathBuf, NewError> {
         let file = root.join(render(path)?);
         let text = render(template)?;
         write(&file, text.as_bytes())?;
+        if file.extension().is_some_and(|e| e == "rs") {
+            rust_files.push(file);
+        }
     }
+    format_rust(&rust_files);
     if let Some(lock) = checkout
         .as_ref()
         .map(|c| c.join("Cargo.lock"))
@@ -355,6 +476,24 @@ pub fn generate(flags: &NewFlags, parent: &Path) -> Result<PathBuf, NewError> {
         write(&root.join("Cargo.lock"), &bytes)?;
     }
     Ok(root)
+}
+
+/// Lays the generated Rust out as `cargo fmt` would (line widths depend on the
+/// service's name), so the project starts `cargo fmt --check` clean. Without
+/// `rustfmt` the files stay as rendered: valid, only laid out differently.
+fn format_rust(files: &[PathBuf]) {
+    if files.is_empty() {
+        return;
+    }
+    let formatted = std::process::Command::new("rustfmt")
+        .args(["--edition", "2024"])
+        .args(files)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !formatted.is_ok_and(|status| status.success()) {
+        eprintln!("note: rustfmt did not run; `cargo fmt` in the project lays the code out");
+    }
 }
 
 fn write(file: &Path, bytes: &[u8]) -> Result<(), NewError> {

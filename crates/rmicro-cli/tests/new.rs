@@ -1,10 +1,13 @@
 //! `rmicro new`: the project it makes builds, its own tests pass, its binary
-//! starts, registers, and answers `rmicro call`; bad names, unbuilt options and an
+//! starts, registers, and answers `rmicro call`, on each `--db`; bad names, unknown options and an
 //! existing directory are refused with a sentence.
 
 mod common;
 
 use common::{Guard, repo_root};
+use rmicro::db::Backend;
+use rmicro::db::sea_orm::ConnectionTrait;
+use rmicro::db::testing::TestDatabase;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +23,25 @@ fn target_dir() -> PathBuf {
         .to_owned()
 }
 
+/// Runs `cargo ARGS` in `project`, building in `target`; fails the test with
+/// cargo's output when it fails.
+fn cargo_in(project: &Path, target: &Path, args: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(&cargo)
+        .current_dir(project)
+        .env("CARGO_TARGET_DIR", target)
+        .args(args)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "cargo {}:\n{}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn fresh_dir(test: &str) -> PathBuf {
     common::fresh_dir("new", test)
 }
@@ -33,7 +55,7 @@ fn rmicro(dir: &Path, args: &[&str]) -> Output {
 }
 
 #[test]
-fn bad_names_unbuilt_options_and_existing_directories_are_refused() {
+fn bad_names_unknown_options_and_existing_directories_are_refused() {
     let dir = fresh_dir("refused");
     for (name, rule) in [
         ("Bad.Name", "starts with a lower-case letter"),
@@ -45,11 +67,11 @@ fn bad_names_unbuilt_options_and_existing_directories_are_refused() {
         assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
         assert!(stderr.contains(rule), "{name}: {stderr}");
     }
-    let out = rmicro(&dir, &["new", "shop", "--db", "sqlite"]);
+    let out = rmicro(&dir, &["new", "shop", "--db", "oracle"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("--db sqlite") && stderr.contains("--db none"),
+        stderr.contains("oracle") && stderr.contains("sqlite, mysql, postgres, none"),
         "{stderr}"
     );
     assert!(!dir.join("shop").exists(), "nothing written for a refusal");
@@ -95,7 +117,7 @@ fn bad_names_unbuilt_options_and_existing_directories_are_refused() {
     );
     let manifest = std::fs::read_to_string(dir.join("edge/Cargo.toml")).expect("manifest");
     assert!(
-        manifest.contains(r#"features = ["etcd", "nats"]"#),
+        manifest.contains(r#"features = ["etcd", "nats", "db"]"#),
         "{manifest}"
     );
     let makefile = std::fs::read_to_string(dir.join("edge/Makefile")).expect("Makefile");
@@ -107,7 +129,7 @@ fn bad_names_unbuilt_options_and_existing_directories_are_refused() {
     let manifest = std::fs::read_to_string(dir.join("shop/Cargo.toml")).expect("manifest");
     assert!(
         manifest.contains(&format!(
-            "rmicro = {{ version = \"{}\" }}",
+            "rmicro = {{ version = \"{}\", features = [\"db\"] }}",
             env!("CARGO_PKG_VERSION")
         )),
         "{manifest}"
@@ -116,28 +138,59 @@ fn bad_names_unbuilt_options_and_existing_directories_are_refused() {
 }
 
 #[test]
-fn a_new_project_builds_passes_its_tests_and_answers_calls() {
-    let dir = fresh_dir("build");
+fn a_new_project_on_sqlite_the_default_builds_passes_its_tests_and_answers_calls() {
+    builds_passes_its_tests_and_answers_calls("sqlite");
+}
+
+#[test]
+fn a_new_project_on_mysql_builds_passes_its_tests_and_answers_calls() {
+    builds_passes_its_tests_and_answers_calls("mysql");
+}
+
+#[test]
+fn a_new_project_on_postgres_builds_passes_its_tests_and_answers_calls() {
+    builds_passes_its_tests_and_answers_calls("postgres");
+}
+
+#[test]
+fn a_new_project_in_memory_builds_passes_its_tests_and_answers_calls() {
+    builds_passes_its_tests_and_answers_calls("none");
+}
+
+/// `rmicro new --db DB` (no flag for `sqlite`, the default), then the project's
+/// tests, its binary on a database of the test's own, and `rmicro call`.
+fn builds_passes_its_tests_and_answers_calls(db: &str) {
+    let backend = match db {
+        "mysql" => Some(Backend::MySql),
+        "postgres" => Some(Backend::Postgres),
+        _ => None,
+    };
+    let name = format!("demo-{db}");
+    let dir = fresh_dir(&format!("build-{db}"));
     let root = repo_root();
-    let out = rmicro(
-        &dir,
-        &[
-            "new",
-            "demo-svc",
-            "--rmicro-path",
-            root.to_str().expect("a UTF-8 checkout path"),
-        ],
-    );
+    let mut args = vec![
+        "new".to_owned(),
+        name.clone(),
+        "--rmicro-path".to_owned(),
+        root.to_str().expect("a UTF-8 checkout path").to_owned(),
+    ];
+    // SQLite is the default: no flag.
+    if db != "sqlite" {
+        args.extend(["--db".to_owned(), db.to_owned()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = rmicro(&dir, &args);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let project = dir.join("demo-svc");
-    for file in [
+    let project = dir.join(&name);
+    let proto = format!("proto/{name}.proto");
+    let mut files = vec![
         "Cargo.toml",
         "build.rs",
-        "proto/demo-svc.proto",
+        proto.as_str(),
         "src/main.rs",
         "src/handler/mod.rs",
         "src/domain/model/mod.rs",
@@ -152,42 +205,54 @@ fn a_new_project_builds_passes_its_tests_and_answers_calls() {
         "README.md",
         ".gitignore",
         "Cargo.lock",
-    ] {
+    ];
+    if db != "none" {
+        files.extend([
+            "src/domain/repository/entity.rs",
+            "migrations/mysql/0001_create_records.sql",
+            "migrations/postgres/0001_create_records.sql",
+            "migrations/sqlite/0001_create_records.sql",
+        ]);
+    } else {
+        assert!(
+            !project.join("migrations/sqlite").exists(),
+            "no schema in memory"
+        );
+    }
+    for file in files {
         assert!(project.join(file).is_file(), "{file} is made");
     }
 
     // Its own tests, in the target directory this test was built in.
     let target = target_dir();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let tested = Command::new(&cargo)
-        .current_dir(&project)
-        .env("CARGO_TARGET_DIR", &target)
-        .args(["test", "--quiet"])
-        .output()
-        .expect("cargo runs");
-    assert!(
-        tested.status.success(),
-        "the project's tests:\n{}\n{}",
-        String::from_utf8_lossy(&tested.stdout),
-        String::from_utf8_lossy(&tested.stderr)
-    );
-    let built = Command::new(&cargo)
-        .current_dir(&project)
-        .env("CARGO_TARGET_DIR", &target)
-        .args(["build", "--quiet", "--bin", "demo-svc"])
-        .output()
-        .expect("cargo runs");
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    // Starts `cargo fmt` clean, its tests pass, its binary builds.
+    cargo_in(&project, &target, &["fmt", "--check"]);
+    cargo_in(&project, &target, &["test", "--quiet"]);
+    cargo_in(&project, &target, &["build", "--quiet", "--bin", &name]);
 
-    // Its binary registers in the local registry and answers `rmicro call`.
+    // Its binary registers in the local registry and answers `rmicro call`, its
+    // records in a database of the test's own on the real server.
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let database = match backend {
+        Some(backend) => match runtime.block_on(TestDatabase::create(backend, &name)) {
+            Some(database) => Some(database),
+            None => return, // skipped, and said why
+        },
+        None => None,
+    };
+    let mut config = Vec::new();
+    if let Some(database) = &database {
+        config.extend([
+            "--config-set".to_owned(),
+            format!("{db}.dsn={}", database.url().expose()),
+        ]);
+    }
     let registry = dir.join("registry");
     let registry = registry.to_str().expect("a UTF-8 path");
     let _service = Guard(
-        Command::new(target.join("debug/demo-svc"))
+        Command::new(target.join("debug").join(&name))
+            .current_dir(&project)
+            .args(&config)
             .args([
                 "--server-address",
                 "127.0.0.1:0",
@@ -207,8 +272,8 @@ fn a_new_project_builds_passes_its_tests_and_answers_calls() {
             &dir,
             &[
                 "call",
-                "demo-svc",
-                "DemoSvc.Create",
+                &name,
+                &format!("Demo{}.Create", db[..1].to_uppercase() + &db[1..]),
                 json,
                 "--registry",
                 "local",
@@ -239,5 +304,32 @@ fn a_new_project_builds_passes_its_tests_and_answers_calls() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    if let Some(database) = &database {
+        // The record is in the test's database on the real server.
+        let names = runtime.block_on(async {
+            let db = rmicro::db::Database::connect(database.url(), Duration::from_secs(10))
+                .await
+                .expect("the test database answers");
+            let rows = db
+                .conn()
+                .query_all_raw(rmicro::db::sea_orm::Statement::from_string(
+                    db.conn().get_database_backend(),
+                    "SELECT name FROM records",
+                ))
+                .await
+                .expect("the table the migration made");
+            let names: Vec<String> = rows
+                .iter()
+                .map(|row| row.try_get_by_index(0).expect("a name"))
+                .collect();
+            db.close().await;
+            names
+        });
+        assert_eq!(names, ["first"]);
+    }
+    drop(_service);
+    if let Some(database) = database {
+        runtime.block_on(database.remove());
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 /// The flags every rmicro service accepts.
 #[derive(Debug, Clone, Default, Parser)]
 #[command(about = "An rmicro service", disable_version_flag = true)]
+// Not the struct's name: an application's own `Flags` must not clash with it.
+#[group(id = "rmicro-flags")]
 pub struct Flags {
     /// Name the service is known by.
     #[arg(long, env = "MICRO_SERVER_NAME", value_name = "NAME")]

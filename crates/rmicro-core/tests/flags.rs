@@ -16,6 +16,44 @@ struct UserFlags {
     page_size: u32,
 }
 
+/// Named as rmicro's own flags are: clap's group ids must not clash.
+#[derive(clap::Args, Debug)]
+struct Flags {
+    /// Apply migrations at start.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    migrate: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct TracingFlags {
+    /// Unrelated to rmicro's tracing flags of the same type name.
+    #[arg(long)]
+    sample_everything: bool,
+}
+
+#[test]
+fn an_applications_flags_may_share_rmicros_type_names() {
+    let service = rmicro::Service::builder("user")
+        .app_flags::<Flags>()
+        .registry(Arc::new(rmicro::registry::MemoryRegistry::new()))
+        .args(["user", "--migrate=false"])
+        .build()
+        .expect("no clash with rmicro's own `Flags`");
+    assert!(!service.app_flags::<Flags>().expect("parsed").migrate);
+    let service = rmicro::Service::builder("user")
+        .app_flags::<TracingFlags>()
+        .registry(Arc::new(rmicro::registry::MemoryRegistry::new()))
+        .args(["user", "--sample-everything"])
+        .build()
+        .expect("no clash with rmicro's own `TracingFlags`");
+    assert!(
+        service
+            .app_flags::<TracingFlags>()
+            .expect("parsed")
+            .sample_everything
+    );
+}
+
 fn build(args: &[&str]) -> Result<rmicro::Service, rmicro::BuildError> {
     rmicro::Service::builder("user")
         .app_flags::<UserFlags>()

@@ -145,6 +145,7 @@ impl SamplerChoice {
 /// [`crate::cmd::Flags`]); an HTTP front such as `rmicro api` flattens them into
 /// its own command line.
 #[derive(Debug, Clone, Default, clap::Args)]
+#[group(id = "rmicro-tracing-flags")]
 pub struct TracingFlags {
     /// Trace every call handled and made, every publish and delivery, with
     /// OpenTelemetry, exported over OTLP to this collector (Jaeger ≥ 1.35 takes it
