@@ -1,0 +1,84 @@
+//! The user service: `cargo run -p user -- --server-address 127.0.0.1:50051`
+//! (`--help` lists every flag: registry, broker, config, tracing, metrics, …).
+//!
+//! Its database is the configuration's `mysql` section, as the seed's
+//! `GetMysqlFromConsul(conf, "mysql")` reads it (`{host, port, user, pwd,
+//! database}` or a `dsn`, which may also name PostgreSQL or SQLite), from
+//! `--config-file`, `MICRO_MYSQL_*` variables, `--config-set mysql.dsn=…` or a
+//! config center (`--config-source consul://…`). Without one, users are kept in
+//! the SQLite file `user.db`: nothing to install. The `user` section holds the
+//! token key (`jwt_secret`), `token_ttl_seconds` and `admins`.
+
+use rmicro::wrapper::logging::LoggingLayer;
+use std::time::Duration;
+use user::domain::repository::{MIGRATIONS, UserRepository};
+use user::domain::service::{Settings, Tokens, UserService, auth_layer};
+use user::handler::Handler;
+use user::{CREATED, DELETED, NAME, proto, subscriber};
+
+/// The user service's own flags, next to rmicro's.
+#[derive(clap::Args, Debug)]
+struct Flags {
+    /// Apply the schema's migrations at start (`--migrate=false` to skip them).
+    #[arg(long, env = "USER_MIGRATE", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    migrate: bool,
+}
+
+/// Where users are kept when the configuration has no `mysql` section.
+const EMBEDDED: &str = "sqlite://user.db";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let auth = auth_layer();
+    let service = match rmicro::Service::builder(NAME)
+        .version(env!("CARGO_PKG_VERSION"))
+        .app_flags::<Flags>()
+        .wrap_handler(LoggingLayer::new())
+        .wrap_handler(auth.clone())
+        .build()
+    {
+        Ok(service) => service,
+        Err(err) => err.exit(),
+    };
+    let config = service.config();
+    config.ready().await?;
+    let settings = if config.get("user").exists() {
+        config
+            .get("user")
+            .scan::<Settings>()
+            .map_err(|err| anyhow::anyhow!("config section `user`: {err}"))?
+    } else {
+        Settings::default()
+    };
+    let tokens = Tokens::new(&settings).map_err(anyhow::Error::msg)?;
+    tokens.install(&auth);
+
+    let within = Duration::from_secs(30);
+    let db = if config.get("mysql").exists() {
+        rmicro::db::Database::from_config(config, "mysql", within).await?
+    } else {
+        tracing::info!(
+            database = EMBEDDED,
+            "no `mysql` section in the configuration: keeping users in SQLite"
+        );
+        rmicro::db::Database::connect(&EMBEDDED.parse()?, within).await?
+    };
+    if service
+        .app_flags::<Flags>()
+        .is_none_or(|flags| flags.migrate)
+    {
+        db.migrate(MIGRATIONS).await?;
+    }
+    // NOT_SERVING on gRPC health while the database is down, by itself.
+    db.keep_health(service.health(), Duration::from_secs(2));
+    let users = UserService::new(UserRepository::new(db), tokens);
+    service.handle(proto::UserServer::new(Handler::new(
+        users,
+        service.client(),
+    )))?;
+    service.subscribe(CREATED, subscriber::on_created).await?;
+    service.subscribe(DELETED, subscriber::on_deleted).await?;
+    service.run().await?;
+    Ok(())
+}
