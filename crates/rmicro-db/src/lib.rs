@@ -75,6 +75,17 @@ pub enum DbError {
 pub struct Database {
     conn: DatabaseConnection,
     url: Arc<DbUrl>,
+    down: Arc<Down>,
+}
+
+/// What the pool knows of the server being down, shared by every clone.
+#[derive(Debug, Default)]
+struct Down {
+    /// Why the server was last found unreachable; `None` while it answers.
+    reason: std::sync::RwLock<Option<String>>,
+    /// Whether a [`Database::keep_health`] task pings it (only then is a
+    /// server marked down, since only a ping marks it up again).
+    watched: std::sync::atomic::AtomicBool,
 }
 
 impl Database {
@@ -104,6 +115,7 @@ impl Database {
                     return Ok(Database {
                         conn,
                         url: Arc::new(url.clone()),
+                        down: Arc::default(),
                     });
                 }
                 Err(err) => {
@@ -184,6 +196,28 @@ impl Database {
         self.url.backend()
     }
 
+    /// The connection for a call of service `id`, or at once `UNAVAILABLE`
+    /// "database … unreachable: …" while the server is known to be down (a
+    /// query failed to reach it, and the [`keep_health`](Self::keep_health)
+    /// pings have not reached it since): during an outage calls fail fast
+    /// instead of each waiting out the pool's connect timeout.
+    pub fn available(&self, id: &str) -> Result<&DatabaseConnection, Error> {
+        match &*rmicro_core::sync::read(&self.down.reason) {
+            None => Ok(&self.conn),
+            Some(reason) => Err(Error::unavailable(
+                id,
+                format!("database {} unreachable: {reason}", self.url),
+            )),
+        }
+    }
+
+    fn mark(&self, reason: Option<String>) {
+        if reason.is_some() && !self.down.watched.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        *rmicro_core::sync::write(&self.down.reason) = reason;
+    }
+
     /// One round trip (`SELECT 1`).
     pub async fn ping(&self) -> Result<(), DbErr> {
         self.conn.execute_unprepared("SELECT 1").await.map(|_| ())
@@ -215,6 +249,9 @@ impl Database {
         every: Duration,
     ) -> tokio::task::JoinHandle<()> {
         let db = self.clone();
+        self.down
+            .watched
+            .store(true, std::sync::atomic::Ordering::Release);
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -224,18 +261,21 @@ impl Database {
                     tokio::time::timeout(every.max(Duration::from_secs(1)) * 2, db.ping()).await;
                 match answered {
                     Ok(Ok(())) => {
+                        db.mark(None);
                         if !health.is_serving() {
                             tracing::info!(database = %db.url, "database reachable again: serving");
                         }
                         health.set_serving(true);
                     }
                     Ok(Err(err)) => {
+                        db.mark(Some(describe(&err)));
                         if health.is_serving() {
                             tracing::error!(database = %db.url, error = %describe(&err), "database unreachable: not serving until it is back");
                         }
                         health.set_serving(false);
                     }
                     Err(_) => {
+                        db.mark(Some("no answer to a ping in time".into()));
                         if health.is_serving() {
                             tracing::error!(database = %db.url, "database did not answer a ping in time: not serving until it does");
                         }

@@ -204,6 +204,15 @@ async fn health_follows_a_database_killed_and_restarted() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let fast = db
+        .available("app")
+        .expect_err("known down: no waiting on the pool");
+    assert_eq!(fast.code, 503, "{fast}");
+    assert!(
+        fast.detail
+            .starts_with(&format!("database {} unreachable: ", server.url("app"))),
+        "{fast}"
+    );
     let down = db.ping().await.expect_err("down");
     let status = db.error("app", &down);
     assert_eq!(status.code, 503, "{status}");
@@ -224,6 +233,7 @@ async fn health_follows_a_database_killed_and_restarted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     db.ping().await.expect("the pool reconnected by itself");
+    db.available("app").expect("known up again");
     watcher.abort();
 }
 

@@ -25,6 +25,8 @@ pub struct Running {
     pub users: UserService,
     /// `(topic, event)` for each `user.created` / `user.deleted` received.
     pub events: tokio::sync::mpsc::UnboundedReceiver<(String, proto::UserEvent)>,
+    /// Keeps gRPC health in step with the database, as `main.rs` does.
+    watcher: tokio::task::JoinHandle<()>,
 }
 
 pub async fn start(url: &DbUrl) -> Running {
@@ -47,6 +49,7 @@ pub async fn start(url: &DbUrl) -> Running {
         .await
         .expect("the database answers");
     db.migrate(MIGRATIONS).await.expect("migrated");
+    let watcher = db.keep_health(service.health(), Duration::from_millis(100));
     let users = UserService::new(UserRepository::new(db), tokens);
     service
         .handle(UserServer::new(Handler::new(
@@ -76,6 +79,7 @@ pub async fn start(url: &DbUrl) -> Running {
         client,
         users,
         events,
+        watcher,
     }
 }
 
@@ -116,7 +120,27 @@ impl Running {
             .expect("the subscription is open")
     }
 
+    /// What the server reports on gRPC health for the whole node, asked over
+    /// the wire with tonic's own health client.
+    pub async fn health(&self) -> i32 {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", self.server.local_addr()))
+                .expect("a valid URI")
+                .connect()
+                .await
+                .expect("the server accepts connections");
+        tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health answers")
+            .into_inner()
+            .status
+    }
+
     pub async fn stop(self) {
+        self.watcher.abort();
         assert!(self.server.stop().await, "drained");
         self.service.unsubscribe_all().await;
     }

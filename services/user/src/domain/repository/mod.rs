@@ -60,7 +60,7 @@ impl UserRepository {
             updated_at: Set(now.into()),
             ..Default::default()
         }
-        .insert(self.db.conn())
+        .insert(self.db.available(crate::NAME)?)
         .await
         .map_err(|err| {
             if is_unique_violation(&err) {
@@ -75,7 +75,7 @@ impl UserRepository {
     /// The user `id`, if there is one.
     pub async fn find(&self, id: i64) -> Result<Option<User>, Error> {
         let row = entity::Entity::find_by_id(id)
-            .one(self.db.conn())
+            .one(self.db.available(crate::NAME)?)
             .await
             .map_err(|err| self.failed(err))?;
         Ok(row.map(User::from))
@@ -85,7 +85,7 @@ impl UserRepository {
     pub async fn find_by_name(&self, user_name: &str) -> Result<Option<User>, Error> {
         let row = entity::Entity::find()
             .filter(entity::Column::UserName.eq(user_name))
-            .one(self.db.conn())
+            .one(self.db.available(crate::NAME)?)
             .await
             .map_err(|err| self.failed(err))?;
         Ok(row.map(User::from))
@@ -94,7 +94,7 @@ impl UserRepository {
     /// Applies `changes` to user `id`; `None` when there is no such user.
     pub async fn update(&self, id: i64, changes: Changes) -> Result<Option<User>, Error> {
         let Some(row) = entity::Entity::find_by_id(id)
-            .one(self.db.conn())
+            .one(self.db.available(crate::NAME)?)
             .await
             .map_err(|err| self.failed(err))?
         else {
@@ -112,7 +112,7 @@ impl UserRepository {
         }
         row.updated_at = Set(SystemTime::now().into());
         let row = row
-            .update(self.db.conn())
+            .update(self.db.available(crate::NAME)?)
             .await
             .map_err(|err| self.failed(err))?;
         Ok(Some(row.into()))
@@ -121,7 +121,7 @@ impl UserRepository {
     /// Removes user `id`; whether there was one.
     pub async fn delete(&self, id: i64) -> Result<bool, Error> {
         let done = entity::Entity::delete_by_id(id)
-            .exec(self.db.conn())
+            .exec(self.db.available(crate::NAME)?)
             .await
             .map_err(|err| self.failed(err))?;
         Ok(done.rows_affected > 0)
@@ -133,7 +133,7 @@ impl UserRepository {
             .filter(entity::Column::Id.gt(after))
             .order_by_asc(entity::Column::Id)
             .limit(limit)
-            .all(self.db.conn())
+            .all(self.db.available(crate::NAME)?)
             .await
             .map_err(|err| self.failed(err))?;
         Ok(rows.into_iter().map(User::from).collect())
