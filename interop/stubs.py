@@ -1,4 +1,5 @@
-"""Generates Python gRPC stubs for the greeter proto into a temp dir and imports them."""
+"""Generates Python gRPC stubs for an rmicro proto (the greeter's by default) into a
+temp dir and imports them."""
 import importlib
 import os
 import shutil
@@ -16,23 +17,24 @@ PROTO_DIR = os.path.join(ROOT, "examples", "greeter", "proto")
 API_DIR = os.path.join(ROOT, "crates", "rmicro-build", "proto")
 
 
-def load():
+def load(proto_dir=PROTO_DIR, name="greeter"):
+    """The `<name>_pb2` and `<name>_pb2_grpc` modules of `<proto_dir>/<name>.proto`."""
     out = tempfile.mkdtemp(prefix="rmicro-interop-")
     rc = protoc.main([
         "grpc_tools.protoc",
-        f"-I{PROTO_DIR}",
+        f"-I{proto_dir}",
         f"-I{API_DIR}",
         # google/protobuf/*.proto, which grpcio-tools carries.
         f"-I{os.path.join(os.path.dirname(grpc_tools.__file__), '_proto')}",
         f"--python_out={out}",
         f"--grpc_python_out={out}",
-        os.path.join(PROTO_DIR, "greeter.proto"),
+        os.path.join(proto_dir, f"{name}.proto"),
     ])
     if rc != 0:
         raise SystemExit(f"protoc failed with {rc}")
     sys.path.insert(0, out)
     try:
-        return importlib.import_module("greeter_pb2"), importlib.import_module("greeter_pb2_grpc")
+        return importlib.import_module(f"{name}_pb2"), importlib.import_module(f"{name}_pb2_grpc")
     finally:
         # Both modules are loaded now; the generated files are no longer needed.
         sys.path.remove(out)

@@ -11,35 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// The venv Python (grpcio, httpx) the test command makes; `None` (skipping, with
-/// a line saying so) outside CI when it is missing.
-fn python() -> Option<PathBuf> {
-    let Some(path) = std::env::var_os("RMICRO_PYTHON").map(PathBuf::from) else {
-        assert!(
-            !in_ci(),
-            "RMICRO_PYTHON is not set and CI=true (scripts/test sets it)"
-        );
-        eprintln!("SKIPPED: RMICRO_PYTHON is not set (scripts/test sets it to its venv)");
-        return None;
-    };
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        !in_ci(),
-        "RMICRO_PYTHON={} is missing and CI=true",
-        path.display()
-    );
-    eprintln!(
-        "SKIPPED: no Python venv at {} (run scripts/test)",
-        path.display()
-    );
-    None
-}
+use rmicro::testing::python;
 
 /// A fresh directory for a `local` registry the test's processes share.
 fn registry_dir(test: &str) -> PathBuf {

@@ -12,6 +12,53 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// The rmicro checkout these tests run in (interop scripts live under it).
+pub fn repo_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// `tool` when present; otherwise fails the test under `CI=true`, or prints that
+/// the test is skipped and why (`what` is missing; `fix` says how to get it).
+pub fn require<T>(tool: Option<T>, what: &str, fix: &str) -> Option<T> {
+    match tool {
+        Some(tool) => Some(tool),
+        None if in_ci() => panic!("{what} is missing and CI=true: {fix}"),
+        None => {
+            eprintln!("SKIPPED: {what} is missing ({fix})");
+            None
+        }
+    }
+}
+
+/// The Python with grpcio, httpx and the rest of `interop/requirements.txt`
+/// that the test command makes: `$RMICRO_PYTHON`, else
+/// `~/.cache/rmicro-venv/bin/python`.
+pub fn python() -> Option<PathBuf> {
+    let path = std::env::var_os("RMICRO_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|home| PathBuf::from(home).join(".cache/rmicro-venv/bin/python"))
+        });
+    require(
+        path.filter(|p| p.exists()),
+        "the Python venv with grpcio (RMICRO_PYTHON)",
+        "run scripts/test, which makes it",
+    )
+}
+
+/// `curl` with HTTP/2 support.
+pub fn curl() -> Option<PathBuf> {
+    let found = Command::new("curl")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("HTTP2"))
+        .map(|_| PathBuf::from("curl"));
+    require(found, "curl with HTTP/2", "apt-get install -y curl")
+}
+
 /// Finds `name`: `$override_var` if set, else on `PATH`, else in `/usr/sbin`.
 pub fn find_binary(name: &str, override_var: &str) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(override_var) {

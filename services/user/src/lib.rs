@@ -5,6 +5,7 @@
 //! paging), `handler` (the gRPC endpoints), `subscriber` (the events it
 //! consumes). `main.rs` wires them to rmicro.
 
+pub mod app;
 pub mod domain;
 pub mod handler;
 pub mod subscriber;

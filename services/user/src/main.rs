@@ -11,10 +11,8 @@
 
 use rmicro::wrapper::logging::LoggingLayer;
 use std::time::Duration;
-use user::domain::repository::{MIGRATIONS, UserRepository};
-use user::domain::service::{Settings, Tokens, UserService, auth_layer};
-use user::handler::Handler;
-use user::{CREATED, DELETED, NAME, proto, subscriber};
+use user::NAME;
+use user::domain::service::auth_layer;
 
 /// The user service's own flags, next to rmicro's.
 #[derive(clap::Args, Debug)]
@@ -43,17 +41,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let config = service.config();
     config.ready().await?;
-    let settings = if config.get("user").exists() {
-        config
-            .get("user")
-            .scan::<Settings>()
-            .map_err(|err| anyhow::anyhow!("config section `user`: {err}"))?
-    } else {
-        Settings::default()
-    };
-    let tokens = Tokens::new(&settings).map_err(anyhow::Error::msg)?;
-    tokens.install(&auth);
-
+    let tokens = user::app::tokens(config, &auth).await?;
     let within = Duration::from_secs(30);
     let db = if config.get("mysql").exists() {
         rmicro::db::Database::from_config(config, "mysql", within).await?
@@ -64,21 +52,10 @@ async fn main() -> anyhow::Result<()> {
         );
         rmicro::db::Database::connect(&EMBEDDED.parse()?, within).await?
     };
-    if service
+    let migrate = service
         .app_flags::<Flags>()
-        .is_none_or(|flags| flags.migrate)
-    {
-        db.migrate(MIGRATIONS).await?;
-    }
-    // NOT_SERVING on gRPC health while the database is down, by itself.
-    db.keep_health(service.health(), Duration::from_secs(2));
-    let users = UserService::new(UserRepository::new(db), tokens);
-    service.handle(proto::UserServer::new(Handler::new(
-        users,
-        service.client(),
-    )))?;
-    service.subscribe(CREATED, subscriber::on_created).await?;
-    service.subscribe(DELETED, subscriber::on_deleted).await?;
+        .is_none_or(|flags| flags.migrate);
+    user::app::prepare(&service, db, tokens, migrate, Duration::from_secs(2)).await?;
     service.run().await?;
     Ok(())
 }

@@ -3,7 +3,6 @@
 
 use greeter::proto::{GreeterClient, GreeterServer};
 use rmicro::server::RunningServer;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,53 +63,8 @@ pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> b
     }
 }
 
-/// The repository root.
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root exists")
-}
-
-/// Whether missing tools must fail the test (CI) rather than skip it.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Returns the tool if present; otherwise fails under CI, or prints why it skips.
-pub fn require(tool: Option<PathBuf>, what: &str, fix: &str) -> Option<PathBuf> {
-    match tool {
-        Some(path) => Some(path),
-        None if in_ci() => panic!("{what} is missing and CI=true: {fix}"),
-        None => {
-            eprintln!("SKIPPED: {what} is missing ({fix})");
-            None
-        }
-    }
-}
-
-/// The venv Python with grpcio that the test command creates.
-pub fn python() -> Option<PathBuf> {
-    let path = std::env::var_os("RMICRO_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
-    require(
-        path.exists().then_some(path),
-        "Python venv with grpcio",
-        "run scripts/test, which creates .venv",
-    )
-}
-
-/// `curl` with HTTP/2 support.
-pub fn curl() -> Option<PathBuf> {
-    let found = std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("HTTP2"))
-        .map(|_| PathBuf::from("curl"));
-    require(found, "curl with HTTP/2", "apt-get install -y curl")
-}
+#[allow(unused_imports)] // each test binary uses some of them
+pub use rmicro::testing::{curl, in_ci, python, repo_root, require};
 
 /// Kills a child process when the test ends, however it ends.
 pub struct ChildGuard(pub std::process::Child);

@@ -7,10 +7,8 @@ use rmicro::broker::typed::Event;
 use rmicro::db::{Database, DbUrl};
 use std::sync::Arc;
 use std::time::Duration;
-use user::domain::repository::{MIGRATIONS, UserRepository};
 use user::domain::service::{Settings, Tokens, UserService, auth_layer};
-use user::handler::Handler;
-use user::proto::{self, UserClient, UserServer};
+use user::proto::{self, UserClient};
 
 /// The key the tests' tokens are signed with.
 pub const SECRET: &str = "a test key of at least thirty-two bytes";
@@ -48,15 +46,10 @@ pub async fn start(url: &DbUrl) -> Running {
     let db = Database::connect(url, Duration::from_secs(10))
         .await
         .expect("the database answers");
-    db.migrate(MIGRATIONS).await.expect("migrated");
-    let watcher = db.keep_health(service.health(), Duration::from_millis(100));
-    let users = UserService::new(UserRepository::new(db), tokens);
-    service
-        .handle(UserServer::new(Handler::new(
-            users.clone(),
-            service.client(),
-        )))
-        .expect("not started yet");
+    let (users, watcher) =
+        user::app::prepare(&service, db, tokens, true, Duration::from_millis(100))
+            .await
+            .expect("prepared");
     let (seen, events) = tokio::sync::mpsc::unbounded_channel();
     for topic in [user::CREATED, user::DELETED] {
         let seen = seen.clone();
