@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Guard, repo_root};
+use common::{Guard, cargo_in, repo_root};
 use rmicro::db::Backend;
 use rmicro::db::sea_orm::ConnectionTrait;
 use rmicro::db::testing::TestDatabase;
@@ -21,25 +21,6 @@ fn target_dir() -> PathBuf {
         .and_then(Path::parent)
         .expect("the binary sits in <target>/<profile>/")
         .to_owned()
-}
-
-/// Runs `cargo ARGS` in `project`, building in `target`; fails the test with
-/// cargo's output when it fails.
-fn cargo_in(project: &Path, target: &Path, args: &[&str]) {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let out = Command::new(&cargo)
-        .current_dir(project)
-        .env("CARGO_TARGET_DIR", target)
-        .args(args)
-        .output()
-        .expect("cargo runs");
-    assert!(
-        out.status.success(),
-        "cargo {}:\n{}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn fresh_dir(test: &str) -> PathBuf {

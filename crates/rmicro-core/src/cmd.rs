@@ -22,6 +22,11 @@ pub struct Flags {
     /// Address to listen on; port 0 picks a free port [default: 0.0.0.0:0].
     #[arg(long, env = "MICRO_SERVER_ADDRESS", value_name = "HOST:PORT")]
     pub server_address: Option<String>,
+    /// Ask the node listening on --server-address (0.0.0.0 meaning this host)
+    /// whether it serves, by gRPC health, print the answer and exit: 0 when
+    /// SERVING, 1 otherwise. For Docker's HEALTHCHECK; nothing is started.
+    #[arg(long)]
+    pub health_check: bool,
     /// Address others should dial [default: the bound address].
     #[arg(long, env = "MICRO_SERVER_ADVERTISE", value_name = "HOST:PORT")]
     pub server_advertise: Option<String>,

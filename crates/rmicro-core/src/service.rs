@@ -53,6 +53,16 @@ pub enum BuildError {
         /// Why, as a sentence.
         reason: String,
     },
+    /// `--health-check` asked the node and got this answer: not a failure to
+    /// build, the binary's whole job this time ([`BuildError::exit`] exits 0
+    /// when it serves, 1 otherwise).
+    #[error("{answer}")]
+    HealthCheck {
+        /// Whether the node reported SERVING.
+        serving: bool,
+        /// What it said, as a sentence.
+        answer: String,
+    },
     /// `--metrics-address` cannot be served.
     #[error("cannot serve the metrics on `{address}`: {reason}")]
     Metrics {
@@ -69,6 +79,14 @@ impl BuildError {
     pub fn exit(self) -> ! {
         match self {
             BuildError::Flags(e) => e.exit(),
+            BuildError::HealthCheck { serving, answer } => {
+                if serving {
+                    println!("{answer}");
+                    std::process::exit(0)
+                }
+                eprintln!("{answer}");
+                std::process::exit(1)
+            }
             BuildError::Tls(e) => {
                 eprintln!("error: {e}");
                 std::process::exit(2)
@@ -389,6 +407,14 @@ impl ServiceBuilder {
             None => command.try_get_matches()?,
         };
         let flags = <Flags as clap::FromArgMatches>::from_arg_matches(&matches)?;
+        if flags.health_check {
+            let address = flags
+                .server_address
+                .as_deref()
+                .unwrap_or(&self.server.address);
+            let (serving, answer) = crate::server::health::probe(address);
+            return Err(BuildError::HealthCheck { serving, answer });
+        }
         let app_flags = self
             .app_flags
             .map(|app| (app.parse)(&matches))

@@ -59,6 +59,42 @@ pub fn curl() -> Option<PathBuf> {
     require(found, "curl with HTTP/2", "apt-get install -y curl")
 }
 
+/// Reads the child's `stream` line by line until `pick` finds what it wants.
+pub fn read_until<R: std::io::Read + Send + 'static, T: Send + 'static>(
+    stream: R,
+    limit: Duration,
+    pick: impl Fn(&str) -> Option<T> + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stream)).map_while(Result::ok) {
+            if let Some(found) = pick(&line) {
+                let _ = tx.send(Ok(found));
+                // Keep draining so the child never blocks on a full pipe.
+                continue;
+            }
+            seen.push(line);
+        }
+        let _ = tx.send(Err(seen.join("\n")));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(found)) => found,
+        Ok(Err(seen)) => panic!("the process ended without the expected line; it printed:\n{seen}"),
+        Err(_) => panic!("no expected line within {limit:?}"),
+    }
+}
+
+/// The address a service process logged as `Listening on HOST:PORT` on `stderr`.
+pub fn listening_address<R: std::io::Read + Send + 'static>(stderr: R) -> String {
+    read_until(stderr, Duration::from_secs(30), |line| {
+        line.split("Listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|a| a.trim_end_matches(|c: char| !c.is_ascii_digit()).to_owned())
+    })
+}
+
 /// Finds `name`: `$override_var` if set, else on `PATH`, else in `/usr/sbin`.
 pub fn find_binary(name: &str, override_var: &str) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(override_var) {

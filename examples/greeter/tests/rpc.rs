@@ -811,6 +811,19 @@ async fn health_follows_the_service_and_turns_not_serving_when_shutdown_starts()
             .into_inner()
             .status;
         assert_eq!(whole, expected as i32, "the whole server follows too");
+        let alive = health
+            .check(HealthCheckRequest {
+                service: rmicro::server::LIVENESS.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(
+            alive,
+            ServingStatus::Serving as i32,
+            "liveness is not steered"
+        );
     }
     let stopping = tokio::spawn(server.stop());
     let next = tokio::time::timeout(Duration::from_secs(5), watch.message())

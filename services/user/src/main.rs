@@ -21,6 +21,10 @@ struct Flags {
     #[arg(long, env = "USER_MIGRATE", default_value_t = true, num_args = 0..=1,
           default_missing_value = "true", action = clap::ArgAction::Set)]
     migrate: bool,
+    /// How long the start waits for the database to answer (it may be starting
+    /// too), then gives up naming it.
+    #[arg(long, env = "USER_DATABASE_WAIT", default_value = "30s", value_parser = rmicro::cmd::parse_duration)]
+    database_wait: Duration,
 }
 
 /// Where users are kept when the configuration has no `mysql` section.
@@ -42,7 +46,9 @@ async fn main() -> anyhow::Result<()> {
     let config = service.config();
     config.ready().await?;
     let tokens = user::app::tokens(config, &auth).await?;
-    let within = Duration::from_secs(30);
+    let within = service
+        .app_flags::<Flags>()
+        .map_or(Duration::from_secs(30), |flags| flags.database_wait);
     let db = if config.get("mysql").exists() {
         rmicro::db::Database::from_config(config, "mysql", within).await?
     } else {

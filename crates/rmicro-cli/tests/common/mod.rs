@@ -3,8 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part
 
-use std::path::PathBuf;
-use std::process::Child;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 
 /// Kills a child process when the test ends, however it ends.
 pub struct Guard(pub Child);
@@ -14,6 +14,25 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Runs `cargo ARGS` in `project`, building in `target`; fails the test with
+/// cargo's output when it fails.
+pub fn cargo_in(project: &Path, target: &Path, args: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(&cargo)
+        .current_dir(project)
+        .env("CARGO_TARGET_DIR", target)
+        .args(args)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "cargo {}:\n{}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The rmicro checkout these tests run in.

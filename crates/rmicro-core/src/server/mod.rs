@@ -9,14 +9,14 @@
 
 pub mod dispatch;
 mod handler;
-mod health;
+pub(crate) mod health;
 mod request;
 pub(crate) mod router;
 mod stream;
 
 pub use crate::service::shutdown_signal;
 pub use handler::{MethodDescriptor, MethodKind, ServiceDescriptor, ServiceHandler};
-pub use health::Health;
+pub use health::{Health, LIVENESS};
 pub use request::Request;
 pub use router::HandlerStack;
 pub use stream::{RequestStream, ResponseSender};
@@ -156,6 +156,11 @@ pub(crate) async fn build_router(
         }
     }
     health.set_service_status("", ServingStatus::Serving).await;
+    // Serving while the process serves, whatever the service says of itself:
+    // what a liveness probe asks (a database outage is for readiness).
+    health
+        .set_service_status(health::LIVENESS, ServingStatus::Serving)
+        .await;
     let v1 = v1
         .build_v1()
         .map_err(|e| ServerError::Reflection(e.to_string()))?;
@@ -314,7 +319,7 @@ impl RunningServer {
         }
         // Stopping wins over whatever the service set.
         self.follower.abort();
-        for name in self.services.iter().copied().chain([""]) {
+        for name in self.services.iter().copied().chain(["", health::LIVENESS]) {
             self.health
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;

@@ -64,7 +64,7 @@ pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> b
 }
 
 #[allow(unused_imports)] // each test binary uses some of them
-pub use rmicro::testing::{curl, in_ci, python, repo_root, require};
+pub use rmicro::testing::{curl, in_ci, listening_address, python, read_until, repo_root, require};
 
 /// Kills a child process when the test ends, however it ends.
 pub struct ChildGuard(pub std::process::Child);
@@ -184,42 +184,6 @@ pub async fn wait_for_nodes(registry: &dyn rmicro::registry::Registry, n: usize)
 fn uuid_like() -> String {
     use std::hash::{BuildHasher, RandomState};
     format!("{:x}", RandomState::new().hash_one(std::process::id()))
-}
-
-/// Reads the child's `stream` line by line until `pick` finds what it wants.
-pub fn read_until<R: std::io::Read + Send + 'static, T: Send + 'static>(
-    stream: R,
-    limit: Duration,
-    pick: impl Fn(&str) -> Option<T> + Send + 'static,
-) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stream)).map_while(Result::ok) {
-            if let Some(found) = pick(&line) {
-                let _ = tx.send(Ok(found));
-                // Keep draining so the child never blocks on a full pipe.
-                continue;
-            }
-            seen.push(line);
-        }
-        let _ = tx.send(Err(seen.join("\n")));
-    });
-    match rx.recv_timeout(limit) {
-        Ok(Ok(found)) => found,
-        Ok(Err(seen)) => panic!("the process ended without the expected line; it printed:\n{seen}"),
-        Err(_) => panic!("no expected line within {limit:?}"),
-    }
-}
-
-/// The address a greeter process logged as `Listening on HOST:PORT` on `stderr`.
-pub fn listening_address<R: std::io::Read + Send + 'static>(stderr: R) -> String {
-    read_until(stderr, Duration::from_secs(30), |line| {
-        line.split("Listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(|a| a.trim_end_matches(|c: char| !c.is_ascii_digit()).to_owned())
-    })
 }
 
 /// Every PromQL query of the Grafana dashboard in `deploy/observability`, with
