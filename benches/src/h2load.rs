@@ -12,24 +12,9 @@ use std::time::Duration;
 /// Options of `rmicro-bench h2load`.
 #[derive(clap::Parser, Clone)]
 pub struct H2loadArgs {
-    /// Measured time per server per round.
-    #[arg(long, default_value = "10s", value_parser = rmicro::cmd::parse_duration)]
-    duration: Duration,
-    /// Unmeasured warm-up per server per round.
-    #[arg(long, default_value = "2s", value_parser = rmicro::cmd::parse_duration)]
-    warmup: Duration,
-    /// Rounds; the order of the servers rotates.
-    #[arg(long, default_value_t = 3)]
-    rounds: u32,
-    /// HTTP/2 connections (`h2load -c`).
-    #[arg(long, default_value_t = 16)]
-    connections: usize,
-    /// Streams in flight per connection (`h2load -m`).
-    #[arg(long, default_value_t = 8)]
-    streams: usize,
-    /// h2load's threads (`h2load -t`).
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
+    /// How hard and how long each server is loaded.
+    #[command(flatten)]
+    pub load: Shape,
     /// Servers, tonic first: tonic, rmicro, rmicro+N (N no-op handler wrappers),
     /// greeter (the shipped binary, default flags), greeter+ratelimit (the same
     /// with `--ratelimit-server` too high to bite: the seed's server line),
@@ -42,21 +27,52 @@ pub struct H2loadArgs {
     servers: String,
 }
 
-/// One h2load run.
-struct Run {
-    requests: u64,
-    failed: u64,
-    rps: f64,
-    latency: Histogram<u64>,
-    /// Server CPU µs per request over the measured part.
-    cpu_us: f64,
+/// The load h2load puts on each server: shared by every h2load benchmark.
+#[derive(clap::Args, Clone)]
+pub struct Shape {
+    /// Measured time per server per round.
+    #[arg(long, default_value = "10s", value_parser = rmicro::cmd::parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured warm-up per server per round.
+    #[arg(long, default_value = "2s", value_parser = rmicro::cmd::parse_duration)]
+    pub warmup: Duration,
+    /// Rounds; the order of the servers rotates.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// HTTP/2 connections (`h2load -c`).
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Streams in flight per connection (`h2load -m`).
+    #[arg(long, default_value_t = 8)]
+    pub streams: usize,
+    /// h2load's threads (`h2load -t`).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
-fn h2load_once(
+/// One h2load run.
+pub struct Run {
+    /// Requests that succeeded.
+    pub requests: u64,
+    /// Requests that failed or errored.
+    pub failed: u64,
+    /// Requests per second.
+    pub rps: f64,
+    /// Latency of the successful requests, µs.
+    pub latency: Histogram<u64>,
+    /// Server CPU µs per request over the measured part.
+    pub cpu_us: f64,
+}
+
+/// Loads `http://{address}{path}` with the gRPC request in `body` (and `headers`,
+/// `name: value`) for `args.duration`.
+pub fn h2load_once(
     address: &str,
     server_pid: u32,
-    args: &H2loadArgs,
+    args: &Shape,
     body: &std::path::Path,
+    path: &str,
+    headers: &[String],
 ) -> anyhow::Result<Run> {
     let log = std::env::temp_dir().join(format!("rmicro-h2load-{}.log", std::process::id()));
     let output = Command::new("h2load")
@@ -69,11 +85,12 @@ fn h2load_once(
             &format!("{}", args.warmup.as_secs().max(1)),
         ])
         .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .args(headers.iter().flat_map(|h| ["-H", h.as_str()]))
         .arg("-d")
         .arg(body)
         .arg("--log-file")
         .arg(&log)
-        .arg(format!("http://{address}/greeter.v1.Greeter/SayHello"))
+        .arg(format!("http://{address}{path}"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -144,16 +161,28 @@ pub async fn run(args: H2loadArgs) -> anyhow::Result<()> {
     std::fs::write(&body, framed)?;
     println!(
         "unary SayHello under h2load -c {} -m {} -t {}, {:?} x {} rounds per server (+{:?} warm-up)",
-        args.connections, args.streams, args.threads, args.duration, args.rounds, args.warmup
+        args.load.connections,
+        args.load.streams,
+        args.load.threads,
+        args.load.duration,
+        args.load.rounds,
+        args.load.warmup
     );
     let mut series: Vec<crate::summary::Series> = kinds
         .iter()
         .map(|k| crate::summary::Series::new(k))
         .collect::<anyhow::Result<_>>()?;
-    for round in 0..args.rounds {
+    for round in 0..args.load.rounds {
         for i in (0..kinds.len()).map(|i| (i + round as usize) % kinds.len()) {
             let (mut child, address) = spawn_server(kinds[i], &[])?;
-            let result = h2load_once(&address, child.id(), &args, &body);
+            let result = h2load_once(
+                &address,
+                child.id(),
+                &args.load,
+                &body,
+                "/greeter.v1.Greeter/SayHello",
+                &[],
+            );
             let _ = child.kill();
             let _ = child.wait();
             let run = result?;

@@ -19,6 +19,7 @@ mod gateway;
 mod h2load;
 mod observability;
 mod resilience;
+mod user;
 
 mod tonic_greeter {
     tonic::include_proto!("greeter.v1");
@@ -55,6 +56,18 @@ enum Cmd {
     },
     /// The servers under h2load, a C load generator (many connections and streams).
     H2load(h2load::H2loadArgs),
+    /// The user service's GetUserInfo (the shipped `user` binary) against a
+    /// hand-written tonic + sqlx service doing the same query on the same database.
+    User(user::UserArgs),
+    /// Serve the hand-written tonic + sqlx user service (used by `user`).
+    TonicUser {
+        /// The database (`mysql://…` or `postgres://…`).
+        #[arg(long)]
+        dsn: String,
+        /// The HS256 key the tokens are checked with.
+        #[arg(long)]
+        secret: String,
+    },
     /// The rmicro client with 4 no-op wrappers vs none, same server.
     ClientWrappers(LoadArgs),
     /// Calls by service name through the selector vs calls to a fixed address.
@@ -485,12 +498,20 @@ fn spawn_server(kind: &str, extra: &[&str]) -> anyhow::Result<(std::process::Chi
         Some((kind, n)) => (kind, n.to_owned()),
         None => (kind, "0".to_owned()),
     };
-    let mut child = Command::new(std::env::current_exe()?)
+    let child = Command::new(std::env::current_exe()?)
         .args(["serve", kind, "--noop-wrappers", &wrappers])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
+    listening(child, kind)
+}
+
+/// The address a server this binary started printed as `LISTENING <address>`.
+fn listening(
+    mut child: std::process::Child,
+    kind: &str,
+) -> anyhow::Result<(std::process::Child, String)> {
     let stdout = child
         .stdout
         .take()
@@ -507,11 +528,21 @@ fn spawn_server(kind: &str, extra: &[&str]) -> anyhow::Result<(std::process::Chi
 /// The shipped `greeter` binary on a loopback port, its flags otherwise default (plus
 /// `extra`); its address comes from its "Listening on" log line.
 fn spawn_greeter(extra: &[&str]) -> anyhow::Result<(std::process::Child, String)> {
+    spawn_shipped("greeter", "greeter", extra)
+}
+
+/// Starts the shipped binary `name` (of package `package`, beside this one) on a
+/// free loopback port with `extra` flags; the child and the address it logged.
+fn spawn_shipped(
+    package: &str,
+    name: &str,
+    extra: &[&str],
+) -> anyhow::Result<(std::process::Child, String)> {
     let exe = std::env::current_exe()?;
-    let binary = exe.with_file_name("greeter");
+    let binary = exe.with_file_name(name);
     anyhow::ensure!(
         binary.is_file(),
-        "{} is missing: run `cargo build --release -p greeter --bins` first",
+        "{} is missing: run `cargo build --release -p {package} --bins` first",
         binary.display()
     );
     let mut child = Command::new(&binary)
@@ -537,7 +568,7 @@ fn spawn_greeter(extra: &[&str]) -> anyhow::Result<(std::process::Child, String)
             }
             anyhow::ensure!(
                 std::time::Instant::now() < deadline,
-                "greeter did not log its address to {file}"
+                "{name} did not log its address to {file}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -551,7 +582,7 @@ fn spawn_greeter(extra: &[&str]) -> anyhow::Result<(std::process::Child, String)
     loop {
         line.clear();
         if reader.read_line(&mut line)? == 0 {
-            anyhow::bail!("greeter exited before listening");
+            anyhow::bail!("{name} exited before listening");
         }
         if let Some((_, rest)) = line.split_once("Listening on ") {
             let address = rest
@@ -668,6 +699,8 @@ async fn main() -> anyhow::Result<()> {
             noop_wrappers,
         }) => serve(&kind, &address, registry_dir, noop_wrappers).await,
         Some(Cmd::H2load(args)) => h2load::run(args).await,
+        Some(Cmd::User(args)) => user::run(args).await,
+        Some(Cmd::TonicUser { dsn, secret }) => user::serve_tonic(&dsn, &secret).await,
         Some(Cmd::ClientWrappers(args)) => client_wrappers(args).await,
         Some(Cmd::Discovery(args)) => discovery(args).await,
         Some(Cmd::ClientCalls { client, count }) => client_calls(&client, count).await,

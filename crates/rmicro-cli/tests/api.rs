@@ -1511,3 +1511,133 @@ print("ws trace checks passed")
     assert_eq!(handled["parent_span_id"], call["span_id"], "{handled}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `curl ARGS -w <status>`: the HTTP status and the body.
+fn curl_status(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.trim().parse().unwrap_or_default(), body.to_owned())
+}
+
+#[test]
+fn curl_drives_the_shipped_user_binary_through_the_shipped_gateway() {
+    if rmicro::testing::curl().is_none() {
+        return;
+    }
+    let dir = registry_dir("user");
+    let registry = dir.to_string_lossy().into_owned();
+    let mut user = Guard(
+        Command::new(common::binary("user"))
+            .current_dir(&dir)
+            .args([
+                "--server-address",
+                "127.0.0.1:0",
+                "--registry",
+                "local",
+                "--registry-address",
+                &registry,
+            ])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the user binary starts"),
+    );
+    let _ = rmicro::testing::listening_address(user.0.stderr.take().expect("stderr"));
+    let (_gateway, address) = gateway(&dir, &[]);
+    let base = format!("http://{address}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !curl_status(&[&format!("{base}/routes")])
+        .1
+        .contains("/v1/users/login")
+    {
+        assert!(Instant::now() < deadline, "the user routes within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let json = |body: &str| -> serde_json::Value {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    };
+    let register = r#"{"user_name": "ann", "first_name": "Ann", "email": "ann@example.com", "password": "correct horse"}"#;
+    let (status, body) = curl_status(&["-X", "POST", &format!("{base}/v1/users"), "-d", register]);
+    assert_eq!(status, 200, "{body}");
+    let id = json(&body)["userId"]
+        .as_str()
+        .expect("an id (int64 as a JSON string)")
+        .to_owned();
+    let (status, body) = curl_status(&["-X", "POST", &format!("{base}/v1/users"), "-d", register]);
+    assert_eq!(
+        (status, json(&body)["code"].as_u64()),
+        (409, Some(409)),
+        "{body}"
+    );
+    let (status, body) = curl_status(&[
+        "-X",
+        "POST",
+        &format!("{base}/v1/users/login"),
+        "-d",
+        r#"{"user_name": "ann", "password": "wrong password"}"#,
+    ]);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = curl_status(&[
+        "-X",
+        "POST",
+        &format!("{base}/v1/users/login"),
+        "-d",
+        r#"{"user_name": "ann", "password": "correct horse"}"#,
+    ]);
+    assert_eq!(status, 200, "{body}");
+    let bearer = format!(
+        "authorization: Bearer {}",
+        json(&body)["token"].as_str().expect("a token")
+    );
+    let (status, body) = curl_status(&[&format!("{base}/v1/users/{id}")]);
+    assert_eq!(status, 401, "no token: {body}");
+    let (status, body) = curl_status(&["-H", &bearer, &format!("{base}/v1/users/{id}")]);
+    assert_eq!(
+        (status, json(&body)["userName"].as_str()),
+        (200, Some("ann")),
+        "{body}"
+    );
+    let (status, body) = curl_status(&["-H", &bearer, &format!("{base}/v1/users/by-name/ann")]);
+    assert_eq!(
+        (status, json(&body)["userId"].as_str()),
+        (200, Some(id.as_str())),
+        "{body}"
+    );
+    let (status, body) = curl_status(&[
+        "-H",
+        &bearer,
+        "-X",
+        "PATCH",
+        &format!("{base}/v1/users/{id}"),
+        "-d",
+        r#"{"firstName": "Annie"}"#,
+    ]);
+    assert_eq!(
+        (status, json(&body)["firstName"].as_str()),
+        (200, Some("Annie")),
+        "{body}"
+    );
+    let (status, body) = curl_status(&["-H", &bearer, &format!("{base}/v1/users?page_size=10")]);
+    assert_eq!(
+        (status, json(&body)["users"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{body}"
+    );
+    let (status, body) = curl_status(&[
+        "-H",
+        &bearer,
+        "-X",
+        "DELETE",
+        &format!("{base}/v1/users/{id}"),
+    ]);
+    assert!(status == 200 || status == 204, "{status} {body}");
+    let (status, body) = curl_status(&["-H", &bearer, &format!("{base}/v1/users/{id}")]);
+    assert_eq!(status, 404, "{body}");
+    drop(user);
+    let _ = std::fs::remove_dir_all(&dir);
+}

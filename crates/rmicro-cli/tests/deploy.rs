@@ -6,9 +6,9 @@
 
 mod common;
 
-use common::{cargo_in, repo_root};
+use common::{binary, repo_root};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 fn yaml_documents(path: &Path) -> Vec<Value> {
@@ -19,20 +19,6 @@ fn yaml_documents(path: &Path) -> Vec<Value> {
                 .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()))
         })
         .collect()
-}
-
-/// A binary of this workspace, built if this test run did not build it.
-fn binary(name: &str) -> PathBuf {
-    let rmicro = PathBuf::from(env!("CARGO_BIN_EXE_rmicro"));
-    let path = rmicro.with_file_name(name);
-    if !path.is_file() {
-        let target = rmicro
-            .parent()
-            .and_then(Path::parent)
-            .expect("<target>/<profile>/rmicro");
-        cargo_in(&repo_root(), target, &["build", "--quiet", "--bin", name]);
-    }
-    path
 }
 
 /// The `--help` of `image`'s binary (with the subcommand `args` start with).

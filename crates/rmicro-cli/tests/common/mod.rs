@@ -35,6 +35,20 @@ pub fn cargo_in(project: &Path, target: &Path, args: &[&str]) {
     );
 }
 
+/// A binary of this workspace, built if this test run did not build it.
+pub fn binary(name: &str) -> PathBuf {
+    let rmicro = PathBuf::from(env!("CARGO_BIN_EXE_rmicro"));
+    let path = rmicro.with_file_name(name);
+    if !path.is_file() {
+        let target = rmicro
+            .parent()
+            .and_then(Path::parent)
+            .expect("<target>/<profile>/rmicro");
+        cargo_in(&repo_root(), target, &["build", "--quiet", "--bin", name]);
+    }
+    path
+}
+
 /// The rmicro checkout these tests run in.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
