@@ -40,6 +40,7 @@ pub struct Flags {
     #[arg(
         long,
         env = "MICRO_SERVER_TLS_CERT",
+        visible_alias = "tls-cert-file",
         value_name = "FILE",
         requires = "server_tls_key"
     )]
@@ -48,10 +49,65 @@ pub struct Flags {
     #[arg(
         long,
         env = "MICRO_SERVER_TLS_KEY",
+        visible_alias = "tls-key-file",
         value_name = "FILE",
         requires = "server_tls_cert"
     )]
     pub server_tls_key: Option<std::path::PathBuf>,
+    /// Verify client certificates against this PEM CA (mutual TLS; needs
+    /// --server-tls-cert). The certificate's subject and SANs become the call's
+    /// peer identity. Reloaded when the file changes, as the server's own are.
+    #[arg(
+        long = "tls-client-ca-file",
+        visible_alias = "server-tls-client-ca",
+        env = "MICRO_TLS_CLIENT_CA_FILE",
+        value_name = "FILE",
+        requires = "server_tls_cert"
+    )]
+    pub tls_client_ca_file: Option<std::path::PathBuf>,
+    /// With --tls-client-ca-file: whether every client must present a certificate
+    /// (`required`) or may come without one (`optional`) [default: required].
+    #[arg(
+        long = "tls-client-auth",
+        env = "MICRO_TLS_CLIENT_AUTH",
+        value_name = "MODE",
+        value_enum,
+        requires = "tls_client_ca_file"
+    )]
+    pub tls_client_auth: Option<crate::transport::ClientAuth>,
+    /// Connections open at once on the listener; one more is closed as soon as
+    /// it is accepted [default: 10000].
+    #[arg(long, env = "MICRO_SERVER_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub server_max_connections: Option<u64>,
+    /// Time a new connection has to finish its TLS handshake and send the HTTP/2
+    /// preface before it is closed [default: 10s].
+    #[arg(long, env = "MICRO_SERVER_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub server_handshake_timeout: Option<Duration>,
+    /// Close a connection with no call in flight for this long (GOAWAY first);
+    /// `0` keeps idle connections [default: 5m].
+    #[arg(long, env = "MICRO_SERVER_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub server_idle_timeout: Option<Duration>,
+    /// Calls a client may have open at once on one connection (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS) [default: 200].
+    #[arg(long, env = "MICRO_SERVER_MAX_CONCURRENT_STREAMS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub server_max_concurrent_streams: Option<u32>,
+    /// Largest header list (metadata) of a request, in bytes (HTTP/2
+    /// SETTINGS_MAX_HEADER_LIST_SIZE) [default: 16384].
+    #[arg(long, env = "MICRO_SERVER_MAX_HEADER_LIST_SIZE", value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub server_max_header_list_size: Option<u32>,
+    /// Streams a client may open and reset before the server takes them up
+    /// (rapid reset, CVE-2023-44487); beyond it the connection is closed
+    /// [default: 20].
+    #[arg(long, env = "MICRO_SERVER_MAX_PENDING_RESETS", value_name = "N")]
+    pub server_max_pending_resets: Option<usize>,
+    /// Ping a connection silent for this long to find vanished peers; `0` never
+    /// pings [default: 2h].
+    #[arg(long, env = "MICRO_SERVER_KEEPALIVE_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub server_keepalive_interval: Option<Duration>,
+    /// How long a keepalive ping may go unanswered before the connection is
+    /// closed [default: 20s].
+    #[arg(long, env = "MICRO_SERVER_KEEPALIVE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub server_keepalive_timeout: Option<Duration>,
     /// Default timeout of calls this service makes [default: 5s].
     #[arg(long, env = "MICRO_CLIENT_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub client_request_timeout: Option<Duration>,
@@ -68,6 +124,23 @@ pub struct Flags {
     /// Dial TLS, trusting this PEM CA certificate.
     #[arg(long, env = "MICRO_CLIENT_TLS_CA", value_name = "FILE")]
     pub client_tls_ca: Option<std::path::PathBuf>,
+    /// Present this PEM certificate chain to servers that verify client
+    /// certificates (mutual TLS); with --client-tls-key.
+    #[arg(
+        long,
+        env = "MICRO_CLIENT_TLS_CERT",
+        value_name = "FILE",
+        requires = "client_tls_key"
+    )]
+    pub client_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --client-tls-cert.
+    #[arg(
+        long,
+        env = "MICRO_CLIENT_TLS_KEY",
+        value_name = "FILE",
+        requires = "client_tls_cert"
+    )]
+    pub client_tls_key: Option<std::path::PathBuf>,
     /// Static route for a service name, `name=host:port`; repeatable.
     #[arg(long = "client-route", env = "MICRO_CLIENT_ROUTES", value_name = "NAME=HOST:PORT", value_delimiter = ',', value_parser = parse_route)]
     pub client_routes: Vec<(String, String)>,
@@ -244,6 +317,41 @@ fn parse_config_pair(text: &str) -> Result<(String, String), String> {
             Ok((path.trim().to_owned(), value.to_owned()))
         }
         _ => Err(format!("`{text}` is not PATH=VALUE, e.g. mysql.host=db")),
+    }
+}
+
+impl Flags {
+    /// `limits` with the `--server-*` connection flags that were given applied.
+    pub fn connection_limits(
+        &self,
+        mut limits: crate::transport::ConnectionLimits,
+    ) -> crate::transport::ConnectionLimits {
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        if let Some(n) = self.server_max_connections {
+            limits.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(t) = self.server_handshake_timeout {
+            limits.handshake_timeout = t;
+        }
+        if let Some(t) = self.server_idle_timeout {
+            limits.idle_timeout = nonzero(t);
+        }
+        if let Some(n) = self.server_max_concurrent_streams {
+            limits.max_concurrent_streams = n;
+        }
+        if let Some(n) = self.server_max_header_list_size {
+            limits.max_header_list_size = n;
+        }
+        if let Some(n) = self.server_max_pending_resets {
+            limits.max_pending_resets = n;
+        }
+        if let Some(t) = self.server_keepalive_interval {
+            limits.keepalive_interval = nonzero(t);
+        }
+        if let Some(t) = self.server_keepalive_timeout {
+            limits.keepalive_timeout = t;
+        }
+        limits
     }
 }
 

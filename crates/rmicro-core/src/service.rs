@@ -316,6 +316,14 @@ impl ServiceBuilder {
         self
     }
 
+    /// What the listener lets its clients hold (connections, streams, header
+    /// bytes, handshake and idle time); the `--server-max-connections`,
+    /// `--server-idle-timeout`, … flags override single limits.
+    pub fn connection_limits(mut self, limits: crate::transport::ConnectionLimits) -> Self {
+        self.server.limits = limits;
+        self
+    }
+
     /// Serves TLS with this identity.
     pub fn tls(mut self, tls: ServerTls) -> Self {
         self.server.tls = Some(tls);
@@ -514,6 +522,7 @@ impl ServiceBuilder {
     fn apply(&mut self, flags: Flags) -> Result<(), BuildError> {
         let breaker = flags.breaker_settings();
         self.config_flags = flags.clone();
+        self.server.limits = flags.connection_limits(std::mem::take(&mut self.server.limits));
         if let Some(name) = flags.server_name {
             self.name = name;
         }
@@ -535,7 +544,13 @@ impl ServiceBuilder {
             self.server.grace_period = g;
         }
         if let (Some(cert), Some(key)) = (flags.server_tls_cert, flags.server_tls_key) {
-            self.server.tls = Some(ServerTls::from_files(&cert, &key)?);
+            let mut tls = ServerTls::from_files(&cert, &key)?;
+            if let Some(ca) = flags.tls_client_ca_file {
+                tls = tls
+                    .client_auth(flags.tls_client_auth.unwrap_or_default())
+                    .with_client_ca_file(&ca)?;
+            }
+            self.server.tls = Some(tls);
         }
         if let Some(t) = flags.client_request_timeout {
             self.client.request_timeout = t;
@@ -551,6 +566,10 @@ impl ServiceBuilder {
         }
         if let Some(ca) = flags.client_tls_ca {
             self.client.channel.tls = Some(ClientTls::default().with_ca_file(&ca)?);
+        }
+        if let (Some(cert), Some(key)) = (flags.client_tls_cert, flags.client_tls_key) {
+            let tls = self.client.channel.tls.take().unwrap_or_default();
+            self.client.channel.tls = Some(tls.with_identity_files(&cert, &key)?);
         }
         self.client.routes.extend(flags.client_routes);
         self.node_id = format!("{}-{}", self.name, uuid::Uuid::new_v4());

@@ -377,3 +377,130 @@ impl Drop for OtlpReceiver {
         let _ = self.child.wait();
     }
 }
+
+/// A certificate authority for tests (rcgen): issues server and client
+/// certificates, valid or expired, whose PEM files tests hand to servers and
+/// clients. Each certificate is written to a temporary directory that lives as long
+/// as the CA.
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The CA certificate, PEM.
+    pub cert_pem: String,
+    dir: PathBuf,
+    issued: std::sync::atomic::AtomicUsize,
+}
+
+/// A certificate issued by a [`TestCa`], as PEM and as files.
+#[derive(Debug, Clone)]
+pub struct TestCert {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// Its private key, PEM.
+    pub key_pem: String,
+    /// The certificate's file.
+    pub cert_file: PathBuf,
+    /// The key's file.
+    pub key_file: PathBuf,
+}
+
+// Test support: a CA that cannot be made is the test's failure, said at once.
+#[allow(clippy::expect_used)]
+impl TestCa {
+    /// A new CA called `name`; its certificate is also written to
+    /// [`TestCa::cert_file`].
+    pub fn new(name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().expect("a CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).expect("a self-signed CA");
+        let dir = std::env::temp_dir().join(format!("rmicro-test-ca-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("a directory for the CA's files");
+        let cert_pem = cert.pem();
+        std::fs::write(dir.join("ca.pem"), &cert_pem).expect("writes the CA certificate");
+        TestCa {
+            issuer: rcgen::Issuer::new(params, key),
+            cert_pem,
+            dir,
+            issued: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// The CA certificate's file.
+    pub fn cert_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// A server certificate for `localhost`, `127.0.0.1` and `::1`.
+    pub fn server(&self) -> TestCert {
+        self.issue("localhost", &["localhost", "127.0.0.1", "::1"], false, true)
+    }
+
+    /// A client certificate with subject `CN=<name>` and the given SANs (DNS names,
+    /// or `spiffe://…` URIs).
+    pub fn client(&self, name: &str, sans: &[&str]) -> TestCert {
+        self.issue(name, sans, false, false)
+    }
+
+    /// A client certificate that expired in 2020.
+    pub fn expired_client(&self, name: &str) -> TestCert {
+        self.issue(name, &[], true, false)
+    }
+
+    fn issue(&self, name: &str, sans: &[&str], expired: bool, server: bool) -> TestCert {
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        for san in sans {
+            let san = if let Ok(ip) = san.parse::<std::net::IpAddr>() {
+                rcgen::SanType::IpAddress(ip)
+            } else if san.contains("://") {
+                rcgen::SanType::URI((*san).try_into().expect("an ASCII URI"))
+            } else {
+                rcgen::SanType::DnsName((*san).try_into().expect("an ASCII DNS name"))
+            };
+            params.subject_alt_names.push(san);
+        }
+        params.extended_key_usages = vec![if server {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        }
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("signed by the CA");
+        let n = self
+            .issued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cert_file = self.dir.join(format!("{n}-{name}.pem"));
+        let key_file = self.dir.join(format!("{n}-{name}.key"));
+        let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+        std::fs::write(&cert_file, &cert_pem).expect("writes the certificate");
+        std::fs::write(&key_file, &key_pem).expect("writes the key");
+        TestCert {
+            cert_pem,
+            key_pem,
+            cert_file,
+            key_file,
+        }
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -150,3 +150,74 @@ fn the_retry_budget_comes_from_the_builder_or_the_flags() {
         "flags win over code"
     );
 }
+
+#[test]
+fn connection_limit_flags_reach_the_server_and_zero_turns_a_timer_off() {
+    let defaults = rmicro::transport::ConnectionLimits::default();
+    let service = rmicro::Service::builder("limits")
+        .registry(Arc::new(rmicro::registry::MemoryRegistry::new()))
+        .args([
+            "limits",
+            "--server-max-connections",
+            "64",
+            "--server-handshake-timeout",
+            "2s",
+            "--server-idle-timeout",
+            "0",
+            "--server-max-concurrent-streams",
+            "32",
+            "--server-max-header-list-size",
+            "8192",
+            "--server-max-pending-resets",
+            "5",
+            "--server-keepalive-interval",
+            "30s",
+            "--server-keepalive-timeout",
+            "3s",
+        ])
+        .build()
+        .expect("valid flags");
+    let limits = &service.server_options().limits;
+    assert_eq!(
+        *limits,
+        rmicro::transport::ConnectionLimits {
+            max_connections: 64,
+            handshake_timeout: std::time::Duration::from_secs(2),
+            idle_timeout: None,
+            max_concurrent_streams: 32,
+            max_header_list_size: 8192,
+            max_pending_resets: 5,
+            max_error_resets: defaults.max_error_resets,
+            keepalive_interval: Some(std::time::Duration::from_secs(30)),
+            keepalive_timeout: std::time::Duration::from_secs(3),
+        }
+    );
+    // Unset flags keep what the code chose.
+    let chosen = rmicro::transport::ConnectionLimits {
+        max_connections: 7,
+        ..defaults.clone()
+    };
+    let service = rmicro::Service::builder("limits")
+        .registry(Arc::new(rmicro::registry::MemoryRegistry::new()))
+        .connection_limits(chosen.clone())
+        .args(["limits", "--server-idle-timeout", "1m"])
+        .build()
+        .expect("valid flags");
+    assert_eq!(
+        service.server_options().limits,
+        rmicro::transport::ConnectionLimits {
+            idle_timeout: Some(std::time::Duration::from_secs(60)),
+            ..chosen
+        }
+    );
+    // A zero connection limit is refused with a sentence.
+    let err = rmicro::Service::builder("limits")
+        .registry(Arc::new(rmicro::registry::MemoryRegistry::new()))
+        .args(["limits", "--server-max-connections", "0"])
+        .build()
+        .expect_err("0 connections is no server");
+    assert!(
+        err.to_string().contains("--server-max-connections"),
+        "{err}"
+    );
+}

@@ -214,6 +214,10 @@ impl Target {
             }
             source = cause.source();
         }
+        if let Some(hint) = crate::transport::tls::explain(&text) {
+            text.push_str(" — ");
+            text.push_str(hint);
+        }
         if err.is::<NotSent>() {
             return Error::unavailable(
                 CLIENT_ID,

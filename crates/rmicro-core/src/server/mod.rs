@@ -21,7 +21,8 @@ pub use request::Request;
 pub use router::HandlerStack;
 pub use stream::{RequestStream, ResponseSender};
 
-use crate::transport::{ServerTls, TlsError};
+use crate::transport::{ConnectionLimits, ServerTls, TlsError};
+
 use router::{Dispatch, Router, Routes};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,6 +50,9 @@ pub struct ServerOptions {
     pub grace_period: Duration,
     /// TLS identity; `None` serves plain h2c.
     pub tls: Option<ServerTls>,
+    /// What the listener lets its clients hold (connections, streams, header
+    /// bytes, handshake and idle time).
+    pub limits: ConnectionLimits,
 }
 
 impl Default for ServerOptions {
@@ -60,6 +64,7 @@ impl Default for ServerOptions {
             max_message_size: 4 * 1024 * 1024,
             grace_period: Duration::from_secs(30),
             tls: None,
+            limits: ConnectionLimits::default(),
         }
     }
 }
@@ -214,6 +219,8 @@ pub struct RunningServer {
     follower: tokio::task::JoinHandle<()>,
     in_flight: Arc<AtomicUsize>,
     registration: Option<crate::registry::Registration>,
+    /// Reloads the certificate files when they change.
+    tls_watch: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -244,7 +251,13 @@ impl RunningServer {
             address: options.address.clone(),
             source,
         })?;
-        let tls = options.tls.as_ref().map(ServerTls::acceptor).transpose()?;
+        let (tls, tls_watch) = match &options.tls {
+            Some(tls) => {
+                let (acceptors, watch) = crate::transport::tls::Acceptors::start(tls)?;
+                (Some(acceptors), watch)
+            }
+            None => (None, None),
+        };
         if !steer.is_serving() {
             // Before the first call can arrive, not after the follower first runs.
             for name in services.iter().copied().chain([""]) {
@@ -262,6 +275,7 @@ impl RunningServer {
             listener,
             service_for,
             tls,
+            options.limits.clone(),
             async move {
                 let _ = stopped.await;
             },
@@ -282,6 +296,7 @@ impl RunningServer {
             follower,
             in_flight,
             registration: None,
+            tls_watch,
         })
     }
 
@@ -319,6 +334,9 @@ impl RunningServer {
         }
         // Stopping wins over whatever the service set.
         self.follower.abort();
+        if let Some(watch) = self.tls_watch.take() {
+            watch.abort();
+        }
         for name in self.services.iter().copied().chain(["", health::LIVENESS]) {
             self.health
                 .set_service_status(name, ServingStatus::NotServing)
@@ -336,6 +354,9 @@ impl Drop for RunningServer {
         // Deregistering first (the registration's own drop), then the listener stops.
         drop(self.registration.take());
         self.follower.abort();
+        if let Some(watch) = self.tls_watch.take() {
+            watch.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -8,19 +8,23 @@
 //! Connections are plain h2c unless a certificate and key are configured, in which
 //! case the server speaks TLS with ALPN `h2` and clients dial `https`.
 
+mod activity;
 mod body;
 mod connect;
 pub(crate) mod headers;
+mod limits;
 mod listener;
+mod preface;
 pub(crate) mod side;
 mod timeout;
-mod tls;
+pub(crate) mod tls;
 
 pub use connect::{
     Channel, ChannelOptions, InvalidAddress, TransportError, connect_lazy, is_safe_to_retry,
 };
 pub(crate) use listener::serve;
 pub use timeout::{format_grpc_timeout, parse_grpc_timeout};
-pub use tls::{ClientTls, ServerTls, TlsError};
+pub use tls::{ClientAuth, ClientTls, ServerTls, TlsError};
 
 pub use body::{Body, BodyError};
+pub use limits::ConnectionLimits;

@@ -1,0 +1,183 @@
+//! What one connection is doing: calls open on it and calls started, counted by a
+//! thin layer over its service, so an idle connection can be found and closed.
+//! A call counts as open until its response body ends or is dropped (a stream
+//! until its last message), or until the client resets it.
+
+use hyper::body::Incoming;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// The counters of one connection.
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    open: AtomicUsize,
+    started: AtomicUsize,
+}
+
+impl Activity {
+    /// Calls open on the connection now.
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Waits until the connection has had no call open and none started for
+    /// `limit` (to within a quarter of it).
+    pub(crate) async fn idle_for(&self, limit: Duration) {
+        const TICKS: u32 = 4;
+        let tick = limit / TICKS;
+        let mut quiet = 0;
+        let mut seen = self.started.load(Ordering::Relaxed);
+        loop {
+            tokio::time::sleep(tick).await;
+            let started = self.started.load(Ordering::Relaxed);
+            if started == seen && self.open.load(Ordering::Acquire) == 0 {
+                quiet += 1;
+                if quiet >= TICKS {
+                    return;
+                }
+            } else {
+                quiet = 0;
+                seen = started;
+            }
+        }
+    }
+}
+
+/// Keeps a call counted as open while it lives.
+#[derive(Debug)]
+pub(crate) struct Open(Arc<Activity>);
+
+impl Open {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.started.fetch_add(1, Ordering::Relaxed);
+        activity.open.fetch_add(1, Ordering::AcqRel);
+        Open(activity.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection's service, counting its calls.
+#[derive(Debug, Clone)]
+pub(crate) struct Counted<S> {
+    pub(crate) inner: S,
+    pub(crate) activity: Arc<Activity>,
+}
+
+impl<S, B> hyper::service::Service<http::Request<Incoming>> for Counted<S>
+where
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
+{
+    type Response = http::Response<CountedBody<B>>;
+    type Error = S::Error;
+    type Future = CountedFuture<S::Future>;
+
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        CountedFuture {
+            open: Some(Open::new(&self.activity)),
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a counted call: hands its [`Open`] on to the body.
+    pub(crate) struct CountedFuture<F> {
+        #[pin]
+        inner: F,
+        open: Option<Open>,
+    }
+}
+
+impl<F, B, E> Future for CountedFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<CountedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let open = this.open.take();
+        Poll::Ready(Ok(response.map(|inner| CountedBody { inner, _open: open })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its call counted as open until it is dropped.
+    pub(crate) struct CountedBody<B> {
+        #[pin]
+        inner: B,
+        _open: Option<Open>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for CountedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_only_when_nothing_is_open_or_started() {
+        let activity = Arc::new(Activity::default());
+        let open = Open::new(&activity);
+        let limit = Duration::from_secs(4);
+        // A call open all along: never idle.
+        let waited = tokio::time::timeout(limit * 3, activity.idle_for(limit)).await;
+        assert!(waited.is_err(), "a connection with a call open is not idle");
+        drop(open);
+        let start = tokio::time::Instant::now();
+        activity.idle_for(limit).await;
+        let took = start.elapsed();
+        assert!(took >= limit && took <= limit + limit / 4, "{took:?}");
+
+        // Calls started now and then keep it from being idle, even when each ends.
+        let busy = {
+            let activity = activity.clone();
+            tokio::spawn(async move {
+                for _ in 0..12 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    drop(Open::new(&activity));
+                }
+            })
+        };
+        let start = tokio::time::Instant::now();
+        activity.idle_for(limit).await;
+        assert!(
+            start.elapsed() >= Duration::from_secs(12),
+            "{:?}",
+            start.elapsed()
+        );
+        busy.await.unwrap();
+    }
+}
