@@ -75,6 +75,10 @@ pub struct Flags {
         requires = "tls_client_ca_file"
     )]
     pub tls_client_auth: Option<crate::transport::ClientAuth>,
+    /// Serve gRPC server reflection (`--server-reflection=false` hides the
+    /// server's services and messages from anyone who connects) [default: true].
+    #[arg(long, env = "MICRO_SERVER_REFLECTION", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub server_reflection: Option<bool>,
     /// Connections open at once on the listener; one more is closed as soon as
     /// it is accepted [default: 10000].
     #[arg(long, env = "MICRO_SERVER_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -100,8 +104,8 @@ pub struct Flags {
     /// [default: 20].
     #[arg(long, env = "MICRO_SERVER_MAX_PENDING_RESETS", value_name = "N")]
     pub server_max_pending_resets: Option<usize>,
-    /// Ping a connection silent for this long to find vanished peers; `0` never
-    /// pings [default: 2h].
+    /// Send an HTTP/2 PING on a connection silent for this long to find vanished
+    /// peers; `0` never pings [default: off; TCP keepalive after 2h finds them].
     #[arg(long, env = "MICRO_SERVER_KEEPALIVE_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub server_keepalive_interval: Option<Duration>,
     /// How long a keepalive ping may go unanswered before the connection is

@@ -316,6 +316,13 @@ impl ServiceBuilder {
         self
     }
 
+    /// Whether server reflection is served (on by default; off hides the server's
+    /// services and messages from whoever connects); `--server-reflection` overrides.
+    pub fn reflection(mut self, on: bool) -> Self {
+        self.server.reflection = on;
+        self
+    }
+
     /// What the listener lets its clients hold (connections, streams, header
     /// bytes, handshake and idle time); the `--server-max-connections`,
     /// `--server-idle-timeout`, … flags override single limits.
@@ -523,6 +530,9 @@ impl ServiceBuilder {
         let breaker = flags.breaker_settings();
         self.config_flags = flags.clone();
         self.server.limits = flags.connection_limits(std::mem::take(&mut self.server.limits));
+        if let Some(on) = flags.server_reflection {
+            self.server.reflection = on;
+        }
         if let Some(name) = flags.server_name {
             self.name = name;
         }

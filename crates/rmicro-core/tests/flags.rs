@@ -190,6 +190,7 @@ fn connection_limit_flags_reach_the_server_and_zero_turns_a_timer_off() {
             max_error_resets: defaults.max_error_resets,
             keepalive_interval: Some(std::time::Duration::from_secs(30)),
             keepalive_timeout: std::time::Duration::from_secs(3),
+            tcp_keepalive: defaults.tcp_keepalive,
         }
     );
     // Unset flags keep what the code chose.

@@ -305,3 +305,210 @@ fn rsa_key_pair() -> (String, String) {
     let _ = std::fs::remove_dir_all(&dir);
     pair
 }
+
+/// A P-256 signing key with its `kid`: the JWK of its public half, and tokens.
+struct SigningKey {
+    kid: &'static str,
+    encoding: EncodingKey,
+}
+
+impl SigningKey {
+    fn new(kid: &'static str) -> SigningKey {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key");
+        SigningKey {
+            kid,
+            encoding: EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).expect("key"),
+        }
+    }
+
+    fn jwk(&self) -> serde_json::Value {
+        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&self.encoding, Algorithm::ES256)
+            .expect("a JWK");
+        jwk.common.key_id = Some(self.kid.to_owned());
+        serde_json::to_value(jwk).expect("JSON")
+    }
+
+    fn token(&self, sub: &str) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.to_owned());
+        jsonwebtoken::encode(
+            &header,
+            &json!({"sub": sub, "exp": now() + 600}),
+            &self.encoding,
+        )
+        .expect("a token")
+    }
+}
+
+fn jwks(keys: &[&SigningKey]) -> String {
+    json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()}).to_string()
+}
+
+/// Serves the current `document` at any path over HTTPS (a certificate of `ca`),
+/// counting the fetches.
+async fn jwks_server(
+    ca: &rmicro::testing::TestCa,
+    document: std::sync::Arc<std::sync::Mutex<String>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cert = ca.server();
+    let config = rmicro::transport::ServerTls::from_pem(cert.cert_pem, cert.key_pem)
+        .rustls_config(&[b"http/1.1"])
+        .expect("a TLS config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let address = listener.local_addr().expect("bound");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, document, fetches) =
+                (acceptor.clone(), document.clone(), fetches.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = document.lock().expect("not poisoned").clone();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn keys_come_from_a_jwks_url_and_rotate_when_it_changes() {
+    use rmicro::wrapper::auth::Jwks;
+    use std::sync::atomic::Ordering;
+    let (old, new) = (SigningKey::new("2026-11"), SigningKey::new("2026-12"));
+    let ca = rmicro::testing::TestCa::new("JWKS CA");
+    let document = std::sync::Arc::new(std::sync::Mutex::new(jwks(&[&old])));
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let address = jwks_server(&ca, document.clone(), fetches.clone()).await;
+    let source = Jwks::url(format!(
+        "https://localhost:{}/.well-known/jwks.json",
+        address.port()
+    ))
+    .trusting(ca.cert_pem.as_bytes().to_vec());
+    let auth = AuthLayer::jwks(&source.read().await.expect("the JWKS is served"))
+        .expect("usable keys")
+        .authenticated("greeter.*");
+    let refresh = auth.refresh(source, std::time::Duration::from_millis(200));
+    let (_service, server) = start_with(WhoAmI, |b| b.wrap_handler(auth)).await;
+    let client = common::client_for(&server);
+    assert_eq!(
+        call(&client, &old.token("ann")).await.expect("old key"),
+        "Hello x from ann []"
+    );
+    let by_new = new.token("bo");
+    assert_refused(
+        call(&client, &by_new).await,
+        401,
+        "no trusted key verifies",
+        &by_new,
+    );
+
+    // The identity provider rolls its key: the service follows without a restart.
+    *document.lock().expect("not poisoned") = jwks(&[&new]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while call(&client, &by_new).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new key was never trusted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let by_old = old.token("ann");
+    assert_refused(
+        call(&client, &by_old).await,
+        401,
+        "no trusted key verifies",
+        &by_old,
+    );
+
+    // A broken document is not taken: the keys stay as they were.
+    *document.lock().expect("not poisoned") = "{\"keys\": 42}".into();
+    let seen = fetches.load(Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fetches.load(Ordering::SeqCst) < seen + 2 {
+        assert!(std::time::Instant::now() < deadline, "no refresh happened");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        call(&client, &by_new).await.is_ok(),
+        "a broken JWKS replaced the keys"
+    );
+    refresh.abort();
+
+    // Refused with a sentence: not a key set, no usable key, an untrusted server.
+    let err = AuthLayer::jwks(b"{\"keys\": 42}").expect_err("not a JWKS");
+    assert!(err.to_string().contains("not a JWKS key set"), "{err}");
+    let err = AuthLayer::jwks(
+        br#"{"keys": [{"kty": "EC", "crv": "P-384", "x": "", "y": "", "use": "enc"}]}"#,
+    )
+    .expect_err("no usable key");
+    assert!(
+        err.to_string()
+            .contains("none of its 1 key(s) can verify tokens"),
+        "{err}"
+    );
+    let err = Jwks::url(format!("https://localhost:{}/jwks", address.port()))
+        .read()
+        .await
+        .expect_err("the test CA is not among the web's roots");
+    assert!(err.to_string().contains("TLS handshake failed"), "{err}");
+}
+
+#[tokio::test]
+async fn keys_come_from_a_jwks_file() {
+    use rmicro::wrapper::auth::Jwks;
+    let (old, new) = (SigningKey::new("a"), SigningKey::new("b"));
+    let path = std::env::temp_dir().join(format!("rmicro-jwks-{}.json", std::process::id()));
+    std::fs::write(&path, jwks(&[&old])).expect("writes");
+    let source = Jwks::file(&path);
+    let auth = AuthLayer::jwks(&source.read().await.expect("reads")).expect("usable keys");
+    let refresh = auth.refresh(source, std::time::Duration::from_millis(100));
+    let (_service, server) = start_with(WhoAmI, |b| b.wrap_handler(auth)).await;
+    let client = common::client_for(&server);
+    assert!(call(&client, &old.token("a")).await.is_ok());
+    // Both keys during a rollover, then only the new one.
+    std::fs::write(&path, jwks(&[&old, &new])).expect("writes");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while call(&client, &new.token("b")).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new key was never trusted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        call(&client, &old.token("a")).await.is_ok(),
+        "both keys during the rollover"
+    );
+    refresh.abort();
+    let _ = std::fs::remove_file(&path);
+    let err = Jwks::file("/nonexistent/jwks.json")
+        .read()
+        .await
+        .expect_err("no file");
+    assert!(
+        err.to_string()
+            .contains("cannot read `/nonexistent/jwks.json`"),
+        "{err}"
+    );
+}

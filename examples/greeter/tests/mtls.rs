@@ -10,6 +10,7 @@ use common::start_with;
 use greeter::proto::{GreeterClient, HelloReply, HelloRequest};
 use rmicro::testing::{TestCa, TestCert};
 use rmicro::transport::{ClientAuth, ClientTls, ServerTls};
+use rmicro::wrapper::auth::{AuthLayer, BearerToken, Principal};
 use rmicro::{Error, Request};
 use std::time::{Duration, Instant};
 
@@ -18,10 +19,13 @@ struct PeerEcho;
 
 impl greeter::proto::Greeter for PeerEcho {
     async fn say_hello(&self, request: Request<HelloRequest>) -> Result<HelloReply, Error> {
-        let who = match request.context().peer().and_then(|p| p.identity()) {
+        let mut who = match request.context().peer().and_then(|p| p.identity()) {
             Some(id) => format!("{} {:?}", id.subject, id.sans),
             None => "nobody".to_owned(),
         };
+        if let Some(principal) = request.context().get::<Principal>() {
+            who.push_str(&format!(" as {} {:?}", principal.subject, principal.scopes));
+        }
         Ok(HelloReply {
             message: format!("Hello {} from {who}", request.message().name),
         })
@@ -302,4 +306,105 @@ async fn certificates_reload_from_their_files_without_dropping_calls() {
         .await
         .expect("the previous certificate is still served");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_the_auth_principal_under_the_same_rules() {
+    let ca = TestCa::new("rmicro test CA");
+    let server_cert = ca.server();
+    let secret = b"a secret of at least 32 bytes for the test";
+    let auth = AuthLayer::hs256(secret)
+        .peer("spiffe://acme/billing", &["refund"])
+        .peer("CN=ops", &[])
+        .require("greeter.Greeter.SayHello", &["refund"])
+        .authenticated("greeter.Greeter.*");
+    let (_service, server) = start_with(PeerEcho, |b| {
+        b.tls(
+            ServerTls::from_pem(server_cert.cert_pem.clone(), server_cert.key_pem.clone())
+                .with_client_ca_pem(ca.cert_pem.clone())
+                .client_auth(ClientAuth::Optional),
+        )
+        .wrap_handler(auth)
+    })
+    .await;
+    // A SPIFFE identity the rules grant `refund`.
+    let billing = ca.client("billing", &["spiffe://acme/billing"]);
+    let reply = client(&server, &ca.cert_pem, Some(&billing))
+        .say_hello(hello("b"))
+        .await
+        .expect("billing may call SayHello");
+    assert_eq!(
+        reply.message,
+        r#"Hello b from CN=billing ["spiffe://acme/billing"] as spiffe://acme/billing ["refund"]"#
+    );
+    // An accepted identity without the scope: PERMISSION_DENIED naming what is missing.
+    let ops = ca.client("ops", &[]);
+    let err = client(&server, &ca.cert_pem, Some(&ops))
+        .say_hello(hello("o"))
+        .await
+        .expect_err("ops lacks refund");
+    assert_eq!(err.code, 403, "{err}");
+    assert!(
+        err.detail
+            .contains("needs scope refund; the client certificate grants none"),
+        "{err}"
+    );
+    // ...but may make an authenticated-only call (a stream: Collect).
+    let reply = client(&server, &ca.cert_pem, Some(&ops))
+        .collect(futures_util::stream::iter([hello("o")]))
+        .await
+        .expect("ops is authenticated");
+    assert_eq!(reply.message, "Hello o");
+    // A certificate of the CA that no peer rule names, and none at all:
+    // UNAUTHENTICATED saying so.
+    let stranger = ca.client("stranger", &["spiffe://acme/stranger"]);
+    let err = client(&server, &ca.cert_pem, Some(&stranger))
+        .say_hello(hello("s"))
+        .await
+        .expect_err("not accepted");
+    assert_eq!(err.code, 401, "{err}");
+    assert!(
+        err.detail
+            .contains("the client certificate (CN=stranger) is not one this service accepts"),
+        "{err}"
+    );
+    let err = client(&server, &ca.cert_pem, None)
+        .say_hello(hello("n"))
+        .await
+        .expect_err("nobody");
+    assert_eq!(err.code, 401, "{err}");
+    assert!(
+        err.detail
+            .contains("no client certificate this service accepts"),
+        "{err}"
+    );
+    // A bearer token decides over the certificate when both are sent.
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": "ann", "scope": "refund", "exp": 4_000_000_000u64}),
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("a token");
+    let tls = ClientTls::default()
+        .with_ca_pem(ca.cert_pem.as_bytes().to_vec())
+        .with_domain("localhost")
+        .with_identity_pem(
+            ops.cert_pem.as_bytes().to_vec(),
+            ops.key_pem.as_bytes().to_vec(),
+        );
+    let with_token = rmicro::Service::builder("caller")
+        .registry(std::sync::Arc::new(rmicro::registry::MemoryRegistry::new()))
+        .args(["caller"])
+        .wrap_client(BearerToken::fixed(token))
+        .build()
+        .expect("valid");
+    let client = with_token
+        .client()
+        .with_tls(tls)
+        .with_route("greeter", server.local_addr().to_string());
+    let reply = GreeterClient::new("greeter", client)
+        .say_hello(hello("t"))
+        .await
+        .expect("the token grants refund");
+    assert_eq!(reply.message, r#"Hello t from CN=ops [] as ann ["refund"]"#);
 }

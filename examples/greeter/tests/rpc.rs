@@ -321,6 +321,38 @@ async fn unknown_services_and_methods_are_unimplemented() {
 }
 
 #[tokio::test]
+async fn reflection_can_be_turned_off() {
+    let reflect = "grpc.reflection.v1.ServerReflection.ServerReflectionInfo";
+    for (args, served) in [
+        (vec!["greeter", "--log-level", "warn"], true),
+        (
+            vec![
+                "greeter",
+                "--log-level",
+                "warn",
+                "--server-reflection=false",
+            ],
+            false,
+        ),
+    ] {
+        let (service, server) = start_with(greeter::Greeter, |b| b.args(args)).await;
+        let options = rmicro::CallOptions::new().address(server.local_addr().to_string());
+        let err = service
+            .client()
+            .call_json("greeter", reflect, "{}", options)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            !err.contains("unknown service `grpc.reflection.v1.ServerReflection`"),
+            served,
+            "reflection served: {served}; {err}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn dynamic_json_calls_need_no_generated_types() {
     let (service, server) = start_greeter().await;
     let options = rmicro::CallOptions::new().address(server.local_addr().to_string());

@@ -53,6 +53,10 @@ pub struct ServerOptions {
     /// What the listener lets its clients hold (connections, streams, header
     /// bytes, handshake and idle time).
     pub limits: ConnectionLimits,
+    /// Whether server reflection (v1 and v1alpha) is served: it tells anyone who
+    /// can connect every service, method and message of the server. On by default
+    /// (grpcurl, `rmicro describe`, the gateway's reflection routes need it).
+    pub reflection: bool,
 }
 
 impl Default for ServerOptions {
@@ -65,6 +69,7 @@ impl Default for ServerOptions {
             grace_period: Duration::from_secs(30),
             tls: None,
             limits: ConnectionLimits::default(),
+            reflection: true,
         }
     }
 }
@@ -172,14 +177,16 @@ pub(crate) async fn build_router(
     let v1alpha = v1alpha
         .build_v1alpha()
         .map_err(|e| ServerError::Reflection(e.to_string()))?;
-    builtin.insert(
-        "grpc.reflection.v1.ServerReflection".into(),
-        engine_service(v1),
-    );
-    builtin.insert(
-        "grpc.reflection.v1alpha.ServerReflection".into(),
-        engine_service(v1alpha),
-    );
+    if options.reflection {
+        builtin.insert(
+            "grpc.reflection.v1.ServerReflection".into(),
+            engine_service(v1),
+        );
+        builtin.insert(
+            "grpc.reflection.v1alpha.ServerReflection".into(),
+            engine_service(v1alpha),
+        );
+    }
     let routes = Arc::new(Routes::new(
         &options.name,
         handlers,

@@ -51,11 +51,18 @@ pub struct ConnectionLimits {
     /// closes the connection. Default 1024.
     pub max_error_resets: usize,
     /// Send an HTTP/2 PING on a connection silent for this long, to find peers that
-    /// vanished without closing; `None` never pings. Default 2 hours (grpc-go's).
+    /// vanished without closing; `None` never pings. Default `None`: with pings on,
+    /// hyper notes every frame's arrival under a lock (measured: +2.5 % of the
+    /// server's instructions per call), so peers that vanish are found by TCP
+    /// keepalive instead ([`ConnectionLimits::tcp_keepalive`]).
     pub keepalive_interval: Option<Duration>,
     /// How long a PING may go unanswered before the connection is closed.
     /// Default 20 s.
     pub keepalive_timeout: Duration,
+    /// TCP keepalive: the kernel probes a connection silent for this long and
+    /// drops it when the peer is gone, at no cost per call; `None` leaves the
+    /// socket's default (off). Default 2 hours (grpc-go's keepalive time).
+    pub tcp_keepalive: Option<Duration>,
 }
 
 impl Default for ConnectionLimits {
@@ -68,13 +75,24 @@ impl Default for ConnectionLimits {
             max_header_list_size: 16 * 1024,
             max_pending_resets: 20,
             max_error_resets: 1024,
-            keepalive_interval: Some(Duration::from_secs(2 * 60 * 60)),
+            keepalive_interval: None,
             keepalive_timeout: Duration::from_secs(20),
+            tcp_keepalive: Some(Duration::from_secs(2 * 60 * 60)),
         }
     }
 }
 
 impl ConnectionLimits {
+    /// Sets TCP keepalive on an accepted socket (see the field).
+    pub(crate) fn keep_alive(&self, stream: &tokio::net::TcpStream) {
+        if let Some(idle) = self.tcp_keepalive {
+            let keepalive = socket2::TcpKeepalive::new().with_time(idle);
+            if let Err(err) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+                tracing::debug!(error = %err, "cannot set TCP keepalive");
+            }
+        }
+    }
+
     /// hyper's HTTP/2 server settings for these limits.
     pub(crate) fn http2(
         &self,

@@ -100,6 +100,7 @@ where
         };
         // Small gRPC frames must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
+        limits.keep_alive(&stream);
         let connection = connection.clone();
         let service_for = service_for.clone();
         let stopping = stopping.clone();

@@ -11,6 +11,8 @@
 mod activity;
 mod body;
 mod connect;
+#[cfg(feature = "auth")]
+pub(crate) mod fetch;
 pub(crate) mod headers;
 mod limits;
 mod listener;

@@ -41,6 +41,14 @@ struct Rule {
     access: Access,
 }
 
+/// Client certificates (mutual TLS) accepted as principals.
+#[derive(Debug, Clone)]
+struct PeerRule {
+    /// Matched against the certificate's SANs, then its subject.
+    pattern: String,
+    scopes: Vec<String>,
+}
+
 /// Verifies each call's bearer token and checks it against rules; a
 /// `wrap_handler` layer. See the [module docs](super).
 #[derive(Clone)]
@@ -56,25 +64,29 @@ impl std::fmt::Debug for AuthLayer {
     }
 }
 
-/// What the layer's services share.
+/// What the layer's services share. The keys are shared too with every layer
+/// configured from this one (`issuer`, `public`, …), so a rotation or a JWKS
+/// refresh reaches them all.
 pub(super) struct Verifier {
-    keys: RwLock<Arc<Vec<Key>>>,
+    keys: Arc<RwLock<Arc<Vec<Key>>>>,
     issuer: Option<String>,
     audience: Option<String>,
     leeway: Duration,
     rules: Vec<Rule>,
+    peers: Vec<PeerRule>,
     public_health: bool,
 }
 
 impl AuthLayer {
-    fn with_key(key: Key) -> Self {
+    fn with_keys(keys: Vec<Key>) -> Self {
         AuthLayer {
             verifier: Arc::new(Verifier {
-                keys: RwLock::new(Arc::new(vec![key])),
+                keys: Arc::new(RwLock::new(Arc::new(keys))),
                 issuer: None,
                 audience: None,
                 leeway: Duration::from_secs(30),
                 rules: Vec::new(),
+                peers: Vec::new(),
                 public_health: true,
             }),
         }
@@ -82,36 +94,49 @@ impl AuthLayer {
 
     /// Trusts tokens signed with HMAC-SHA256 and `secret`.
     pub fn hs256(secret: &[u8]) -> Self {
-        Self::with_key(Key {
+        Self::with_keys(vec![Key {
             key: DecodingKey::from_secret(secret),
             algorithm: Algorithm::HS256,
             id: None,
-        })
+        }])
     }
 
     /// Trusts tokens signed by the RSA key whose public half is `pem` (RS256).
     pub fn rs256_pem(pem: &[u8]) -> Result<Self, AuthError> {
-        Ok(Self::with_key(Key::pem("RS256", Algorithm::RS256, pem)?))
+        Ok(Self::with_keys(vec![Key::pem(
+            "RS256",
+            Algorithm::RS256,
+            pem,
+        )?]))
     }
 
     /// Trusts tokens signed by the P-256 key whose public half is `pem` (ES256).
     pub fn es256_pem(pem: &[u8]) -> Result<Self, AuthError> {
-        Ok(Self::with_key(Key::pem("ES256", Algorithm::ES256, pem)?))
+        Ok(Self::with_keys(vec![Key::pem(
+            "ES256",
+            Algorithm::ES256,
+            pem,
+        )?]))
     }
 
     /// Trusts tokens signed by the Ed25519 key whose public half is `pem` (EdDSA).
     pub fn eddsa_pem(pem: &[u8]) -> Result<Self, AuthError> {
-        Ok(Self::with_key(Key::pem("EdDSA", Algorithm::EdDSA, pem)?))
+        Ok(Self::with_keys(vec![Key::pem(
+            "EdDSA",
+            Algorithm::EdDSA,
+            pem,
+        )?]))
     }
 
     fn configured(self, change: impl FnOnce(&mut Verifier)) -> Self {
         let old = &self.verifier;
         let mut verifier = Verifier {
-            keys: RwLock::new(crate::sync::read(&old.keys).clone()),
+            keys: old.keys.clone(),
             issuer: old.issuer.clone(),
             audience: old.audience.clone(),
             leeway: old.leeway,
             rules: old.rules.clone(),
+            peers: old.peers.clone(),
             public_health: old.public_health,
         };
         change(&mut verifier);
@@ -144,7 +169,8 @@ impl AuthLayer {
         self.configured(|v| {
             let mut keys = (**crate::sync::read(&v.keys)).clone();
             keys.extend(more.iter().cloned());
-            *crate::sync::write(&v.keys) = Arc::new(keys);
+            // A key set of its own from here on: the layer trusted from stays as it was.
+            v.keys = Arc::new(RwLock::new(Arc::new(keys)));
         })
     }
 
@@ -153,6 +179,39 @@ impl AuthLayer {
     pub fn rotate(&self, other: &AuthLayer) {
         let keys = crate::sync::read(&other.verifier.keys).clone();
         *crate::sync::write(&self.verifier.keys) = keys;
+    }
+
+    /// Trusts the keys of a JWKS document (RFC 7517, what an identity provider
+    /// serves at its `jwks_uri`): RSA (RS256), P-256 (ES256), Ed25519 (EdDSA) and
+    /// `oct` (HS256) keys, each with its `kid`, so a token is checked against the key
+    /// it names. Keys marked for encryption, or of other kinds, are skipped.
+    pub fn jwks(document: &[u8]) -> Result<Self, AuthError> {
+        Ok(Self::with_keys(jwks_keys(document)?))
+    }
+
+    /// Reads the key set of `source` again every `every` and trusts what it holds
+    /// from then on, in this layer and every layer configured from it (a key
+    /// rotation at the identity provider, without a restart). A source that cannot
+    /// be read, or holds no usable key, leaves the keys as they were and logs a
+    /// warning. Runs until the returned handle is aborted; needs a Tokio runtime.
+    pub fn refresh(&self, source: Jwks, every: Duration) -> tokio::task::JoinHandle<()> {
+        let keys = self.verifier.keys.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every.max(Duration::from_millis(100)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                match source.read().await.and_then(|doc| jwks_keys(&doc)) {
+                    Ok(fresh) => *crate::sync::write(&keys) = Arc::new(fresh),
+                    Err(err) => tracing::warn!(
+                        source = %source,
+                        error = %err,
+                        "cannot refresh the JWKS keys ({err}); keeping the ones trusted now"
+                    ),
+                }
+            }
+        })
     }
 
     /// Resources matching `pattern` (`user.User.Login`, `user.*`) need no token.
@@ -177,6 +236,21 @@ impl AuthLayer {
         self.configured(|v| v.rules.push(Rule { pattern, access }))
     }
 
+    /// Accepts a caller's verified client certificate (mutual TLS, see
+    /// `--tls-client-ca-file`) as its principal when the call carries no bearer
+    /// token and one of the certificate's SANs (a `spiffe://` URI, a DNS name, …)
+    /// or its subject (`CN=billing`) matches `pattern` (`*` = any run of
+    /// characters). The principal's subject is the name that matched, its scopes
+    /// are `scopes`, and its claims hold `subject` and `sans`. The first pattern
+    /// that matches decides; a bearer token, when sent, always decides instead.
+    pub fn peer(self, pattern: impl Into<String>, scopes: &[&str]) -> Self {
+        let rule = PeerRule {
+            pattern: pattern.into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        self.configured(|v| v.peers.push(rule))
+    }
+
     /// Makes `grpc.health.v1.Health` follow the rules like any endpoint (it is
     /// public by default, as load balancers and orchestrators probe it).
     pub fn protect_health(self) -> Self {
@@ -190,7 +264,18 @@ impl AuthLayer {
         headers: &http::HeaderMap,
         resource: &str,
     ) -> Result<Option<Principal>, Error> {
-        self.verifier.verify(headers, resource)
+        self.verifier.verify(headers, None, resource)
+    }
+
+    /// As [`AuthLayer::verify`], for a caller that presented the client
+    /// certificate `peer` (see [`AuthLayer::peer`]).
+    pub fn verify_with_peer(
+        &self,
+        headers: &http::HeaderMap,
+        peer: Option<&crate::wrapper::PeerIdentity>,
+        resource: &str,
+    ) -> Result<Option<Principal>, Error> {
+        self.verifier.verify(headers, peer, resource)
     }
 }
 
@@ -211,6 +296,133 @@ impl Key {
             id: None,
         })
     }
+}
+
+/// Where a JWKS key set is read from: a file, or an `http(s)://` URL (the
+/// identity provider's `jwks_uri`).
+///
+/// ```no_run
+/// # extern crate rmicro_core as rmicro;
+/// # async fn run() -> Result<(), rmicro::wrapper::auth::AuthError> {
+/// use rmicro::wrapper::auth::{AuthLayer, Jwks};
+/// use std::time::Duration;
+/// let source = Jwks::url("https://auth.example.com/.well-known/jwks.json");
+/// let auth = AuthLayer::jwks(&source.read().await?)?.issuer("https://auth.example.com");
+/// let _refresh = auth.refresh(source, Duration::from_secs(300));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Jwks {
+    place: JwksPlace,
+    ca_pem: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone)]
+enum JwksPlace {
+    File(std::path::PathBuf),
+    Url(String),
+}
+
+impl std::fmt::Display for Jwks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.place {
+            JwksPlace::File(path) => write!(f, "{}", path.display()),
+            JwksPlace::Url(url) => f.write_str(url),
+        }
+    }
+}
+
+impl Jwks {
+    /// A JWKS file.
+    pub fn file(path: impl Into<std::path::PathBuf>) -> Self {
+        Jwks {
+            place: JwksPlace::File(path.into()),
+            ca_pem: None,
+        }
+    }
+
+    /// A JWKS URL, `http://` or `https://` (verified against the web's roots).
+    pub fn url(url: impl Into<String>) -> Self {
+        Jwks {
+            place: JwksPlace::Url(url.into()),
+            ca_pem: None,
+        }
+    }
+
+    /// Verifies an `https://` source against this CA (PEM) instead of the web's roots.
+    pub fn trusting(mut self, ca_pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(ca_pem.into());
+        self
+    }
+
+    /// Reads the document now (a URL within 10 s, at most 1 MiB).
+    pub async fn read(&self) -> Result<Vec<u8>, AuthError> {
+        let failed = |reason: String| AuthError {
+            what: "JWKS",
+            reason,
+        };
+        match &self.place {
+            JwksPlace::File(path) => tokio::fs::read(path)
+                .await
+                .map_err(|e| failed(format!("cannot read `{}`: {e}", path.display()))),
+            JwksPlace::Url(url) => crate::transport::fetch::get(
+                url,
+                self.ca_pem.as_deref(),
+                1 << 20,
+                Duration::from_secs(10),
+            )
+            .await
+            .map(|body| body.to_vec())
+            .map_err(failed),
+        }
+    }
+}
+
+/// The usable keys of a JWKS document.
+fn jwks_keys(document: &[u8]) -> Result<Vec<Key>, AuthError> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
+    let failed = |reason: String| AuthError {
+        what: "JWKS",
+        reason,
+    };
+    let set: JwkSet = serde_json::from_slice(document)
+        .map_err(|e| failed(format!("the document is not a JWKS key set: {e}")))?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
+            continue;
+        }
+        let algorithm = match jwk.common.key_algorithm {
+            Some(alg) => match Algorithm::try_from(alg) {
+                Ok(alg) => alg,
+                Err(_) => continue,
+            },
+            None => match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+                    Algorithm::ES256
+                }
+                AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+                AlgorithmParameters::OctetKey(_) => Algorithm::HS256,
+                _ => continue,
+            },
+        };
+        let Ok(key) = DecodingKey::from_jwk(jwk) else {
+            continue;
+        };
+        keys.push(Key {
+            key,
+            algorithm,
+            id: jwk.common.key_id.clone(),
+        });
+    }
+    if keys.is_empty() {
+        return Err(failed(format!(
+            "none of its {} key(s) can verify tokens (RSA, P-256, Ed25519 or oct signing keys)",
+            set.keys.len()
+        )));
+    }
+    Ok(keys)
 }
 
 /// Whether `text` matches `pattern`, where `*` stands for any run of characters.
@@ -250,6 +462,7 @@ impl Verifier {
     pub(super) fn verify(
         &self,
         headers: &http::HeaderMap,
+        peer: Option<&crate::wrapper::PeerIdentity>,
         resource: &str,
     ) -> Result<Option<Principal>, Error> {
         let access = self.access(resource);
@@ -257,15 +470,27 @@ impl Verifier {
             return Ok(None);
         }
         let unauthenticated = |why: &str| Error::unauthorized("auth", format!("{resource}: {why}"));
-        let token = match bearer(headers) {
-            Some(token) => token,
-            None => {
+        let principal = match (bearer(headers), peer) {
+            (Some(token), _) => self.principal(token).map_err(|why| unauthenticated(&why))?,
+            (None, Some(peer)) if !self.peers.is_empty() => {
+                self.peer_principal(peer).ok_or_else(|| {
+                    unauthenticated(&format!(
+                        "no bearer token, and the client certificate ({}) is not one this service accepts",
+                        peer.subject
+                    ))
+                })?
+            }
+            (None, _) if !self.peers.is_empty() => {
+                return Err(unauthenticated(
+                    "no bearer token (send `authorization: Bearer <token>`) and no client certificate this service accepts",
+                ));
+            }
+            (None, _) => {
                 return Err(unauthenticated(
                     "no bearer token (send `authorization: Bearer <token>`)",
                 ));
             }
         };
-        let principal = self.principal(token).map_err(|why| unauthenticated(&why))?;
         match access {
             // Deny by default: rules exist and none names this resource.
             None => Err(Error::forbidden(
@@ -276,8 +501,13 @@ impl Verifier {
                 Err(Error::forbidden(
                     "auth",
                     format!(
-                        "{resource} needs scope {}; the token grants {}",
+                        "{resource} needs scope {}; {} grants {}",
                         needed.join(" or "),
+                        if principal.claims.contains_key("sans") {
+                            "the client certificate"
+                        } else {
+                            "the token"
+                        },
                         if principal.scopes.is_empty() {
                             "none".to_owned()
                         } else {
@@ -288,6 +518,26 @@ impl Verifier {
             }
             _ => Ok(Some(principal)),
         }
+    }
+
+    /// The principal of a client certificate, if a peer rule accepts it.
+    fn peer_principal(&self, peer: &crate::wrapper::PeerIdentity) -> Option<Principal> {
+        self.peers.iter().find_map(|rule| {
+            let name = peer
+                .sans
+                .iter()
+                .chain(std::iter::once(&peer.subject))
+                .find(|name| glob(&rule.pattern, name))?;
+            let mut claims = serde_json::Map::new();
+            claims.insert("sub".into(), name.clone().into());
+            claims.insert("subject".into(), peer.subject.clone().into());
+            claims.insert("sans".into(), peer.sans.clone().into());
+            Some(Principal {
+                subject: name.clone(),
+                scopes: rule.scopes.clone(),
+                claims,
+            })
+        })
     }
 
     /// Verifies `token`; the reason it is refused, as a sentence, when it is.

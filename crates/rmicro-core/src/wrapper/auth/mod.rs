@@ -6,7 +6,9 @@
 //!   HS256, RS256, ES256 or EdDSA; `exp` and `nbf` checked with a bounded clock
 //!   skew (30 s by default), `iss` and `aud` when configured. A token signed with
 //!   `alg: none`, another algorithm than its key's, or a key that is not trusted
-//!   is refused. Keys can be replaced while serving ([`AuthLayer::rotate`]).
+//!   is refused. Keys can be replaced while serving ([`AuthLayer::rotate`]), or
+//!   come from a JWKS file or URL read again in the background
+//!   ([`AuthLayer::jwks`], [`AuthLayer::refresh`], [`Jwks`]).
 //! - **Rules** map resources — `service.Endpoint` (`user.User.Login`), with `*`
 //!   matching any run of characters — to what they need: [`Access::Public`] (no
 //!   token), [`Access::Authenticated`] (any valid token) or
@@ -19,6 +21,9 @@
 //!   `UNAUTHENTICATED` (401) saying why ("the token has expired"); a valid token
 //!   without the scope is `PERMISSION_DENIED` (403) naming what is missing. The
 //!   token itself is never echoed nor logged.
+//! - **Client certificates** (mutual TLS): [`AuthLayer::peer`] accepts a caller's
+//!   verified certificate as its principal when it sends no token, by a pattern
+//!   on its SANs (`spiffe://acme/billing`) or subject, with the scopes given.
 //! - The verified [`Principal`] (subject, scopes, claims) is handed to the
 //!   handler: `request.context().get::<Principal>()`.
 //!
@@ -49,7 +54,7 @@ mod service;
 
 pub use client::{BearerToken, BearerTokenService};
 pub use future::AuthFuture;
-pub use layer::{Access, AuthError, AuthLayer};
+pub use layer::{Access, AuthError, AuthLayer, Jwks};
 pub use service::AuthService;
 
 /// Who made a call, as its verified token says; in the handler's

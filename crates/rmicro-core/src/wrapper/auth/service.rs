@@ -43,7 +43,8 @@ where
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         // The resource: `service.Endpoint`, or the gRPC path on a plain tonic server.
-        let resource = match request.extensions().get::<CallInfo>() {
+        let info = request.extensions().get::<CallInfo>();
+        let resource = match info {
             Some(info) => format!("{}.{}", info.service(), info.endpoint()),
             None => request
                 .uri()
@@ -51,7 +52,8 @@ where
                 .trim_start_matches('/')
                 .replace('/', "."),
         };
-        match self.verifier.verify(request.headers(), &resource) {
+        let peer = info.and_then(CallInfo::peer).and_then(|p| p.identity());
+        match self.verifier.verify(request.headers(), peer, &resource) {
             Ok(principal) => {
                 if let Some(principal) = principal {
                     request.extensions_mut().insert(principal);
