@@ -191,6 +191,13 @@ pub struct Options {
     /// `micro_api_request_duration_seconds` for the HTTP requests answered.
     /// None by default.
     pub metrics: Option<rmicro::wrapper::metrics::Metrics>,
+    /// Auth (`--auth-*`, [`rmicro::wrapper::auth::AuthFlags`]): every request is
+    /// checked against the same keys and rules a service's `AuthLayer` applies,
+    /// before anything is called, for the resource it names — `service.Endpoint`
+    /// (`greeter.Greeter.SayHello`) for the rpc, api and http handlers and
+    /// WebSockets, the topic for the event handler. No token or a bad one is 401,
+    /// a missing scope 403, each with the reason as JSON. None by default.
+    pub auth: Option<rmicro::wrapper::auth::AuthLayer>,
 }
 
 impl Default for Options {
@@ -208,6 +215,7 @@ impl Default for Options {
             ratelimit: None,
             tracing: None,
             metrics: None,
+            auth: None,
         }
     }
 }
@@ -714,6 +722,7 @@ impl Gateway {
             method,
             binding,
         } = self.find(parts.method.as_str(), path).await?;
+        self.authorize(&parts.headers, &entry.name, &method.endpoint)?;
         if !entry.has_nodes() {
             return Err(Error::unavailable(
                 ID,
@@ -876,6 +885,17 @@ impl Gateway {
         options.metadata("x-request-id", request_id)
     }
 
+    /// Checks the request's token against `--auth-*`'s rules for
+    /// `service.endpoint`; the 401/403 to answer when it does not pass.
+    fn authorize(&self, headers: &HeaderMap, service: &str, endpoint: &str) -> Result<(), Error> {
+        match &self.inner.options.auth {
+            Some(auth) => auth
+                .verify(headers, &format!("{service}.{endpoint}"))
+                .map(drop),
+            None => Ok(()),
+        }
+    }
+
     /// Answers a WebSocket upgrade of a route with `101` and bridges the
     /// connection to a streaming call of the method it names (see
     /// [`websocket`]); only the `rpc` handler streams.
@@ -897,6 +917,7 @@ impl Gateway {
             Ok(routed) => routed,
             Err(first) => self.find("POST", path).await.map_err(|_| first)?,
         };
+        self.authorize(&parts.headers, &routed.entry.name, &routed.method.endpoint)?;
         if !routed.entry.has_nodes() {
             return Err(Error::unavailable(
                 ID,
@@ -1014,6 +1035,7 @@ impl Gateway {
                 format!("no route for `{path}`: it is not a go-micro path"),
             )
         })?;
+        self.authorize(&parts.headers, &resolved.service, &resolved.endpoint)?;
         // The client's selector picks the node, as for calls: its strategy, its
         // node cache fed by the registry's watch, nodes marked down skipped.
         let selector = self.inner.client.selector().ok_or_else(|| {
@@ -1118,6 +1140,9 @@ impl Gateway {
         } else {
             format!("{namespace}.{segment}")
         };
+        if let Some(auth) = &self.inner.options.auth {
+            auth.verify(headers, &topic)?;
+        }
         let mut message = rmicro::broker::Message::new(body);
         for (name, value) in headers {
             if forwarded(name.as_str())

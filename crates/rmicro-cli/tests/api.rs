@@ -1641,3 +1641,132 @@ fn curl_drives_the_shipped_user_binary_through_the_shipped_gateway() {
     drop(user);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn token(secret: &[u8], claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("a token")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_applies_the_auth_rules_from_its_flags() {
+    let dir = registry_dir("auth");
+    let (_service, _server) = greeter("greeter", &dir).await;
+    let secret = b"a gateway secret of at least 32 bytes";
+    let secret_file = dir.join("hs256.secret");
+    // A trailing newline, as `echo` writes it, is not part of the secret.
+    std::fs::write(&secret_file, [&secret[..], b"\n"].concat()).expect("writes the secret");
+    let secret_path = secret_file.to_string_lossy().into_owned();
+    let (_gateway, address) = gateway(
+        &dir,
+        &[
+            "--auth-hs256-secret-file",
+            &secret_path,
+            "--auth-audience",
+            "greeter",
+            "--auth-rule",
+            "greeter.Greeter.SayHelloStream=public",
+            "--auth-rule",
+            "greeter.Greeter.SayHello=greet|admin",
+            "--auth-rule",
+            "greeter.*=authenticated",
+        ],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let good = token(
+        secret,
+        serde_json::json!({"sub": "ann", "scope": "greet", "aud": "greeter", "exp": now + 600}),
+    );
+    let reader = token(
+        secret,
+        serde_json::json!({"sub": "bo", "scope": "read", "aud": "greeter", "exp": now + 600}),
+    );
+    let expired = token(
+        secret,
+        serde_json::json!({"sub": "cy", "scope": "greet", "aud": "greeter", "exp": now - 600}),
+    );
+    let elsewhere = token(
+        secret,
+        serde_json::json!({"sub": "di", "scope": "greet", "aud": "billing", "exp": now + 600}),
+    );
+    let forged = token(
+        b"not the gateway's secret, 32 bytes+",
+        serde_json::json!({"sub": "ev", "scope": "greet", "aud": "greeter", "exp": now + 600}),
+    );
+    let base = format!("http://{address}");
+    blocking(move || {
+        let say = |bearer: Option<&str>| {
+            let mut args = vec![
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                r#"{"name":"x"}"#,
+            ];
+            let header;
+            if let Some(t) = bearer {
+                header = format!("authorization: Bearer {t}");
+                args.extend(["-H", header.as_str()]);
+            }
+            curl(&args, &format!("{base}/greeter/say-hello"))
+        };
+        let ok = say(Some(&good));
+        assert_eq!(ok.status, 200, "{ok:?}");
+        assert_eq!(ok.json()["message"], "Hello x");
+        expect_error(&say(None), 401, "greeter.Greeter.SayHello: no bearer token");
+        expect_error(
+            &say(Some(&reader)),
+            403,
+            "needs scope greet or admin; the token grants read",
+        );
+        expect_error(&say(Some(&expired)), 401, "the token has expired");
+        expect_error(&say(Some(&elsewhere)), 401, "not meant for this audience");
+        expect_error(&say(Some(&forged)), 401, "signature does not verify");
+        for reply in [say(Some(&reader)), say(Some(&forged))] {
+            assert!(
+                !reply.body.contains(&forged) && !reply.body.contains(&reader),
+                "a token is echoed: {reply:?}"
+            );
+        }
+        // A public endpoint needs no token (a server stream, as NDJSON).
+        let stream = post(
+            &format!("{base}/greeter/say-hello-stream"),
+            r#"{"name":"p","count":2}"#,
+        );
+        assert_eq!(stream.status, 200, "{stream:?}");
+        assert!(stream.body.contains("Hello p #2"), "{stream:?}");
+        // The gRPC path route is checked against the same rules.
+        let grpc_path = format!("{base}/greeter.v1.Greeter/SayHello");
+        let refused = curl(
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                r#"{"name":"x"}"#,
+            ],
+            &grpc_path,
+        );
+        expect_error(&refused, 401, "no bearer token");
+    })
+    .await;
+    // A key file that cannot be read stops the gateway with a sentence.
+    let out = gateway_command(&dir)
+        .args(["--auth-hs256-secret-file", "/nonexistent/secret"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read `/nonexistent/secret`"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -22,8 +22,8 @@ pub enum Access {
 #[derive(Debug, thiserror::Error)]
 #[error("auth: the {what} key cannot verify tokens: {reason}")]
 pub struct AuthError {
-    what: &'static str,
-    reason: String,
+    pub(super) what: &'static str,
+    pub(super) reason: String,
 }
 
 /// One trusted key and the algorithm it verifies.

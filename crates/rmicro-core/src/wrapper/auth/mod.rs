@@ -48,11 +48,13 @@
 //! ```
 
 mod client;
+mod flags;
 mod future;
 mod layer;
 mod service;
 
 pub use client::{BearerToken, BearerTokenService};
+pub use flags::AuthFlags;
 pub use future::AuthFuture;
 pub use layer::{Access, AuthError, AuthLayer, Jwks};
 pub use service::AuthService;
