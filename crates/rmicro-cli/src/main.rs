@@ -414,6 +414,10 @@ enum ConfigAction {
     Get {
         /// A dotted path, e.g. `mysql` or `mysql.port`.
         path: String,
+        /// Print secrets as they are: values under keys such as `pwd`,
+        /// `password`, `secret`, `token`, and URL passwords, otherwise shown `***`.
+        #[arg(long)]
+        show_secrets: bool,
         #[command(flatten)]
         sources: ConfigSources,
     },
@@ -430,6 +434,9 @@ enum ConfigAction {
     Watch {
         /// A dotted path, e.g. `mysql`.
         path: String,
+        /// Print secrets as they are (see `config get --show-secrets`).
+        #[arg(long)]
+        show_secrets: bool,
         #[command(flatten)]
         sources: ConfigSources,
     },
@@ -564,12 +571,20 @@ async fn config(action: ConfigAction) -> Result<(), Error> {
     let unavailable =
         |e: rmicro::config::ConfigError| Error::unavailable("rmicro.cli", e.to_string());
     match action {
-        ConfigAction::Get { path, sources } => {
+        ConfigAction::Get {
+            path,
+            show_secrets,
+            sources,
+        } => {
             let config = sources.builder()?.build().await.map_err(unavailable)?;
             let value = config.get(&path);
             match value.raw() {
                 Some(json) if value.exists() => {
-                    println!("{json}");
+                    if show_secrets {
+                        println!("{json}");
+                    } else {
+                        println!("{}", rmicro::config::redacted(&path, json));
+                    }
                     Ok(())
                 }
                 _ => Err(Error::not_found(
@@ -602,12 +617,17 @@ async fn config(action: ConfigAction) -> Result<(), Error> {
                 .map_err(|e| Error::bad_request("rmicro.cli", e.to_string()))?;
             source.set(&path, &json).await.map_err(unavailable)
         }
-        ConfigAction::Watch { path, sources } => {
+        ConfigAction::Watch {
+            path,
+            show_secrets,
+            sources,
+        } => {
             let config = sources.builder()?.build().await.map_err(unavailable)?;
             let mut values = config.watch::<serde_json::Value>(&path);
             while let Some(item) = values.next().await {
                 match item {
-                    Ok(value) => println!("{value}"),
+                    Ok(value) if show_secrets => println!("{value}"),
+                    Ok(value) => println!("{}", rmicro::config::redacted(&path, &value)),
                     Err(err) => eprintln!("error: {err}"),
                 }
             }

@@ -181,6 +181,41 @@ async fn get_and_set_through_consul_kv() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn config_get_hides_secrets_unless_asked() {
+    let consul = ConsulDouble::start().await.unwrap();
+    let url = format!("consul://{}/micro/config", consul.address());
+    ok(&[
+        "config",
+        "set",
+        "mysql",
+        r#"{"host":"db","user":"root","pwd":"Pw-7f3a9","dsn":"mysql://root:Pw-7f3a9@db/user"}"#,
+        "--config-source",
+        &url,
+    ]);
+    let shown = ok(&["config", "get", "mysql", "--config-source", &url]);
+    assert!(!shown.contains("Pw-7f3a9"), "a secret is printed: {shown}");
+    let value: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(
+        value,
+        json!({"host": "db", "user": "root", "pwd": "***", "dsn": "mysql://root:***@db/user"})
+    );
+    assert_eq!(
+        ok(&["config", "get", "mysql.pwd", "--config-source", &url]),
+        r#""***""#
+    );
+    let all = ok(&[
+        "config",
+        "get",
+        "mysql",
+        "--show-secrets",
+        "--config-source",
+        &url,
+    ]);
+    let value: serde_json::Value = serde_json::from_str(&all).unwrap();
+    assert_eq!(value["pwd"], "Pw-7f3a9");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_service_reads_its_config_center_from_the_standard_flags() {
     let Some(etcd) = EtcdServer::start_or_skip("service config center").await else {
         return;

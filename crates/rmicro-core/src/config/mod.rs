@@ -31,7 +31,9 @@
 //! ```
 
 mod lenient;
+mod secret;
 pub mod source;
+pub use secret::{REDACTED, is_secret_key, redacted};
 mod tree;
 
 use arc_swap::ArcSwap;

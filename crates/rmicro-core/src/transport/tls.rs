@@ -420,3 +420,32 @@ impl ClientTls {
         config
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_key() {
+        let key = "-----BEGIN PRIVATE KEY-----\nSECRETKEYBYTES\n-----END PRIVATE KEY-----\n";
+        let server = ServerTls::from_pem("CERT", key).with_client_ca_pem("CA");
+        let client = ClientTls::default().with_identity_pem("CERT", key);
+        for shown in [format!("{server:?}"), format!("{client:?}")] {
+            assert!(!shown.contains("SECRETKEYBYTES"), "{shown}");
+        }
+        assert!(format!("{client:?}").contains("identity: true"));
+    }
+
+    #[test]
+    fn handshake_failures_are_explained() {
+        assert!(
+            explain("received fatal alert: CertificateRequired")
+                .is_some_and(|s| s.contains("requires a client certificate"))
+        );
+        assert!(
+            explain("invalid peer certificate: UnknownIssuer")
+                .is_some_and(|s| s.contains("not signed by a CA this client trusts"))
+        );
+        assert!(explain("connection refused").is_none());
+    }
+}
