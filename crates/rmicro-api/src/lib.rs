@@ -70,6 +70,18 @@ mod websocket;
 
 pub use websocket::STREAM_TIMEOUT;
 
+/// Entry points for the fuzz targets in `fuzz/`; not for applications.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses `template` as a `google.api.http` path template and matches `path`
+    /// against it: the number of variables bound, or `None`.
+    pub fn path_template(template: &str, path: &str) -> Option<usize> {
+        let template = crate::http_rule::Template::parse(template).ok()?;
+        let _ = template.literals();
+        template.matches(path).map(|vars| vars.len())
+    }
+}
+
 pub use table::{Route, RouteKind};
 
 use bytes::Bytes;

@@ -65,6 +65,52 @@ pub mod __codegen {
     pub use prost;
 }
 
+/// Entry points for the fuzz targets in `fuzz/` into parsers that are not public:
+/// each takes untrusted bytes as the server would and must never panic. Not for
+/// applications.
+#[doc(hidden)]
+pub mod fuzzing {
+    use bytes::BytesMut;
+
+    /// Takes gRPC length-prefixed messages off `bytes` as the JSON codec's
+    /// decoder does (at most `max_len` bytes each); how many it took.
+    pub fn grpc_frames(bytes: &[u8], max_len: usize) -> usize {
+        let mut buf = BytesMut::from(bytes);
+        let mut taken = 0;
+        while let Ok(Some(_)) = crate::codec::frames::next_message(&mut buf, max_len) {
+            taken += 1;
+        }
+        taken
+    }
+
+    /// Reads lines of `name:value` as call metadata, the way a server reads
+    /// request headers (lines that are not valid header names or values are
+    /// dropped, as the HTTP/2 layer would refuse them).
+    pub fn metadata(data: &[u8]) -> usize {
+        let mut headers = http::HeaderMap::new();
+        for line in data.split(|b| *b == b'\n') {
+            let Some(at) = line.iter().position(|b| *b == b':') else {
+                continue;
+            };
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(&line[..at]),
+                http::HeaderValue::from_bytes(&line[at + 1..]),
+            ) {
+                headers.append(name, value);
+            }
+        }
+        let metadata = crate::metadata::Metadata::from_headers(headers);
+        let mut n = 0;
+        for (key, value) in metadata.iter() {
+            n += key.len() + value.len();
+            if key.ends_with("-bin") {
+                n += metadata.get_bin(key).map_or(0, |v| v.len());
+            }
+        }
+        n
+    }
+}
+
 /// Includes the code `rmicro-build` generated for a `.proto` package. (Not compiled
 /// here: it needs a build script's output; `examples/greeter/src/lib.rs` compiles it.)
 ///

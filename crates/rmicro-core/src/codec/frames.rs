@@ -37,7 +37,7 @@ impl<B, F> MapFrames<B, F> {
 }
 
 /// Takes one complete message off the front of `buf`, if it holds one.
-fn next_message(buf: &mut BytesMut, max_len: usize) -> Result<Option<Bytes>, Status> {
+pub(crate) fn next_message(buf: &mut BytesMut, max_len: usize) -> Result<Option<Bytes>, Status> {
     if buf.len() < HEADER {
         return Ok(None);
     }

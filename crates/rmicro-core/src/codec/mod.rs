@@ -10,7 +10,7 @@
 //! is transcoded back to JSON on the way out, so the response uses the request's codec
 //! while protobuf requests pay nothing for JSON support.
 
-mod frames;
+pub(crate) mod frames;
 mod json;
 
 pub(crate) use frames::MapFrames;

@@ -6,7 +6,9 @@ use std::time::Duration;
 ///
 /// Returns `None` for a malformed value; the gRPC spec says to treat that as no timeout.
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if value.len() < 2 || value.len() > 9 {
+    // ASCII only: the unit is the last byte, and splitting before it must not
+    // cut a character in two (found by the fuzzer: `"Ͻ"` panicked).
+    if value.len() < 2 || value.len() > 9 || !value.is_ascii() {
         return None;
     }
     let (digits, unit) = value.split_at(value.len() - 1);
@@ -50,6 +52,14 @@ pub fn format_grpc_timeout(timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multibyte_character_is_malformed_not_a_panic() {
+        // Found by `scripts/fuzz` (grpc_timeout): the unit was split off by byte.
+        for value in ["\u{3fd}", "1\u{3fd}", "12345\u{e9}", "\u{e9}S"] {
+            assert_eq!(parse_grpc_timeout(value), None, "{value:?}");
+        }
+    }
 
     #[test]
     fn parses_every_unit() {
