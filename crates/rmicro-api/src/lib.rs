@@ -93,9 +93,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use table::{Entry, Method, Table};
 
-/// How long a client has to finish its TLS handshake.
-const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
-
 /// How often the whole route table is read again from the registry, besides
 /// following its watch.
 const RECONCILE: Duration = Duration::from_secs(30);
@@ -210,6 +207,13 @@ pub struct Options {
     /// WebSockets, the topic for the event handler. No token or a bad one is 401,
     /// a missing scope 403, each with the reason as JSON. None by default.
     pub auth: Option<rmicro::wrapper::auth::AuthLayer>,
+    /// What the listener lets its clients hold (the `--server-max-connections`,
+    /// `--server-handshake-timeout`, … flags every service has): connections at
+    /// once (one more is closed at once), the time to finish the TLS handshake and
+    /// send the first bytes of a request, and for HTTP/2 the streams per
+    /// connection, header list size and rapid resets. HTTP/1 requests must send
+    /// their headers within the handshake timeout too.
+    pub limits: rmicro::transport::ConnectionLimits,
 }
 
 impl Default for Options {
@@ -228,6 +232,7 @@ impl Default for Options {
             tracing: None,
             metrics: None,
             auth: None,
+            limits: rmicro::transport::ConnectionLimits::default(),
         }
     }
 }
@@ -393,23 +398,55 @@ impl Gateway {
         }
         let follower = tokio::spawn(self.clone().follow());
         let _stop_following = AbortOnDrop(follower);
+        let limits = self.inner.options.limits.clone();
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+        let mut refused_since_warning = 0u64;
+        let mut warned: Option<std::time::Instant> = None;
         let mut connections = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((socket, peer)) => {
+                        let Ok(slot) = slots.clone().try_acquire_owned() else {
+                            // Closed at once: the client fails fast.
+                            drop(socket);
+                            refused_since_warning += 1;
+                            if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                                tracing::warn!(
+                                    refused = refused_since_warning,
+                                    "rmicro api: connection limit reached: closed {refused_since_warning} new connection(s) at once (--server-max-connections {})",
+                                    limits.max_connections
+                                );
+                                refused_since_warning = 0;
+                                warned = Some(std::time::Instant::now());
+                            }
+                            continue;
+                        };
                         let gateway = self.clone();
                         let tls = tls.clone();
+                        let handshake = limits.handshake_timeout;
                         connections.spawn(async move {
+                            let _slot = slot;
+                            // TLS and the first bytes of a request within the
+                            // handshake timeout: a slowloris holds nothing longer.
+                            let started = tokio::time::Instant::now();
                             match tls {
-                                None => gateway.connection(socket, peer, "http").await,
+                                None => match tokio::time::timeout(handshake, rmicro::transport::sniff_http(socket)).await {
+                                    Ok(Ok((io, _))) => gateway.connection(io, peer, "http").await,
+                                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended before a request"),
+                                    Err(_) => tracing::debug!(%peer, "closed a connection that sent no request within {handshake:?}"),
+                                },
                                 Some(acceptor) => {
-                                    // A client that never finishes its handshake
-                                    // does not hold a task for ever.
-                                    match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(socket)).await {
-                                        Ok(Ok(stream)) => gateway.connection(stream, peer, "https").await,
-                                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                                    let stream = match tokio::time::timeout(handshake, acceptor.accept(socket)).await {
+                                        Ok(Ok(stream)) => stream,
+                                        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                                    };
+                                    let left = handshake.saturating_sub(started.elapsed());
+                                    match tokio::time::timeout(left, rmicro::transport::sniff_http(stream)).await {
+                                        Ok(Ok((io, _))) => gateway.connection(io, peer, "https").await,
+                                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended before a request"),
+                                        Err(_) => tracing::debug!(%peer, "closed a connection that sent no request within {handshake:?}"),
                                     }
                                 }
                             }
@@ -427,17 +464,33 @@ impl Gateway {
     }
 
     /// Serves one connection (HTTP/1.1 or HTTP/2, as the client speaks) until
-    /// the client hangs up.
+    /// the client hangs up, within the listener's limits.
     async fn connection<IO>(self, io: IO, peer: std::net::SocketAddr, scheme: &'static str)
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let limits = self.inner.options.limits.clone();
         let service = hyper::service::service_fn(move |request| {
             let gateway = self.clone();
             async move { Ok::<_, std::convert::Infallible>(gateway.handle(request, peer, scheme).await) }
         });
+        let mut builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.handshake_timeout);
+        builder
+            .http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .max_header_list_size(limits.max_header_list_size)
+            .max_pending_accept_reset_streams(limits.max_pending_resets)
+            .max_local_error_reset_streams(limits.max_error_resets)
+            .keep_alive_interval(limits.keepalive_interval)
+            .keep_alive_timeout(limits.keepalive_timeout);
         // A client that hangs up ends its connection; nothing to report.
-        let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+        let _ = builder
             .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), service)
             .await;
     }

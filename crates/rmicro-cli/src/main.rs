@@ -181,6 +181,8 @@ struct ApiFlags {
     ratelimit_burst: Option<u32>,
     #[command(flatten)]
     auth: rmicro::wrapper::auth::AuthFlags,
+    #[command(flatten)]
+    connection: rmicro::cmd::ConnectionFlags,
     /// Serve HTTPS with this certificate chain (PEM); needs `--tls-key-file`.
     /// HTTP/2 and HTTP/1.1 are offered by ALPN.
     #[arg(
@@ -320,6 +322,9 @@ async fn api(flags: ApiFlags, registry: rmicro::registry::SharedRegistry) -> Res
         tracing: tracing.clone(),
         metrics: metrics.clone(),
         auth: flags.auth.layer().await.map_err(|e| bad(e.to_string()))?,
+        limits: flags
+            .connection
+            .connection_limits(rmicro::transport::ConnectionLimits::default()),
     };
     let mut gateway = rmicro_api::Gateway::new(options, registry.clone());
     if options_need_broker(&flags) {

@@ -1770,3 +1770,98 @@ async fn the_gateway_applies_the_auth_rules_from_its_flags() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reads `stream` until the server closes it, within `limit`: whether it did, and
+/// how many bytes came first.
+fn closed_within(stream: &mut std::net::TcpStream, limit: Duration) -> (bool, usize) {
+    use std::io::Read;
+    let deadline = Instant::now() + limit;
+    let mut got = 0;
+    let mut buf = [0u8; 1024];
+    while Instant::now() < deadline {
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+        match stream.read(&mut buf) {
+            Ok(0) => return (true, got),
+            Ok(n) => got += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (true, got),
+        }
+    }
+    (false, got)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_closes_slowloris_and_excess_connections() {
+    let dir = registry_dir("hardening");
+    let (_service, _server) = greeter("greeter", &dir).await;
+    let (_gateway, address) = gateway(
+        &dir,
+        &[
+            "--server-handshake-timeout",
+            "1s",
+            "--server-max-connections",
+            "30",
+        ],
+    );
+    let url = format!("http://{address}/greeter/say-hello");
+    blocking(move || {
+        use std::io::Write;
+        // 15 connections that send nothing and 10 that never finish their headers.
+        let mut hostile = Vec::new();
+        for i in 0..25 {
+            let mut stream = std::net::TcpStream::connect(&address).expect("connects");
+            if i >= 15 {
+                stream
+                    .write_all(b"POST /greeter/say-hello HTTP/1.1\r\nHost: x\r\n")
+                    .expect("writes");
+            }
+            hostile.push(stream);
+        }
+        // Meanwhile a well-behaved client is answered.
+        let reply = post(&url, r#"{"name":"bystander"}"#);
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let started = Instant::now();
+        for stream in &mut hostile {
+            let (closed, _) = closed_within(stream, Duration::from_secs(10));
+            assert!(closed, "a slowloris connection stayed open");
+        }
+        println!(
+            "25 slowloris connections to the gateway closed within {:?}",
+            started.elapsed()
+        );
+        // 30 HTTP/2 connections held open fill the limit: the 31st is closed at once.
+        let mut held = Vec::new();
+        for _ in 0..30 {
+            let mut stream = std::net::TcpStream::connect(&address).expect("connects");
+            stream
+                .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+                .expect("writes");
+            held.push(stream);
+        }
+        wait_until(
+            "the 30 connections are served",
+            Duration::from_secs(10),
+            || {
+                // Each is answered with the server's SETTINGS once it is served.
+                held.iter_mut().all(|s| {
+                    let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
+                    let mut buf = [0u8; 9];
+                    s.peek(&mut buf).is_ok_and(|n| n > 0)
+                })
+            },
+        );
+        let mut extra = std::net::TcpStream::connect(&address).expect("the kernel accepts");
+        let (closed, bytes) = closed_within(&mut extra, Duration::from_secs(5));
+        assert!(closed && bytes == 0, "the 31st connection was served");
+        drop(held);
+        wait_until("a request is served again", Duration::from_secs(10), || {
+            post(&url, r#"{"name":"again"}"#).status == 200
+        });
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -79,39 +79,9 @@ pub struct Flags {
     /// server's services and messages from anyone who connects) [default: true].
     #[arg(long, env = "MICRO_SERVER_REFLECTION", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub server_reflection: Option<bool>,
-    /// Connections open at once on the listener; one more is closed as soon as
-    /// it is accepted [default: 10000].
-    #[arg(long, env = "MICRO_SERVER_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub server_max_connections: Option<u64>,
-    /// Time a new connection has to finish its TLS handshake and send the HTTP/2
-    /// preface before it is closed [default: 10s].
-    #[arg(long, env = "MICRO_SERVER_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
-    pub server_handshake_timeout: Option<Duration>,
-    /// Close a connection with no call in flight for this long (GOAWAY first);
-    /// `0` keeps idle connections [default: 5m].
-    #[arg(long, env = "MICRO_SERVER_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
-    pub server_idle_timeout: Option<Duration>,
-    /// Calls a client may have open at once on one connection (HTTP/2
-    /// SETTINGS_MAX_CONCURRENT_STREAMS) [default: 200].
-    #[arg(long, env = "MICRO_SERVER_MAX_CONCURRENT_STREAMS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub server_max_concurrent_streams: Option<u32>,
-    /// Largest header list (metadata) of a request, in bytes (HTTP/2
-    /// SETTINGS_MAX_HEADER_LIST_SIZE) [default: 16384].
-    #[arg(long, env = "MICRO_SERVER_MAX_HEADER_LIST_SIZE", value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..))]
-    pub server_max_header_list_size: Option<u32>,
-    /// Streams a client may open and reset before the server takes them up
-    /// (rapid reset, CVE-2023-44487); beyond it the connection is closed
-    /// [default: 20].
-    #[arg(long, env = "MICRO_SERVER_MAX_PENDING_RESETS", value_name = "N")]
-    pub server_max_pending_resets: Option<usize>,
-    /// Send an HTTP/2 PING on a connection silent for this long to find vanished
-    /// peers; `0` never pings [default: off; TCP keepalive after 2h finds them].
-    #[arg(long, env = "MICRO_SERVER_KEEPALIVE_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
-    pub server_keepalive_interval: Option<Duration>,
-    /// How long a keepalive ping may go unanswered before the connection is
-    /// closed [default: 20s].
-    #[arg(long, env = "MICRO_SERVER_KEEPALIVE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
-    pub server_keepalive_timeout: Option<Duration>,
+    /// What the listener lets its clients hold (`--server-max-connections`, …).
+    #[command(flatten)]
+    pub connection: ConnectionFlags,
     /// Default timeout of calls this service makes [default: 5s].
     #[arg(long, env = "MICRO_CLIENT_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub client_request_timeout: Option<Duration>,
@@ -324,7 +294,47 @@ fn parse_config_pair(text: &str) -> Result<(String, String), String> {
     }
 }
 
-impl Flags {
+/// The listener's connection limits as flags, shared by every service and the
+/// API gateway (`rmicro api`); see [`crate::transport::ConnectionLimits`].
+#[derive(Debug, Clone, Default, clap::Args)]
+#[group(id = "rmicro-connection-flags")]
+pub struct ConnectionFlags {
+    /// Connections open at once on the listener; one more is closed as soon as
+    /// it is accepted [default: 10000].
+    #[arg(long, env = "MICRO_SERVER_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub server_max_connections: Option<u64>,
+    /// Time a new connection has to finish its TLS handshake and send the HTTP/2
+    /// preface before it is closed [default: 10s].
+    #[arg(long, env = "MICRO_SERVER_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub server_handshake_timeout: Option<Duration>,
+    /// Close a connection with no call in flight for this long (GOAWAY first);
+    /// `0` keeps idle connections [default: 5m].
+    #[arg(long, env = "MICRO_SERVER_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub server_idle_timeout: Option<Duration>,
+    /// Calls a client may have open at once on one connection (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS) [default: 200].
+    #[arg(long, env = "MICRO_SERVER_MAX_CONCURRENT_STREAMS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub server_max_concurrent_streams: Option<u32>,
+    /// Largest header list (metadata) of a request, in bytes (HTTP/2
+    /// SETTINGS_MAX_HEADER_LIST_SIZE) [default: 16384].
+    #[arg(long, env = "MICRO_SERVER_MAX_HEADER_LIST_SIZE", value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub server_max_header_list_size: Option<u32>,
+    /// Streams a client may open and reset before the server takes them up
+    /// (rapid reset, CVE-2023-44487); beyond it the connection is closed
+    /// [default: 20].
+    #[arg(long, env = "MICRO_SERVER_MAX_PENDING_RESETS", value_name = "N")]
+    pub server_max_pending_resets: Option<usize>,
+    /// Send an HTTP/2 PING on a connection silent for this long to find vanished
+    /// peers; `0` never pings [default: off; TCP keepalive after 2h finds them].
+    #[arg(long, env = "MICRO_SERVER_KEEPALIVE_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub server_keepalive_interval: Option<Duration>,
+    /// How long a keepalive ping may go unanswered before the connection is
+    /// closed [default: 20s].
+    #[arg(long, env = "MICRO_SERVER_KEEPALIVE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub server_keepalive_timeout: Option<Duration>,
+}
+
+impl ConnectionFlags {
     /// `limits` with the `--server-*` connection flags that were given applied.
     pub fn connection_limits(
         &self,

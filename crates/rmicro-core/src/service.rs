@@ -529,7 +529,9 @@ impl ServiceBuilder {
     fn apply(&mut self, flags: Flags) -> Result<(), BuildError> {
         let breaker = flags.breaker_settings();
         self.config_flags = flags.clone();
-        self.server.limits = flags.connection_limits(std::mem::take(&mut self.server.limits));
+        self.server.limits = flags
+            .connection
+            .connection_limits(std::mem::take(&mut self.server.limits));
         if let Some(on) = flags.server_reflection {
             self.server.reflection = on;
         }

@@ -30,3 +30,4 @@ pub use tls::{ClientAuth, ClientTls, ServerTls, TlsError};
 
 pub use body::{Body, BodyError};
 pub use limits::ConnectionLimits;
+pub use preface::{Prefaced, sniff_http};

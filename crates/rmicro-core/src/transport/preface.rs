@@ -74,21 +74,63 @@ where
     }
     Ok(Prefaced {
         inner: io,
+        prefix: *PREFACE,
+        len: PREFACE.len(),
         replayed: 0,
     })
 }
 
-/// A connection whose preface was read: reads give the preface first, then the
-/// connection's bytes; writes go straight through.
+/// Reads the start of a connection that may speak HTTP/1 or HTTP/2 (an HTTP
+/// server such as the API gateway): up to the 24 bytes of the HTTP/2 preface,
+/// stopping at the first byte that differs. Returns the connection with those
+/// bytes given back (so the HTTP server reads it whole) and whether it began
+/// with the HTTP/2 preface. Bound it with a timeout: a client that sends
+/// nothing, or a few bytes and then nothing, is how a slowloris holds a
+/// connection.
+pub async fn sniff_http<IO>(mut io: IO) -> io::Result<(Prefaced<IO>, bool)>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut got = [0u8; PREFACE.len()];
+    let mut n = 0;
+    while n < got.len() {
+        let read = io.read(&mut got[n..]).await?;
+        if read == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the client closed before its first request",
+            ));
+        }
+        n += read;
+        if got[..n] != PREFACE[..n] {
+            break;
+        }
+    }
+    let http2 = got[..n] == PREFACE[..];
+    Ok((
+        Prefaced {
+            inner: io,
+            prefix: got,
+            len: n,
+            replayed: 0,
+        },
+        http2,
+    ))
+}
+
+/// A connection whose first bytes were read: reads give those bytes first, then
+/// the connection's; writes go straight through.
 #[derive(Debug)]
-pub(crate) struct Prefaced<IO> {
+pub struct Prefaced<IO> {
     inner: IO,
+    prefix: [u8; PREFACE.len()],
+    len: usize,
     replayed: usize,
 }
 
 impl<IO> Prefaced<IO> {
     /// The connection underneath.
-    pub(crate) fn get_ref(&self) -> &IO {
+    pub fn get_ref(&self) -> &IO {
         &self.inner
     }
 }
@@ -99,8 +141,8 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Prefaced<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.replayed < PREFACE.len() {
-            let rest = &PREFACE[self.replayed..];
+        if self.replayed < self.len {
+            let rest = &self.prefix[self.replayed..self.len];
             let n = rest.len().min(buf.remaining());
             buf.put_slice(&rest[..n]);
             self.replayed += n;
@@ -159,6 +201,29 @@ mod tests {
         }
         assert_eq!(&all[..24], PREFACE);
         assert_eq!(&all[24..], b"\x00\x00\x00\x04");
+    }
+
+    #[tokio::test]
+    async fn sniffing_tells_http1_from_http2_and_gives_every_byte_back() {
+        let (mut client, server) = tokio::io::duplex(256);
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        drop(client);
+        let (mut io, http2) = sniff_http(server).await.unwrap();
+        assert!(!http2);
+        let mut all = Vec::new();
+        io.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"GET / HTTP/1.1\r\n\r\n");
+
+        let (mut client, server) = tokio::io::duplex(256);
+        client.write_all(PREFACE).await.unwrap();
+        client.write_all(b"rest").await.unwrap();
+        drop(client);
+        let (mut io, http2) = sniff_http(server).await.unwrap();
+        assert!(http2);
+        let mut all = Vec::new();
+        io.read_to_end(&mut all).await.unwrap();
+        assert_eq!(&all[..24], PREFACE);
+        assert_eq!(&all[24..], b"rest");
     }
 
     #[tokio::test]
