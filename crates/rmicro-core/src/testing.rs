@@ -449,6 +449,11 @@ impl TestCa {
         self.issue(name, sans, false, false)
     }
 
+    /// A server certificate for `localhost`, `127.0.0.1` and `::1` that expired in 2020.
+    pub fn expired_server(&self) -> TestCert {
+        self.issue("localhost", &["localhost", "127.0.0.1", "::1"], true, true)
+    }
+
     /// A client certificate that expired in 2020.
     pub fn expired_client(&self, name: &str) -> TestCert {
         self.issue(name, &[], true, false)

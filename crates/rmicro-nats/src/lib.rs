@@ -39,7 +39,9 @@ use rmicro::broker::{
     Broker, BrokerAddress, BrokerError, Handler, Message, SubscribeOptions, Subscriber, init_once,
     redact_str,
 };
+use rmicro::transport::LinkTls;
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -56,10 +58,18 @@ pub enum Mode {
     Core,
 }
 
-struct Inner {
+/// How a [`NatsBroker`] connects: what `from_address` and the `with_*` methods set.
+#[derive(Clone)]
+struct Settings {
     address: String,
     mode: Mode,
     ack_wait: Duration,
+    tls: Option<LinkTls>,
+    credentials: Option<PathBuf>,
+}
+
+struct Inner {
+    settings: Settings,
     client: OnceCell<async_nats::Client>,
     /// The JetStream context on `client`, made once.
     jetstream: OnceCell<jetstream::Context>,
@@ -86,15 +96,19 @@ impl NatsBroker {
     }
 
     fn new(address: &str, mode: Mode) -> Self {
-        Self::with(address, mode, Duration::from_secs(30))
+        Self::with(Settings {
+            address: address.to_owned(),
+            mode,
+            ack_wait: Duration::from_secs(30),
+            tls: None,
+            credentials: None,
+        })
     }
 
-    fn with(address: &str, mode: Mode, ack_wait: Duration) -> Self {
+    fn with(settings: Settings) -> Self {
         NatsBroker {
             inner: Arc::new(Inner {
-                address: address.to_owned(),
-                mode,
-                ack_wait,
+                settings,
                 client: OnceCell::new(),
                 jetstream: OnceCell::new(),
                 streams: Mutex::new(HashSet::new()),
@@ -102,31 +116,78 @@ impl NatsBroker {
         }
     }
 
+    fn changed(&self, change: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = self.inner.settings.clone();
+        change(&mut settings);
+        Self::with(settings)
+    }
+
     /// How long JetStream waits for an ack before redelivering (default 30 s);
     /// bounds how long a dead subscriber's messages wait.
     pub fn with_ack_wait(self, ack_wait: Duration) -> Self {
-        Self::with(&self.inner.address, self.inner.mode, ack_wait)
+        self.changed(|s| s.ack_wait = ack_wait)
+    }
+
+    /// Speaks TLS to the servers (required, whatever the URL scheme), trusting the
+    /// CA and presenting the client certificate `tls` names; the files are read
+    /// again when they change, for the next (re)connection.
+    pub fn with_tls(self, tls: LinkTls) -> Self {
+        self.changed(|s| s.tls = Some(tls))
+    }
+
+    /// Authenticates with a NATS credentials file (a user JWT and its NKey seed, as
+    /// `nsc` writes them), read when connecting.
+    pub fn with_credentials_file(self, path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        self.changed(|s| s.credentials = Some(path))
     }
 
     fn failed(&self, operation: impl Into<String>, detail: impl std::fmt::Display) -> BrokerError {
         BrokerError::backend(self.describe(), operation, redact_str(&detail.to_string()))
     }
 
+    /// A failed connection, with the TLS cause in a sentence when there is one.
+    fn connect_failed(&self, err: &(dyn std::error::Error + 'static)) -> BrokerError {
+        let mut detail = rmicro::transport::error_chain(err);
+        if let Some(sentence) =
+            rmicro::transport::explain_link_failure(&format!("{detail} {err:?}"))
+        {
+            detail = format!("{sentence} ({detail})");
+        }
+        self.failed("connect", detail)
+    }
+
     async fn client(&self) -> Result<async_nats::Client, BrokerError> {
         let client = init_once(&self.inner.client, || async {
-            let parsed = BrokerAddress::parse(&self.inner.address, "nats", 4222)?;
+            let settings = &self.inner.settings;
+            let parsed = BrokerAddress::parse(&settings.address, "nats", 4222)?;
             let servers: Vec<async_nats::ServerAddr> = parsed
                 .urls()
                 .iter()
                 .map(|a| a.parse())
                 .collect::<Result<_, _>>()
                 .map_err(|e| self.failed("parse the address", e))?;
-            async_nats::ConnectOptions::new()
+            let mut options = async_nats::ConnectOptions::new()
                 .name("rmicro")
-                .connection_timeout(Duration::from_secs(5))
+                .connection_timeout(Duration::from_secs(5));
+            if let Some(tls) = &settings.tls {
+                let config = tls
+                    .client_config(&[])
+                    .map_err(|e| self.failed("read the TLS files", e))?;
+                options = options.require_tls(true).tls_client_config(config);
+            }
+            if let Some(path) = &settings.credentials {
+                options = options.credentials_file(path).await.map_err(|e| {
+                    self.failed(
+                        "read the credentials file",
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+            }
+            options
                 .connect(servers)
                 .await
-                .map_err(|e| self.failed("connect", e))
+                .map_err(|e| self.connect_failed(&e))
         })
         .await?;
         Ok(client.clone())
@@ -153,7 +214,7 @@ impl NatsBroker {
             durable_name: durable.clone(),
             filter_subject: topic.to_owned(),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: self.inner.ack_wait,
+            ack_wait: self.inner.settings.ack_wait,
             deliver_policy: jetstream::consumer::DeliverPolicy::New,
             // JetStream's default window; more in flight than handlers keeps them busy.
             max_ack_pending: i64::try_from((options.concurrency.max(1) * 4).max(1000))
@@ -233,13 +294,13 @@ impl std::fmt::Debug for NatsBroker {
 
 impl Broker for NatsBroker {
     fn describe(&self) -> String {
-        let mode = match self.inner.mode {
+        let mode = match self.inner.settings.mode {
             Mode::JetStream => "jetstream",
             Mode::Core => "core",
         };
-        let shown = match BrokerAddress::parse(&self.inner.address, "nats", 4222) {
+        let shown = match BrokerAddress::parse(&self.inner.settings.address, "nats", 4222) {
             Ok(parsed) => parsed.redacted(),
-            Err(_) => redact_str(&self.inner.address),
+            Err(_) => redact_str(&self.inner.settings.address),
         };
         format!("nats-{mode}://{}", shown.replace("nats://", ""))
     }
@@ -261,7 +322,7 @@ impl Broker for NatsBroker {
     fn publish(&self, topic: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
         let topic = topic.to_owned();
         Box::pin(async move {
-            match self.inner.mode {
+            match self.inner.settings.mode {
                 Mode::JetStream => self.publish_jetstream(&topic, message).await,
                 Mode::Core => self.publish_core(&topic, message).await,
             }
@@ -276,7 +337,7 @@ impl Broker for NatsBroker {
     ) -> BoxFuture<'_, Result<Subscriber, BrokerError>> {
         let topic = topic.to_owned();
         Box::pin(async move {
-            match self.inner.mode {
+            match self.inner.settings.mode {
                 Mode::JetStream => self.subscribe_jetstream(&topic, handler, options).await,
                 Mode::Core => self.subscribe_core(&topic, handler, options).await,
             }

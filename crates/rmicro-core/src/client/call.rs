@@ -204,16 +204,7 @@ impl Target {
         if Instant::now() >= started.deadline {
             return self.timed_out(started);
         }
-        let mut text = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            let line = cause.to_string();
-            if !text.contains(&line) {
-                text.push_str(": ");
-                text.push_str(&line);
-            }
-            source = cause.source();
-        }
+        let mut text = crate::transport::error_chain(&*err);
         if let Some(hint) = crate::transport::tls::explain(&text) {
             text.push_str(" — ");
             text.push_str(hint);

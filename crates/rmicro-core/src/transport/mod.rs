@@ -15,6 +15,7 @@ mod connect;
 pub(crate) mod fetch;
 pub(crate) mod headers;
 mod limits;
+mod link;
 mod listener;
 mod preface;
 pub(crate) mod side;
@@ -30,4 +31,5 @@ pub use tls::{ClientAuth, ClientTls, ServerTls, TlsError};
 
 pub use body::{Body, BodyError};
 pub use limits::ConnectionLimits;
+pub use link::{LINK_TLS_OPTIONS, LinkTls, error_chain, explain_link_failure};
 pub use preface::{Prefaced, sniff_http};

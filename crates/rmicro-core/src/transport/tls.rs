@@ -92,14 +92,14 @@ impl std::fmt::Debug for ServerTls {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.to_owned(),
         source,
     })
 }
 
-fn certificates(
+pub(crate) fn certificates(
     pem: &[u8],
     what: &'static str,
 ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, TlsError> {
@@ -304,48 +304,93 @@ impl Acceptors {
     }
 }
 
+/// Whose settings a handshake-failure sentence points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fixes {
+    /// A gRPC client: the `--client-tls-*` flags.
+    Grpc,
+    /// A link to an outside server: the `tls_*` address options.
+    Link,
+}
+
 /// What a failed TLS handshake means, in a sentence, from the text of the error a
-/// client saw (rustls names alerts and verification errors by their variants).
+/// gRPC client saw (rustls names alerts and verification errors by their variants).
 pub(crate) fn explain(error: &str) -> Option<&'static str> {
-    const CAUSES: [(&str, &str); 9] = [
+    explain_as(error, Fixes::Grpc)
+}
+
+/// [`explain`] with the fix named for `fixes`.
+pub(crate) fn explain_as(error: &str, fixes: Fixes) -> Option<&'static str> {
+    // (what the error says, the sentence for a gRPC client, for a link)
+    const CAUSES: [(&str, &str, &str); 12] = [
         (
             "alert: CertificateRequired",
             "the server requires a client certificate: give one (--client-tls-cert, --client-tls-key)",
+            "the server requires a client certificate: give one (tls_cert=FILE&tls_key=FILE in the address)",
         ),
         (
             "alert: UnknownCA",
             "the server does not trust the CA that signed our client certificate",
+            "the server does not trust the CA that signed our client certificate (tls_cert)",
         ),
         (
             "alert: CertificateExpired",
             "the server says our client certificate has expired",
+            "the server says our client certificate has expired (tls_cert)",
         ),
         (
             "alert: BadCertificate",
             "the server refused our client certificate",
+            "the server refused our client certificate, or we gave none (tls_cert, tls_key)",
         ),
         (
             "alert: CertificateUnknown",
             "the server refused our client certificate",
+            "the server refused our client certificate (tls_cert)",
+        ),
+        (
+            "alert: HandshakeFailure",
+            "the server refused the TLS handshake (a client certificate missing, or no common cipher)",
+            "the server refused the TLS handshake: a client certificate missing (tls_cert, tls_key) or no common cipher",
         ),
         (
             "UnknownIssuer",
             "the server's certificate is not signed by a CA this client trusts (--client-tls-ca)",
+            "the server's certificate is not signed by a CA this client trusts (tls_ca=FILE in the address)",
         ),
-        ("Expired", "the server's certificate has expired"),
+        (
+            "certificate expired",
+            "the server's certificate has expired",
+            "the server's certificate has expired",
+        ),
+        (
+            "Expired",
+            "the server's certificate has expired",
+            "the server's certificate has expired",
+        ),
+        (
+            "not valid for name",
+            "the server's certificate is not for the name dialled (ClientTls::with_domain)",
+            "the server's certificate is not for the name dialled (tls_server_name=NAME in the address)",
+        ),
         (
             "NotValidForName",
             "the server's certificate is not for the name dialled (ClientTls::with_domain)",
+            "the server's certificate is not for the name dialled (tls_server_name=NAME in the address)",
         ),
         (
             "InvalidContentType",
             "the server does not speak TLS here (plain h2c?)",
+            "the server does not speak TLS on this port",
         ),
     ];
     CAUSES
         .iter()
-        .find(|(needle, _)| error.contains(needle))
-        .map(|(_, sentence)| *sentence)
+        .find(|(needle, _, _)| error.contains(needle))
+        .map(|(_, grpc, link)| match fixes {
+            Fixes::Grpc => *grpc,
+            Fixes::Link => *link,
+        })
 }
 
 /// How a client verifies the servers it dials over TLS, and the certificate it
