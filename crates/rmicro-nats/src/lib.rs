@@ -148,20 +148,18 @@ impl NatsBroker {
 
     /// A failed connection, with the TLS cause in a sentence when there is one.
     fn connect_failed(&self, err: &(dyn std::error::Error + 'static)) -> BrokerError {
-        let mut detail = rmicro::transport::error_chain(err);
-        if let Some(sentence) =
-            rmicro::transport::explain_link_failure(&format!("{detail} {err:?}"))
-        {
-            detail = format!("{sentence} ({detail})");
-        }
-        self.failed("connect", detail)
+        let tls = self.inner.settings.tls.as_ref();
+        self.failed("connect", rmicro::transport::link_failure(tls, err))
     }
 
     async fn client(&self) -> Result<async_nats::Client, BrokerError> {
         let client = init_once(&self.inner.client, || async {
             let settings = &self.inner.settings;
             let parsed = BrokerAddress::parse(&settings.address, "nats", 4222)?;
+            // async-nats ignores credentials in server URLs: they are given apart,
+            // and kept out of the URLs it dials and logs.
             let servers: Vec<async_nats::ServerAddr> = parsed
+                .without_credentials()
                 .urls()
                 .iter()
                 .map(|a| a.parse())
@@ -170,6 +168,13 @@ impl NatsBroker {
             let mut options = async_nats::ConnectOptions::new()
                 .name("rmicro")
                 .connection_timeout(Duration::from_secs(5));
+            match (parsed.user(), parsed.password()) {
+                (Some(user), Some(password)) => {
+                    options = options.user_and_password(user.to_owned(), password.to_owned());
+                }
+                (Some(token), None) => options = options.token(token.to_owned()),
+                (None, _) => {}
+            }
             if let Some(tls) = &settings.tls {
                 let config = tls
                     .client_config(&[])

@@ -44,6 +44,42 @@ impl NatsServer {
         Ok(Some(server))
     }
 
+    /// Starts a server from a configuration file: `config(dir, port)` returns its
+    /// text (the `listen` line is added). For servers with TLS or accounts;
+    /// `Ok(None)` when `nats-server` is not installed.
+    pub async fn with_config(
+        config: impl FnOnce(&std::path::Path, u16) -> String,
+    ) -> std::io::Result<Option<NatsServer>> {
+        let Some(binary) = nats_server_binary() else {
+            return Ok(None);
+        };
+        let mut text = None;
+        let process = rmicro::testing::ServerProcess::new("nats", binary, 1, |dir, ports| {
+            let file = dir.join("nats.conf");
+            text = Some((
+                file.clone(),
+                format!("listen: 127.0.0.1:{}\n{}", ports[0], config(dir, ports[0])),
+            ));
+            vec![std::ffi::OsString::from("-c"), file.into()]
+        })?;
+        if let Some((file, text)) = text {
+            std::fs::write(file, text)?;
+        }
+        let mut server = NatsServer { process };
+        server.resume().await?;
+        Ok(Some(server))
+    }
+
+    /// The server's data directory (its configuration and log are there).
+    pub fn dir(&self) -> &std::path::Path {
+        self.process.dir()
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.process.ports()[0]
+    }
+
     /// `nats://127.0.0.1:<port>`.
     pub fn address(&self) -> String {
         format!("nats://127.0.0.1:{}", self.process.ports()[0])

@@ -193,6 +193,16 @@ impl BrokerAddress {
             .collect()
     }
 
+    /// The same address without user name and password, for client libraries
+    /// that take credentials separately (and might log the URLs they dial).
+    pub fn without_credentials(&self) -> Self {
+        BrokerAddress {
+            user: None,
+            password: None,
+            ..self.clone()
+        }
+    }
+
     /// The address with its password (or token) replaced by `***`: for
     /// `describe()`, `Debug` and error messages.
     pub fn redacted(&self) -> String {

@@ -34,6 +34,47 @@ pub async fn reachable_or_skip<B: Broker>(broker: B, test: &str) -> Option<B> {
     }
 }
 
+/// Subscribes to `topic`, publishes one message and waits (up to 30 s) until the
+/// subscriber has it: the whole path through a live connection, for tests of how a
+/// broker connects (TLS, credentials). Errors from subscribing or publishing are
+/// returned; a message that never arrives fails the test.
+pub async fn round_trip(broker: &dyn Broker, topic: &str) -> Result<(), super::BrokerError> {
+    let (kept, keep) = collecting();
+    let subscriber = broker
+        .subscribe(topic, keep, SubscribeOptions::default())
+        .await?;
+    let body = format!("round trip on {topic}");
+    // A subscription may take a moment to reach the server: publish until it lands.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        broker.publish(topic, Message::new(body.clone())).await?;
+        let arrived = {
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+            loop {
+                if crate::sync::lock(&kept)
+                    .iter()
+                    .any(|m| m.body == body.as_bytes())
+                {
+                    break true;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    break false;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        if arrived {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing published on {topic} reached its subscriber within 30 s"
+        );
+    }
+    subscriber.unsubscribe().await;
+    Ok(())
+}
+
 /// Waits (up to 30 s) until `cond` holds.
 pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -179,6 +179,32 @@ impl LinkTls {
         )))
     }
 
+    /// Why a connection made with these settings failed, in a sentence, from the
+    /// text of the client library's error (see [`error_chain`]); `None` when it was
+    /// not a TLS failure rmicro recognises. Knowing whether a client certificate
+    /// was given, it tells a missing certificate from a refused one even when the
+    /// server's alert does not (Go servers answer both with `bad certificate`).
+    pub fn explain(&self, error: &str) -> Option<String> {
+        let refused_ours = [
+            "alert: BadCertificate",
+            "alert: CertificateUnknown",
+            "alert: HandshakeFailure",
+        ]
+        .iter()
+        .any(|alert| error.contains(alert));
+        match (&self.cert, refused_ours) {
+            (None, true) => Some(
+                "the server requires a client certificate: give one (tls_cert=FILE&tls_key=FILE in the address)"
+                    .to_owned(),
+            ),
+            (Some(cert), true) => Some(format!(
+                "the server refused our client certificate {} (expired, or not signed by a CA it trusts)",
+                cert.display()
+            )),
+            _ => explain_link_failure(error).map(str::to_owned),
+        }
+    }
+
     fn paths(&self) -> impl Iterator<Item = &Path> {
         [&self.ca, &self.cert, &self.key]
             .into_iter()
@@ -452,6 +478,20 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// What to say of a link's failed connection: the error chain ([`error_chain`]),
+/// led by the sentence of [`LinkTls::explain`] when TLS is the cause (with
+/// `tls: None`, as for a plain link, the sentence assumes no client certificate).
+pub fn link_failure(tls: Option<&LinkTls>, err: &(dyn std::error::Error + 'static)) -> String {
+    let detail = error_chain(err);
+    // Some libraries keep the rustls error only in their Debug output.
+    let text = format!("{detail} {err:?}");
+    let plain = LinkTls::default();
+    match tls.unwrap_or(&plain).explain(&text) {
+        Some(sentence) => format!("{sentence} ({detail})"),
+        None => detail,
+    }
 }
 
 /// A sentence saying why a link's TLS handshake failed, from the text of the error
