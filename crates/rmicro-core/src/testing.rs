@@ -155,6 +155,30 @@ impl ServerProcess {
         })
     }
 
+    /// Like [`ServerProcess::new`] for a server configured by a file: `config(dir,
+    /// ports)` gives the text of `dir/<file>`, written before the process starts,
+    /// and `args(path)` the command line that points the server at it.
+    pub fn with_config_file(
+        name: &str,
+        binary: PathBuf,
+        ports: usize,
+        file: &str,
+        config: impl FnOnce(&Path, &[u16]) -> String,
+        args: impl FnOnce(&Path) -> Vec<std::ffi::OsString>,
+    ) -> std::io::Result<ServerProcess> {
+        let mut written = None;
+        let process = ServerProcess::new(name, binary, ports, |dir, ports| {
+            let path = dir.join(file);
+            let argv = args(&path);
+            written = Some((path, config(dir, ports)));
+            argv
+        })?;
+        if let Some((path, text)) = written {
+            std::fs::write(path, text)?;
+        }
+        Ok(process)
+    }
+
     /// Sets an environment variable for the process.
     pub fn env(
         mut self,

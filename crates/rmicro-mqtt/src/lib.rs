@@ -22,9 +22,11 @@ use futures_util::future::BoxFuture;
 use rmicro::broker::{
     Broker, BrokerAddress, BrokerError, Handler, Message, SubscribeOptions, Subscriber, redact_str,
 };
+use rmicro::transport::{LINK_TLS_OPTIONS, LinkTls};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::{TlsConfiguration, Transport};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -37,6 +39,9 @@ struct Inner {
     port: u16,
     /// User and password, when the address has them: never shown.
     credentials: Option<(String, String)>,
+    /// TLS settings (`mqtts://`, `ssl://` or the `tls_*` options) and the rustls
+    /// configuration made from them once (it follows the files by itself).
+    tls: Option<(LinkTls, Arc<rustls::ClientConfig>)>,
     /// The address without its password, for `describe()` and errors.
     shown: String,
     client_id: String,
@@ -67,10 +72,16 @@ fn message_of(publish: &Publish) -> Message {
 }
 
 impl MqttBroker {
-    /// A broker for `address`: `[mqtt://][user:pass@]host[:1883][?client_id=ID]` (a
-    /// bare `host:port` works; see [`rmicro::broker::BrokerAddress`]).
+    /// A broker for `address`: `[mqtt://|mqtts://][user:pass@]host[:1883|:8883][?client_id=ID]`
+    /// (a bare `host:port` works; see [`rmicro::broker::BrokerAddress`]). TLS:
+    /// `mqtts://` (or `ssl://`) and the options `tls_ca=FILE`, `tls_cert=FILE`,
+    /// `tls_key=FILE`, `tls_server_name=NAME` ([`LinkTls::from_options`]).
     pub fn new(address: &str) -> Result<Self, BrokerError> {
-        let mut parsed = BrokerAddress::parse(address, "mqtt", 1883)?;
+        let secure = ["mqtts://", "ssl://"]
+            .iter()
+            .any(|scheme| address.trim_start().starts_with(scheme));
+        let default_port = if secure { 8883 } else { 1883 };
+        let mut parsed = BrokerAddress::parse(address, "mqtt", default_port)?;
         let client_id = match parsed.take("client_id") {
             Some(id) if id.is_empty() => {
                 return Err(parsed.error("read the address", "`client_id=` needs an id"));
@@ -78,7 +89,23 @@ impl MqttBroker {
             Some(id) => id,
             None => format!("rmicro-{}", uuid::Uuid::new_v4().simple()),
         };
-        parsed.finish("client_id=ID")?;
+        let tls = LinkTls::from_options(|key| parsed.take(key))
+            .map_err(|e| parsed.error("read the address", e))?;
+        let tls = match (tls, parsed.scheme()) {
+            (Some(tls), _) => Some(tls),
+            (None, "mqtts" | "ssl") => Some(LinkTls::new()),
+            (None, _) => None,
+        };
+        parsed.finish(&format!("client_id=ID, {LINK_TLS_OPTIONS}"))?;
+        let tls = match tls {
+            Some(tls) => {
+                let config = tls
+                    .client_config(&[])
+                    .map_err(|e| parsed.error("read the TLS files", e))?;
+                Some((tls, Arc::new(config)))
+            }
+            None => None,
+        };
         let [(host, port)] = parsed.hosts() else {
             return Err(parsed.error("read the address", "MQTT takes one server"));
         };
@@ -93,6 +120,7 @@ impl MqttBroker {
                 host: host.clone(),
                 port: *port,
                 credentials,
+                tls,
                 shown: parsed.redacted(),
                 client_id,
                 publisher: OnceCell::new(),
@@ -105,10 +133,21 @@ impl MqttBroker {
         BrokerError::backend(self.describe(), operation, redact_str(&detail.to_string()))
     }
 
+    /// A failed connection, with the TLS cause in a sentence when there is one.
+    fn connect_failed(&self, err: &(dyn std::error::Error + 'static)) -> BrokerError {
+        let tls = self.inner.tls.as_ref().map(|(tls, _)| tls);
+        self.failed("connect", rmicro::transport::link_failure(tls, err))
+    }
+
     fn options(&self, client_id: String, persistent: bool) -> MqttOptions {
         let mut options = MqttOptions::new(client_id, self.inner.host.clone(), self.inner.port);
         if let Some((user, password)) = &self.inner.credentials {
             options.set_credentials(user.clone(), password.clone());
+        }
+        if let Some((_, config)) = &self.inner.tls {
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                config.clone(),
+            )));
         }
         options.set_keep_alive(Duration::from_secs(10));
         options.set_clean_start(!persistent);

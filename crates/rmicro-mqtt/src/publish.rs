@@ -70,7 +70,7 @@ impl MqttBroker {
             // Connect now, so a wrong address fails here with a sentence.
             match tokio::time::timeout(Duration::from_secs(5), events.poll()).await {
                 Ok(Ok(_)) => {}
-                Ok(Err(err)) => return Err(self.failed("connect", err)),
+                Ok(Err(err)) => return Err(self.connect_failed(&err)),
                 Err(_) => return Err(self.failed("connect", "no answer within 5 s")),
             }
             let queued: Waiters = Arc::default();

@@ -17,33 +17,55 @@ impl MosquittoServer {
     /// Starts a server and waits until it accepts clients; `Ok(None)` when
     /// `mosquitto` is not installed.
     pub async fn start() -> std::io::Result<Option<MosquittoServer>> {
+        Self::with_config(|dir, _| {
+            format!(
+                "allow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 100\n",
+                dir.display()
+            )
+        })
+        .await
+    }
+
+    /// Starts a server whose listener takes the settings `config(dir, port)` gives
+    /// (TLS, a password file, …); `Ok(None)` when `mosquitto` is not installed.
+    pub async fn with_config(
+        config: impl FnOnce(&std::path::Path, u16) -> String,
+    ) -> std::io::Result<Option<MosquittoServer>> {
         let Some(binary) = rmicro::testing::find_binary("mosquitto", "RMICRO_MOSQUITTO") else {
             return Ok(None);
         };
-        let mut config = None;
-        let process = rmicro::testing::ServerProcess::new("mosquitto", binary, 1, |dir, ports| {
-            let path = dir.join("mosquitto.conf");
-            // `user root`: started as root, mosquitto would otherwise switch
-            // to the `mosquitto` user, which cannot write its database into
-            // this directory, and lose every session on restart (without it
-            // the log says "Error saving in-memory database … Permission
-            // denied"). Started as any other user it has no effect.
-            config = Some((
-                path.clone(),
+        // `user root`: started as root, mosquitto would otherwise switch to the
+        // `mosquitto` user, which cannot write its database (or read the test's
+        // files) in this directory, and lose every session on restart (without it
+        // the log says "Error saving in-memory database … Permission denied").
+        // Started as any other user it has no effect.
+        let process = rmicro::testing::ServerProcess::with_config_file(
+            "mosquitto",
+            binary,
+            1,
+            "mosquitto.conf",
+            |dir, ports| {
                 format!(
-                    "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 100\nuser root\n",
+                    "listener {} 127.0.0.1\nuser root\n{}",
                     ports[0],
-                    dir.display()
-                ),
-            ));
-            vec!["-c".into(), path.into()]
-        })?;
-        if let Some((path, text)) = config {
-            std::fs::write(path, text)?;
-        }
+                    config(dir, ports[0])
+                )
+            },
+            |path| vec!["-c".into(), path.into()],
+        )?;
         let mut server = MosquittoServer { process };
         server.resume().await?;
         Ok(Some(server))
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.process.ports()[0]
+    }
+
+    /// The server's directory (its configuration and log are there).
+    pub fn dir(&self) -> &std::path::Path {
+        self.process.dir()
     }
 
     /// `mqtt://127.0.0.1:<port>`.

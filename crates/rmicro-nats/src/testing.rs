@@ -53,18 +53,14 @@ impl NatsServer {
         let Some(binary) = nats_server_binary() else {
             return Ok(None);
         };
-        let mut text = None;
-        let process = rmicro::testing::ServerProcess::new("nats", binary, 1, |dir, ports| {
-            let file = dir.join("nats.conf");
-            text = Some((
-                file.clone(),
-                format!("listen: 127.0.0.1:{}\n{}", ports[0], config(dir, ports[0])),
-            ));
-            vec![std::ffi::OsString::from("-c"), file.into()]
-        })?;
-        if let Some((file, text)) = text {
-            std::fs::write(file, text)?;
-        }
+        let process = rmicro::testing::ServerProcess::with_config_file(
+            "nats",
+            binary,
+            1,
+            "nats.conf",
+            |dir, ports| format!("listen: 127.0.0.1:{}\n{}", ports[0], config(dir, ports[0])),
+            |path| vec!["-c".into(), path.into()],
+        )?;
         let mut server = NatsServer { process };
         server.resume().await?;
         Ok(Some(server))
