@@ -27,6 +27,7 @@ use rmicro::broker::{
     Broker, BrokerAddress, BrokerError, Handler, Message, SubscribeOptions, Subscriber, init_once,
     redact_str,
 };
+use rmicro::transport::{LINK_TLS_OPTIONS, LinkTls};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,8 @@ struct Inner {
     /// The address without its password, for `describe()` and errors.
     address: String,
     client: redis::Client,
+    /// TLS settings, for explaining failed handshakes.
+    tls: Option<LinkTls>,
     ack_wait: Duration,
     shared: OnceCell<ConnectionManager>,
 }
@@ -79,8 +82,12 @@ fn message_of(fields: HashMap<String, redis::Value>) -> Message {
 
 impl RedisBroker {
     /// A broker for the Redis at `address`:
-    /// `[redis://][user:pass@]host[:6379][/db][?ack_wait=30s]` (a bare `host:port`
-    /// works; see [`rmicro::broker::BrokerAddress`]).
+    /// `[redis://|rediss://][user:pass@]host[:6379][/db][?ack_wait=30s]` (a bare
+    /// `host:port` works; see [`rmicro::broker::BrokerAddress`]); `user` is an ACL
+    /// user, a password alone is `:pass@`. TLS: `rediss://` or the options
+    /// `tls_ca=FILE`, `tls_cert=FILE`, `tls_key=FILE` ([`LinkTls::from_options`]),
+    /// read when the broker is made (redis-rs takes certificates, not a rustls
+    /// configuration: a rotated certificate needs a new broker).
     pub fn new(address: &str) -> Result<Self, BrokerError> {
         let mut parsed = BrokerAddress::parse(address, "redis", 6379)?;
         let ack_wait = match parsed.take("ack_wait") {
@@ -88,13 +95,48 @@ impl RedisBroker {
                 .map_err(|e| parsed.error("read the address", e))?,
             None => Duration::from_secs(30),
         };
-        parsed.finish("ack_wait=DURATION")?;
-        let client = redis::Client::open(parsed.url().as_str())
+        let tls = LinkTls::from_options(|key| parsed.take(key))
             .map_err(|e| parsed.error("read the address", e))?;
+        parsed.finish(&format!("ack_wait=DURATION, {LINK_TLS_OPTIONS}"))?;
+        let client = match tls.clone() {
+            None => redis::Client::open(parsed.url().as_str()),
+            Some(tls) => {
+                if tls.server_name().is_some() {
+                    return Err(parsed.error(
+                        "read the address",
+                        "Redis verifies the host of the address: dial the name in the server's \
+                         certificate instead of giving tls_server_name",
+                    ));
+                }
+                let read = |path: &std::path::Path| {
+                    std::fs::read(path).map_err(|e| {
+                        parsed.error("read the TLS files", format!("{}: {e}", path.display()))
+                    })
+                };
+                let certificates = redis::TlsCertificates {
+                    client_tls: match tls.identity_files() {
+                        Some((cert, key)) => Some(redis::ClientTlsConfig {
+                            client_cert: read(cert)?,
+                            client_key: read(key)?,
+                        }),
+                        None => None,
+                    },
+                    root_cert: tls.ca_file().map(read).transpose()?,
+                };
+                // TLS options on a `redis://` address mean TLS: `rediss://`.
+                let mut url = parsed.url();
+                if let Some(rest) = url.strip_prefix("redis://") {
+                    url = format!("rediss://{rest}");
+                }
+                redis::Client::build_with_tls(url.as_str(), certificates)
+            }
+        }
+        .map_err(|e| parsed.error("read the address", e))?;
         Ok(RedisBroker {
             inner: Arc::new(Inner {
                 address: parsed.redacted(),
                 client,
+                tls,
                 ack_wait,
                 shared: OnceCell::new(),
             }),
@@ -120,7 +162,10 @@ impl RedisBroker {
             .client
             .get_connection_manager_with_config(config)
             .await
-            .map_err(|e| self.failed("connect", e))
+            .map_err(|e| {
+                let tls = self.inner.tls.as_ref();
+                self.failed("connect", rmicro::transport::link_failure(tls, &e))
+            })
     }
 
     async fn shared(&self) -> Result<ConnectionManager, BrokerError> {

@@ -105,6 +105,12 @@ impl LinkTls {
         self.server_name.as_deref()
     }
 
+    /// The client certificate and key files, if given (for client libraries that
+    /// take PEM bytes rather than a rustls configuration).
+    pub fn identity_files(&self) -> Option<(&Path, &Path)> {
+        self.cert.as_deref().zip(self.key.as_deref())
+    }
+
     /// Whether a client certificate is configured.
     pub fn has_identity(&self) -> bool {
         self.cert.is_some()

@@ -1,0 +1,146 @@
+//! The Redis broker against a private `redis-server` started by the test with only
+//! a TLS port, client certificates required (`--tls-auth-clients yes`) and an ACL
+//! user: a message goes through; a wrong password, a wrong CA, a missing client
+//! certificate and an expired server certificate are each refused with a sentence
+//! that names the cause and never shows the password.
+
+use rmicro::broker::Broker;
+use rmicro::broker::testing::round_trip;
+use rmicro::testing::{ServerProcess, TestCa, TestCert, in_ci};
+use rmicro_redis::RedisBroker;
+
+async fn start(ca: &TestCa, cert: &TestCert) -> Option<ServerProcess> {
+    let Some(binary) = rmicro::testing::find_binary("redis-server", "RMICRO_REDIS_SERVER") else {
+        assert!(!in_ci(), "redis-server is not installed and CI=true");
+        eprintln!("SKIPPED redis tls: redis-server is not installed");
+        return None;
+    };
+    // ACL users in a configuration file: on the command line redis splits them.
+    let mut server = ServerProcess::with_config_file(
+        "redis-tls",
+        binary,
+        1,
+        "redis.conf",
+        |dir, ports| {
+            format!(
+                "bind 127.0.0.1\nport 0\nsave \"\"\nappendonly no\ndir {}\n\
+                 user default off\nuser app on >pw-r3d-88 ~* &* +@all\n\
+                 tls-port {}\ntls-auth-clients yes\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n",
+                dir.display(),
+                ports[0],
+                cert.cert_file.display(),
+                cert.key_file.display(),
+                ca.cert_file().display()
+            )
+        },
+        |path| vec![path.into()],
+    )
+    .unwrap();
+    server.start_listening().await.unwrap();
+    Some(server)
+}
+
+fn address(userinfo: &str, port: u16, ca: &std::path::Path, client: Option<&TestCert>) -> String {
+    let mut address = format!(
+        "rediss://{userinfo}127.0.0.1:{port}?tls_ca={}",
+        ca.display()
+    );
+    if let Some(client) = client {
+        address.push_str(&format!(
+            "&tls_cert={}&tls_key={}",
+            client.cert_file.display(),
+            client.key_file.display()
+        ));
+    }
+    address
+}
+
+async fn refusal(address: &str) -> String {
+    let broker = RedisBroker::new(address).unwrap();
+    match broker.connect().await {
+        Ok(()) => panic!("{address} should have been refused"),
+        Err(err) => err.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutual_tls_and_an_acl_user() {
+    let ca = TestCa::new("redis-ca");
+    let client = ca.client("app", &[]);
+    let Some(server) = start(&ca, &ca.server()).await else {
+        return;
+    };
+    let port = server.ports()[0];
+    let broker = RedisBroker::new(&address(
+        "app:pw-r3d-88@",
+        port,
+        &ca.cert_file(),
+        Some(&client),
+    ))
+    .unwrap();
+    assert!(
+        !broker.describe().contains("pw-r3d-88"),
+        "{}",
+        broker.describe()
+    );
+    round_trip(&broker, &format!("rmicro-tls.{}", std::process::id()))
+        .await
+        .unwrap();
+
+    let err = refusal(&address(
+        "app:wrong-pw-5@",
+        port,
+        &ca.cert_file(),
+        Some(&client),
+    ))
+    .await;
+    assert!(
+        err.to_lowercase().contains("authentication failed"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-pw-5"), "the password shown: {err}");
+
+    let other = TestCa::new("other-ca");
+    let err = refusal(&address(
+        "app:pw-r3d-88@",
+        port,
+        &other.cert_file(),
+        Some(&client),
+    ))
+    .await;
+    assert!(
+        err.contains("not signed by a CA this client trusts"),
+        "{err}"
+    );
+
+    let err = refusal(&address("app:pw-r3d-88@", port, &ca.cert_file(), None)).await;
+    assert!(
+        err.contains("the server requires a client certificate"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_server_certificate_is_named() {
+    let ca = TestCa::new("redis-ca");
+    let client = ca.client("app", &[]);
+    let Some(server) = start(&ca, &ca.expired_server()).await else {
+        return;
+    };
+    let err = refusal(&address(
+        "app:pw-r3d-88@",
+        server.ports()[0],
+        &ca.cert_file(),
+        Some(&client),
+    ))
+    .await;
+    assert!(err.contains("server's certificate has expired"), "{err}");
+}
+
+#[test]
+fn a_missing_tls_file_is_named_when_the_broker_is_made() {
+    let err = RedisBroker::new("rediss://127.0.0.1:1?tls_ca=/nonexistent/ca.pem")
+        .expect_err("a missing CA file is an error")
+        .to_string();
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+}
