@@ -473,6 +473,12 @@ impl TestCa {
         self.issue(name, sans, false, false)
     }
 
+    /// The address options of a link that trusts this CA and presents `client`:
+    /// `tls_ca=FILE[&tls_cert=FILE&tls_key=FILE]` (see `transport::LinkTls`).
+    pub fn link_options(&self, client: Option<&TestCert>) -> String {
+        link_options(&self.cert_file(), client)
+    }
+
     /// A server certificate for `localhost`, `127.0.0.1` and `::1` that expired in 2020.
     pub fn expired_server(&self) -> TestCert {
         self.issue("localhost", &["localhost", "127.0.0.1", "::1"], true, true)
@@ -532,4 +538,18 @@ impl Drop for TestCa {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `tls_ca=<ca>[&tls_cert=…&tls_key=…]`: the address options of a link that trusts
+/// the CA in `ca` and presents `client` (see `transport::LinkTls`).
+pub fn link_options(ca: &Path, client: Option<&TestCert>) -> String {
+    let mut options = format!("tls_ca={}", ca.display());
+    if let Some(client) = client {
+        options.push_str(&format!(
+            "&tls_cert={}&tls_key={}",
+            client.cert_file.display(),
+            client.key_file.display()
+        ));
+    }
+    options
 }

@@ -4,6 +4,7 @@
 use crate::pb;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
+use rmicro::transport::{LINK_TLS_OPTIONS, LinkTls};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
@@ -106,6 +107,12 @@ pub type WatchStream = BoxStream<'static, Result<Vec<WatchEvent>, EtcdError>>;
 pub struct EtcdClient {
     endpoints: String,
     channel: Channel,
+    /// TLS settings, when the endpoints speak TLS (for explaining failures).
+    tls: Option<LinkTls>,
+    /// The last TLS error of the connector (see [`Failover`]).
+    tls_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// Whether etcd asked for a client certificate we lack (see [`Failover`]).
+    handshakes: rmicro::transport::Handshakes,
     timeout: Duration,
 }
 
@@ -129,44 +136,93 @@ pub fn prefix_end(prefix: &str) -> Vec<u8> {
 }
 
 impl EtcdClient {
-    /// A client for `addresses`: comma-separated `host:port` or `http://host:port`.
+    /// A client for `addresses`: comma-separated `host:port`, `http://host:port` or
+    /// `https://host:port`, then optionally `?tls_ca=FILE&tls_cert=FILE&tls_key=FILE
+    /// &tls_server_name=NAME` ([`LinkTls::from_options`]): TLS when an endpoint is
+    /// `https://` or a TLS option is given, with the CA, client certificate and
+    /// key files read again when they change (for the next connection).
     pub fn new(addresses: &str) -> Result<Self, EtcdError> {
         let bad = |detail: String| EtcdError::BadAddress {
             address: addresses.to_owned(),
             detail,
         };
-        let mut endpoints = Vec::new();
-        for part in addresses
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            if part.starts_with("https://") {
-                return Err(bad("TLS to etcd is not supported yet; use http://".into()));
+        let (list, query) = addresses.split_once('?').unwrap_or((addresses, ""));
+        let mut options: Vec<(String, String)> = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some((key, value)) if !key.is_empty() => {
+                    options.push((key.to_owned(), value.to_owned()))
+                }
+                _ => return Err(bad(format!("option `{pair}` is not key=value"))),
             }
-            let part = part.strip_prefix("etcd://").unwrap_or(part);
-            let uri = if part.starts_with("http://") {
-                part.to_owned()
-            } else {
-                format!("http://{part}")
-            };
-            let endpoint = Endpoint::from_shared(uri)
-                .map_err(|e| bad(format!("`{part}` is not host:port ({e})")))?
-                .connect_timeout(Duration::from_secs(2))
-                .http2_keep_alive_interval(Duration::from_secs(5))
-                .keep_alive_timeout(Duration::from_secs(5))
-                .keep_alive_while_idle(true)
-                .tcp_nodelay(true);
-            endpoints.push(endpoint);
         }
-        let channel = match endpoints.len() {
-            0 => return Err(bad("no endpoint given".into())),
-            1 => endpoints.remove(0).connect_lazy(),
-            _ => Channel::balance_list(endpoints.into_iter()),
+        let tls = LinkTls::from_options(|key| {
+            let at = options.iter().rposition(|(k, _)| k == key)?;
+            Some(options.remove(at).1)
+        })
+        .map_err(|e| bad(e.to_string()))?;
+        if let Some((key, _)) = options.first() {
+            return Err(bad(format!(
+                "unknown option `{key}`; etcd takes {LINK_TLS_OPTIONS}"
+            )));
+        }
+        let mut hosts = Vec::new();
+        let mut https = false;
+        for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let part = part.strip_prefix("etcd://").unwrap_or(part);
+            let host = match part.strip_prefix("https://") {
+                Some(host) => {
+                    https = true;
+                    host
+                }
+                None => part.strip_prefix("http://").unwrap_or(part),
+            };
+            let host = host.trim_end_matches('/');
+            // Checked as a URI now, so a typo fails here and not at the first call.
+            Endpoint::from_shared(format!("http://{host}"))
+                .map_err(|e| bad(format!("`{part}` is not host:port ({e})")))?;
+            hosts.push(host.to_owned());
+        }
+        if hosts.is_empty() {
+            return Err(bad("no endpoint given".into()));
+        }
+        let tls = match (tls, https) {
+            (Some(tls), _) => Some(tls),
+            (None, true) => Some(LinkTls::new()),
+            (None, false) => None,
+        };
+        let mut tls_error = std::sync::Arc::default();
+        let mut handshakes = rmicro::transport::Handshakes::default();
+        let channel = match &tls {
+            Some(tls) => {
+                let connector = Failover::new(hosts, tls).map_err(|e| bad(e.to_string()))?;
+                tls_error = connector.last_error.clone();
+                handshakes = connector.handshakes.clone();
+                // The URI is a placeholder: the connector picks the endpoint.
+                tune(Endpoint::from_static("http://etcd.invalid"))
+                    .connect_with_connector_lazy(connector)
+            }
+            None => {
+                let mut endpoints = hosts
+                    .iter()
+                    .map(|host| {
+                        Endpoint::from_shared(format!("http://{host}"))
+                            .map(tune)
+                            .map_err(|e| bad(format!("`{host}` is not host:port ({e})")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                match endpoints.len() {
+                    1 => endpoints.remove(0).connect_lazy(),
+                    _ => Channel::balance_list(endpoints.into_iter()),
+                }
+            }
         };
         Ok(EtcdClient {
-            endpoints: addresses.to_owned(),
+            endpoints: list.to_owned(),
             channel,
+            tls,
+            tls_error,
+            handshakes,
             timeout: DEFAULT_TIMEOUT,
         })
     }
@@ -196,11 +252,39 @@ impl EtcdClient {
     {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(self.error(
-                operation,
-                format!("{:?}: {}", status.code(), status.message()),
-            )),
+            Ok(Err(status)) => Err(self.error(operation, self.status(&status))),
             Err(_) => Err(self.error(operation, format!("no answer within {:?}", self.timeout))),
+        }
+    }
+
+    /// What a failed call's status says, with the TLS cause in a sentence when a
+    /// handshake failed under it.
+    fn status(&self, status: &tonic::Status) -> String {
+        let text = format!("{:?}: {}", status.code(), status.message());
+        if !matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+        ) {
+            return text;
+        }
+        let mut chain = rmicro::transport::error_chain(status);
+        if let Some(tls_error) = rmicro::sync::lock(&self.tls_error).take() {
+            chain = format!("{chain}: {tls_error}");
+        }
+        if self.handshakes.certificate_asked_for_and_missing() {
+            return format!(
+                "the server requires a client certificate: give one (tls_cert=FILE&tls_key=FILE in the address) ({chain})"
+            );
+        }
+        let plain = LinkTls::default();
+        match self
+            .tls
+            .as_ref()
+            .unwrap_or(&plain)
+            .explain(&format!("{chain} {status:?}"))
+        {
+            Some(sentence) => format!("{sentence} ({chain})"),
+            None => text,
         }
     }
 
@@ -312,10 +396,7 @@ impl EtcdClient {
                 Ok(Some(Duration::from_secs(response.ttl.unsigned_abs())))
             }
             Ok(Ok(_)) => Ok(None),
-            Ok(Err(status)) => Err(self.error(
-                operation,
-                format!("{:?}: {}", status.code(), status.message()),
-            )),
+            Ok(Err(status)) => Err(self.error(operation, self.status(&status))),
             Err(_) => Err(self.error(operation, format!("no answer within {:?}", self.timeout))),
         }
     }
@@ -375,12 +456,7 @@ impl EtcdClient {
         };
         let (responses, first) = match tokio::time::timeout(self.timeout, open).await {
             Ok(Ok(opened)) => opened,
-            Ok(Err(status)) => {
-                return Err(self.error(
-                    operation,
-                    format!("{:?}: {}", status.code(), status.message()),
-                ));
-            }
+            Ok(Err(status)) => return Err(self.error(operation, self.status(&status))),
             Err(_) => {
                 return Err(self.error(operation, format!("no answer within {:?}", self.timeout)));
             }
@@ -494,12 +570,196 @@ mod tests {
         assert_eq!(prefix_end(""), vec![0]);
     }
 
-    #[test]
-    fn addresses_are_checked() {
+    #[tokio::test]
+    async fn addresses_are_checked() {
         assert!(EtcdClient::new("").is_err());
-        let err = EtcdClient::new("https://10.0.0.1:2379").unwrap_err();
-        assert!(err.to_string().contains("TLS"), "{err}");
+        assert!(
+            EtcdClient::new("https://10.0.0.1:2379")
+                .unwrap()
+                .tls
+                .is_some()
+        );
+        assert!(
+            EtcdClient::new("10.0.0.1:2379?tls_server_name=etcd")
+                .unwrap()
+                .tls
+                .is_some()
+        );
+        assert!(
+            EtcdClient::new("10.0.0.1:2379,10.0.0.2:2379")
+                .unwrap()
+                .tls
+                .is_none()
+        );
         let err = EtcdClient::new("bad host:1").unwrap_err();
         assert!(err.to_string().contains("not host:port"), "{err}");
+        let err = EtcdClient::new("10.0.0.1:2379?tls_cert=c.pem").unwrap_err();
+        assert!(err.to_string().contains("without tls_key"), "{err}");
+        let err = EtcdClient::new("10.0.0.1:2379?timeout=3s").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown option `timeout`"),
+            "{err}"
+        );
+        let err = EtcdClient::new("https://10.0.0.1:2379?tls_ca=/nonexistent/ca.pem").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+}
+
+/// The connection settings every etcd endpoint gets.
+fn tune(endpoint: Endpoint) -> Endpoint {
+    endpoint
+        .connect_timeout(Duration::from_secs(2))
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true)
+}
+
+/// Dials etcd over TLS: each new connection tries the endpoints in turn, starting
+/// after the one used last, so a dead member is skipped (as etcd's own client fails
+/// over) and the rustls configuration of [`LinkTls`] follows its files.
+#[derive(Clone)]
+struct Failover {
+    /// What the last connection's TLS failed with (an alert read after the
+    /// handshake, as a TLS 1.3 server sends when it refuses our certificate): the
+    /// HTTP/2 error above it no longer says.
+    last_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    hosts: std::sync::Arc<Vec<String>>,
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tls: LinkTls,
+    connector: tokio_rustls::TlsConnector,
+    handshakes: rmicro::transport::Handshakes,
+}
+
+impl Failover {
+    fn new(hosts: Vec<String>, tls: &LinkTls) -> Result<Self, rmicro::transport::TlsError> {
+        let (config, handshakes) = tls.observed_client_config(&[b"h2"])?;
+        Ok(Failover {
+            last_error: std::sync::Arc::default(),
+            hosts: std::sync::Arc::new(hosts),
+            next: std::sync::Arc::default(),
+            tls: tls.clone(),
+            connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+            handshakes,
+        })
+    }
+
+    async fn dial(self) -> Result<hyper_util::rt::TokioIo<Recording>, std::io::Error> {
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..self.hosts.len() {
+            let host = &self.hosts[(start + i) % self.hosts.len()];
+            match self.dial_one(host).await {
+                Ok(stream) => {
+                    return Ok(hyper_util::rt::TokioIo::new(Recording {
+                        stream,
+                        last_error: self.last_error.clone(),
+                    }));
+                }
+                Err(err) => {
+                    *rmicro::sync::lock(&self.last_error) = Some(err.to_string());
+                    last = Some(err);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no etcd endpoint")))
+    }
+
+    async fn dial_one(
+        &self,
+        host: &str,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, std::io::Error> {
+        let name = host
+            .rsplit_once(':')
+            .map_or(host, |(name, _)| name)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let server_name = self
+            .tls
+            .server_name_for(name)
+            .map_err(std::io::Error::other)?;
+        let tcp =
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(host))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("{host}: no answer within 2s"),
+                    )
+                })??;
+        tcp.set_nodelay(true)?;
+        self.connector.connect(server_name, tcp).await
+    }
+}
+
+impl tower::Service<http::Uri> for Failover {
+    type Response = hyper_util::rt::TokioIo<Recording>;
+    type Error = std::io::Error;
+    type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: http::Uri) -> Self::Future {
+        Box::pin(self.clone().dial())
+    }
+}
+
+/// A TLS stream that writes the error it fails with where [`EtcdClient`] finds it.
+struct Recording {
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    last_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Recording {
+    fn record<T>(
+        &self,
+        poll: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        if let std::task::Poll::Ready(Err(err)) = &poll {
+            *rmicro::sync::lock(&self.last_error) = Some(err.to_string());
+        }
+        poll
+    }
+}
+
+impl tokio::io::AsyncRead for Recording {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let poll = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        self.record(poll)
+    }
+}
+
+impl tokio::io::AsyncWrite for Recording {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.record(poll)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let poll = std::pin::Pin::new(&mut self.stream).poll_flush(cx);
+        self.record(poll)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

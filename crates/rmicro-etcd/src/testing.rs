@@ -15,17 +15,45 @@ pub fn etcd_binary() -> Option<PathBuf> {
 /// An etcd server started for a test.
 pub struct EtcdServer {
     process: ServerProcess,
+    /// The address (with TLS options) the readiness probe dials.
+    probe: String,
+}
+
+/// The files of an etcd started with [`EtcdServer::start_tls`].
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// The server certificate (PEM).
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// The CA client certificates must chain to; `None` for no client certificates.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl EtcdServer {
     /// Starts etcd (from [`etcd_binary`]) and waits until it answers; `Ok(None)` when
     /// no etcd is installed.
     pub async fn start() -> std::io::Result<Option<EtcdServer>> {
+        Self::launch(None).await
+    }
+
+    /// Starts etcd serving clients over TLS only (`https://`), with the server
+    /// certificate and key files of `tls` and, when it names a client CA, client
+    /// certificates required (`--client-cert-auth`). `probe` is the address
+    /// options (`?tls_ca=…&tls_cert=…&tls_key=…`) the readiness probe connects
+    /// with; empty, it waits only until the port accepts TCP connections.
+    /// `Ok(None)` when no etcd is installed.
+    pub async fn start_tls(tls: EtcdTls, probe: &str) -> std::io::Result<Option<EtcdServer>> {
+        Self::launch(Some((tls, probe.to_owned()))).await
+    }
+
+    async fn launch(tls: Option<(EtcdTls, String)>) -> std::io::Result<Option<EtcdServer>> {
         let Some(binary) = etcd_binary() else {
             return Ok(None);
         };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let process = ServerProcess::new("etcd", binary, 2, |dir, ports| {
-            let client = format!("http://127.0.0.1:{}", ports[0]);
+            let client = format!("{scheme}://127.0.0.1:{}", ports[0]);
             let peer = format!("http://127.0.0.1:{}", ports[1]);
             let mut args: Vec<std::ffi::OsString> = Vec::new();
             for (flag, value) in [
@@ -41,9 +69,22 @@ impl EtcdServer {
             }
             args.push("--data-dir".into());
             args.push(dir.join("data").into());
+            if let Some((tls, _)) = &tls {
+                args.extend(["--cert-file".into(), tls.cert.clone().into()]);
+                args.extend(["--key-file".into(), tls.key.clone().into()]);
+                if let Some(ca) = &tls.client_ca {
+                    args.extend(["--trusted-ca-file".into(), ca.clone().into()]);
+                    args.push("--client-cert-auth".into());
+                }
+            }
             args
         })?;
-        let mut server = EtcdServer { process };
+        let probe = match &tls {
+            Some((_, options)) if options.is_empty() => String::new(),
+            Some((_, options)) => format!("https://127.0.0.1:{}{options}", process.ports()[0]),
+            None => format!("127.0.0.1:{}", process.ports()[0]),
+        };
+        let mut server = EtcdServer { process, probe };
         server.resume().await?;
         Ok(Some(server))
     }
@@ -82,7 +123,10 @@ impl EtcdServer {
 
     /// Starts the server again on the same ports and data, and waits until it answers.
     pub async fn resume(&mut self) -> std::io::Result<()> {
-        let probe = EtcdClient::new(&self.address())
+        if self.probe.is_empty() {
+            return self.process.start_listening().await;
+        }
+        let probe = EtcdClient::new(&self.probe)
             .map_err(std::io::Error::other)?
             .with_timeout(Duration::from_millis(500));
         self.process

@@ -164,7 +164,9 @@ async fn registry_flag_selects_etcd_once_installed() {
     }
     let registry = rmicro::registry::from_flags("etcd", Some("127.0.0.1:1")).expect("etcd");
     assert_eq!(registry.describe(), "etcd://127.0.0.1:1");
-    let err =
-        rmicro::registry::from_flags("etcd", Some("https://x:1")).expect_err("TLS address refused");
-    assert!(err.to_string().contains("cannot use address"), "{err}");
+    let err = rmicro::registry::from_flags("etcd", Some("x:1?bogus=1"))
+        .expect_err("an unknown option is refused");
+    assert!(err.to_string().contains("unknown option `bogus`"), "{err}");
+    let tls = rmicro::registry::from_flags("etcd", Some("https://x:1")).expect("TLS");
+    assert_eq!(tls.describe(), "etcd://https://x:1");
 }

@@ -6,7 +6,7 @@
 
 use rmicro::broker::Broker;
 use rmicro::broker::testing::round_trip;
-use rmicro::testing::{TestCa, TestCert, in_ci};
+use rmicro::testing::{TestCa, TestCert, in_ci, link_options};
 use rmicro_mqtt::MqttBroker;
 use rmicro_mqtt::testing::MosquittoServer;
 
@@ -49,15 +49,10 @@ async fn start(ca: &TestCa, cert: &TestCert) -> Option<MosquittoServer> {
 }
 
 fn address(userinfo: &str, port: u16, ca: &std::path::Path, client: Option<&TestCert>) -> String {
-    let mut address = format!("mqtts://{userinfo}127.0.0.1:{port}?tls_ca={}", ca.display());
-    if let Some(client) = client {
-        address.push_str(&format!(
-            "&tls_cert={}&tls_key={}",
-            client.cert_file.display(),
-            client.key_file.display()
-        ));
-    }
-    address
+    format!(
+        "mqtts://{userinfo}127.0.0.1:{port}?{}",
+        link_options(ca, client)
+    )
 }
 
 async fn refusal(address: &str) -> String {

@@ -7,7 +7,7 @@
 use base64::Engine;
 use rmicro::broker::Broker;
 use rmicro::broker::testing::round_trip;
-use rmicro::testing::{TestCa, TestCert, in_ci};
+use rmicro::testing::{TestCa, TestCert, in_ci, link_options};
 use rmicro_nats::testing::NatsServer;
 use rmicro_nats::{Mode, from_address};
 
@@ -35,18 +35,6 @@ fn tls_block(ca: &TestCa, cert: &TestCert, verify: bool) -> String {
     )
 }
 
-fn tls_options(ca: &std::path::Path, client: Option<&TestCert>) -> String {
-    let mut options = format!("tls_ca={}", ca.display());
-    if let Some(client) = client {
-        options.push_str(&format!(
-            "&tls_cert={}&tls_key={}",
-            client.cert_file.display(),
-            client.key_file.display()
-        ));
-    }
-    options
-}
-
 async fn refusal(address: &str) -> String {
     let broker = from_address(Some(address), Mode::Core).unwrap();
     match broker.connect().await {
@@ -68,7 +56,7 @@ async fn mutual_tls_and_a_password() {
         return;
     };
     let port = server.port();
-    let good = tls_options(&ca.cert_file(), Some(&client));
+    let good = link_options(&ca.cert_file(), Some(&client));
 
     let broker = from_address(
         Some(&format!("tls://app:pw-9f3k2@127.0.0.1:{port}?{good}")),
@@ -89,7 +77,7 @@ async fn mutual_tls_and_a_password() {
     let other = TestCa::new("other-ca");
     let err = refusal(&format!(
         "tls://app:pw-9f3k2@127.0.0.1:{port}?{}",
-        tls_options(&other.cert_file(), Some(&client))
+        link_options(&other.cert_file(), Some(&client))
     ))
     .await;
     assert!(
@@ -99,7 +87,7 @@ async fn mutual_tls_and_a_password() {
 
     let err = refusal(&format!(
         "tls://app:pw-9f3k2@127.0.0.1:{port}?{}",
-        tls_options(&ca.cert_file(), None)
+        link_options(&ca.cert_file(), None)
     ))
     .await;
     assert!(
@@ -110,7 +98,7 @@ async fn mutual_tls_and_a_password() {
     let expired = ca.expired_client("app");
     let err = refusal(&format!(
         "tls://app:pw-9f3k2@127.0.0.1:{port}?{}",
-        tls_options(&ca.cert_file(), Some(&expired))
+        link_options(&ca.cert_file(), Some(&expired))
     ))
     .await;
     assert!(
@@ -134,7 +122,7 @@ async fn an_expired_server_certificate_is_named() {
     let err = refusal(&format!(
         "tls://127.0.0.1:{}?{}",
         server.port(),
-        tls_options(&ca.cert_file(), None)
+        link_options(&ca.cert_file(), None)
     ))
     .await;
     assert!(err.contains("server's certificate has expired"), "{err}");

@@ -6,7 +6,7 @@
 
 use rmicro::broker::Broker;
 use rmicro::broker::testing::round_trip;
-use rmicro::testing::{ServerProcess, TestCa, TestCert, in_ci};
+use rmicro::testing::{ServerProcess, TestCa, TestCert, in_ci, link_options};
 use rmicro_redis::RedisBroker;
 
 async fn start(ca: &TestCa, cert: &TestCert) -> Option<ServerProcess> {
@@ -41,18 +41,10 @@ async fn start(ca: &TestCa, cert: &TestCert) -> Option<ServerProcess> {
 }
 
 fn address(userinfo: &str, port: u16, ca: &std::path::Path, client: Option<&TestCert>) -> String {
-    let mut address = format!(
-        "rediss://{userinfo}127.0.0.1:{port}?tls_ca={}",
-        ca.display()
-    );
-    if let Some(client) = client {
-        address.push_str(&format!(
-            "&tls_cert={}&tls_key={}",
-            client.cert_file.display(),
-            client.key_file.display()
-        ));
-    }
-    address
+    format!(
+        "rediss://{userinfo}127.0.0.1:{port}?{}",
+        link_options(ca, client)
+    )
 }
 
 async fn refusal(address: &str) -> String {

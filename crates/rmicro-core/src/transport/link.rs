@@ -159,6 +159,16 @@ impl LinkTls {
     /// follow them when they change. Fails now, with a sentence naming the file,
     /// if a file cannot be read or used.
     pub fn client_config(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, TlsError> {
+        Ok(self.observed_client_config(alpn)?.0)
+    }
+
+    /// [`LinkTls::client_config`] and what its handshakes have seen, for client
+    /// libraries whose errors lose the TLS cause (see [`Handshakes`]).
+    pub fn observed_client_config(
+        &self,
+        alpn: &[&[u8]],
+    ) -> Result<(rustls::ClientConfig, Handshakes), TlsError> {
+        let handshakes = Handshakes::default();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let material = Material::load(self, &provider)?;
         let reloading = Arc::new(Reloading {
@@ -167,6 +177,7 @@ impl LinkTls {
             current: RwLock::new(Arc::new(material)),
             checked: Mutex::new(Instant::now()),
             sessions: RwLock::new(Arc::new(ClientSessionMemoryCache::new(SESSIONS))),
+            handshakes: handshakes.clone(),
         });
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
@@ -175,7 +186,7 @@ impl LinkTls {
             .with_client_cert_resolver(reloading.clone());
         config.resumption = rustls::client::Resumption::store(reloading);
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Ok(config)
+        Ok((config, handshakes))
     }
 
     /// A tokio-rustls connector on [`LinkTls::client_config`].
@@ -299,6 +310,25 @@ struct Reloading {
     /// Resumable sessions; emptied when the files change, so that a resumed
     /// session does not carry the previous identity past a rotation.
     sessions: RwLock<Arc<ClientSessionMemoryCache>>,
+    handshakes: Handshakes,
+}
+
+/// What the handshakes of one [`LinkTls`] configuration have seen: whether a
+/// server asked for a client certificate that we do not have. A TLS 1.3 server
+/// refuses a missing certificate only after the client's side of the handshake
+/// is done, and its alert is often lost in a reset connection; this is known
+/// for sure.
+#[derive(Debug, Clone, Default)]
+pub struct Handshakes {
+    asked_without_identity: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Handshakes {
+    /// Whether a server asked for a client certificate and we had none to give.
+    pub fn certificate_asked_for_and_missing(&self) -> bool {
+        self.asked_without_identity
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// How many servers' sessions a link remembers (rustls's default).
@@ -462,11 +492,17 @@ impl rustls::client::ResolvesClientCert for Reloading {
         _root_hint_subjects: &[&[u8]],
         _sigschemes: &[rustls::SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        self.material().identity.clone()
+        // rustls asks only when the server sent a CertificateRequest.
+        let identity = self.material().identity.clone();
+        self.handshakes
+            .asked_without_identity
+            .store(identity.is_none(), std::sync::atomic::Ordering::Relaxed);
+        identity
     }
 
     fn has_certs(&self) -> bool {
-        self.tls.has_identity()
+        // Always asked, so that a server's request is seen even without one.
+        true
     }
 }
 

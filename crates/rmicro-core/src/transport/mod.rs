@@ -31,5 +31,7 @@ pub use tls::{ClientAuth, ClientTls, ServerTls, TlsError};
 
 pub use body::{Body, BodyError};
 pub use limits::ConnectionLimits;
-pub use link::{LINK_TLS_OPTIONS, LinkTls, error_chain, explain_link_failure, link_failure};
+pub use link::{
+    Handshakes, LINK_TLS_OPTIONS, LinkTls, error_chain, explain_link_failure, link_failure,
+};
 pub use preface::{Prefaced, sniff_http};
