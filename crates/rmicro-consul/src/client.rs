@@ -6,7 +6,10 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rmicro::transport::{Handshakes, LINK_TLS_OPTIONS, LinkTls};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// How long a non-blocking request may take.
@@ -87,7 +90,11 @@ pub struct ConsulClient {
     base: String,
     token: Option<String>,
     timeout: Duration,
-    http: Client<HttpConnector, Full<Bytes>>,
+    /// TLS settings, when the agent speaks HTTPS (for explaining failures).
+    tls: Option<LinkTls>,
+    /// What the TLS handshakes saw (a certificate asked for and missing).
+    handshakes: Handshakes,
+    http: Client<Connector, Full<Bytes>>,
 }
 
 impl std::fmt::Debug for ConsulClient {
@@ -97,36 +104,109 @@ impl std::fmt::Debug for ConsulClient {
 }
 
 impl ConsulClient {
-    /// A client for the agent at `address` (`host:port` or `http://host:port`).
+    /// A client for the agent at `address`: `host:port`, `http://host:port` or
+    /// `https://host:port`, then optionally `?tls_ca=FILE&tls_cert=FILE&tls_key=FILE
+    /// &tls_server_name=NAME` ([`LinkTls::from_options`]; any of them means HTTPS)
+    /// and `token_file=FILE` (the ACL token, read now; `CONSUL_HTTP_TOKEN` and
+    /// `CONSUL_HTTP_TOKEN_FILE` are read when the address names none).
     pub fn new(address: &str) -> Result<Self, ConsulError> {
         let bad = |detail: &str| ConsulError::BadAddress {
             address: address.to_owned(),
             detail: detail.to_owned(),
         };
-        let trimmed = address.trim().trim_end_matches('/');
-        if trimmed.starts_with("https://") {
-            return Err(bad("HTTPS to Consul is not supported yet; use http://"));
+        let (main, query) = address
+            .trim()
+            .split_once('?')
+            .unwrap_or((address.trim(), ""));
+        let mut options: Vec<(String, String)> = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some((key, value)) if !key.is_empty() => {
+                    options.push((key.to_owned(), value.to_owned()))
+                }
+                _ => return Err(bad(&format!("option `{pair}` is not key=value"))),
+            }
         }
-        let host = trimmed
-            .strip_prefix("http://")
-            .or_else(|| trimmed.strip_prefix("consul://"))
-            .unwrap_or(trimmed);
+        let mut take = |key: &str| {
+            let at = options.iter().rposition(|(k, _)| k == key)?;
+            Some(options.remove(at).1)
+        };
+        let tls = LinkTls::from_options(&mut take).map_err(|e| bad(&e.to_string()))?;
+        let token_file = take("token_file");
+        if let Some((key, _)) = options.first() {
+            return Err(bad(&format!(
+                "unknown option `{key}`; Consul takes token_file=FILE, {LINK_TLS_OPTIONS}"
+            )));
+        }
+        let trimmed = main.trim_end_matches('/');
+        let (https, host) = match trimmed.strip_prefix("https://") {
+            Some(host) => (true, host),
+            None => (
+                false,
+                trimmed
+                    .strip_prefix("http://")
+                    .or_else(|| trimmed.strip_prefix("consul://"))
+                    .unwrap_or(trimmed),
+            ),
+        };
         if host.is_empty() || host.contains('/') {
             return Err(bad("expected host:port"));
         }
-        let base = format!("http://{host}");
+        let tls = match (tls, https) {
+            (Some(tls), _) => Some(tls),
+            (None, true) => Some(LinkTls::new()),
+            (None, false) => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{host}");
         base.parse::<http::Uri>()
             .map_err(|e| bad(&format!("expected host:port ({e})")))?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let token_file = token_file.or_else(|| {
+            std::env::var("CONSUL_HTTP_TOKEN_FILE")
+                .ok()
+                .filter(|f| !f.is_empty())
+        });
+        let token = match token_file {
+            Some(file) => {
+                let token = std::fs::read_to_string(&file)
+                    .map_err(|e| bad(&format!("cannot read the ACL token file {file}: {e}")))?;
+                Some(token.trim().to_owned()).filter(|t| !t.is_empty())
+            }
+            None => std::env::var("CONSUL_HTTP_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        };
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(2)));
+        http.enforce_http(false);
+        let connector = match &tls {
+            Some(tls) => {
+                let (config, handshakes) = tls
+                    .observed_client_config(&[b"http/1.1"])
+                    .map_err(|e| bad(&e.to_string()))?;
+                Connector {
+                    http,
+                    tls: Some((
+                        tls.clone(),
+                        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+                    )),
+                    handshakes,
+                }
+            }
+            None => Connector {
+                http,
+                tls: None,
+                handshakes: Handshakes::default(),
+            },
+        };
         Ok(ConsulClient {
             address: host.to_owned(),
             base,
-            token: std::env::var("CONSUL_HTTP_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty()),
+            token,
             timeout: DEFAULT_TIMEOUT,
+            tls,
+            handshakes: connector.handshakes.clone(),
             http: Client::builder(TokioExecutor::new()).build(connector),
         })
     }
@@ -229,13 +309,15 @@ impl ConsulClient {
             .map_err(|e| failed(format!("cannot build the request: {e}")))?;
         let exchange = async {
             let response = self.http.request(request).await.map_err(|e| {
-                let mut detail = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    detail = format!("{detail}: {cause}");
-                    source = cause.source();
+                let detail = rmicro::transport::error_chain(&e);
+                let plain = LinkTls::default();
+                let tls = self.tls.as_ref().unwrap_or(&plain);
+                match tls.explain_observed(&self.handshakes, &format!("{detail} {e:?}")) {
+                    Some(sentence) if self.tls.is_some() => {
+                        failed(format!("{sentence} ({detail})"))
+                    }
+                    _ => failed(detail),
                 }
-                failed(detail)
             })?;
             let status = response.status();
             let index = response
@@ -346,7 +428,20 @@ mod tests {
 
     #[test]
     fn addresses_are_checked() {
-        assert!(ConsulClient::new("https://c:8500").is_err());
+        let tls = ConsulClient::new("https://c:8500").unwrap();
+        assert!(tls.tls.is_some() && tls.base.starts_with("https://"));
+        assert!(
+            ConsulClient::new("c:8500?tls_server_name=consul")
+                .unwrap()
+                .tls
+                .is_some()
+        );
+        let err = ConsulClient::new("c:8500?dc=eu").unwrap_err().to_string();
+        assert!(err.contains("unknown option `dc`"), "{err}");
+        let err = ConsulClient::new("c:8500?tls_key=k.pem")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("without tls_cert"), "{err}");
         assert!(ConsulClient::new("").is_err());
         assert!(ConsulClient::new("c:8500/v1").is_err());
         assert_eq!(
@@ -361,5 +456,93 @@ mod tests {
     fn segments_are_escaped() {
         assert_eq!(segment("service:greeter-1"), "service:greeter-1");
         assert_eq!(segment("a/b c"), "a%2Fb%20c");
+    }
+}
+
+/// Dials the agent: plain TCP, or TLS over it through [`LinkTls`]'s rustls
+/// configuration (which follows its files).
+#[derive(Clone)]
+pub(crate) struct Connector {
+    http: HttpConnector,
+    tls: Option<(LinkTls, tokio_rustls::TlsConnector)>,
+    handshakes: Handshakes,
+}
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = Io;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = futures_util::future::BoxFuture<'static, Result<Io, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let tcp = self.http.call(uri.clone());
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let tcp = tcp.await?;
+            let Some((settings, connector)) = tls else {
+                return Ok(Io::Plain(tcp));
+            };
+            let host = uri.host().unwrap_or_default();
+            let name = settings.server_name_for(host)?;
+            let stream = connector.connect(name, tcp.into_inner()).await?;
+            Ok(Io::Tls(Box::new(TokioIo::new(stream))))
+        })
+    }
+}
+
+/// A connection to the agent, plain or TLS.
+pub(crate) enum Io {
+    /// HTTP.
+    Plain(TokioIo<tokio::net::TcpStream>),
+    /// HTTPS.
+    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>),
+}
+
+impl hyper::rt::Read for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Io::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Io::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_flush(cx),
+            Io::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Io::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for Io {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new()
     }
 }

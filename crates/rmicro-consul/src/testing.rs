@@ -13,6 +13,11 @@
 //!   `GET /v1/health/state/any`,
 //! - `GET`/`PUT`/`DELETE /v1/kv/<key>[?recurse]` (values base64 in JSON, as Consul).
 //!
+//! With [`DoubleOptions`] it serves HTTPS (client certificates verified when a
+//! client CA is given) and enforces an ACL token as an agent with ACLs on and
+//! `default_policy = "deny"` does (403 `ACL not found` for an unknown token, 403
+//! `Permission denied` for none).
+//!
 //! TTL checks turn critical when not passed within their TTL, and services whose
 //! check stays critical for `DeregisterCriticalServiceAfter` are removed. Unlike a
 //! real agent (which reaps every 30 s and enforces a one-minute minimum), the
@@ -146,6 +151,8 @@ impl State {
 struct Inner {
     state: Mutex<State>,
     changed: tokio::sync::watch::Sender<u64>,
+    /// The ACL token every request must carry, when ACLs are on.
+    acl_token: Option<String>,
 }
 
 impl Inner {
@@ -168,16 +175,39 @@ impl Inner {
     }
 }
 
+/// How a [`ConsulDouble`] is secured.
+#[derive(Debug, Clone, Default)]
+pub struct DoubleOptions {
+    /// Serve HTTPS with this identity (and verify client certificates when it has
+    /// a client CA), as an agent with `verify_incoming` does.
+    pub tls: Option<rmicro::transport::ServerTls>,
+    /// Turn ACLs on (`default_policy = "deny"`): every request needs this token.
+    pub acl_token: Option<String>,
+}
+
 /// A running Consul double on a free loopback port. Stops when dropped.
 pub struct ConsulDouble {
     inner: Arc<Inner>,
     address: SocketAddr,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     tasks: JoinSet<()>,
 }
 
 impl ConsulDouble {
     /// Starts the double on `127.0.0.1:0`.
     pub async fn start() -> std::io::Result<ConsulDouble> {
+        Self::start_with(DoubleOptions::default()).await
+    }
+
+    /// Starts the double with HTTPS and/or ACLs (see [`DoubleOptions`]).
+    pub async fn start_with(options: DoubleOptions) -> std::io::Result<ConsulDouble> {
+        let acceptor = match &options.tls {
+            Some(tls) => Some(tokio_rustls::TlsAcceptor::from(
+                tls.rustls_config(&[b"http/1.1"])
+                    .map_err(std::io::Error::other)?,
+            )),
+            None => None,
+        };
         let (changed, _) = tokio::sync::watch::channel(1);
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
@@ -185,12 +215,14 @@ impl ConsulDouble {
                 ..Default::default()
             }),
             changed,
+            acl_token: options.acl_token,
         });
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let mut double = ConsulDouble {
             inner,
             address,
+            acceptor,
             tasks: JoinSet::new(),
         };
         double.serve(listener);
@@ -199,6 +231,7 @@ impl ConsulDouble {
 
     fn serve(&mut self, listener: TcpListener) {
         let inner = self.inner.clone();
+        let acceptor = self.acceptor.clone();
         self.tasks.spawn(async move {
             let mut connections = JoinSet::new();
             loop {
@@ -206,14 +239,20 @@ impl ConsulDouble {
                     continue;
                 };
                 let inner = inner.clone();
+                let acceptor = acceptor.clone();
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let inner = inner.clone();
                         async move { Ok::<_, std::convert::Infallible>(handle(inner, req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match acceptor {
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(tls) => http.serve_connection(TokioIo::new(tls), service).await,
+                            Err(_) => return,
+                        },
+                    };
                 });
                 while connections.try_join_next().is_some() {}
             }
@@ -289,6 +328,38 @@ impl Drop for ConsulDouble {
     }
 }
 
+/// Consul's answers with ACLs on and `default_policy = "deny"`: a request with no
+/// token runs as the anonymous token, which may do nothing (403 `Permission
+/// denied`); an unknown token is 403 `ACL not found`. The token comes in
+/// `X-Consul-Token`, `Authorization: Bearer`, or `?token=`, as Consul reads it.
+fn acl_refusal(
+    expected: &str,
+    req: &Request<Incoming>,
+    query: &BTreeMap<String, String>,
+) -> Option<Response<Full<Bytes>>> {
+    let headers = req.headers();
+    let given = headers
+        .get("X-Consul-Token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_owned)
+        })
+        .or_else(|| query.get("token").cloned());
+    match given {
+        Some(token) if token == expected => None,
+        Some(_) => Some(reply(StatusCode::FORBIDDEN, "ACL not found")),
+        None => Some(reply(
+            StatusCode::FORBIDDEN,
+            "Permission denied: anonymous token lacks permission",
+        )),
+    }
+}
+
 fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
@@ -358,6 +429,11 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Full<Byte
         .into_owned();
     let query = query(&req);
     inner.mutate(|s| s.requests.push(format!("{method} {path}")));
+    if let Some(expected) = &inner.acl_token
+        && let Some(refused) = acl_refusal(expected, &req, &query)
+    {
+        return refused;
+    }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
         Err(err) => return reply(StatusCode::PAYLOAD_TOO_LARGE, err.to_string()),

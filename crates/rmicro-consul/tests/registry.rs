@@ -220,6 +220,8 @@ async fn the_double_rejects_what_consul_rejects() {
 async fn registry_flag_selects_consul_once_installed() {
     let registry = rmicro::registry::from_flags("consul", Some("127.0.0.1:8501")).expect("consul");
     assert_eq!(registry.describe(), "consul://127.0.0.1:8501");
-    let err = rmicro::registry::from_flags("consul", Some("https://c:1")).expect_err("TLS");
-    assert!(err.to_string().contains("cannot use address"), "{err}");
+    let err = rmicro::registry::from_flags("consul", Some("c:1?bogus=1")).expect_err("an option");
+    assert!(err.to_string().contains("unknown option `bogus`"), "{err}");
+    let tls = rmicro::registry::from_flags("consul", Some("https://c:1")).expect("HTTPS");
+    assert_eq!(tls.describe(), "consul://c:1");
 }

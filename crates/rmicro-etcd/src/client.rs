@@ -109,6 +109,8 @@ pub struct EtcdClient {
     channel: Channel,
     /// TLS settings, when the endpoints speak TLS (for explaining failures).
     tls: Option<LinkTls>,
+    /// User, password and current token, when etcd's auth is on.
+    auth: Option<Auth>,
     /// The last TLS error of the connector (see [`Failover`]).
     tls_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// Whether etcd asked for a client certificate we lack (see [`Failover`]).
@@ -140,10 +142,13 @@ impl EtcdClient {
     /// `https://host:port`, then optionally `?tls_ca=FILE&tls_cert=FILE&tls_key=FILE
     /// &tls_server_name=NAME` ([`LinkTls::from_options`]): TLS when an endpoint is
     /// `https://` or a TLS option is given, with the CA, client certificate and
-    /// key files read again when they change (for the next connection).
+    /// key files read again when they change (for the next connection). With
+    /// `user:password@` before a host, etcd's auth is used: the client exchanges
+    /// them for a token (`Auth.Authenticate`), sends it with every call, and gets
+    /// a new one when etcd refuses it; the password is never shown.
     pub fn new(addresses: &str) -> Result<Self, EtcdError> {
         let bad = |detail: String| EtcdError::BadAddress {
-            address: addresses.to_owned(),
+            address: redacted(addresses),
             detail,
         };
         let (list, query) = addresses.split_once('?').unwrap_or((addresses, ""));
@@ -168,6 +173,7 @@ impl EtcdClient {
         }
         let mut hosts = Vec::new();
         let mut https = false;
+        let mut credentials = None;
         for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let part = part.strip_prefix("etcd://").unwrap_or(part);
             let host = match part.strip_prefix("https://") {
@@ -176,6 +182,16 @@ impl EtcdClient {
                     host
                 }
                 None => part.strip_prefix("http://").unwrap_or(part),
+            };
+            let host = match host.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let (user, password) = userinfo
+                        .split_once(':')
+                        .ok_or_else(|| bad("credentials are user:password@host".into()))?;
+                    credentials = Some((user.to_owned(), password.to_owned()));
+                    host
+                }
+                None => host,
             };
             let host = host.trim_end_matches('/');
             // Checked as a URI now, so a typo fails here and not at the first call.
@@ -191,6 +207,13 @@ impl EtcdClient {
             (None, true) => Some(LinkTls::new()),
             (None, false) => None,
         };
+        // What errors and logs show: never the password.
+        let scheme = if tls.is_some() { "https://" } else { "" };
+        let shown = hosts
+            .iter()
+            .map(|h| format!("{scheme}{h}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut tls_error = std::sync::Arc::default();
         let mut handshakes = rmicro::transport::Handshakes::default();
         let channel = match &tls {
@@ -218,9 +241,14 @@ impl EtcdClient {
             }
         };
         Ok(EtcdClient {
-            endpoints: list.to_owned(),
+            endpoints: shown,
             channel,
             tls,
+            auth: credentials.map(|(user, password)| Auth {
+                user,
+                password,
+                token: std::sync::Arc::default(),
+            }),
             tls_error,
             handshakes,
             timeout: DEFAULT_TIMEOUT,
@@ -246,15 +274,76 @@ impl EtcdClient {
         }
     }
 
-    async fn unary<T, F>(&self, operation: impl Into<String>, call: F) -> Result<T, EtcdError>
+    /// Runs `call` (made again for a retry) within the timeout; with user and
+    /// password set, first authenticates if there is no token yet, and once more
+    /// when etcd refuses the token (it expired: simple tokens live
+    /// `--auth-token-ttl`, 5 min by default), then calls again.
+    async fn unary<T, F, Fut>(&self, operation: impl Into<String>, call: F) -> Result<T, EtcdError>
     where
-        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
+        let operation = operation.into();
+        self.ensure_token().await?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let result = match tokio::time::timeout_at(deadline, call()).await {
+            Ok(Err(status)) if self.token_rejected(&status) => {
+                self.authenticate().await?;
+                tokio::time::timeout_at(deadline, call()).await
+            }
+            other => other,
+        };
+        match result {
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(status)) => Err(self.error(operation, self.status(&status))),
             Err(_) => Err(self.error(operation, format!("no answer within {:?}", self.timeout))),
         }
+    }
+
+    /// Authenticates unless a token is held (or no user is set).
+    async fn ensure_token(&self) -> Result<(), EtcdError> {
+        match &self.auth {
+            Some(auth) if rmicro::sync::read(&auth.token).is_none() => self.authenticate().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether etcd refused the call for want of a valid token.
+    fn token_rejected(&self, status: &tonic::Status) -> bool {
+        self.auth.is_some()
+            && (status.code() == tonic::Code::Unauthenticated
+                || status.message().contains("invalid auth token"))
+    }
+
+    /// Gets a fresh token for the configured user (`Auth.Authenticate`).
+    async fn authenticate(&self) -> Result<(), EtcdError> {
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
+        let operation = format!("authenticate as `{}`", auth.user);
+        // A plain client: a stale token on this call would be refused too.
+        let mut client = pb::auth_client::AuthClient::new(self.channel.clone());
+        let request = pb::AuthenticateRequest {
+            name: auth.user.clone(),
+            password: auth.password.clone(),
+        };
+        let response = match tokio::time::timeout(self.timeout, client.authenticate(request)).await
+        {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => return Err(self.error(operation, self.status(&status))),
+            Err(_) => {
+                return Err(self.error(operation, format!("no answer within {:?}", self.timeout)));
+            }
+        };
+        let token = tonic::metadata::MetadataValue::try_from(response.token.as_str())
+            .map_err(|e| self.error(operation, format!("etcd sent an unusable token: {e}")))?;
+        *rmicro::sync::write(&auth.token) = Some(token);
+        Ok(())
+    }
+
+    /// The interceptor that puts the current token on every call.
+    fn attach(&self) -> AttachToken {
+        AttachToken(self.auth.as_ref().map(|auth| auth.token.clone()))
     }
 
     /// What a failed call's status says, with the TLS cause in a sentence when a
@@ -271,29 +360,51 @@ impl EtcdClient {
         if let Some(tls_error) = rmicro::sync::lock(&self.tls_error).take() {
             chain = format!("{chain}: {tls_error}");
         }
-        if self.handshakes.certificate_asked_for_and_missing() {
-            return format!(
-                "the server requires a client certificate: give one (tls_cert=FILE&tls_key=FILE in the address) ({chain})"
-            );
-        }
         let plain = LinkTls::default();
-        match self
-            .tls
-            .as_ref()
-            .unwrap_or(&plain)
-            .explain(&format!("{chain} {status:?}"))
-        {
+        let tls = self.tls.as_ref().unwrap_or(&plain);
+        match tls.explain_observed(&self.handshakes, &format!("{chain} {status:?}")) {
             Some(sentence) => format!("{sentence} ({chain})"),
             None => text,
         }
     }
 
-    fn kv(&self) -> pb::kv_client::KvClient<Channel> {
-        pb::kv_client::KvClient::new(self.channel.clone())
+    /// A `Range` call (see [`EtcdClient::unary`]).
+    async fn range(
+        &self,
+        operation: String,
+        request: pb::RangeRequest,
+    ) -> Result<pb::RangeResponse, EtcdError> {
+        self.unary(operation, || {
+            let (mut client, request) = (self.kv(), request.clone());
+            async move { client.range(request).await.map(tonic::Response::into_inner) }
+        })
+        .await
     }
 
-    fn lease(&self) -> pb::lease_client::LeaseClient<Channel> {
-        pb::lease_client::LeaseClient::new(self.channel.clone())
+    /// A `DeleteRange` call (see [`EtcdClient::unary`]).
+    async fn delete_range(
+        &self,
+        operation: String,
+        request: pb::DeleteRangeRequest,
+    ) -> Result<pb::DeleteRangeResponse, EtcdError> {
+        self.unary(operation, || {
+            let (mut client, request) = (self.kv(), request.clone());
+            async move {
+                client
+                    .delete_range(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
+    fn kv(&self) -> pb::kv_client::KvClient<Authed> {
+        pb::kv_client::KvClient::with_interceptor(self.channel.clone(), self.attach())
+    }
+
+    fn lease(&self) -> pb::lease_client::LeaseClient<Authed> {
+        pb::lease_client::LeaseClient::with_interceptor(self.channel.clone(), self.attach())
     }
 
     /// The value of `key`, if it exists.
@@ -302,9 +413,7 @@ impl EtcdClient {
             key: key.as_bytes().to_vec(),
             ..Default::default()
         };
-        let response = self
-            .unary(format!("get {key}"), self.kv().range(request))
-            .await?;
+        let response = self.range(format!("get {key}"), request).await?;
         Ok(response.kvs.into_iter().next().map(KeyValue::from))
     }
 
@@ -316,9 +425,7 @@ impl EtcdClient {
             range_end: prefix_end(prefix),
             ..Default::default()
         };
-        let response = self
-            .unary(format!("range {prefix}"), self.kv().range(request))
-            .await?;
+        let response = self.range(format!("range {prefix}"), request).await?;
         let revision = response.header.map(|h| h.revision).unwrap_or_default();
         Ok((
             response.kvs.into_iter().map(KeyValue::from).collect(),
@@ -335,7 +442,10 @@ impl EtcdClient {
             prev_kv: false,
         };
         let response = self
-            .unary(format!("put {key}"), self.kv().put(request))
+            .unary(format!("put {key}"), || {
+                let (mut client, request) = (self.kv(), request.clone());
+                async move { client.put(request).await.map(tonic::Response::into_inner) }
+            })
             .await?;
         Ok(response.header.map(|h| h.revision).unwrap_or_default())
     }
@@ -346,9 +456,7 @@ impl EtcdClient {
             key: key.as_bytes().to_vec(),
             ..Default::default()
         };
-        let response = self
-            .unary(format!("delete {key}"), self.kv().delete_range(request))
-            .await?;
+        let response = self.delete_range(format!("delete {key}"), request).await?;
         Ok(response.deleted)
     }
 
@@ -360,7 +468,7 @@ impl EtcdClient {
             prev_kv: false,
         };
         let response = self
-            .unary(format!("delete {prefix}*"), self.kv().delete_range(request))
+            .delete_range(format!("delete {prefix}*"), request)
             .await?;
         Ok(response.deleted)
     }
@@ -374,7 +482,15 @@ impl EtcdClient {
             id: 0,
         };
         let response = self
-            .unary("lease grant", self.lease().lease_grant(request))
+            .unary("lease grant", || {
+                let (mut client, request) = (self.lease(), request);
+                async move {
+                    client
+                        .lease_grant(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
             .await?;
         if !response.error.is_empty() {
             return Err(self.error("lease grant", response.error));
@@ -384,31 +500,35 @@ impl EtcdClient {
 
     /// Refreshes `lease` once; `Ok(None)` when etcd no longer knows it (it expired).
     pub async fn keep_alive_once(&self, lease: i64) -> Result<Option<Duration>, EtcdError> {
-        let operation = format!("lease keep-alive {lease:x}");
-        let requests = futures_util::stream::iter([pb::LeaseKeepAliveRequest { id: lease }]);
-        let mut lease_client = self.lease();
-        let exchange = async {
-            let mut responses = lease_client.lease_keep_alive(requests).await?.into_inner();
-            responses.message().await
-        };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(Ok(Some(response))) if response.ttl > 0 => {
-                Ok(Some(Duration::from_secs(response.ttl.unsigned_abs())))
-            }
-            Ok(Ok(_)) => Ok(None),
-            Ok(Err(status)) => Err(self.error(operation, self.status(&status))),
-            Err(_) => Err(self.error(operation, format!("no answer within {:?}", self.timeout))),
-        }
+        let response = self
+            .unary(format!("lease keep-alive {lease:x}"), || {
+                let mut client = self.lease();
+                let requests =
+                    futures_util::stream::iter([pb::LeaseKeepAliveRequest { id: lease }]);
+                async move {
+                    let mut responses = client.lease_keep_alive(requests).await?.into_inner();
+                    responses.message().await
+                }
+            })
+            .await?;
+        Ok(response
+            .filter(|response| response.ttl > 0)
+            .map(|response| Duration::from_secs(response.ttl.unsigned_abs())))
     }
 
     /// Revokes `lease`, deleting every key attached to it.
     pub async fn revoke(&self, lease: i64) -> Result<(), EtcdError> {
         let request = pb::LeaseRevokeRequest { id: lease };
         match self
-            .unary(
-                format!("lease revoke {lease:x}"),
-                self.lease().lease_revoke(request),
-            )
+            .unary(format!("lease revoke {lease:x}"), || {
+                let (mut client, request) = (self.lease(), request);
+                async move {
+                    client
+                        .lease_revoke(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
             .await
         {
             Ok(_) => Ok(()),
@@ -445,7 +565,9 @@ impl EtcdClient {
             .send(create)
             .await
             .map_err(|_| self.error(operation.as_str(), "request stream closed"))?;
-        let mut client = pb::watch_client::WatchClient::new(self.channel.clone());
+        self.ensure_token().await?;
+        let mut client =
+            pb::watch_client::WatchClient::with_interceptor(self.channel.clone(), self.attach());
         let open = async {
             let mut responses = client
                 .watch(tokio_stream::wrappers::ReceiverStream::new(outgoing))
@@ -456,7 +578,13 @@ impl EtcdClient {
         };
         let (responses, first) = match tokio::time::timeout(self.timeout, open).await {
             Ok(Ok(opened)) => opened,
-            Ok(Err(status)) => return Err(self.error(operation, self.status(&status))),
+            Ok(Err(status)) => {
+                if self.token_rejected(&status) {
+                    // The caller watches again; it will carry a fresh token.
+                    self.authenticate().await?;
+                }
+                return Err(self.error(operation, self.status(&status)));
+            }
             Err(_) => {
                 return Err(self.error(operation, format!("no answer within {:?}", self.timeout)));
             }
@@ -603,6 +731,29 @@ mod tests {
         let err = EtcdClient::new("https://10.0.0.1:2379?tls_ca=/nonexistent/ca.pem").unwrap_err();
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
+}
+
+/// `addresses` with every `user:password@` shown as `user:***@`, for errors.
+pub fn redacted(addresses: &str) -> String {
+    let (list, query) = match addresses.split_once('?') {
+        Some((list, query)) => (list, format!("?{query}")),
+        None => (addresses, String::new()),
+    };
+    let parts: Vec<String> = list
+        .split(',')
+        .map(|part| match part.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let (scheme, userinfo) = match userinfo.rsplit_once("://") {
+                    Some((scheme, rest)) => (format!("{scheme}://"), rest),
+                    None => (String::new(), userinfo),
+                };
+                let user = userinfo.split(':').next().unwrap_or_default();
+                format!("{scheme}{user}:***@{host}")
+            }
+            None => part.to_owned(),
+        })
+        .collect();
+    format!("{}{query}", parts.join(","))
 }
 
 /// The connection settings every etcd endpoint gets.
@@ -761,5 +912,36 @@ impl tokio::io::AsyncWrite for Recording {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// etcd credentials and the token they were last exchanged for.
+#[derive(Clone)]
+struct Auth {
+    user: String,
+    password: String,
+    token: std::sync::Arc<std::sync::RwLock<Option<tonic::metadata::AsciiMetadataValue>>>,
+}
+
+/// The channel with the current token on every request.
+type Authed = tonic::service::interceptor::InterceptedService<Channel, AttachToken>;
+
+/// Puts etcd's `token` metadata on each request (when auth is on).
+#[derive(Clone)]
+struct AttachToken(
+    Option<std::sync::Arc<std::sync::RwLock<Option<tonic::metadata::AsciiMetadataValue>>>>,
+);
+
+impl tonic::service::Interceptor for AttachToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0
+            && let Some(value) = rmicro::sync::read(token).clone()
+        {
+            request.metadata_mut().insert("token", value);
+        }
+        Ok(request)
     }
 }

@@ -33,7 +33,7 @@ impl EtcdSource {
     /// A source reading keys under `prefix` from the etcd at `addresses`.
     pub fn new(addresses: &str, prefix: &str) -> Result<Self, ConfigError> {
         let client = EtcdClient::new(addresses).map_err(|e| ConfigError::Source {
-            source_name: format!("etcd://{addresses}{prefix}"),
+            source_name: format!("etcd://{}{prefix}", crate::client::redacted(addresses)),
             detail: e.to_string(),
         })?;
         Ok(Self::with_client(client, prefix))

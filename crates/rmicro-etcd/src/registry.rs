@@ -32,7 +32,7 @@ impl EtcdRegistry {
     pub fn new(addresses: &str) -> Result<Self, RegistryError> {
         let client = EtcdClient::new(addresses).map_err(|e| RegistryError::BadAddress {
             registry: "etcd".into(),
-            address: addresses.to_owned(),
+            address: crate::client::redacted(addresses),
             detail: e.to_string(),
         })?;
         Ok(Self::with_client(client))

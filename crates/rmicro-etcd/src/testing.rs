@@ -34,7 +34,13 @@ impl EtcdServer {
     /// Starts etcd (from [`etcd_binary`]) and waits until it answers; `Ok(None)` when
     /// no etcd is installed.
     pub async fn start() -> std::io::Result<Option<EtcdServer>> {
-        Self::launch(None).await
+        Self::launch(None, &[]).await
+    }
+
+    /// Starts etcd (plain HTTP) with extra command-line flags (`--auth-token-ttl`,
+    /// …); `Ok(None)` when no etcd is installed.
+    pub async fn start_with_flags(flags: &[&str]) -> std::io::Result<Option<EtcdServer>> {
+        Self::launch(None, flags).await
     }
 
     /// Starts etcd serving clients over TLS only (`https://`), with the server
@@ -44,10 +50,13 @@ impl EtcdServer {
     /// with; empty, it waits only until the port accepts TCP connections.
     /// `Ok(None)` when no etcd is installed.
     pub async fn start_tls(tls: EtcdTls, probe: &str) -> std::io::Result<Option<EtcdServer>> {
-        Self::launch(Some((tls, probe.to_owned()))).await
+        Self::launch(Some((tls, probe.to_owned())), &[]).await
     }
 
-    async fn launch(tls: Option<(EtcdTls, String)>) -> std::io::Result<Option<EtcdServer>> {
+    async fn launch(
+        tls: Option<(EtcdTls, String)>,
+        flags: &[&str],
+    ) -> std::io::Result<Option<EtcdServer>> {
         let Some(binary) = etcd_binary() else {
             return Ok(None);
         };
@@ -69,6 +78,7 @@ impl EtcdServer {
             }
             args.push("--data-dir".into());
             args.push(dir.join("data").into());
+            args.extend(flags.iter().map(std::ffi::OsString::from));
             if let Some((tls, _)) = &tls {
                 args.extend(["--cert-file".into(), tls.cert.clone().into()]);
                 args.extend(["--key-file".into(), tls.key.clone().into()]);

@@ -27,12 +27,24 @@ use lapin::{Channel, Connection};
 use rmicro::broker::{
     Broker, BrokerAddress, BrokerError, Handler, Message, SubscribeOptions, Subscriber, redact_str,
 };
+use rmicro::transport::{LINK_TLS_OPTIONS, LinkTls};
 use std::sync::Arc;
 
 /// The address used without `--broker-address`.
 pub const DEFAULT_ADDRESS: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
+/// A broker's TLS: its settings, the rustls configuration made from them once (it
+/// follows the files by itself), and what its handshakes saw.
+struct Tls {
+    settings: LinkTls,
+    config: Arc<rustls::ClientConfig>,
+    handshakes: rmicro::transport::Handshakes,
+}
+
 struct Inner {
+    /// TLS settings (`amqps://` or the `tls_*` options) and the rustls
+    /// configuration made from them once (it follows the files by itself).
+    tls: Option<Tls>,
     /// The URI to connect with, credentials included: never shown.
     uri: String,
     /// The URI without its password, for `describe()` and errors.
@@ -77,19 +89,44 @@ fn message_of(delivery: &lapin::message::Delivery) -> (Message, Option<u32>) {
 }
 
 impl RabbitBroker {
-    /// A broker for `address`: `[amqp://][user:pass@]host[:5672][/vhost][?exchange=name]`
-    /// (a bare `host:port` works; see [`rmicro::broker::BrokerAddress`]).
+    /// A broker for `address`:
+    /// `[amqp://|amqps://][user:pass@]host[:5672|:5671][/vhost][?exchange=name]` (a
+    /// bare `host:port` works; see [`rmicro::broker::BrokerAddress`]). TLS:
+    /// `amqps://` and the options `tls_ca=FILE`, `tls_cert=FILE`, `tls_key=FILE`,
+    /// `tls_server_name=NAME` ([`LinkTls::from_options`]).
     pub fn new(address: &str) -> Result<Self, BrokerError> {
-        let mut parsed = BrokerAddress::parse(address, "amqp", 5672)?;
+        let secure = address.trim_start().starts_with("amqps://");
+        let mut parsed = BrokerAddress::parse(address, "amqp", if secure { 5671 } else { 5672 })?;
         let exchange = parsed
             .take("exchange")
             .unwrap_or_else(|| "rmicro".to_owned());
         if exchange.is_empty() {
             return Err(parsed.error("read the address", "`exchange=` needs a name"));
         }
-        parsed.finish("exchange=NAME")?;
+        let tls = LinkTls::from_options(|key| parsed.take(key))
+            .map_err(|e| parsed.error("read the address", e))?;
+        let tls = match (tls, secure) {
+            (Some(tls), _) => Some(tls),
+            (None, true) => Some(LinkTls::new()),
+            (None, false) => None,
+        };
+        parsed.finish(&format!("exchange=NAME, {LINK_TLS_OPTIONS}"))?;
+        let tls = match tls {
+            Some(tls) => {
+                let (config, handshakes) = tls
+                    .observed_client_config(&[])
+                    .map_err(|e| parsed.error("read the TLS files", e))?;
+                Some(Tls {
+                    settings: tls,
+                    config: Arc::new(config),
+                    handshakes,
+                })
+            }
+            None => None,
+        };
         Ok(RabbitBroker {
             inner: Arc::new(Inner {
+                tls,
                 uri: parsed.url(),
                 shown: parsed.redacted(),
                 exchange,

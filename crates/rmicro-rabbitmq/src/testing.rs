@@ -18,6 +18,15 @@ impl RabbitServer {
     /// Starts a node and waits until it accepts AMQP clients; `Ok(None)` when
     /// `rabbitmq-server` is not installed.
     pub async fn start() -> std::io::Result<Option<RabbitServer>> {
+        Self::with_config(|port| format!("listeners.tcp.local = 127.0.0.1:{port}\n")).await
+    }
+
+    /// Starts a node whose `rabbitmq.conf` holds what `config(port)` gives (its
+    /// listeners on `port`, TLS options, a default user), `loopback_users = none`
+    /// added; waits until the port accepts connections.
+    pub async fn with_config(
+        config: impl FnOnce(u16) -> String,
+    ) -> std::io::Result<Option<RabbitServer>> {
         let Some(binary) =
             rmicro::testing::find_binary("rabbitmq-server", "RMICRO_RABBITMQ_SERVER")
         else {
@@ -29,7 +38,7 @@ impl RabbitServer {
         let (port, dist) = (process.ports()[0], process.ports()[1]);
         std::fs::write(
             dir.join("rabbitmq.conf"),
-            format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n"),
+            format!("{}loopback_users = none\n", config(port)),
         )?;
         std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
         let _ = std::process::Command::new("chown")
@@ -54,6 +63,11 @@ impl RabbitServer {
         let mut server = RabbitServer { process };
         server.resume().await?;
         Ok(Some(server))
+    }
+
+    /// The AMQP (or AMQPS) port.
+    pub fn port(&self) -> u16 {
+        self.process.ports()[0]
     }
 
     /// `amqp://guest:guest@127.0.0.1:<port>/%2f`.

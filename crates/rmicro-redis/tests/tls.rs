@@ -4,8 +4,7 @@
 //! certificate and an expired server certificate are each refused with a sentence
 //! that names the cause and never shows the password.
 
-use rmicro::broker::Broker;
-use rmicro::broker::testing::round_trip;
+use rmicro::broker::testing::{mutual_tls_link, refusal};
 use rmicro::testing::{ServerProcess, TestCa, TestCert, in_ci, link_options};
 use rmicro_redis::RedisBroker;
 
@@ -40,76 +39,31 @@ async fn start(ca: &TestCa, cert: &TestCert) -> Option<ServerProcess> {
     Some(server)
 }
 
-fn address(userinfo: &str, port: u16, ca: &std::path::Path, client: Option<&TestCert>) -> String {
-    format!(
+fn broker(
+    userinfo: &str,
+    port: u16,
+    ca: &std::path::Path,
+    client: Option<&TestCert>,
+) -> RedisBroker {
+    let address = format!(
         "rediss://{userinfo}127.0.0.1:{port}?{}",
         link_options(ca, client)
-    )
-}
-
-async fn refusal(address: &str) -> String {
-    let broker = RedisBroker::new(address).unwrap();
-    match broker.connect().await {
-        Ok(()) => panic!("{address} should have been refused"),
-        Err(err) => err.to_string(),
-    }
+    );
+    RedisBroker::new(&address).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mutual_tls_and_an_acl_user() {
     let ca = TestCa::new("redis-ca");
-    let client = ca.client("app", &[]);
     let Some(server) = start(&ca, &ca.server()).await else {
         return;
     };
     let port = server.ports()[0];
-    let broker = RedisBroker::new(&address(
-        "app:pw-r3d-88@",
-        port,
-        &ca.cert_file(),
-        Some(&client),
-    ))
-    .unwrap();
-    assert!(
-        !broker.describe().contains("pw-r3d-88"),
-        "{}",
-        broker.describe()
-    );
-    round_trip(&broker, &format!("rmicro-tls.{}", std::process::id()))
-        .await
-        .unwrap();
-
-    let err = refusal(&address(
-        "app:wrong-pw-5@",
-        port,
-        &ca.cert_file(),
-        Some(&client),
-    ))
-    .await;
-    assert!(
-        err.to_lowercase().contains("authentication failed"),
-        "{err}"
-    );
-    assert!(!err.contains("wrong-pw-5"), "the password shown: {err}");
-
-    let other = TestCa::new("other-ca");
-    let err = refusal(&address(
-        "app:pw-r3d-88@",
-        port,
-        &other.cert_file(),
-        Some(&client),
-    ))
-    .await;
-    assert!(
-        err.contains("not signed by a CA this client trusts"),
-        "{err}"
-    );
-
-    let err = refusal(&address("app:pw-r3d-88@", port, &ca.cert_file(), None)).await;
-    assert!(
-        err.contains("the server requires a client certificate"),
-        "{err}"
-    );
+    let make = |userinfo: &str, ca: &std::path::Path, client: Option<&TestCert>| {
+        broker(userinfo, port, ca, client)
+    };
+    let topic = format!("rmicro-tls.{}", std::process::id());
+    mutual_tls_link(&ca, make, "app:pw-r3d-88@", "authentication failed", &topic).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -119,7 +73,7 @@ async fn an_expired_server_certificate_is_named() {
     let Some(server) = start(&ca, &ca.expired_server()).await else {
         return;
     };
-    let err = refusal(&address(
+    let err = refusal(&broker(
         "app:pw-r3d-88@",
         server.ports()[0],
         &ca.cert_file(),

@@ -75,6 +75,67 @@ pub async fn round_trip(broker: &dyn Broker, topic: &str) -> Result<(), super::B
     Ok(())
 }
 
+/// How `broker` fails to connect (the test fails if it connects).
+pub async fn refusal(broker: &dyn Broker) -> String {
+    match broker.connect().await {
+        Ok(()) => panic!("{} should have been refused", broker.describe()),
+        Err(err) => err.to_string(),
+    }
+}
+
+/// The checks every broker's link over mutual TLS with a password passes, against
+/// a server the caller started with a certificate of `ca`, requiring client
+/// certificates of `ca` and a password: `broker(userinfo, ca_file, client)` makes
+/// a broker for it (`userinfo` is `user:password@`). A message goes through with
+/// the right settings; a wrong password is refused with a message containing
+/// `password_refusal` (the server's words) and without the password; a server
+/// certificate of another CA and a missing client certificate are each refused
+/// with the sentence that names them. The password never shows in `describe()`.
+#[cfg(feature = "testing")]
+pub async fn mutual_tls_link<B: Broker>(
+    ca: &crate::testing::TestCa,
+    broker: impl Fn(&str, &std::path::Path, Option<&crate::testing::TestCert>) -> B,
+    userinfo: &str,
+    password_refusal: &str,
+    topic: &str,
+) {
+    let client = ca.client("app", &[]);
+    let (user, password) = userinfo
+        .trim_end_matches('@')
+        .split_once(':')
+        .expect("userinfo is user:password@");
+    let good = broker(userinfo, &ca.cert_file(), Some(&client));
+    assert!(!good.describe().contains(password), "{}", good.describe());
+    round_trip(&good, topic).await.unwrap();
+
+    let wrong = "wrong-pw-x31";
+    let err = refusal(&broker(
+        &format!("{user}:{wrong}@"),
+        &ca.cert_file(),
+        Some(&client),
+    ))
+    .await;
+    assert!(
+        err.to_lowercase()
+            .contains(&password_refusal.to_lowercase()),
+        "{err}"
+    );
+    assert!(!err.contains(wrong), "the password shown: {err}");
+
+    let other = crate::testing::TestCa::new("other-ca");
+    let err = refusal(&broker(userinfo, &other.cert_file(), Some(&client))).await;
+    assert!(
+        err.contains("not signed by a CA this client trusts"),
+        "{err}"
+    );
+
+    let err = refusal(&broker(userinfo, &ca.cert_file(), None)).await;
+    assert!(
+        err.contains("the server requires a client certificate"),
+        "{err}"
+    );
+}
+
 /// Waits (up to 30 s) until `cond` holds.
 pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

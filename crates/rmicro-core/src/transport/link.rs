@@ -43,6 +43,9 @@ use std::time::{Instant, SystemTime};
 /// that list an adapter's options.
 pub const LINK_TLS_OPTIONS: &str = "tls_ca=FILE, tls_cert=FILE, tls_key=FILE, tls_server_name=NAME";
 
+/// What a link without a client certificate is told when the server wants one.
+const MISSING_CERTIFICATE: &str = "the server requires a client certificate: give one (tls_cert=FILE&tls_key=FILE in the address)";
+
 /// TLS settings of a link to an outside server: the CA to trust (the system's
 /// WebPKI roots when none is given), an optional client identity, and the name to
 /// verify when it differs from the host dialled.
@@ -210,16 +213,24 @@ impl LinkTls {
         .iter()
         .any(|alert| error.contains(alert));
         match (&self.cert, refused_ours) {
-            (None, true) => Some(
-                "the server requires a client certificate: give one (tls_cert=FILE&tls_key=FILE in the address)"
-                    .to_owned(),
-            ),
+            (None, true) => Some(MISSING_CERTIFICATE.to_owned()),
             (Some(cert), true) => Some(format!(
                 "the server refused our client certificate {} (expired, or not signed by a CA it trusts)",
                 cert.display()
             )),
             _ => explain_link_failure(error).map(str::to_owned),
         }
+    }
+
+    /// [`LinkTls::explain`], sure of a missing client certificate when the
+    /// configuration's handshakes saw the server ask for one we lack (see
+    /// [`LinkTls::observed_client_config`]): under TLS 1.3 the server's refusal
+    /// comes after the handshake and is often lost in a reset connection.
+    pub fn explain_observed(&self, handshakes: &Handshakes, error: &str) -> Option<String> {
+        if handshakes.certificate_asked_for_and_missing() {
+            return Some(MISSING_CERTIFICATE.to_owned());
+        }
+        self.explain(error)
     }
 
     fn paths(&self) -> impl Iterator<Item = &Path> {
@@ -452,6 +463,10 @@ impl ClientSessionStore for Reloading {
     }
 
     fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        // Asked as a handshake starts: what the last one saw no longer holds.
+        self.handshakes
+            .asked_without_identity
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         self.sessions().kx_hint(server_name)
     }
 
