@@ -133,17 +133,25 @@ pub(super) async fn acknowledge(
 /// Reads new messages and claims abandoned ones for one subscription until stopped.
 pub(super) async fn consume(reader: Arc<Reader>, stop: Arc<tokio::sync::Notify>) {
     let mut in_flight = InFlight::new(reader.options.concurrency);
-    let mut blocking: Option<ConnectionManager> = None;
+    // The blocking connection and the client generation it was made with.
+    let mut blocking: Option<(u64, ConnectionManager)> = None;
     let mut last_claim = tokio::time::Instant::now();
     let mut claim_cursor = "0-0".to_owned();
     // One waiter for the whole loop (a new one per handler run costs two locks).
     let stopped = stop.notified();
     tokio::pin!(stopped);
     loop {
+        // Rotated TLS files: a new connection with them.
+        if blocking
+            .as_ref()
+            .is_some_and(|(made, _)| *made != reader.broker.generation())
+        {
+            blocking = None;
+        }
         let connection = match &mut blocking {
-            Some(connection) => connection,
+            Some((_, connection)) => connection,
             None => match reader.broker.manager(true).await {
-                Ok(connection) => blocking.insert(connection),
+                Ok((connection, made)) => &mut blocking.insert((made, connection)).1,
                 Err(err) => {
                     tracing::warn!(topic = %reader.topic, error = %err, "cannot reach Redis; retrying");
                     tokio::select! {

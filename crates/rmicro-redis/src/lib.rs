@@ -24,14 +24,12 @@ use consume::{Reader, acknowledge, consume};
 use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use rmicro::broker::{
-    Broker, BrokerAddress, BrokerError, Handler, Message, SubscribeOptions, Subscriber, init_once,
-    redact_str,
+    Broker, BrokerAddress, BrokerError, Handler, Message, SubscribeOptions, Subscriber, redact_str,
 };
 use rmicro::transport::{LINK_TLS_OPTIONS, LinkTls};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::OnceCell;
 
 /// The address used without `--broker-address`.
 pub const DEFAULT_ADDRESS: &str = "redis://127.0.0.1:6379";
@@ -39,14 +37,49 @@ pub const DEFAULT_ADDRESS: &str = "redis://127.0.0.1:6379";
 const BODY: &str = "body";
 const HEADER_PREFIX: &str = "h:";
 
+/// The client new connections are made with, and the TLS files it was built from.
+struct Current {
+    client: redis::Client,
+    stamp: Option<rmicro::transport::TlsFilesStamp>,
+    /// Counts rebuilds: a connection of an older generation is replaced.
+    generation: u64,
+    /// When the files were last looked at.
+    checked: std::time::Instant,
+}
+
+/// A redis-rs client for `url`, with the certificates of `tls` read now (redis-rs
+/// takes them as bytes).
+fn build_client(url: &str, tls: Option<&LinkTls>) -> Result<redis::Client, String> {
+    let Some(tls) = tls else {
+        return redis::Client::open(url).map_err(|e| e.to_string());
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read TLS file {}: {e}", path.display()))
+    };
+    let certificates = redis::TlsCertificates {
+        client_tls: match tls.identity_files() {
+            Some((cert, key)) => Some(redis::ClientTlsConfig {
+                client_cert: read(cert)?,
+                client_key: read(key)?,
+            }),
+            None => None,
+        },
+        root_cert: tls.ca_file().map(read).transpose()?,
+    };
+    redis::Client::build_with_tls(url, certificates).map_err(|e| e.to_string())
+}
+
 struct Inner {
     /// The address without its password, for `describe()` and errors.
     address: String,
-    client: redis::Client,
+    /// The URL to connect with, credentials included: never shown.
+    url: String,
+    current: std::sync::Mutex<Current>,
     /// TLS settings, for explaining failed handshakes.
     tls: Option<LinkTls>,
     ack_wait: Duration,
-    shared: OnceCell<ConnectionManager>,
+    /// The shared connection and the client generation it was made with.
+    shared: std::sync::Mutex<Option<(u64, ConnectionManager)>>,
 }
 
 /// A [`Broker`] on Redis Streams. Cheap to clone; reconnects by itself.
@@ -86,8 +119,9 @@ impl RedisBroker {
     /// `host:port` works; see [`rmicro::broker::BrokerAddress`]); `user` is an ACL
     /// user, a password alone is `:pass@`. TLS: `rediss://` or the options
     /// `tls_ca=FILE`, `tls_cert=FILE`, `tls_key=FILE` ([`LinkTls::from_options`]),
-    /// read when the broker is made (redis-rs takes certificates, not a rustls
-    /// configuration: a rotated certificate needs a new broker).
+    /// read when the broker is made and again when they change (redis-rs takes
+    /// certificates as bytes: the broker makes a new client then, and replaces its
+    /// connections by new ones; calls in flight finish on the old).
     pub fn new(address: &str) -> Result<Self, BrokerError> {
         let mut parsed = BrokerAddress::parse(address, "redis", 6379)?;
         let ack_wait = match parsed.take("ack_wait") {
@@ -98,49 +132,72 @@ impl RedisBroker {
         let tls = LinkTls::from_options(|key| parsed.take(key))
             .map_err(|e| parsed.error("read the address", e))?;
         parsed.finish(&format!("ack_wait=DURATION, {LINK_TLS_OPTIONS}"))?;
-        let client = match tls.clone() {
-            None => redis::Client::open(parsed.url().as_str()),
-            Some(tls) => {
-                if tls.server_name().is_some() {
-                    return Err(parsed.error(
-                        "read the address",
-                        "Redis verifies the host of the address: dial the name in the server's \
-                         certificate instead of giving tls_server_name",
-                    ));
-                }
-                let read = |path: &std::path::Path| {
-                    std::fs::read(path).map_err(|e| {
-                        parsed.error("read the TLS files", format!("{}: {e}", path.display()))
-                    })
-                };
-                let certificates = redis::TlsCertificates {
-                    client_tls: match tls.identity_files() {
-                        Some((cert, key)) => Some(redis::ClientTlsConfig {
-                            client_cert: read(cert)?,
-                            client_key: read(key)?,
-                        }),
-                        None => None,
-                    },
-                    root_cert: tls.ca_file().map(read).transpose()?,
-                };
-                // TLS options on a `redis://` address mean TLS: `rediss://`.
-                let mut url = parsed.url();
-                if let Some(rest) = url.strip_prefix("redis://") {
-                    url = format!("rediss://{rest}");
-                }
-                redis::Client::build_with_tls(url.as_str(), certificates)
-            }
+        if tls.as_ref().is_some_and(|tls| tls.server_name().is_some()) {
+            return Err(parsed.error(
+                "read the address",
+                "Redis verifies the host of the address: dial the name in the server's \
+                 certificate instead of giving tls_server_name",
+            ));
         }
-        .map_err(|e| parsed.error("read the address", e))?;
+        let mut url = parsed.url();
+        // TLS options on a `redis://` address mean TLS: `rediss://`.
+        if tls.is_some()
+            && let Some(rest) = url.strip_prefix("redis://")
+        {
+            url = format!("rediss://{rest}");
+        }
+        let client =
+            build_client(&url, tls.as_ref()).map_err(|e| parsed.error("read the address", e))?;
         Ok(RedisBroker {
             inner: Arc::new(Inner {
                 address: parsed.redacted(),
-                client,
+                current: std::sync::Mutex::new(Current {
+                    client,
+                    stamp: tls.as_ref().map(LinkTls::files_stamp),
+                    generation: 0,
+                    checked: std::time::Instant::now(),
+                }),
+                url,
                 tls,
                 ack_wait,
-                shared: OnceCell::new(),
+                shared: std::sync::Mutex::new(None),
             }),
         })
+    }
+
+    /// The client for new connections and its generation: rebuilt (the next
+    /// generation) when the TLS files changed, looked at most every
+    /// [`ServerTls::reload_every`](rmicro::transport::ServerTls::reload_every).
+    fn current(&self) -> (redis::Client, u64) {
+        let mut current = rmicro::sync::lock(&self.inner.current);
+        if let Some(tls) = &self.inner.tls
+            && current.checked.elapsed() >= rmicro::transport::ServerTls::reload_every()
+        {
+            current.checked = std::time::Instant::now();
+            let stamp = tls.files_stamp();
+            if current.stamp.as_ref() != Some(&stamp) {
+                current.stamp = Some(stamp);
+                match build_client(&self.inner.url, Some(tls)) {
+                    Ok(client) => {
+                        current.client = client;
+                        current.generation += 1;
+                        tracing::info!(broker = %self.inner.address, "TLS files reloaded: new connections use them");
+                    }
+                    Err(err) => tracing::warn!(
+                        broker = %self.inner.address,
+                        error = %err,
+                        "TLS files changed but cannot be used ({err}); still using the previous ones"
+                    ),
+                }
+            }
+        }
+        (current.client.clone(), current.generation)
+    }
+
+    /// The generation of [`RedisBroker::current`]'s client: connections of an
+    /// older one are replaced.
+    fn generation(&self) -> u64 {
+        self.current().1
     }
 
     fn failed(&self, operation: impl Into<String>, detail: impl std::fmt::Display) -> BrokerError {
@@ -148,7 +205,8 @@ impl RedisBroker {
     }
 
     /// A connection manager; `block` ones have no response timeout (for `BLOCK`).
-    async fn manager(&self, block: bool) -> Result<ConnectionManager, BrokerError> {
+    async fn manager(&self, block: bool) -> Result<(ConnectionManager, u64), BrokerError> {
+        let (client, generation) = self.current();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_max_delay(Duration::from_secs(2))
@@ -158,20 +216,28 @@ impl RedisBroker {
             } else {
                 Some(Duration::from_secs(5))
             });
-        self.inner
-            .client
+        let manager = client
             .get_connection_manager_with_config(config)
             .await
             .map_err(|e| {
                 let tls = self.inner.tls.as_ref();
                 self.failed("connect", rmicro::transport::link_failure(tls, &e))
-            })
+            })?;
+        Ok((manager, generation))
     }
 
+    /// The shared connection (for publishing and acknowledging), made again when
+    /// the TLS files changed; calls already on the old one finish on it.
     async fn shared(&self) -> Result<ConnectionManager, BrokerError> {
-        init_once(&self.inner.shared, || self.manager(false))
-            .await
-            .cloned()
+        let generation = self.generation();
+        if let Some((made, manager)) = rmicro::sync::lock(&self.inner.shared).as_ref()
+            && *made == generation
+        {
+            return Ok(manager.clone());
+        }
+        let (manager, made) = self.manager(false).await?;
+        *rmicro::sync::lock(&self.inner.shared) = Some((made, manager.clone()));
+        Ok(manager)
     }
 
     /// Creates `group` on `topic` (and the stream) unless it exists; new groups start

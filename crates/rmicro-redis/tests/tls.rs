@@ -5,8 +5,10 @@
 //! that names the cause and never shows the password.
 
 use rmicro::broker::testing::{mutual_tls_link, refusal};
+use rmicro::broker::{Broker, Message};
 use rmicro::testing::{ServerProcess, TestCa, TestCert, in_ci, link_options};
 use rmicro_redis::RedisBroker;
+use std::time::Duration;
 
 async fn start(ca: &TestCa, cert: &TestCert) -> Option<ServerProcess> {
     let Some(binary) = rmicro::testing::find_binary("redis-server", "RMICRO_REDIS_SERVER") else {
@@ -89,4 +91,58 @@ fn a_missing_tls_file_is_named_when_the_broker_is_made() {
         .expect_err("a missing CA file is an error")
         .to_string();
     assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotated_client_certificates_are_used_by_new_connections() {
+    let ca = TestCa::new("redis-ca");
+    let Some(server) = start(&ca, &ca.server()).await else {
+        return;
+    };
+    let dir = server.dir().join("client");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("client.pem"), dir.join("client.key"));
+    let install = |from: &TestCert| {
+        std::fs::write(&cert, &from.cert_pem).unwrap();
+        std::fs::write(&key, &from.key_pem).unwrap();
+    };
+    install(&ca.client("app", &[]));
+    let address = format!(
+        "rediss://app:pw-r3d-88@127.0.0.1:{}?tls_ca={}&tls_cert={}&tls_key={}",
+        server.ports()[0],
+        ca.cert_file().display(),
+        cert.display(),
+        key.display()
+    );
+    let broker = RedisBroker::new(&address).unwrap();
+    let topic = format!("rmicro-tls-rotation.{}", std::process::id());
+    let publish = || broker.publish(&topic, Message::new("x"));
+    publish().await.unwrap();
+
+    // An expired certificate in the files: new connections present it and are
+    // refused, so publishing fails once the broker has reloaded.
+    install(&ca.expired_client("app"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut sent_before_reload = 0;
+    let err = loop {
+        match publish().await {
+            Ok(()) => sent_before_reload += 1,
+            Err(err) => break err.to_string(),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotated files were never used"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(err.contains("client certificate"), "{err}");
+    eprintln!("{sent_before_reload} publishes before the reload; then: {err}");
+
+    // A valid certificate again: publishing recovers without a new broker.
+    install(&ca.client("app-2", &[]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while publish().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -233,6 +233,13 @@ impl LinkTls {
         self.explain(error)
     }
 
+    /// What the files look like now (size and modification time of each): two
+    /// stamps differ when a file was rewritten, for client libraries that take
+    /// certificates as bytes and must be rebuilt to follow them.
+    pub fn files_stamp(&self) -> TlsFilesStamp {
+        TlsFilesStamp(self.stamp())
+    }
+
     fn paths(&self) -> impl Iterator<Item = &Path> {
         [&self.ca, &self.cert, &self.key]
             .into_iter()
@@ -248,6 +255,10 @@ impl LinkTls {
             .collect()
     }
 }
+
+/// The state of a [`LinkTls`]'s files at one moment ([`LinkTls::files_stamp`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFilesStamp(Vec<Option<(u64, SystemTime)>>);
 
 /// What the files held when last read.
 #[derive(Debug)]

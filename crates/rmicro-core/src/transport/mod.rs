@@ -32,6 +32,7 @@ pub use tls::{ClientAuth, ClientTls, ServerTls, TlsError};
 pub use body::{Body, BodyError};
 pub use limits::ConnectionLimits;
 pub use link::{
-    Handshakes, LINK_TLS_OPTIONS, LinkTls, error_chain, explain_link_failure, link_failure,
+    Handshakes, LINK_TLS_OPTIONS, LinkTls, TlsFilesStamp, error_chain, explain_link_failure,
+    link_failure,
 };
 pub use preface::{Prefaced, sniff_http};
