@@ -70,6 +70,27 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Call a server-streaming endpoint with a JSON request and print each reply as
+    /// a line of JSON as it arrives (`--timeout` covers the whole stream).
+    Stream {
+        /// The service (`greeter`).
+        service: String,
+        /// The endpoint, `Service.Method` (`Greeter.SayHelloStream`) or fully
+        /// qualified.
+        endpoint: String,
+        /// The request as JSON.
+        #[arg(default_value = "{}")]
+        request: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print a shell completion script: `rmicro completions bash > /etc/bash_completion.d/rmicro`,
+    /// `rmicro completions zsh > "${fpath[1]}/_rmicro"`, `rmicro completions fish >
+    /// ~/.config/fish/completions/rmicro.fish`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// List the services in the registry.
     Services,
     /// Show a service's versions, nodes and endpoints.
@@ -112,11 +133,22 @@ enum Command {
     /// Make a new service project in ./NAME (go-micro's `micro new`): proto, domain
     /// model/repository/service, handler, subscriber, config, tests, Dockerfile.
     New(new::NewFlags),
-    /// Check a service's gRPC health (`grpc.health.v1`); exit 0 only if SERVING.
+    /// Check gRPC health (`grpc.health.v1`) of every node of SERVICE in the registry,
+    /// a line each; exit 0 only if all are SERVING. With `--address`, check that one
+    /// server, SERVICE then naming the gRPC service inside it (`greeter.v1.Greeter`;
+    /// empty for the whole server).
     Health {
-        /// The gRPC service to check (`greeter.v1.Greeter`); empty for the whole server.
+        /// The service in the registry (`greeter`); with `--address`, the gRPC
+        /// service to check at that address.
         #[arg(default_value = "")]
         grpc_service: String,
+        /// The gRPC service each node is asked about (empty: the whole server).
+        #[arg(long = "grpc-service", default_value = "")]
+        node_service: String,
+        /// `text` (a line per node) or `json` (an array of `{id, address, version,
+        /// status, detail}`).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        output: String,
         #[command(flatten)]
         target: Target,
     },
@@ -681,6 +713,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
             "rmicro.cli",
             format!("`rmicro new {}` is handled in main", flags.name),
         )),
+        Command::Completions { .. } => Err(Error::internal(
+            "rmicro.cli",
+            "`rmicro completions` is handled in main",
+        )),
         Command::Publish {
             topic,
             body,
@@ -764,9 +800,47 @@ async fn run(cli: Cli) -> Result<(), Error> {
             println!("{pretty}");
             Ok(())
         }
+        Command::Stream {
+            service,
+            endpoint,
+            request,
+            target,
+        } => {
+            use std::io::Write;
+            let mut replies = client
+                .stream_json(&service, &endpoint, &request, options(&target)?)?
+                .await?;
+            let mut stdout = std::io::stdout().lock();
+            while let Some(reply) = replies.message().await? {
+                // One line per reply, however the server spaced its JSON.
+                let line = serde_json::from_slice::<serde_json::Value>(&reply.0)
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&reply.0).into_owned());
+                let _ = writeln!(stdout, "{line}");
+                let _ = stdout.flush();
+            }
+            Ok(())
+        }
+        Command::Health {
+            grpc_service,
+            node_service,
+            output,
+            target,
+        } if target.address.is_none() => {
+            fleet_health(
+                &client,
+                &registry,
+                &grpc_service,
+                &node_service,
+                &output,
+                &target,
+            )
+            .await
+        }
         Command::Health {
             grpc_service,
             target,
+            ..
         } => {
             use tonic_health::pb::health_check_response::ServingStatus;
             use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
@@ -801,9 +875,136 @@ async fn run(cli: Cli) -> Result<(), Error> {
     }
 }
 
+/// What one node said to a health check.
+struct NodeHealth {
+    id: String,
+    address: String,
+    version: String,
+    /// `SERVING`, `NOT_SERVING`, `SERVICE_UNKNOWN`, `UNKNOWN` or `UNREACHABLE`.
+    status: String,
+    /// Why, when it does not serve.
+    detail: String,
+}
+
+/// Asks `grpc.health.v1.Health/Check` of every node of `service` at once.
+async fn fleet_health(
+    client: &Client,
+    registry: &rmicro::registry::SharedRegistry,
+    service: &str,
+    grpc_service: &str,
+    output: &str,
+    target: &Target,
+) -> Result<(), Error> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+    if service.is_empty() {
+        return Err(Error::bad_request(
+            "rmicro.cli",
+            "name the service whose nodes to check (`rmicro health greeter`), or give --address",
+        ));
+    }
+    let records = registry
+        .get_service(service)
+        .await
+        .map_err(|e| Error::unavailable("rmicro.cli", e.to_string()))?;
+    let nodes: Vec<(String, String, String)> = records
+        .iter()
+        .flat_map(|r| {
+            r.nodes
+                .iter()
+                .map(|n| (n.id.clone(), n.address.clone(), r.version.clone()))
+        })
+        .collect();
+    if nodes.is_empty() {
+        return Err(Error::not_found(
+            "rmicro.cli",
+            format!(
+                "service `{service}` has no nodes in registry `{}`",
+                registry.describe()
+            ),
+        ));
+    }
+    let checks = nodes.into_iter().map(|(id, address, version)| async move {
+        let options = options(target)?.address(&address);
+        let reply: Result<HealthCheckResponse, Error> = client
+            .unary(
+                &address,
+                "/grpc.health.v1.Health/Check",
+                "Health.Check",
+                &HealthCheckRequest {
+                    service: grpc_service.to_owned(),
+                },
+            )
+            .options(options)
+            .await;
+        let (status, detail) = match reply {
+            Ok(reply) => {
+                let status =
+                    ServingStatus::try_from(reply.status).unwrap_or(ServingStatus::Unknown);
+                (status.as_str_name().to_owned(), String::new())
+            }
+            Err(err) if err.grpc_code() == rmicro::Code::NotFound => {
+                ("SERVICE_UNKNOWN".to_owned(), err.detail)
+            }
+            Err(err) => ("UNREACHABLE".to_owned(), err.detail),
+        };
+        Ok::<_, Error>(NodeHealth {
+            id,
+            address,
+            version,
+            status,
+            detail,
+        })
+    });
+    let results = futures_util::future::try_join_all(checks).await?;
+    if output == "json" {
+        let json: Vec<serde_json::Value> = results
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "id": n.id, "address": n.address, "version": n.version,
+                    "status": n.status, "detail": n.detail,
+                })
+            })
+            .collect();
+        let json = serde_json::to_string_pretty(&json)
+            .map_err(|e| Error::internal("rmicro.cli", e.to_string()))?;
+        println!("{json}");
+    } else {
+        for node in &results {
+            let detail = if node.detail.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", node.detail)
+            };
+            println!(
+                "{}  {}  {}  {}{detail}",
+                node.id, node.address, node.version, node.status
+            );
+        }
+    }
+    let sick = results.iter().filter(|n| n.status != "SERVING").count();
+    if sick == 0 {
+        Ok(())
+    } else {
+        Err(Error::unavailable(
+            "rmicro.cli",
+            format!(
+                "{sick} of {} nodes of `{service}` do not serve",
+                results.len()
+            ),
+        ))
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = &cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(*shell, &mut command, "rmicro", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     if let Command::New(flags) = &cli.command {
         let mut flags = flags.clone();
         flags.registry = cli.registry.clone();

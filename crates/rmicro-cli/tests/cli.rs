@@ -210,3 +210,163 @@ async fn services_describe_and_call(registry: rmicro::registry::SharedRegistry, 
         "deregistered on stop"
     );
 }
+
+/// Runs `rmicro ARGS` off the runtime's threads: exit code, stdout, stderr.
+async fn run_cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = rmicro(&args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_checks_every_node_of_a_service() {
+    let dir = std::env::temp_dir().join(format!("rmicro-cli-health-{}", std::process::id()));
+    let registry: rmicro::registry::SharedRegistry =
+        std::sync::Arc::new(rmicro::registry::LocalRegistry::new(&dir));
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let service = rmicro::Service::builder("greeter")
+            .version("1.0.0")
+            .address("127.0.0.1:0")
+            .registry(registry.clone())
+            .args(["greeter", "--log-level", "warn"])
+            .handle(GreeterServer::new(greeter::Greeter))
+            .build()
+            .unwrap();
+        servers.push(service.start().await.unwrap());
+    }
+    let d = dir.display().to_string();
+    let local = ["--registry", "local", "--registry-address", d.as_str()];
+    let (code, out, err) = run_cli(&[&["health", "greeter"][..], &local].concat()).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with("SERVING")).count(),
+        2,
+        "{out}"
+    );
+
+    // A node that is registered but gone: reported, and the exit code says so.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let ghost =
+        rmicro::registry::testing::record("greeter", "1.0.0", "greeter-ghost", &dead.to_string());
+    registry
+        .register(&ghost, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let args = [
+        &["health", "greeter", "--output", "json", "--timeout", "2s"][..],
+        &local,
+    ]
+    .concat();
+    let (code, out, err) = run_cli(&args).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    let nodes: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{out}");
+    let ghost = nodes.iter().find(|n| n["id"] == "greeter-ghost").unwrap();
+    assert_eq!(ghost["status"], "UNREACHABLE", "{out}");
+    assert!(!ghost["detail"].as_str().unwrap().is_empty());
+    assert_eq!(nodes.iter().filter(|n| n["status"] == "SERVING").count(), 2);
+    assert!(
+        err.contains("1 of 3 nodes of `greeter` do not serve"),
+        "{err}"
+    );
+
+    // No such service: a sentence, exit 1.
+    let (code, _, err) = run_cli(&[&["health", "nobody"][..], &local].concat()).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("service `nobody` has no nodes"), "{err}");
+    for server in servers {
+        assert!(server.stop().await);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_prints_each_reply_as_a_json_line() {
+    let (_service, server) = greeter().await;
+    let address = server.local_addr().to_string();
+    let (code, out, err) = run_cli(&[
+        "stream",
+        "greeter",
+        "Greeter.SayHelloStream",
+        r#"{"name":"s","count":3}"#,
+        "--address",
+        &address,
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let messages: Vec<&str> = lines
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages, ["Hello s #1", "Hello s #2", "Hello s #3"]);
+
+    // The handler's error: its detail, exit 1, nothing on stdout.
+    let (code, out, err) = run_cli(&[
+        "stream",
+        "greeter",
+        "Greeter.SayHelloStream",
+        r#"{"name":"","count":3}"#,
+        "--address",
+        &address,
+    ])
+    .await;
+    assert_eq!(code, Some(1));
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("name must not be empty"), "{err}");
+
+    // A request that is not JSON: a sentence before any call.
+    let (code, _, err) = run_cli(&[
+        "stream",
+        "greeter",
+        "Greeter.SayHelloStream",
+        "{name:",
+        "--address",
+        &address,
+    ])
+    .await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is not valid JSON"), "{err}");
+}
+
+#[test]
+fn completions_for_each_shell() {
+    let bash = rmicro(&["completions", "bash"]);
+    assert!(bash.status.success());
+    let script = String::from_utf8_lossy(&bash.stdout).into_owned();
+    for word in ["call", "stream", "health", "describe", "--registry-address"] {
+        assert!(script.contains(word), "bash completion lacks {word}");
+    }
+    // bash itself parses it.
+    let dir = std::env::temp_dir().join(format!("rmicro-completions-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rmicro.bash");
+    std::fs::write(&file, &script).unwrap();
+    let parsed = Command::new("bash").arg("-n").arg(&file).status().unwrap();
+    assert!(parsed.success(), "bash -n refused the script");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let zsh = rmicro(&["completions", "zsh"]);
+    assert!(String::from_utf8_lossy(&zsh.stdout).starts_with("#compdef rmicro"));
+    let fish = rmicro(&["completions", "fish"]);
+    assert!(String::from_utf8_lossy(&fish.stdout).contains("complete -c rmicro"));
+    let bad = rmicro(&["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

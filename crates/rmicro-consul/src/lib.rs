@@ -32,6 +32,39 @@ pub use client::{
 pub use config::ConsulSource;
 pub use registry::{ConsulRegistry, DEFAULT_WAIT, encode_tags};
 
+/// Entry points for the fuzz targets in `fuzz/` into the decoding of what Consul
+/// returns (untrusted: any process with the agent's token can register anything).
+/// Not for applications.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Reads a `GET /v1/health/service/<name>` body as the registry does: the
+    /// services its entries' tags and metadata describe (none when it is not
+    /// such a body).
+    pub fn health_entries(body: &[u8]) -> Vec<rmicro::registry::Service> {
+        crate::registry::decode_health(body).unwrap_or_default()
+    }
+
+    /// The service a health entry with `service`'s first node, registered with the
+    /// tags [`encode_tags`](crate::encode_tags) gives, reads back as.
+    pub fn round_trip(service: &rmicro::registry::Service) -> Option<rmicro::registry::Service> {
+        let node = service.nodes.first()?;
+        let body = serde_json::json!([{
+            "Node": {"Address": "127.0.0.1"},
+            "Service": {
+                "ID": node.id,
+                "Service": service.name,
+                "Tags": crate::encode_tags(service, node),
+                "Address": "127.0.0.1",
+                "Port": 9,
+            }
+        }]);
+        crate::registry::decode_health(body.to_string().as_bytes())
+            .ok()?
+            .into_iter()
+            .next()
+    }
+}
+
 /// The address used when `--registry consul` is given without `--registry-address`
 /// (Consul's own default, also read from `CONSUL_HTTP_ADDR`).
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8500";

@@ -227,6 +227,12 @@ fn json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
+/// The services of a `GET /v1/health/service/<name>` body.
+pub(crate) fn decode_health(body: &[u8]) -> Result<Vec<Service>, serde_json::Error> {
+    let entries: Vec<HealthEntry> = serde_json::from_slice(body)?;
+    Ok(entries.into_iter().map(decode_entry).collect())
+}
+
 /// Reads a service record back from a health entry's tags, as go-micro does
 /// (including its older `t=`/`e=`/`v=` plain-JSON tags).
 fn decode_entry(entry: HealthEntry) -> Service {
@@ -377,12 +383,8 @@ impl Reader {
             .get(&path, blocking)
             .await
             .map_err(|e| self.failed("read a service", e))?;
-        let entries: Vec<HealthEntry> =
-            serde_json::from_slice(&reply.body).map_err(|e| self.corrupt(&path, e))?;
-        Ok((
-            entries.into_iter().map(decode_entry).collect(),
-            reply.index.unwrap_or(0),
-        ))
+        let services = decode_health(&reply.body).map_err(|e| self.corrupt(&path, e))?;
+        Ok((services, reply.index.unwrap_or(0)))
     }
 
     /// Every service name with its tags, and the index.

@@ -83,6 +83,22 @@ pub mod fuzzing {
         taken
     }
 
+    /// Reads a delivery as the HTTP broker's endpoint does (a JSON envelope from
+    /// another process), then its body as the typed subscribers decode it (JSON,
+    /// and protobuf as a `google.protobuf.Struct`); the message when it parsed.
+    pub fn broker_delivery(body: &[u8]) -> Option<crate::broker::Message> {
+        let message = crate::broker::http::decode_envelope(body).ok()?;
+        let _ = crate::broker::typed::decode_json::<serde_json::Value>(&message);
+        let _ = crate::broker::typed::decode_proto::<prost_types::Struct>(&message);
+        Some(message)
+    }
+
+    /// What the HTTP broker sends for `message` (to check that what is read
+    /// is what was written).
+    pub fn broker_envelope(message: crate::broker::Message) -> Vec<u8> {
+        crate::broker::http::encode_envelope(message).unwrap_or_default()
+    }
+
     /// Reads lines of `name:value` as call metadata, the way a server reads
     /// request headers (lines that are not valid header names or values are
     /// dropped, as the HTTP/2 layer would refuse them).

@@ -82,3 +82,18 @@ fn config_formats() {
         let _ = rmicro::config::source::parse_value(text);
     }
 }
+
+#[test]
+fn broker_delivery() {
+    let mut read = 0;
+    for (path, data) in inputs("broker_delivery") {
+        if let Some(message) = rmicro::fuzzing::broker_delivery(&data) {
+            let again = rmicro::fuzzing::broker_delivery(&rmicro::fuzzing::broker_envelope(
+                message.clone(),
+            ));
+            assert_eq!(again, Some(message), "{}", path.display());
+            read += 1;
+        }
+    }
+    assert!(read > 0, "the seeds hold valid deliveries");
+}

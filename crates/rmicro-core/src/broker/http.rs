@@ -38,6 +38,23 @@ struct Envelope {
     body: Vec<u8>,
 }
 
+/// A message as the HTTP broker sends it to another process.
+pub(crate) fn encode_envelope(message: Message) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&Envelope {
+        headers: message.headers,
+        body: message.body.to_vec(),
+    })
+}
+
+/// A message as another process's HTTP broker sent it (untrusted bytes).
+pub(crate) fn decode_envelope(body: &[u8]) -> Result<Message, serde_json::Error> {
+    let envelope: Envelope = serde_json::from_slice(body)?;
+    Ok(Message {
+        headers: envelope.headers,
+        body: Bytes::from(envelope.body),
+    })
+}
+
 mod body64 {
     use base64::Engine;
     use serde::{Deserialize, Deserializer, Serializer};
@@ -233,18 +250,14 @@ async fn accept(
         Ok(body) => body.to_bytes(),
         Err(err) => return reply(StatusCode::PAYLOAD_TOO_LARGE, &err.to_string()),
     };
-    let envelope: Envelope = match serde_json::from_slice(&body) {
-        Ok(envelope) => envelope,
+    let message = match decode_envelope(&body) {
+        Ok(message) => message,
         Err(err) => {
             return reply(
                 StatusCode::BAD_REQUEST,
                 &format!("malformed delivery: {err}"),
             );
         }
-    };
-    let message = Message {
-        headers: envelope.headers,
-        body: Bytes::from(envelope.body),
     };
     match inbox.try_send(message) {
         Ok(()) => reply(StatusCode::OK, ""),
@@ -274,12 +287,8 @@ impl Broker for HttpBroker {
         let topic = topic.to_owned();
         Box::pin(async move {
             let nodes = self.subscribers(&topic).await?;
-            let envelope = Envelope {
-                headers: message.headers,
-                body: message.body.to_vec(),
-            };
             let body = Bytes::from(
-                serde_json::to_vec(&envelope).map_err(|e| self.failed("encode a delivery", e))?,
+                encode_envelope(message).map_err(|e| self.failed("encode a delivery", e))?,
             );
             let mut groups: BTreeMap<String, Vec<&Node>> = BTreeMap::new();
             let mut plain = Vec::new();

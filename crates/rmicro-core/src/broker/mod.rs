@@ -13,7 +13,7 @@
 //! codec and fills the standard headers.
 
 mod address;
-mod http;
+pub(crate) mod http;
 mod in_flight;
 mod memory;
 #[cfg(any(test, feature = "testing"))]

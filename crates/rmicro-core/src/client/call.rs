@@ -746,6 +746,56 @@ impl Client {
         json: &str,
         options: CallOptions,
     ) -> Result<serde_json::Value, Error> {
+        let target = self.json_target(service, endpoint, json, options)?;
+        let reply: crate::codec::RawMessage = UnaryCall::<crate::codec::RawMessage>::new(
+            target,
+            Outgoing::One(frame(json.as_bytes())),
+        )
+        .await?;
+        serde_json::from_slice(&reply.0).map_err(|e| {
+            Error::internal(
+                CLIENT_ID,
+                format!("reply from `{service}` {endpoint} is not JSON: {e}"),
+            )
+        })
+    }
+
+    /// A dynamic server-streaming call with a JSON request: each reply comes back
+    /// as the JSON bytes of one message (`grpcurl`'s and `rmicro stream`'s use).
+    /// `endpoint` as for [`Client::call_json`]; the call's deadline covers the
+    /// whole stream.
+    ///
+    /// ```no_run
+    /// # extern crate rmicro_core as rmicro;
+    /// # async fn demo(client: rmicro::Client) -> Result<(), rmicro::Error> {
+    /// let options = rmicro::client::CallOptions::new();
+    /// let mut replies = client
+    ///     .stream_json("greeter", "Greeter.SayHelloStream", r#"{"name":"ann","count":3}"#, options)?
+    ///     .await?;
+    /// while let Some(reply) = replies.message().await? {
+    ///     println!("{}", String::from_utf8_lossy(&reply.0));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn stream_json(
+        &self,
+        service: &str,
+        endpoint: &str,
+        json: &str,
+        options: CallOptions,
+    ) -> Result<ServerStreamCall<crate::codec::RawMessage>, Error> {
+        let target = self.json_target(service, endpoint, json, options)?;
+        Ok(Call::new(target, Outgoing::One(frame(json.as_bytes()))))
+    }
+
+    /// The target of a JSON call to `endpoint`, after checking `json` is JSON.
+    fn json_target(
+        &self,
+        service: &str,
+        endpoint: &str,
+        json: &str,
+        options: CallOptions,
+    ) -> Result<Target, Error> {
         serde_json::from_str::<serde_json::Value>(json).map_err(|e| {
             Error::bad_request(
                 CLIENT_ID,
@@ -760,17 +810,7 @@ impl Client {
         );
         target.format = Format::Json;
         target.options = options;
-        let reply: crate::codec::RawMessage = UnaryCall::<crate::codec::RawMessage>::new(
-            target,
-            Outgoing::One(frame(json.as_bytes())),
-        )
-        .await?;
-        serde_json::from_slice(&reply.0).map_err(|e| {
-            Error::internal(
-                CLIENT_ID,
-                format!("reply from `{service}` {endpoint} is not JSON: {e}"),
-            )
-        })
+        Ok(target)
     }
 }
 
