@@ -55,35 +55,28 @@ struct Target {
     metadata: Vec<String>,
 }
 
+/// What `call` and `stream` call.
+#[derive(clap::Args)]
+struct Invocation {
+    /// The service (`greeter`).
+    service: String,
+    /// The endpoint, `Service.Method` (`Greeter.SayHello`) or fully qualified
+    /// (`greeter.v1.Greeter.SayHello`).
+    endpoint: String,
+    /// The request as JSON.
+    #[arg(default_value = "{}")]
+    request: String,
+    #[command(flatten)]
+    target: Target,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Call an endpoint with a JSON request and print the JSON reply.
-    Call {
-        /// The service (`greeter`).
-        service: String,
-        /// The endpoint, `Service.Method` (`Greeter.SayHello`) or fully qualified
-        /// (`greeter.v1.Greeter.SayHello`).
-        endpoint: String,
-        /// The request as JSON.
-        #[arg(default_value = "{}")]
-        request: String,
-        #[command(flatten)]
-        target: Target,
-    },
+    Call(Invocation),
     /// Call a server-streaming endpoint with a JSON request and print each reply as
     /// a line of JSON as it arrives (`--timeout` covers the whole stream).
-    Stream {
-        /// The service (`greeter`).
-        service: String,
-        /// The endpoint, `Service.Method` (`Greeter.SayHelloStream`) or fully
-        /// qualified.
-        endpoint: String,
-        /// The request as JSON.
-        #[arg(default_value = "{}")]
-        request: String,
-        #[command(flatten)]
-        target: Target,
-    },
+    Stream(Invocation),
     /// Print a shell completion script: `rmicro completions bash > /etc/bash_completion.d/rmicro`,
     /// `rmicro completions zsh > "${fpath[1]}/_rmicro"`, `rmicro completions fish >
     /// ~/.config/fish/completions/rmicro.fish`.
@@ -786,12 +779,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Command::Call {
+        Command::Call(Invocation {
             service,
             endpoint,
             request,
             target,
-        } => {
+        }) => {
             let reply = client
                 .call_json(&service, &endpoint, &request, options(&target)?)
                 .await?;
@@ -800,12 +793,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
             println!("{pretty}");
             Ok(())
         }
-        Command::Stream {
+        Command::Stream(Invocation {
             service,
             endpoint,
             request,
             target,
-        } => {
+        }) => {
             use std::io::Write;
             let mut replies = client
                 .stream_json(&service, &endpoint, &request, options(&target)?)?
