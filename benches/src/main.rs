@@ -14,8 +14,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod gateway;
 /// The tonic-generated code for the greeter proto.
+mod cli_bench;
+mod gateway;
 mod h2load;
 mod observability;
 mod resilience;
@@ -56,6 +57,8 @@ enum Cmd {
     },
     /// The servers under h2load, a C load generator (many connections and streams).
     H2load(h2load::H2loadArgs),
+    /// `rmicro bench` against h2load on the same shipped greeter (the CLI's overhead).
+    Cli(cli_bench::CliArgs),
     /// The user service's GetUserInfo (the shipped `user` binary) against a
     /// hand-written tonic + sqlx service doing the same query on the same database.
     User(user::UserArgs),
@@ -699,6 +702,7 @@ async fn main() -> anyhow::Result<()> {
             noop_wrappers,
         }) => serve(&kind, &address, registry_dir, noop_wrappers).await,
         Some(Cmd::H2load(args)) => h2load::run(args).await,
+        Some(Cmd::Cli(args)) => cli_bench::run(args).await,
         Some(Cmd::User(args)) => user::run(args).await,
         Some(Cmd::TonicUser { dsn, secret }) => user::serve_tonic(&dsn, &secret).await,
         Some(Cmd::ClientWrappers(args)) => client_wrappers(args).await,

@@ -22,6 +22,7 @@
 
 use clap::{Parser, Subcommand};
 use rmicro::{CallOptions, Client, Error};
+mod bench;
 mod new;
 
 use std::path::Path;
@@ -77,6 +78,9 @@ enum Command {
     /// Call a server-streaming endpoint with a JSON request and print each reply as
     /// a line of JSON as it arrives (`--timeout` covers the whole stream).
     Stream(Invocation),
+    /// Load an endpoint as ghz does and report throughput, latency percentiles, a
+    /// histogram and the status distribution (`--output json` for CI).
+    Bench(Box<bench::BenchFlags>),
     /// Print a shell completion script: `rmicro completions bash > /etc/bash_completion.d/rmicro`,
     /// `rmicro completions zsh > "${fpath[1]}/_rmicro"`, `rmicro completions fish >
     /// ~/.config/fish/completions/rmicro.fish`.
@@ -697,7 +701,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         registry.clone(),
         rmicro::selector::Strategy::Random,
     ));
-    let client = Client::with_selector(rmicro::client::ClientOptions::default(), selector);
+    let client = Client::with_selector(rmicro::client::ClientOptions::default(), selector.clone());
     match cli.command {
         Command::Config { action } => config(action).await,
         Command::Api(flags) => api(*flags, registry.clone()).await,
@@ -792,6 +796,18 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 .map_err(|e| Error::internal("rmicro.cli", e.to_string()))?;
             println!("{pretty}");
             Ok(())
+        }
+        Command::Bench(flags) => {
+            // Each client has its own connection to each server.
+            let clients = (0..flags.connections)
+                .map(|_| {
+                    Client::with_selector(
+                        rmicro::client::ClientOptions::default(),
+                        selector.clone(),
+                    )
+                })
+                .collect();
+            bench::run(*flags, clients).await
         }
         Command::Stream(Invocation {
             service,

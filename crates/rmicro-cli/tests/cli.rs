@@ -370,3 +370,131 @@ fn completions_for_each_shell() {
     let bad = rmicro(&["completions", "tcsh"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_reports_counts_percentiles_and_statuses() {
+    let (_service, server) = greeter().await;
+    let address = server.local_addr().to_string();
+    let (code, out, err) = run_cli(&[
+        "bench",
+        "greeter",
+        "Greeter.SayHello",
+        r#"{"name":"b"}"#,
+        "-n",
+        "300",
+        "-c",
+        "8",
+        "--connections",
+        "2",
+        "--address",
+        &address,
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["count"], 300);
+    assert_eq!(report["statuses"]["OK"], 300);
+    assert_eq!(report["connections"], 2);
+    let latency = &report["latency_ms"];
+    let at = |k: &str| latency[k].as_f64().unwrap();
+    assert!(
+        at("min") <= at("p50") && at("p50") <= at("p99") && at("p99") <= at("max"),
+        "{latency}"
+    );
+    assert!(report["rps"].as_f64().unwrap() > 0.0);
+    let counted: u64 = report["histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 300, "every call in one bucket");
+
+    // Calls the handler refuses are counted by their code, with the detail.
+    let (code, out, err) = run_cli(&[
+        "bench",
+        "greeter",
+        "Greeter.SayHello",
+        r#"{"name":""}"#,
+        "-n",
+        "20",
+        "-c",
+        "2",
+        "--address",
+        &address,
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["statuses"]["INVALID_ARGUMENT"], 20, "{report}");
+    assert!(
+        report["errors"]["INVALID_ARGUMENT"]
+            .as_str()
+            .unwrap()
+            .contains("name must not be empty")
+    );
+
+    // Paced: 40 calls at 100 a second take about 0.4 s, not the moment they would.
+    let (code, out, _) = run_cli(&[
+        "bench",
+        "greeter",
+        "Greeter.SayHello",
+        r#"{"name":"p"}"#,
+        "-n",
+        "40",
+        "-c",
+        "4",
+        "--rps",
+        "100",
+        "--address",
+        &address,
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(code, Some(0));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(report["total_ms"].as_f64().unwrap() >= 350.0, "{report}");
+
+    // A duration instead of a count; text output.
+    let (code, out, _) = run_cli(&[
+        "bench",
+        "greeter",
+        "Greeter.SayHello",
+        r#"{"name":"z"}"#,
+        "-z",
+        "300ms",
+        "-c",
+        "2",
+        "--address",
+        &address,
+    ])
+    .await;
+    assert_eq!(code, Some(0));
+    for part in ["Requests/sec:", "Latency distribution:", "p99.9 in", "[OK]"] {
+        assert!(out.contains(part), "{part} missing:\n{out}");
+    }
+
+    // An endpoint that does not exist: one sentence, no benchmark.
+    let (code, out, err) = run_cli(&[
+        "bench",
+        "greeter",
+        "Greeter.Nope",
+        "{}",
+        "-n",
+        "10",
+        "--address",
+        &address,
+    ])
+    .await;
+    assert_eq!(code, Some(1));
+    assert!(out.is_empty());
+    assert!(
+        err.contains("the first call failed, so no benchmark"),
+        "{err}"
+    );
+}

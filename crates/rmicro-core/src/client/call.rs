@@ -746,18 +746,27 @@ impl Client {
         json: &str,
         options: CallOptions,
     ) -> Result<serde_json::Value, Error> {
-        let target = self.json_target(service, endpoint, json, options)?;
-        let reply: crate::codec::RawMessage = UnaryCall::<crate::codec::RawMessage>::new(
-            target,
-            Outgoing::One(frame(json.as_bytes())),
-        )
-        .await?;
+        let reply = self.unary_json(service, endpoint, json, options)?.await?;
         serde_json::from_slice(&reply.0).map_err(|e| {
             Error::internal(
                 CLIENT_ID,
                 format!("reply from `{service}` {endpoint} is not JSON: {e}"),
             )
         })
+    }
+
+    /// A dynamic unary call with a JSON request whose reply stays the JSON bytes
+    /// the server sent (no parsing: a load generator's call); see
+    /// [`Client::call_json`].
+    pub fn unary_json(
+        &self,
+        service: &str,
+        endpoint: &str,
+        json: &str,
+        options: CallOptions,
+    ) -> Result<UnaryCall<crate::codec::RawMessage>, Error> {
+        let target = self.json_target(service, endpoint, json, options)?;
+        Ok(Call::new(target, Outgoing::One(frame(json.as_bytes()))))
     }
 
     /// A dynamic server-streaming call with a JSON request: each reply comes back

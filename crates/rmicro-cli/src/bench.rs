@@ -1,0 +1,340 @@
+//! `rmicro bench`: load an endpoint the way ghz does — a number of calls (`-n`) or a
+//! duration (`-z`), by so many workers (`-c`) over so many connections
+//! (`--connections`), optionally paced (`--rps`) — and report throughput, the
+//! latency distribution and how the calls ended.
+
+use rmicro::client::CallOptions;
+use rmicro::{Client, Error};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// `rmicro bench`'s flags.
+#[derive(clap::Args, Clone)]
+pub struct BenchFlags {
+    /// The service (`greeter`), found through the registry unless `--address` names a server.
+    pub service: String,
+    /// The endpoint, `Service.Method` (`Greeter.SayHello`) or fully qualified.
+    pub endpoint: String,
+    /// The request as JSON (the same for every call).
+    #[arg(default_value = "{}")]
+    pub request: String,
+    /// How many calls in all (default 200 unless `-z` is given).
+    #[arg(
+        short = 'n',
+        long = "total",
+        value_name = "N",
+        conflicts_with = "duration"
+    )]
+    pub total: Option<u64>,
+    /// Run for this long instead of a number of calls (`10s`, `1m`).
+    #[arg(short = 'z', long, value_name = "DURATION", value_parser = rmicro::cmd::parse_duration)]
+    pub duration: Option<Duration>,
+    /// How many calls are in flight at once.
+    #[arg(short = 'c', long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub concurrency: u64,
+    /// How many connections (per server) the calls share.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connections: u64,
+    /// Start at most this many calls per second in all (default: as fast as they return).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rps: Option<u64>,
+    /// `text` (a summary, a histogram and the status distribution) or `json`.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub output: String,
+    /// Address of the server (`host:port`), skipping the registry.
+    #[arg(long, env = "MICRO_CLIENT_ADDRESS")]
+    pub address: Option<String>,
+    /// How long each call may take.
+    #[arg(long, default_value = "5s", value_parser = rmicro::cmd::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// What the workers measured.
+struct Tally {
+    latency: hdrhistogram::Histogram<u64>,
+    /// Calls by how they ended: `OK` or the gRPC code's name.
+    statuses: BTreeMap<String, u64>,
+    /// The first detail seen for each failing code.
+    details: BTreeMap<String, String>,
+}
+
+impl Tally {
+    fn new() -> Result<Self, Error> {
+        // Microseconds, 1 µs to 1 h, 3 significant digits.
+        let latency = hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+            .map_err(|e| Error::internal("rmicro.cli", e.to_string()))?;
+        Ok(Tally {
+            latency,
+            statuses: BTreeMap::new(),
+            details: BTreeMap::new(),
+        })
+    }
+
+    fn merge(&mut self, other: Tally) {
+        let _ = self.latency.add(&other.latency);
+        for (status, n) in other.statuses {
+            *self.statuses.entry(status).or_default() += n;
+        }
+        for (status, detail) in other.details {
+            self.details.entry(status).or_insert(detail);
+        }
+    }
+}
+
+/// When the workers stop: after so many calls, or at a moment.
+enum Budget {
+    Calls(AtomicU64),
+    Until(Instant),
+}
+
+impl Budget {
+    /// Whether one more call may start.
+    fn take(&self) -> bool {
+        match self {
+            Budget::Calls(left) => left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok(),
+            Budget::Until(end) => Instant::now() < *end,
+        }
+    }
+}
+
+/// Runs the benchmark and prints its report.
+pub async fn run(flags: BenchFlags, clients: Vec<Client>) -> Result<(), Error> {
+    serde_json::from_str::<serde_json::Value>(&flags.request).map_err(|e| {
+        Error::bad_request("rmicro.cli", format!("the request is not valid JSON ({e})"))
+    })?;
+    // One call first: a wrong address or endpoint is a sentence, not N failures.
+    let options = || {
+        let options = CallOptions::new().timeout(flags.timeout);
+        match &flags.address {
+            Some(address) => options.address(address),
+            None => options,
+        }
+    };
+    let first =
+        clients[0].unary_json(&flags.service, &flags.endpoint, &flags.request, options())?;
+    if let Err(err) = first.await
+        && err.code != 400
+        && err.code != 500
+        && err.grpc_code() != rmicro::Code::InvalidArgument
+    {
+        return Err(Error::unavailable(
+            "rmicro.cli",
+            format!("the first call failed, so no benchmark: {}", err.detail),
+        ));
+    }
+
+    let budget = Arc::new(match flags.duration {
+        Some(duration) => Budget::Until(Instant::now() + duration),
+        None => Budget::Calls(AtomicU64::new(flags.total.unwrap_or(200))),
+    });
+    let done = Arc::new(AtomicU64::new(0));
+    let pacer = flags.rps.map(|rps| {
+        let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rps as f64));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        Arc::new(tokio::sync::Mutex::new(interval))
+    });
+    let progress = progress_bar(&flags, done.clone());
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..flags.concurrency {
+        let client = clients[(worker % clients.len() as u64) as usize].clone();
+        let (budget, done, pacer) = (budget.clone(), done.clone(), pacer.clone());
+        let flags = flags.clone();
+        let options = options();
+        workers.spawn(async move {
+            let mut tally = Tally::new()?;
+            while budget.take() {
+                if let Some(pacer) = &pacer {
+                    pacer.lock().await.tick().await;
+                }
+                let began = Instant::now();
+                let call = client.unary_json(
+                    &flags.service,
+                    &flags.endpoint,
+                    &flags.request,
+                    options.clone(),
+                )?;
+                let outcome = call.await;
+                let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+                tally.latency.saturating_record(micros.max(1));
+                let status = match outcome {
+                    Ok(_) => "OK".to_owned(),
+                    Err(err) => {
+                        let code = err.grpc_code().to_string();
+                        tally.details.entry(code.clone()).or_insert(err.detail);
+                        code
+                    }
+                };
+                *tally.statuses.entry(status).or_default() += 1;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, Error>(tally)
+        });
+    }
+    let mut tally = Tally::new()?;
+    while let Some(joined) = workers.join_next().await {
+        let worker = joined.map_err(|e| Error::internal("rmicro.cli", e.to_string()))??;
+        tally.merge(worker);
+    }
+    let elapsed = started.elapsed();
+    if let Some((bar, ticker)) = progress {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+    if flags.output == "json" {
+        println!("{}", json_report(&flags, &tally, elapsed));
+    } else {
+        print!("{}", text_report(&flags, &tally, elapsed));
+    }
+    Ok(())
+}
+
+/// A progress bar on a terminal (text output only), fed by a ticker.
+fn progress_bar(
+    flags: &BenchFlags,
+    done: Arc<AtomicU64>,
+) -> Option<(indicatif::ProgressBar, tokio::task::JoinHandle<()>)> {
+    if flags.output != "text" || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = match flags.duration {
+        Some(duration) => indicatif::ProgressBar::new(duration.as_secs().max(1)),
+        None => indicatif::ProgressBar::new(flags.total.unwrap_or(200)),
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    let (shown, by_time, started) = (bar.clone(), flags.duration.is_some(), Instant::now());
+    let ticker = tokio::spawn(async move {
+        loop {
+            let calls = done.load(Ordering::Relaxed);
+            if by_time {
+                shown.set_position(started.elapsed().as_secs());
+                shown.set_message(format!("{calls} calls"));
+            } else {
+                shown.set_position(calls);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    Some((bar, ticker))
+}
+
+fn millis(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+const PERCENTILES: [(&str, f64); 5] = [
+    ("p50", 50.0),
+    ("p90", 90.0),
+    ("p95", 95.0),
+    ("p99", 99.0),
+    ("p99.9", 99.9),
+];
+
+fn json_report(flags: &BenchFlags, tally: &Tally, elapsed: Duration) -> serde_json::Value {
+    let count = tally.latency.len();
+    let mut latency = serde_json::Map::new();
+    latency.insert("min".into(), millis(tally.latency.min()).into());
+    latency.insert("mean".into(), (tally.latency.mean() / 1000.0).into());
+    for (name, q) in PERCENTILES {
+        latency.insert(
+            name.into(),
+            millis(tally.latency.value_at_percentile(q)).into(),
+        );
+    }
+    latency.insert("max".into(), millis(tally.latency.max()).into());
+    serde_json::json!({
+        "service": flags.service,
+        "endpoint": flags.endpoint,
+        "concurrency": flags.concurrency,
+        "connections": flags.connections,
+        "count": count,
+        "total_ms": elapsed.as_secs_f64() * 1000.0,
+        "rps": count as f64 / elapsed.as_secs_f64().max(f64::EPSILON),
+        "latency_ms": latency,
+        "histogram": buckets(tally).into_iter().map(|(mark, n)| serde_json::json!({"mark_ms": millis(mark), "count": n})).collect::<Vec<_>>(),
+        "statuses": tally.statuses,
+        "errors": tally.details,
+    })
+}
+
+/// Ten buckets from the fastest to the slowest call: (upper mark in µs, calls).
+fn buckets(tally: &Tally) -> Vec<(u64, u64)> {
+    let (min, max) = (tally.latency.min(), tally.latency.max());
+    if tally.latency.is_empty() {
+        return Vec::new();
+    }
+    let step = ((max - min) / 10).max(1);
+    let mut marks: Vec<(u64, u64)> = (1..=10).map(|i| (min + step * i, 0)).collect();
+    if let Some(last) = marks.last_mut() {
+        last.0 = last.0.max(max);
+    }
+    for value in tally.latency.iter_recorded() {
+        let v = value.value_iterated_to();
+        let slot = marks
+            .iter()
+            .position(|(mark, _)| v <= *mark)
+            .unwrap_or(marks.len() - 1);
+        marks[slot].1 += value.count_at_value();
+    }
+    marks
+}
+
+fn text_report(flags: &BenchFlags, tally: &Tally, elapsed: Duration) -> String {
+    use std::fmt::Write;
+    let count = tally.latency.len();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nSummary:\n  Count:\t{count}\n  Total:\t{:.2} ms\n  Slowest:\t{:.2} ms\n  Fastest:\t{:.2} ms\n  Average:\t{:.2} ms\n  Requests/sec:\t{:.2}\n",
+        elapsed.as_secs_f64() * 1000.0,
+        millis(tally.latency.max()),
+        millis(tally.latency.min()),
+        tally.latency.mean() / 1000.0,
+        count as f64 / elapsed.as_secs_f64().max(f64::EPSILON),
+    );
+    let _ = writeln!(out, "Response time histogram:");
+    let buckets = buckets(tally);
+    let widest = buckets.iter().map(|(_, n)| *n).max().unwrap_or(1).max(1);
+    for (mark, n) in &buckets {
+        let bar = "∎".repeat(((n * 40) / widest) as usize);
+        let _ = writeln!(out, "  {:>10.3} [{n}]\t|{bar}", millis(*mark));
+    }
+    let _ = writeln!(out, "\nLatency distribution:");
+    for (name, q) in PERCENTILES {
+        let _ = writeln!(
+            out,
+            "  {name:>6} in {:.2} ms",
+            millis(tally.latency.value_at_percentile(q))
+        );
+    }
+    let _ = writeln!(out, "\nStatus code distribution:");
+    for (status, n) in &tally.statuses {
+        let _ = writeln!(out, "  [{status}]\t{n} responses");
+    }
+    if !tally.details.is_empty() {
+        let _ = writeln!(out, "\nError distribution:");
+        for (status, detail) in &tally.details {
+            let _ = writeln!(out, "  [{status}]\t{detail}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{} workers over {} connection(s){}",
+        flags.concurrency,
+        flags.connections,
+        flags
+            .rps
+            .map(|r| format!(", paced at {r} calls/s"))
+            .unwrap_or_default()
+    );
+    out
+}
