@@ -30,7 +30,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "rmicro", version, about = "The rmicro command line")]
+#[command(
+    name = "rmicro",
+    version,
+    about = "The rmicro command line",
+    after_help = "Exit codes: 0 the work was done; 1 it failed (a call refused, a node not serving, a \
+                  service unknown, a server unreachable) with `error: <sentence>` on stderr; 2 the \
+                  command line is wrong (for `rmicro new`, also a name or option it cannot use)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

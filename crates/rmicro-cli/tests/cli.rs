@@ -498,3 +498,13 @@ async fn bench_reports_counts_percentiles_and_statuses() {
         "{err}"
     );
 }
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let help = rmicro(&["--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("Exit codes: 0"), "{text}");
+    for command in ["bench", "stream", "health", "completions"] {
+        assert!(text.contains(command), "{command} missing from --help");
+    }
+}
