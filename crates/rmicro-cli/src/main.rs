@@ -691,6 +691,15 @@ fn options(target: &Target) -> Result<CallOptions, Error> {
     Ok(options)
 }
 
+/// `message` as an indented tree: `label  Type`, then each field a level deeper.
+fn field_tree(label: &str, message: &rmicro::registry::Value, depth: usize) -> String {
+    let mut out = format!("{}{label}  {}\n", "  ".repeat(depth), message.kind);
+    for field in &message.values {
+        out.push_str(&field_tree(&field.name, field, depth + 1));
+    }
+    out
+}
+
 fn fields(values: &[rmicro::registry::Value]) -> String {
     values
         .iter()
@@ -785,6 +794,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
                         rsp.unwrap_or_default(),
                         if stream { "  [stream]" } else { "" }
                     );
+                    // The field trees, nested messages indented under their field.
+                    for (side, message) in [("request", &ep.request), ("response", &ep.response)] {
+                        if let Some(message) = message {
+                            print!("{}", field_tree(side, message, 1));
+                        }
+                    }
                 }
                 println!();
             }

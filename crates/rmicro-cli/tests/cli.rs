@@ -168,6 +168,11 @@ async fn services_describe_and_call(registry: rmicro::registry::SharedRegistry, 
         text.contains("Greeter.Chat") && text.contains("[stream]"),
         "{text}"
     );
+    // Each endpoint's field trees, fields indented under their message.
+    assert!(
+        text.contains("  request  HelloRequest\n    name  string\n    count  int32\n  response  HelloReply\n    message  string\n"),
+        "{text}"
+    );
 
     let json = cli(&["describe", "greeter", "--output", "json"]);
     let records: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
