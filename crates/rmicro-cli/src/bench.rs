@@ -103,7 +103,11 @@ impl Budget {
 }
 
 /// Runs the benchmark and prints its report.
-pub async fn run(flags: BenchFlags, clients: Vec<Client>) -> Result<(), Error> {
+pub async fn run(
+    flags: BenchFlags,
+    clients: Vec<Client>,
+    registry: &rmicro::registry::SharedRegistry,
+) -> Result<(), Error> {
     serde_json::from_str::<serde_json::Value>(&flags.request).map_err(|e| {
         Error::bad_request("rmicro.cli", format!("the request is not valid JSON ({e})"))
     })?;
@@ -141,7 +145,56 @@ pub async fn run(flags: BenchFlags, clients: Vec<Client>) -> Result<(), Error> {
     let progress = progress_bar(&flags, done.clone());
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
-    for worker in 0..flags.concurrency {
+    // The servers: the one named, or every node of the service in the registry
+    // (connections spread over them).
+    let servers: Vec<String> = match &flags.address {
+        Some(address) => vec![address.clone()],
+        None => registry
+            .get_service(&flags.service)
+            .await
+            .map_err(|e| Error::unavailable("rmicro.cli", e.to_string()))?
+            .into_iter()
+            .flat_map(|r| r.nodes.into_iter().map(|n| n.address))
+            .collect(),
+    };
+    if !servers.is_empty() {
+        // Plain (h2c) servers: the raw HTTP/2 path.
+        // `Service.Method` or `package.Service.Method` → `/package.Service/Method`.
+        let path = match flags.endpoint.rsplit_once('.') {
+            Some((service, method)) if !service.is_empty() && !method.is_empty() => {
+                format!("/{service}/{method}")
+            }
+            _ => {
+                return Err(Error::bad_request(
+                    "rmicro.cli",
+                    format!("`{}` is not Service.Method", flags.endpoint),
+                ));
+            }
+        };
+        let body = raw::frame(&flags.request);
+        let timeout = format!("{}m", flags.timeout.as_millis().max(1));
+        let mut connections = Vec::new();
+        for address in servers.iter().cycle().take(flags.connections as usize) {
+            let uri: http::Uri = format!("http://{address}{path}")
+                .parse()
+                .map_err(|e| Error::bad_request("rmicro.cli", format!("`{address}`: {e}")))?;
+            connections.push((raw::connect(address).await?, uri));
+        }
+        for worker in 0..flags.concurrency {
+            let (send, uri) = connections[(worker % flags.connections) as usize].clone();
+            workers.spawn(raw::worker(
+                send,
+                uri,
+                body.clone(),
+                timeout.clone(),
+                budget.clone(),
+                done.clone(),
+                pacer.clone(),
+            ));
+        }
+    }
+    // No node found by name (the registry may still route the rmicro client).
+    for worker in 0..flags.concurrency * u64::from(servers.is_empty()) {
         let client = clients[(worker % clients.len() as u64) as usize].clone();
         let (budget, done, pacer) = (budget.clone(), done.clone(), pacer.clone());
         let flags = flags.clone();
@@ -337,4 +390,147 @@ fn text_report(flags: &BenchFlags, tally: &Tally, elapsed: Duration) -> String {
             .unwrap_or_default()
     );
     out
+}
+
+/// The raw HTTP/2 path of `rmicro bench` for plain (h2c) servers: the request frame
+/// is encoded once and sent with h2 directly, as h2load does, so the generator's
+/// cost per call stays far below the server's.
+mod raw {
+    use super::{Budget, Tally};
+    use bytes::Bytes;
+    use rmicro::Error;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
+
+    /// A gRPC message frame of `json` (uncompressed, length-prefixed).
+    pub fn frame(json: &str) -> Bytes {
+        let mut framed = Vec::with_capacity(5 + json.len());
+        framed.push(0);
+        framed.extend_from_slice(&u32::try_from(json.len()).unwrap_or(u32::MAX).to_be_bytes());
+        framed.extend_from_slice(json.as_bytes());
+        Bytes::from(framed)
+    }
+
+    /// Opens an HTTP/2 connection to `address`.
+    pub async fn connect(address: &str) -> Result<h2::client::SendRequest<Bytes>, Error> {
+        let unavailable = |e: &dyn std::fmt::Display| {
+            Error::unavailable("rmicro.cli", format!("cannot connect to {address}: {e}"))
+        };
+        let tcp = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let _ = tcp.set_nodelay(true);
+        let (send, connection) = h2::client::Builder::new()
+            .initial_window_size(1 << 20)
+            .initial_connection_window_size(1 << 24)
+            .handshake(tcp)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(send)
+    }
+
+    /// One call: its gRPC status name and, when it failed, the message.
+    async fn call(
+        send: &mut h2::client::SendRequest<Bytes>,
+        uri: &http::Uri,
+        body: &Bytes,
+        timeout: &str,
+    ) -> (String, Option<String>) {
+        let failed = |e: &dyn std::fmt::Display| ("UNAVAILABLE".to_owned(), Some(e.to_string()));
+        let request = http::Request::post(uri.clone())
+            .header("content-type", "application/grpc+json")
+            .header("te", "trailers")
+            .header("grpc-timeout", timeout)
+            .body(());
+        let request = match request {
+            Ok(request) => request,
+            Err(e) => return failed(&e),
+        };
+        let ready = match send.clone().ready().await {
+            Ok(ready) => ready,
+            Err(e) => return failed(&e),
+        };
+        *send = ready;
+        let (response, mut stream) = match send.send_request(request, false) {
+            Ok(sent) => sent,
+            Err(e) => return failed(&e),
+        };
+        if let Err(e) = stream.send_data(body.clone(), true) {
+            return failed(&e);
+        }
+        let response = match response.await {
+            Ok(response) => response,
+            Err(e) => return failed(&e),
+        };
+        let (parts, mut body) = response.into_parts();
+        while let Some(chunk) = body.data().await {
+            match chunk {
+                Ok(chunk) => {
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                }
+                Err(e) => return failed(&e),
+            }
+        }
+        let trailers = match body.trailers().await {
+            Ok(trailers) => trailers,
+            Err(e) => return failed(&e),
+        };
+        // Trailers, or the headers of a trailers-only answer.
+        let fields = trailers.as_ref().unwrap_or(&parts.headers);
+        let code = fields
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+            .map(rmicro::Code::from_i32);
+        match code {
+            Some(rmicro::Code::Ok) => ("OK".to_owned(), None),
+            Some(code) => {
+                let message = fields
+                    .get("grpc-message")
+                    .map(|v| {
+                        percent_encoding::percent_decode(v.as_bytes())
+                            .decode_utf8_lossy()
+                            .into_owned()
+                    })
+                    .unwrap_or_default();
+                (code.to_string(), Some(message))
+            }
+            None => (
+                "UNKNOWN".to_owned(),
+                Some(format!("no grpc-status (HTTP {})", parts.status)),
+            ),
+        }
+    }
+
+    /// A worker: calls on `send` while the budget lasts.
+    pub async fn worker(
+        mut send: h2::client::SendRequest<Bytes>,
+        uri: http::Uri,
+        body: Bytes,
+        timeout: String,
+        budget: Arc<Budget>,
+        done: Arc<AtomicU64>,
+        pacer: Option<Arc<tokio::sync::Mutex<tokio::time::Interval>>>,
+    ) -> Result<Tally, Error> {
+        let mut tally = Tally::new()?;
+        while budget.take() {
+            if let Some(pacer) = &pacer {
+                pacer.lock().await.tick().await;
+            }
+            let began = Instant::now();
+            let (status, detail) = call(&mut send, &uri, &body, &timeout).await;
+            let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+            tally.latency.saturating_record(micros.max(1));
+            if let Some(detail) = detail {
+                tally.details.entry(status.clone()).or_insert(detail);
+            }
+            *tally.statuses.entry(status).or_default() += 1;
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(tally)
+    }
 }

@@ -829,7 +829,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     )
                 })
                 .collect();
-            bench::run(*flags, clients).await
+            bench::run(*flags, clients, &registry).await
         }
         Command::Stream(Invocation {
             service,

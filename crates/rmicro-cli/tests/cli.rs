@@ -259,6 +259,27 @@ async fn health_checks_every_node_of_a_service() {
         "{out}"
     );
 
+    // `bench` by name: connections spread over both nodes.
+    let args = [
+        &[
+            "bench",
+            "greeter",
+            "Greeter.SayHello",
+            r#"{"name":"r"}"#,
+            "-n",
+            "60",
+            "-c",
+            "4",
+        ][..],
+        &["--connections", "2", "--output", "json"],
+        &local,
+    ]
+    .concat();
+    let (code, out, err) = run_cli(&args).await;
+    assert_eq!(code, Some(0), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["statuses"]["OK"], 60, "{report}");
+
     // A node that is registered but gone: reported, and the exit code says so.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
