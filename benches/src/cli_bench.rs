@@ -4,7 +4,6 @@
 //! with `rmicro bench` at the same connections × streams, from a fresh process.
 
 use crate::h2load::{Shape, h2load_once};
-use prost::Message;
 use std::process::Command;
 
 /// Options of `rmicro-bench cli`.
@@ -24,16 +23,7 @@ pub async fn run(args: CliArgs) -> anyhow::Result<()> {
         "{} is missing: run `cargo build --release -p rmicro-cli` first",
         rmicro.display()
     );
-    let body = std::env::temp_dir().join(format!("rmicro-cli-bench-{}.req", std::process::id()));
-    let message = greeter::proto::HelloRequest {
-        name: "bench".into(),
-        count: 0,
-    }
-    .encode_to_vec();
-    let mut framed = vec![0u8];
-    framed.extend_from_slice(&u32::try_from(message.len())?.to_be_bytes());
-    framed.extend_from_slice(&message);
-    std::fs::write(&body, framed)?;
+    let body = crate::h2load::say_hello_file("cli-bench")?;
     let in_flight = args.load.connections * args.load.streams;
     println!(
         "unary SayHello on the shipped greeter: h2load -c {} -m {} vs rmicro bench -c {in_flight} --connections {}, {:?} x {} rounds",

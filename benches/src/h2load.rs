@@ -142,14 +142,10 @@ pub fn h2load_once(
     })
 }
 
-/// Runs `rmicro-bench h2load`.
-pub async fn run(args: H2loadArgs) -> anyhow::Result<()> {
-    let kinds: Vec<&str> = args.servers.split(',').collect();
-    anyhow::ensure!(
-        kinds.first() == Some(&"tonic"),
-        "--servers must start with tonic"
-    );
-    let body = std::env::temp_dir().join(format!("rmicro-h2load-{}.req", std::process::id()));
+/// Writes the gRPC frame of `SayHello{name: "bench"}` to a temporary file for
+/// `h2load -d` (named after `what`); its path.
+pub fn say_hello_file(what: &str) -> anyhow::Result<std::path::PathBuf> {
+    let body = std::env::temp_dir().join(format!("rmicro-{what}-{}.req", std::process::id()));
     let message = greeter::proto::HelloRequest {
         name: "bench".into(),
         count: 0,
@@ -159,6 +155,17 @@ pub async fn run(args: H2loadArgs) -> anyhow::Result<()> {
     framed.extend_from_slice(&u32::try_from(message.len())?.to_be_bytes());
     framed.extend_from_slice(&message);
     std::fs::write(&body, framed)?;
+    Ok(body)
+}
+
+/// Runs `rmicro-bench h2load`.
+pub async fn run(args: H2loadArgs) -> anyhow::Result<()> {
+    let kinds: Vec<&str> = args.servers.split(',').collect();
+    anyhow::ensure!(
+        kinds.first() == Some(&"tonic"),
+        "--servers must start with tonic"
+    );
+    let body = say_hello_file("h2load")?;
     println!(
         "unary SayHello under h2load -c {} -m {} -t {}, {:?} x {} rounds per server (+{:?} warm-up)",
         args.load.connections,

@@ -57,14 +57,21 @@ fn common_name(der: &[u8]) -> String {
 
 /// Connects with `tls` and returns what the server wrote, or the error's text.
 async fn dial(tls: &LinkTls, address: std::net::SocketAddr) -> Result<String, String> {
-    let connector = tls.connector(&[]).map_err(|e| e.to_string())?;
+    let config = tls.client_config(&[]).map_err(|e| e.to_string())?;
+    read_from(Arc::new(config), address).await
+}
+
+/// Connects with `config` to the server at `address` (as `localhost`) and returns
+/// what it wrote, or the error's text.
+async fn read_from(
+    config: Arc<rustls::ClientConfig>,
+    address: std::net::SocketAddr,
+) -> Result<String, String> {
     let tcp = tokio::net::TcpStream::connect(address)
         .await
         .map_err(|e| e.to_string())?;
-    let name = tls
-        .server_name_for("localhost")
-        .map_err(|e| e.to_string())?;
-    let mut stream = connector
+    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let mut stream = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
         .map_err(|e| error_chain(&e))?;
@@ -93,19 +100,7 @@ async fn a_rotated_client_certificate_is_used_by_the_next_connection() {
         .with_identity_files(&cert, &key);
     // One configuration, made once, as a client library keeps it for reconnections.
     let config = Arc::new(tls.client_config(&[]).unwrap());
-    let once = |config: Arc<rustls::ClientConfig>| async move {
-        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
-        let mut stream = tokio_rustls::TlsConnector::from(config)
-            .connect(tls_name(), tcp)
-            .await
-            .map_err(|e| error_chain(&e))?;
-        let mut out = String::new();
-        stream
-            .read_to_string(&mut out)
-            .await
-            .map_err(|e| error_chain(&e))?;
-        Ok::<_, String>(out)
-    };
+    let once = |config: Arc<rustls::ClientConfig>| read_from(config, address);
     assert_eq!(once(config.clone()).await.unwrap(), "first");
 
     copy(&ca.client("second", &[]), &cert, &key);
@@ -128,10 +123,6 @@ async fn a_rotated_client_certificate_is_used_by_the_next_connection() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(once(config.clone()).await.unwrap(), "second");
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-fn tls_name() -> rustls::pki_types::ServerName<'static> {
-    rustls::pki_types::ServerName::try_from("localhost").unwrap()
 }
 
 fn tempdir() -> std::path::PathBuf {
