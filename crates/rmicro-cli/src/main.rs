@@ -13,6 +13,7 @@
 //! rmicro subscribe user.created --queue mailers --broker nats   # a JSON line per message
 //! rmicro api --address :8080            # HTTP/JSON gateway to every service in the registry
 //! rmicro api --print-routes             # the routes it would serve, then exit
+//! rmicro web --address :8082            # the dashboard: services, health, numbers, a call form
 //! ```
 //!
 //! Every command honours `--registry NAME --registry-address ADDR` (env
@@ -134,6 +135,9 @@ enum Command {
     },
     /// Serve an HTTP/JSON gateway in front of every service in the registry.
     Api(Box<ApiFlags>),
+    /// Serve the dashboard: services, nodes and their health, live numbers,
+    /// circuits, topics, and a call form per endpoint (default `:8082`).
+    Web(Box<WebFlags>),
     /// Make a new service project in ./NAME (go-micro's `micro new`): proto, domain
     /// model/repository/service, handler, subscriber, config, tests, Dockerfile.
     New(new::NewFlags),
@@ -258,6 +262,104 @@ struct ApiFlags {
     log_format: String,
     #[command(flatten)]
     broker: BrokerFlags,
+}
+
+#[derive(clap::Args)]
+struct WebFlags {
+    /// Where to listen, `HOST:PORT` (`:8082` for every interface).
+    #[arg(
+        long = "address",
+        id = "web_address",
+        env = "MICRO_WEB_ADDRESS",
+        default_value = ":8082"
+    )]
+    address: String,
+    /// How often every node's gRPC health is asked.
+    #[arg(long, env = "MICRO_WEB_HEALTH_INTERVAL", default_value = "2s", value_parser = rmicro::cmd::parse_duration)]
+    health_interval: Duration,
+    /// How often nodes' `/metrics` (node metadata `metrics`) are read.
+    #[arg(long, env = "MICRO_WEB_SCRAPE_INTERVAL", default_value = "5s", value_parser = rmicro::cmd::parse_duration)]
+    scrape_interval: Duration,
+    /// How far back the charts reach.
+    #[arg(long, env = "MICRO_WEB_HISTORY", default_value = "10m", value_parser = rmicro::cmd::parse_duration)]
+    history: Duration,
+    /// A Hystrix stream to show the circuits of (`http://host:9092/hystrix.stream`),
+    /// besides those nodes advertise; repeatable.
+    #[arg(
+        long = "hystrix-stream",
+        env = "MICRO_WEB_HYSTRIX_STREAMS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    hystrix_streams: Vec<String>,
+    /// How long a call from the call form may take.
+    #[arg(long, env = "MICRO_WEB_CALL_TIMEOUT", default_value = "10s", value_parser = rmicro::cmd::parse_duration)]
+    call_timeout: Duration,
+    /// Ask for HTTP basic auth, `USER:PASSWORD`.
+    #[arg(long, env = "MICRO_WEB_BASIC_AUTH", value_name = "USER:PASSWORD")]
+    basic_auth: Option<String>,
+    #[command(flatten)]
+    auth: rmicro::wrapper::auth::AuthFlags,
+    /// Log level or filter (`info`, `rmicro_web=debug`).
+    #[arg(long, env = "MICRO_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Log format: `text`, `pretty`, `json` or `ecs`.
+    #[arg(long, env = "MICRO_LOG_FORMAT", default_value = "", value_parser = ["", "text", "pretty", "json", "ecs"])]
+    log_format: String,
+}
+
+async fn web(flags: WebFlags, registry: rmicro::registry::SharedRegistry) -> Result<(), Error> {
+    let bad = |detail: String| Error::bad_request("rmicro.cli", detail);
+    let _ = rmicro::logging::install(
+        &flags.log_level,
+        &flags.log_format,
+        "rmicro-web",
+        env!("CARGO_PKG_VERSION"),
+    );
+    let mut access = rmicro_web::Access::open();
+    if let Some(pair) = &flags.basic_auth {
+        access = access
+            .basic_from(pair)
+            .map_err(|e| bad(format!("--basic-auth: {e}")))?;
+    }
+    if let Some(tokens) = flags.auth.layer().await.map_err(|e| bad(e.to_string()))? {
+        access = access.tokens(tokens);
+    }
+    for url in &flags.hystrix_streams {
+        let uri: Result<http::Uri, _> = url.parse();
+        if !uri.is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some()) {
+            return Err(bad(format!(
+                "--hystrix-stream `{url}` is not an http:// URL (http://host:9092/hystrix.stream)"
+            )));
+        }
+    }
+    let options = rmicro_web::Options {
+        health_interval: flags.health_interval,
+        scrape_interval: flags.scrape_interval,
+        history: flags.history,
+        hystrix_streams: flags.hystrix_streams.clone(),
+        call_timeout: flags.call_timeout,
+        access,
+    };
+    let dashboard =
+        rmicro_web::Dashboard::start(options, registry.clone()).map_err(|e| bad(e.to_string()))?;
+    let address = listen_address(&flags.address);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|e| bad(format!("cannot listen on `{address}`: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::internal("rmicro.cli", e.to_string()))?;
+    // Tests and scripts read the port from this line.
+    println!(
+        "rmicro web listening on http://{bound} (registry {})",
+        registry.describe()
+    );
+    tokio::select! {
+        served = dashboard.serve(listener) => served
+            .map_err(|e| Error::unavailable("rmicro.cli", format!("the dashboard stopped: {e}"))),
+        () = rmicro::server::shutdown_signal() => Ok(()),
+    }
 }
 
 /// `ip`, `header:NAME` or `global`: whose bucket a gateway request takes from.
@@ -721,6 +823,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Config { action } => config(action).await,
         Command::Api(flags) => api(*flags, registry.clone()).await,
+        Command::Web(flags) => web(*flags, registry.clone()).await,
         // Handled before the runtime's work begins, in `main`.
         Command::New(flags) => Err(Error::internal(
             "rmicro.cli",
@@ -873,34 +976,24 @@ async fn run(cli: Cli) -> Result<(), Error> {
             target,
             ..
         } => {
-            use tonic_health::pb::health_check_response::ServingStatus;
-            use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+            use rmicro::client::HealthStatus;
             let address = target.address.clone().unwrap_or_default();
-            let name = if address.is_empty() {
-                "health"
-            } else {
-                address.as_str()
-            };
-            let reply: HealthCheckResponse = client
-                .unary(
-                    name,
-                    "/grpc.health.v1.Health/Check",
-                    "Health.Check",
-                    &HealthCheckRequest {
-                        service: grpc_service.clone(),
-                    },
-                )
-                .options(options(&target)?)
-                .await?;
-            let status = ServingStatus::try_from(reply.status).unwrap_or(ServingStatus::Unknown);
-            println!("{}", status.as_str_name());
-            if status == ServingStatus::Serving {
-                Ok(())
-            } else {
-                Err(Error::unavailable(
-                    "rmicro.cli",
-                    format!("`{grpc_service}` is {}", status.as_str_name()),
-                ))
+            let answer = client
+                .check_health(&address, &grpc_service, options(&target)?)
+                .await;
+            match answer.status {
+                HealthStatus::Serving => {
+                    println!("{}", answer.status);
+                    Ok(())
+                }
+                HealthStatus::Unreachable => Err(Error::unavailable("rmicro.cli", answer.detail)),
+                status => {
+                    println!("{status}");
+                    Err(Error::unavailable(
+                        "rmicro.cli",
+                        format!("`{grpc_service}` is {status}"),
+                    ))
+                }
             }
         }
     }
@@ -926,8 +1019,6 @@ async fn fleet_health(
     output: &str,
     target: &Target,
 ) -> Result<(), Error> {
-    use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
     if service.is_empty() {
         return Err(Error::bad_request(
             "rmicro.cli",
@@ -956,35 +1047,15 @@ async fn fleet_health(
         ));
     }
     let checks = nodes.into_iter().map(|(id, address, version)| async move {
-        let options = options(target)?.address(&address);
-        let reply: Result<HealthCheckResponse, Error> = client
-            .unary(
-                &address,
-                "/grpc.health.v1.Health/Check",
-                "Health.Check",
-                &HealthCheckRequest {
-                    service: grpc_service.to_owned(),
-                },
-            )
-            .options(options)
+        let answer = client
+            .check_health(&address, grpc_service, options(target)?)
             .await;
-        let (status, detail) = match reply {
-            Ok(reply) => {
-                let status =
-                    ServingStatus::try_from(reply.status).unwrap_or(ServingStatus::Unknown);
-                (status.as_str_name().to_owned(), String::new())
-            }
-            Err(err) if err.grpc_code() == rmicro::Code::NotFound => {
-                ("SERVICE_UNKNOWN".to_owned(), err.detail)
-            }
-            Err(err) => ("UNREACHABLE".to_owned(), err.detail),
-        };
         Ok::<_, Error>(NodeHealth {
             id,
             address,
             version,
-            status,
-            detail,
+            status: answer.status.as_str().to_owned(),
+            detail: answer.detail,
         })
     });
     let results = futures_util::future::try_join_all(checks).await?;

@@ -853,6 +853,17 @@ impl Service {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        let mut metadata = metadata;
+        // Where a dashboard (`rmicro web`) finds this node's numbers and circuits.
+        if let Some(bound) = self.metrics_addr() {
+            metadata.insert("metrics".into(), side_url(bound, address, "/metrics"));
+        }
+        if let Some(bound) = self.hystrix_stream_addr() {
+            metadata.insert(
+                "hystrix".into(),
+                side_url(bound, address, crate::wrapper::breaker::stream::PATH),
+            );
+        }
         crate::registry::Service {
             name: inner.name.clone(),
             version: inner.version.clone(),
@@ -1187,5 +1198,47 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+/// The URL of a side server (metrics, Hystrix stream) bound at `bound`, as others
+/// reach it: a wildcard bind (`0.0.0.0`, `[::]`) takes the host of the node's
+/// registered `node_address`.
+fn side_url(bound: std::net::SocketAddr, node_address: &str, path: &str) -> String {
+    let host = if bound.ip().is_unspecified() {
+        node_address
+            .rsplit_once(':')
+            .map_or(node_address, |(host, _)| host)
+            .to_owned()
+    } else {
+        match bound.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+        }
+    };
+    format!("http://{host}:{}{path}", bound.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::side_url;
+
+    #[test]
+    fn side_urls_name_a_host_others_can_reach() {
+        let wildcard = "0.0.0.0:9093".parse().unwrap();
+        assert_eq!(
+            side_url(wildcard, "10.0.0.7:50051", "/metrics"),
+            "http://10.0.0.7:9093/metrics"
+        );
+        let v6 = "[::1]:9092".parse().unwrap();
+        assert_eq!(
+            side_url(v6, "[::1]:50051", "/hystrix.stream"),
+            "http://[::1]:9092/hystrix.stream"
+        );
+        let pinned = "127.0.0.1:9093".parse().unwrap();
+        assert_eq!(
+            side_url(pinned, "node.example:50051", "/metrics"),
+            "http://127.0.0.1:9093/metrics"
+        );
     }
 }

@@ -22,6 +22,10 @@ pub mod typed;
 
 pub use address::{BrokerAddress, redact_str};
 pub use http::HttpBroker;
+/// The registry name prefix under which the embedded HTTP broker records each
+/// subscription (`rmicro.broker.<topic>`, a node per subscriber, its queue group in
+/// node metadata `queue`).
+pub use http::SERVICE_PREFIX as HTTP_BROKER_PREFIX;
 pub use in_flight::InFlight;
 pub use memory::MemoryBroker;
 

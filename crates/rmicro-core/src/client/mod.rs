@@ -55,6 +55,7 @@
 mod attempt;
 mod budget;
 mod call;
+mod health;
 mod resolve;
 mod retry;
 mod stream;
@@ -65,6 +66,7 @@ pub use call::{
     Answer, Answering, Call, CallOptions, ClientStreamCall, OneReply, OneReplyWithMetadata, Reply,
     ReplyStream, ServerStreamCall, StreamingCall, UnaryCall,
 };
+pub use health::{HealthAnswer, HealthStatus};
 pub use stream::ResponseStream;
 
 use crate::errors::Error;

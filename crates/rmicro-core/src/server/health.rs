@@ -100,33 +100,23 @@ pub(crate) fn probe(address: &str) -> (bool, String) {
             .map_err(|e| e.to_string())?;
         runtime.block_on(async move {
             let client = crate::Client::new(crate::client::ClientOptions::default());
-            client
-                .unary::<_, tonic_health::pb::HealthCheckResponse>(
-                    &asked,
-                    "/grpc.health.v1.Health/Check",
-                    "Health.Check",
-                    &tonic_health::pb::HealthCheckRequest {
-                        service: String::new(),
-                    },
-                )
-                .address(asked.clone())
+            let options = crate::client::CallOptions::new()
                 .timeout(std::time::Duration::from_secs(3))
-                .retries(0)
-                .await
-                .map_err(|e| e.detail)
+                .retries(0);
+            Ok::<_, String>(client.check_health(&asked, "", options).await)
         })
     })
     .join()
     .unwrap_or_else(|_| Err("the health check panicked".to_owned()));
     match answer {
-        Ok(reply) => {
-            use tonic_health::pb::health_check_response::ServingStatus as Wire;
-            let status = Wire::try_from(reply.status).unwrap_or(Wire::Unknown);
-            (
-                status == Wire::Serving,
-                format!("{address}: {}", status.as_str_name()),
-            )
-        }
+        Ok(answer) if answer.status == crate::client::HealthStatus::Unreachable => (
+            false,
+            format!("{address}: no health answer: {}", answer.detail),
+        ),
+        Ok(answer) => (
+            answer.status == crate::client::HealthStatus::Serving,
+            format!("{address}: {}", answer.status),
+        ),
         Err(why) => (false, format!("{address}: no health answer: {why}")),
     }
 }
