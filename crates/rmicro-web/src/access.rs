@@ -69,7 +69,7 @@ impl Access {
     }
 
     /// Whether `headers` may reach `resource`; the refusal to answer if not.
-    pub(crate) fn check(&self, headers: &http::HeaderMap, resource: &str) -> Result<(), Response> {
+    pub(crate) fn check(&self, headers: &http::HeaderMap, resource: &str) -> Result<(), Refusal> {
         if self.is_open() {
             return Ok(());
         }
@@ -93,24 +93,45 @@ impl Access {
             match tokens.verify(headers, resource) {
                 Ok(_) => return Ok(()),
                 Err(err) if err.code == 403 => {
-                    return Err((http::StatusCode::FORBIDDEN, err.detail).into_response());
+                    return Err(Refusal {
+                        status: http::StatusCode::FORBIDDEN,
+                        detail: err.detail,
+                        challenge: None,
+                    });
                 }
                 Err(err) => why = err.detail,
             }
         }
-        let mut refused = (http::StatusCode::UNAUTHORIZED, why).into_response();
-        if self.basic.is_some() {
-            refused.headers_mut().insert(
+        Err(Refusal {
+            status: http::StatusCode::UNAUTHORIZED,
+            detail: why,
+            challenge: Some(if self.basic.is_some() {
+                "Basic realm=\"rmicro\", charset=\"UTF-8\""
+            } else {
+                "Bearer realm=\"rmicro\""
+            }),
+        })
+    }
+}
+
+/// Why a request may not pass: 401 with the challenge to answer, or 403.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    status: http::StatusCode,
+    detail: String,
+    challenge: Option<&'static str>,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.detail).into_response();
+        if let Some(challenge) = self.challenge {
+            response.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Basic realm=\"rmicro\", charset=\"UTF-8\""),
-            );
-        } else {
-            refused.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer realm=\"rmicro\""),
+                http::HeaderValue::from_static(challenge),
             );
         }
-        Err(refused)
+        response
     }
 }
 
@@ -128,7 +149,7 @@ pub(crate) async fn guard(State(access): State<Access>, request: Request, next: 
     };
     match access.check(request.headers(), resource) {
         Ok(()) => next.run(request).await,
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
     }
 }
 
@@ -150,7 +171,10 @@ mod tests {
     fn basic_auth_lets_in_only_the_right_pair() {
         let access = Access::open().basic_from("ops:s3cret").unwrap();
         assert!(access.check(&basic("ops:s3cret"), PAGE).is_ok());
-        let refused = access.check(&basic("ops:wrong"), PAGE).unwrap_err();
+        let refused = access
+            .check(&basic("ops:wrong"), PAGE)
+            .unwrap_err()
+            .into_response();
         assert_eq!(refused.status(), http::StatusCode::UNAUTHORIZED);
         assert!(
             refused.headers()[http::header::WWW_AUTHENTICATE]

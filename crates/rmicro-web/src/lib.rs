@@ -26,7 +26,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let registry = rmicro::registry::from_flags("local", None)?;
-//! let dashboard = rmicro_web::Dashboard::start(rmicro_web::Options::default(), registry);
+//! let dashboard = rmicro_web::Dashboard::start(rmicro_web::Options::default(), registry)?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8082").await?;
 //! dashboard.serve(listener).await?;
 //! # Ok(())

@@ -46,10 +46,24 @@ const TEMPLATES: &[(&str, &str)] = &[
 /// The template environment (every template checked when the dashboard starts).
 pub(crate) fn environment() -> Result<minijinja::Environment<'static>, minijinja::Error> {
     let mut env = minijinja::Environment::new();
+    env.add_filter("segment", segment);
     for (name, source) in TEMPLATES {
         env.add_template(name, source)?;
     }
     Ok(env)
+}
+
+/// What a URL path segment may hold as it is: RFC 3986's unreserved characters.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The `segment` filter: `text` as one URL path segment (a `/` in a service name
+/// stays inside the segment).
+fn segment(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, UNRESERVED).to_string()
 }
 
 /// Renders `template` with `context`; a template fault is a page that says so.
@@ -595,7 +609,17 @@ mod tests {
             assert!(!page.contains("<img src=x"), "{page}");
             assert!(page.contains("&lt;script&gt;alert("), "{page}");
             assert!(!page.contains("could not be drawn"), "{page}");
+            // Links keep the whole name in one path segment.
+            if page.contains("href=\"/services/%3C") {
+                assert!(page.contains("%3C%2Fscript%3E"), "{page}");
+            }
         }
+    }
+
+    #[test]
+    fn names_become_single_path_segments() {
+        assert_eq!(segment("a/b c?d#e"), "a%2Fb%20c%3Fd%23e");
+        assert_eq!(segment("greeter.v1-x_y~z"), "greeter.v1-x_y~z");
     }
 
     #[test]

@@ -111,8 +111,8 @@ impl Dashboard {
         &self.inner.fleet
     }
 
-    /// The routes, for serving them in an application's own axum server.
-    pub fn router(&self) -> axum::Router {
+    /// The routes (kept inside the crate: axum is an engine the public API does not name).
+    pub(crate) fn router(&self) -> axum::Router {
         let inner = self.inner.clone();
         axum::Router::new()
             .route("/", get(services_page))
