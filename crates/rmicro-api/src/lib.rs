@@ -84,6 +84,42 @@ pub mod fuzzing {
 
 pub use table::{Route, RouteKind};
 
+/// The protobuf encoding of the JSON request `json` for `endpoint` (`Service.Method`
+/// or `package.Service.Method`) of `service`, from the descriptors its server
+/// reflection gives (the proto3 JSON mapping): what `rmicro bench` sends, so the
+/// server it loads does the work a real client's calls make it do.
+///
+/// ```no_run
+/// # async fn demo(client: rmicro::Client) -> Result<(), rmicro::Error> {
+/// let options = rmicro::CallOptions::new().address("127.0.0.1:50051");
+/// let bytes = rmicro_api::encode_request(&client, "greeter", "Greeter.SayHello", r#"{"name":"ann"}"#, &options).await?;
+/// assert!(!bytes.is_empty());
+/// # Ok(()) }
+/// ```
+pub async fn encode_request(
+    client: &rmicro::Client,
+    service: &str,
+    endpoint: &str,
+    json: &str,
+    options: &rmicro::CallOptions,
+) -> Result<Bytes, rmicro::Error> {
+    let pool = reflection::fetch(client, service, options).await?;
+    let (service_name, method_name) = endpoint
+        .rsplit_once('.')
+        .ok_or_else(|| transcode::bad_request(format!("`{endpoint}` is not Service.Method")))?;
+    let method = pool
+        .services()
+        .filter(|s| s.full_name() == service_name || s.name() == service_name)
+        .find_map(|s| s.methods().find(|m| m.name() == method_name))
+        .ok_or_else(|| {
+            rmicro::Error::not_found(
+                ID,
+                format!("`{service}` does not serve `{endpoint}` (by its server reflection)"),
+            )
+        })?;
+    transcode::encode_body(&method.input(), json.as_bytes())
+}
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method as HttpMethod, StatusCode, header};
 use http_body_util::BodyExt as _;

@@ -157,6 +157,8 @@ pub async fn run(
             .flat_map(|r| r.nodes.into_iter().map(|n| n.address))
             .collect(),
     };
+    // How the request goes: `protobuf` (from the server's reflection) or `json`.
+    let mut encoding = "json";
     if !servers.is_empty() {
         // Plain (h2c) servers: the raw HTTP/2 path.
         // `Service.Method` or `package.Service.Method` → `/package.Service/Method`.
@@ -171,7 +173,29 @@ pub async fn run(
                 ));
             }
         };
-        let body = raw::frame(&flags.request);
+        // Protobuf, as real clients send, when the server says its messages by
+        // reflection; its JSON codec otherwise.
+        let (body, content_type) = match rmicro_api::encode_request(
+            &clients[0],
+            &flags.service,
+            &flags.endpoint,
+            &flags.request,
+            &options(),
+        )
+        .await
+        {
+            Ok(protobuf) => {
+                encoding = "protobuf";
+                (raw::frame(&protobuf), "application/grpc")
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "no descriptors by reflection: the request goes as JSON");
+                (
+                    raw::frame(flags.request.as_bytes()),
+                    "application/grpc+json",
+                )
+            }
+        };
         let timeout = format!("{}m", flags.timeout.as_millis().max(1));
         let mut connections = Vec::new();
         for address in servers.iter().cycle().take(flags.connections as usize) {
@@ -184,9 +208,12 @@ pub async fn run(
             let (send, uri) = connections[(worker % flags.connections) as usize].clone();
             workers.spawn(raw::worker(
                 send,
-                uri,
-                body.clone(),
-                timeout.clone(),
+                Arc::new(raw::Call {
+                    uri,
+                    body: body.clone(),
+                    content_type,
+                    timeout: timeout.clone(),
+                }),
                 budget.clone(),
                 done.clone(),
                 pacer.clone(),
@@ -240,9 +267,9 @@ pub async fn run(
         bar.finish_and_clear();
     }
     if flags.output == "json" {
-        println!("{}", json_report(&flags, &tally, elapsed));
+        println!("{}", json_report(&flags, &tally, elapsed, encoding));
     } else {
-        print!("{}", text_report(&flags, &tally, elapsed));
+        print!("{}", text_report(&flags, &tally, elapsed, encoding));
     }
     Ok(())
 }
@@ -292,7 +319,12 @@ const PERCENTILES: [(&str, f64); 5] = [
     ("p99.9", 99.9),
 ];
 
-fn json_report(flags: &BenchFlags, tally: &Tally, elapsed: Duration) -> serde_json::Value {
+fn json_report(
+    flags: &BenchFlags,
+    tally: &Tally,
+    elapsed: Duration,
+    encoding: &str,
+) -> serde_json::Value {
     let count = tally.latency.len();
     let mut latency = serde_json::Map::new();
     latency.insert("min".into(), millis(tally.latency.min()).into());
@@ -307,6 +339,7 @@ fn json_report(flags: &BenchFlags, tally: &Tally, elapsed: Duration) -> serde_js
     serde_json::json!({
         "service": flags.service,
         "endpoint": flags.endpoint,
+        "encoding": encoding,
         "concurrency": flags.concurrency,
         "connections": flags.connections,
         "count": count,
@@ -341,13 +374,13 @@ fn buckets(tally: &Tally) -> Vec<(u64, u64)> {
     marks
 }
 
-fn text_report(flags: &BenchFlags, tally: &Tally, elapsed: Duration) -> String {
+fn text_report(flags: &BenchFlags, tally: &Tally, elapsed: Duration, encoding: &str) -> String {
     use std::fmt::Write;
     let count = tally.latency.len();
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nSummary:\n  Count:\t{count}\n  Total:\t{:.2} ms\n  Slowest:\t{:.2} ms\n  Fastest:\t{:.2} ms\n  Average:\t{:.2} ms\n  Requests/sec:\t{:.2}\n",
+        "\nSummary:\n  Request:\t{encoding}\n  Count:\t{count}\n  Total:\t{:.2} ms\n  Slowest:\t{:.2} ms\n  Fastest:\t{:.2} ms\n  Average:\t{:.2} ms\n  Requests/sec:\t{:.2}\n",
         elapsed.as_secs_f64() * 1000.0,
         millis(tally.latency.max()),
         millis(tally.latency.min()),
@@ -403,12 +436,16 @@ mod raw {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Instant;
 
-    /// A gRPC message frame of `json` (uncompressed, length-prefixed).
-    pub fn frame(json: &str) -> Bytes {
-        let mut framed = Vec::with_capacity(5 + json.len());
+    /// A gRPC message frame of `message` (uncompressed, length-prefixed).
+    pub fn frame(message: &[u8]) -> Bytes {
+        let mut framed = Vec::with_capacity(5 + message.len());
         framed.push(0);
-        framed.extend_from_slice(&u32::try_from(json.len()).unwrap_or(u32::MAX).to_be_bytes());
-        framed.extend_from_slice(json.as_bytes());
+        framed.extend_from_slice(
+            &u32::try_from(message.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
+        framed.extend_from_slice(message);
         Bytes::from(framed)
     }
 
@@ -433,18 +470,31 @@ mod raw {
         Ok(send)
     }
 
+    /// What every call sends: the path, the framed message, its content type and
+    /// the `grpc-timeout`.
+    pub struct Call {
+        pub uri: http::Uri,
+        pub body: Bytes,
+        pub content_type: &'static str,
+        pub timeout: String,
+    }
+
     /// One call: its gRPC status name and, when it failed, the message.
     async fn call(
         send: &mut h2::client::SendRequest<Bytes>,
-        uri: &http::Uri,
-        body: &Bytes,
-        timeout: &str,
+        what: &Call,
     ) -> (String, Option<String>) {
+        let Call {
+            uri,
+            body,
+            content_type,
+            timeout,
+        } = what;
         let failed = |e: &dyn std::fmt::Display| ("UNAVAILABLE".to_owned(), Some(e.to_string()));
         let request = http::Request::post(uri.clone())
-            .header("content-type", "application/grpc+json")
+            .header("content-type", *content_type)
             .header("te", "trailers")
-            .header("grpc-timeout", timeout)
+            .header("grpc-timeout", timeout.as_str())
             .body(());
         let request = match request {
             Ok(request) => request,
@@ -509,9 +559,7 @@ mod raw {
     /// A worker: calls on `send` while the budget lasts.
     pub async fn worker(
         mut send: h2::client::SendRequest<Bytes>,
-        uri: http::Uri,
-        body: Bytes,
-        timeout: String,
+        what: Arc<Call>,
         budget: Arc<Budget>,
         done: Arc<AtomicU64>,
         pacer: Option<Arc<tokio::sync::Mutex<tokio::time::Interval>>>,
@@ -522,7 +570,7 @@ mod raw {
                 pacer.lock().await.tick().await;
             }
             let began = Instant::now();
-            let (status, detail) = call(&mut send, &uri, &body, &timeout).await;
+            let (status, detail) = call(&mut send, &what).await;
             let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
             tally.latency.saturating_record(micros.max(1));
             if let Some(detail) = detail {

@@ -423,6 +423,8 @@ async fn bench_reports_counts_percentiles_and_statuses() {
     assert_eq!(report["count"], 300);
     assert_eq!(report["statuses"]["OK"], 300);
     assert_eq!(report["connections"], 2);
+    // The greeter answers reflection: the request goes as protobuf, as real clients send it.
+    assert_eq!(report["encoding"], "protobuf");
     let latency = &report["latency_ms"];
     let at = |k: &str| latency[k].as_f64().unwrap();
     assert!(

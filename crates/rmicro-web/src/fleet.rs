@@ -64,7 +64,7 @@ pub(crate) struct State {
 
 /// The fleet's state, shared by the tasks that keep it and the pages that show it.
 #[derive(Debug)]
-pub struct Fleet {
+pub(crate) struct Fleet {
     state: RwLock<State>,
     version: tokio::sync::watch::Sender<u64>,
     history: Duration,

@@ -42,7 +42,6 @@ mod scrape;
 mod server;
 
 pub use access::Access;
-pub use fleet::Fleet;
 pub use server::{Dashboard, StartError};
 
 use std::time::Duration;

@@ -106,11 +106,6 @@ impl Dashboard {
         })
     }
 
-    /// The fleet as the dashboard sees it.
-    pub fn fleet(&self) -> &Fleet {
-        &self.inner.fleet
-    }
-
     /// The routes (kept inside the crate: axum is an engine the public API does not name).
     pub(crate) fn router(&self) -> axum::Router {
         let inner = self.inner.clone();
