@@ -102,6 +102,18 @@ impl Budget {
     }
 }
 
+/// Starts calls at most `rps` a second in all, shared by the workers.
+type Pacer = Arc<tokio::sync::Mutex<tokio::time::Interval>>;
+
+/// The pacer for `--rps` (on the current runtime's timer), if one was asked for.
+fn pacer(rps: Option<u64>) -> Option<Pacer> {
+    rps.map(|rps| {
+        let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rps as f64));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        Arc::new(tokio::sync::Mutex::new(interval))
+    })
+}
+
 /// Runs the benchmark and prints its report.
 pub async fn run(
     flags: BenchFlags,
@@ -137,11 +149,7 @@ pub async fn run(
         None => Budget::Calls(AtomicU64::new(flags.total.unwrap_or(200))),
     });
     let done = Arc::new(AtomicU64::new(0));
-    let pacer = flags.rps.map(|rps| {
-        let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rps as f64));
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        Arc::new(tokio::sync::Mutex::new(interval))
-    });
+    let pacer = pacer(flags.rps);
     let progress = progress_bar(&flags, done.clone());
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
@@ -197,28 +205,41 @@ pub async fn run(
             }
         };
         let timeout = format!("{}m", flags.timeout.as_millis().max(1));
-        let mut connections = Vec::new();
+        let mut uris = Vec::new();
         for address in servers.iter().cycle().take(flags.connections as usize) {
             let uri: http::Uri = format!("http://{address}{path}")
                 .parse()
                 .map_err(|e| Error::bad_request("rmicro.cli", format!("`{address}`: {e}")))?;
-            connections.push((raw::connect(address).await?, uri));
+            uris.push((address.clone(), uri));
         }
-        for worker in 0..flags.concurrency {
-            let (send, uri) = connections[(worker % flags.connections) as usize].clone();
-            workers.spawn(raw::worker(
-                send,
-                Arc::new(raw::Call {
-                    uri,
-                    body: body.clone(),
-                    content_type,
-                    timeout: timeout.clone(),
-                }),
-                budget.clone(),
-                done.clone(),
-                pacer.clone(),
-            ));
-        }
+        let job = raw::Job {
+            uris,
+            body,
+            content_type,
+            timeout,
+            concurrency: flags.concurrency,
+            rps: flags.rps,
+            budget: budget.clone(),
+            done: done.clone(),
+        };
+        // One thread drives every connection and call, as h2load does by
+        // default: the other core is the server's.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("rmicro-bench".into())
+            .spawn(move || {
+                let ran = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::internal("rmicro.cli", e.to_string()))
+                    .and_then(|runtime| runtime.block_on(raw::run(job)));
+                let _ = tx.send(ran);
+            })
+            .map_err(|e| Error::internal("rmicro.cli", e.to_string()))?;
+        workers.spawn(async move {
+            rx.await
+                .map_err(|_| Error::internal("rmicro.cli", "the load thread ended early"))?
+        });
     }
     // No node found by name (the registry may still route the rmicro client).
     for worker in 0..flags.concurrency * u64::from(servers.is_empty()) {
@@ -556,13 +577,59 @@ mod raw {
         }
     }
 
+    /// What the load thread does: the connections, and the calls over them.
+    pub struct Job {
+        /// A connection each: the server and the call's URI on it.
+        pub uris: Vec<(String, http::Uri)>,
+        pub body: Bytes,
+        pub content_type: &'static str,
+        pub timeout: String,
+        pub concurrency: u64,
+        pub rps: Option<u64>,
+        pub budget: Arc<Budget>,
+        pub done: Arc<AtomicU64>,
+    }
+
+    /// Opens the connections and runs the workers over them (on the current
+    /// runtime), then merges what they measured.
+    pub async fn run(job: Job) -> Result<Tally, Error> {
+        let mut connections = Vec::with_capacity(job.uris.len());
+        for (address, uri) in &job.uris {
+            let call = Arc::new(Call {
+                uri: uri.clone(),
+                body: job.body.clone(),
+                content_type: job.content_type,
+                timeout: job.timeout.clone(),
+            });
+            connections.push((connect(address).await?, call));
+        }
+        // This runtime's own timer paces this thread's calls.
+        let pacer = super::pacer(job.rps);
+        let mut workers = tokio::task::JoinSet::new();
+        for worker in 0..job.concurrency {
+            let (send, call) = connections[(worker % connections.len() as u64) as usize].clone();
+            workers.spawn(self::worker(
+                send,
+                call,
+                job.budget.clone(),
+                job.done.clone(),
+                pacer.clone(),
+            ));
+        }
+        let mut tally = Tally::new()?;
+        while let Some(joined) = workers.join_next().await {
+            tally.merge(joined.map_err(|e| Error::internal("rmicro.cli", e.to_string()))??);
+        }
+        Ok(tally)
+    }
+
     /// A worker: calls on `send` while the budget lasts.
     pub async fn worker(
         mut send: h2::client::SendRequest<Bytes>,
         what: Arc<Call>,
         budget: Arc<Budget>,
         done: Arc<AtomicU64>,
-        pacer: Option<Arc<tokio::sync::Mutex<tokio::time::Interval>>>,
+        pacer: Option<super::Pacer>,
     ) -> Result<Tally, Error> {
         let mut tally = Tally::new()?;
         while budget.take() {
