@@ -306,6 +306,9 @@ struct WebFlags {
     /// Log format: `text`, `pretty`, `json` or `ecs`.
     #[arg(long, env = "MICRO_LOG_FORMAT", default_value = "", value_parser = ["", "text", "pretty", "json", "ecs"])]
     log_format: String,
+    /// The broker the topics page's publish form sends through.
+    #[command(flatten)]
+    broker: BrokerFlags,
 }
 
 async fn web(flags: WebFlags, registry: rmicro::registry::SharedRegistry) -> Result<(), Error> {
@@ -340,6 +343,7 @@ async fn web(flags: WebFlags, registry: rmicro::registry::SharedRegistry) -> Res
         hystrix_streams: flags.hystrix_streams.clone(),
         call_timeout: flags.call_timeout,
         access,
+        broker: Some(flags.broker.build(&registry)?),
     };
     let dashboard =
         rmicro_web::Dashboard::start(options, registry.clone()).map_err(|e| bad(e.to_string()))?;

@@ -209,11 +209,22 @@ async fn the_dashboard_shows_a_live_fleet_in_a_real_browser() {
         ))
         .build()
         .expect("frontend built");
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let inbox = received.clone();
     frontend
         .subscribe_json::<serde_json::Value, _, _>(
             "user.created",
             rmicro::broker::SubscribeOptions::default().queue("mailers"),
-            |_| async { Ok(()) },
+            move |event| {
+                let inbox = inbox.clone();
+                async move {
+                    inbox
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(event.message().clone());
+                    Ok(())
+                }
+            },
         )
         .await
         .expect("subscribed");
@@ -441,6 +452,46 @@ async fn the_dashboard_shows_a_live_fleet_in_a_real_browser() {
         &browser,
         "user.created with its queue group",
         "Array.from(document.querySelectorAll('tr[data-topic=\"user.created\"]')).some(r => r.textContent.includes('frontend') && r.textContent.includes('mailers'))",
+    )
+    .await;
+    // The publish form: through the dashboard's broker (the embedded HTTP one) to
+    // the frontend's subscriber.
+    let topic = browser
+        .find(Locator::Css("form.publish input[name=topic]"))
+        .await
+        .expect("the topic box");
+    topic.send_keys("user.created").await.expect("typed");
+    let message = browser
+        .find(Locator::Css("form.publish textarea"))
+        .await
+        .expect("the message box");
+    message.clear().await.expect("cleared");
+    message
+        .send_keys(r#"{"id": 42, "name": "Ann"}"#)
+        .await
+        .expect("typed");
+    browser
+        .find(Locator::Css("form.publish button"))
+        .await
+        .expect("the Publish button")
+        .click()
+        .await
+        .expect("clicked");
+    wait_js(
+        &browser,
+        "the publish form's answer",
+        "document.querySelector('form.publish .result').dataset.state === 'ok'",
+    )
+    .await;
+    wait(
+        "the frontend to receive the message",
+        Duration::from_secs(20),
+        || async {
+            received
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&serde_json::json!({"id": 42, "name": "Ann"}))
+        },
     )
     .await;
     screenshot(&browser, &shots, "topics").await;

@@ -30,71 +30,91 @@
     });
   });
 
+  // Shows a form's outcome: `reply` (text, or null for none) or the error.
+  function show(form, result, reply) {
+    const output = form.querySelector(".result");
+    const error = form.querySelector(".error");
+    const replyBox = form.querySelector(".reply");
+    output.hidden = false;
+    output.dataset.state = result.ok ? "ok" : "error";
+    form.querySelector(".latency").textContent = result.note ||
+      ((result.ok ? (form.dataset.done || "done") : "failed") + " in " + result.latency_ms.toFixed(1) + " ms");
+    error.hidden = result.ok;
+    if (replyBox) {
+      replyBox.hidden = !result.ok;
+      replyBox.textContent = result.ok ? reply : "";
+    }
+    if (!result.ok) {
+      form.querySelector(".error-id").textContent = result.error.id;
+      form.querySelector(".error-code").textContent = String(result.error.code) + " " + (result.error.status || "");
+      form.querySelector(".error-detail").textContent = result.error.detail;
+    }
+  }
+
+  // Parses a box's JSON, or shows why it is not JSON and gives null.
+  function parsed(form, text) {
+    try {
+      return { value: JSON.parse(text) };
+    } catch (e) {
+      show(form, {
+        ok: false, note: "not sent",
+        error: { id: "rmicro.web", code: 400, status: "Bad Request", detail: "the request is not JSON: " + e.message },
+      }, null);
+      return null;
+    }
+  }
+
+  // Posts `body` to `url` and shows the answer.
+  async function post(form, url, body, replyOf) {
+    const button = form.querySelector("button");
+    button.disabled = true;
+    form.querySelector(".result").dataset.state = "calling";
+    try {
+      const answer = await fetch(url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      const result = await answer.json();
+      show(form, result, result.ok ? replyOf(result) : null);
+    } catch (e) {
+      show(form, {
+        ok: false, note: "no answer from the dashboard",
+        error: { id: "rmicro.web", code: "—", status: "", detail: String(e) },
+      }, null);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
   document.querySelectorAll("form.call").forEach(function (form) {
-    form.addEventListener("submit", async function (event) {
+    form.addEventListener("submit", function (event) {
       event.preventDefault();
-      const output = form.querySelector(".result");
-      const reply = form.querySelector(".reply");
-      const error = form.querySelector(".error");
-      const latency = form.querySelector(".latency");
-      const button = form.querySelector("button");
-      const text = form.querySelector("textarea").value;
-      let request;
-      try {
-        request = JSON.parse(text);
-      } catch (e) {
-        output.hidden = false;
-        output.dataset.state = "error";
-        error.hidden = false;
-        reply.hidden = true;
-        latency.textContent = "not sent";
-        form.querySelector(".error-id").textContent = "rmicro.web";
-        form.querySelector(".error-code").textContent = "400";
-        form.querySelector(".error-detail").textContent = "the request is not JSON: " + e.message;
-        return;
-      }
-      button.disabled = true;
-      output.dataset.state = "calling";
-      try {
-        const answer = await fetch("/api/call", {
-          method: "POST",
-          headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({
-            service: form.dataset.service,
-            endpoint: form.dataset.endpoint,
-            request: request,
-            address: form.querySelector("input[name=address]").value.trim() || null,
-            stream: form.dataset.stream === "true",
-          }),
-        });
-        const result = await answer.json();
-        output.hidden = false;
-        latency.textContent = (result.ok ? "replied" : "failed") + " in " + result.latency_ms.toFixed(1) + " ms";
-        if (result.ok) {
-          output.dataset.state = "ok";
-          error.hidden = true;
-          reply.hidden = false;
-          reply.textContent = JSON.stringify(result.reply, null, 2);
-        } else {
-          output.dataset.state = "error";
-          reply.hidden = true;
-          error.hidden = false;
-          form.querySelector(".error-id").textContent = result.error.id;
-          form.querySelector(".error-code").textContent = String(result.error.code) + " " + (result.error.status || "");
-          form.querySelector(".error-detail").textContent = result.error.detail;
-        }
-      } catch (e) {
-        output.hidden = false;
-        output.dataset.state = "error";
-        reply.hidden = true;
-        error.hidden = false;
-        latency.textContent = "no answer from the dashboard";
-        form.querySelector(".error-id").textContent = "rmicro.web";
-        form.querySelector(".error-code").textContent = "—";
-        form.querySelector(".error-detail").textContent = String(e);
-      } finally {
-        button.disabled = false;
-      }
+      const request = parsed(form, form.querySelector("textarea").value);
+      if (!request) return;
+      post(form, "/api/call", {
+        service: form.dataset.service,
+        endpoint: form.dataset.endpoint,
+        request: request.value,
+        address: form.querySelector("input[name=address]").value.trim() || null,
+        stream: form.dataset.stream === "true",
+      }, function (result) {
+        return JSON.stringify(result.reply, null, 2);
+      });
+    });
+  });
+
+  document.querySelectorAll("form.publish").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      const message = parsed(form, form.querySelector("textarea").value);
+      if (!message) return;
+      post(form, "/api/publish", {
+        topic: form.querySelector("input[name=topic]").value.trim(),
+        message: message.value,
+      }, function () {
+        return null;
+      });
     });
   });
 })();

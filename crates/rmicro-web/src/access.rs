@@ -4,7 +4,7 @@
 //! When both are configured either one lets a request in.
 //!
 //! Token rules name two resources: `web.Page` (every page, event stream and
-//! asset) and `web.Call` (the call form), so `--auth-rule 'web.Page=authenticated'
+//! asset) and `web.Call` (the call and publish forms), so `--auth-rule 'web.Page=authenticated'
 //! --auth-rule 'web.Call=operator'` lets anyone signed in look and only operators call.
 
 use axum::extract::{Request, State};
@@ -142,7 +142,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The middleware: every route but the call form is a `web.Page`.
 pub(crate) async fn guard(State(access): State<Access>, request: Request, next: Next) -> Response {
-    let resource = if request.uri().path() == crate::server::CALL_PATH {
+    let path = request.uri().path();
+    let resource = if path == crate::server::CALL_PATH || path == crate::server::PUBLISH_PATH {
         CALL
     } else {
         PAGE

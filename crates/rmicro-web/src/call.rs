@@ -117,6 +117,27 @@ pub(crate) struct CallResult {
     pub latency_ms: f64,
 }
 
+impl CallResult {
+    /// The result of work begun at `started` that ended with `outcome`.
+    fn of(outcome: Result<Option<serde_json::Value>, rmicro::Error>, started: Instant) -> Self {
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match outcome {
+            Ok(reply) => CallResult {
+                ok: true,
+                reply,
+                error: None,
+                latency_ms,
+            },
+            Err(err) => CallResult {
+                ok: false,
+                reply: None,
+                error: Some(err),
+                latency_ms,
+            },
+        }
+    }
+}
+
 /// Makes the call `request` describes with `client`.
 pub(crate) async fn call(
     client: &rmicro::Client,
@@ -144,21 +165,7 @@ pub(crate) async fn call(
             Err(err) => Err(err),
         }
     };
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    match outcome {
-        Ok(reply) => CallResult {
-            ok: true,
-            reply: Some(reply),
-            error: None,
-            latency_ms,
-        },
-        Err(err) => CallResult {
-            ok: false,
-            reply: None,
-            error: Some(err),
-            latency_ms,
-        },
-    }
+    CallResult::of(outcome.map(Some), started)
 }
 
 /// The replies of a streaming call, one request message sent.
@@ -178,6 +185,33 @@ async fn stream(
         out.push(parse_reply(&reply.0));
     }
     Ok(serde_json::Value::Array(out))
+}
+
+/// What the publish form posts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PublishRequest {
+    /// The topic.
+    pub topic: String,
+    /// The message, as JSON.
+    pub message: serde_json::Value,
+}
+
+/// Publishes `request`'s message as JSON through `client`'s broker.
+pub(crate) async fn publish(client: &rmicro::Client, request: PublishRequest) -> CallResult {
+    let started = Instant::now();
+    let outcome = if request.topic.trim().is_empty() {
+        Err(rmicro::Error::bad_request(
+            "rmicro.web",
+            "name the topic to publish on",
+        ))
+    } else {
+        match rmicro::broker::typed::encode_json(&request.message) {
+            Ok(message) => client.publish_message(&request.topic, message).await,
+            Err(err) => Err(err),
+        }
+    };
+    CallResult::of(outcome.map(|()| None), started)
 }
 
 /// A reply's JSON, or its text when it is not JSON.

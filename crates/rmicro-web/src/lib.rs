@@ -13,7 +13,9 @@
 //!   with their request and response field trees and a call form each (the
 //!   request pre-filled from the descriptor; the reply or the error's `id`, `code`
 //!   and `detail`, and the latency), and the topics it subscribes to;
-//! - **topics** (`/topics`): every broker topic with its subscribers and queue groups;
+//! - **topics** (`/topics`): every broker topic with its subscribers and queue
+//!   groups, and — given a broker ([`Options::broker`]) — a form that publishes a
+//!   JSON message on a topic;
 //! - **circuits** (`/circuits`): every circuit breaker the fleet's Hystrix streams
 //!   report (node metadata `hystrix`, or `--hystrix-stream URL`), open or closed,
 //!   with a chart of its error % and open spells.
@@ -61,6 +63,8 @@ pub struct Options {
     pub call_timeout: Duration,
     /// Who may see the pages and call through the form.
     pub access: Access,
+    /// The broker the topics page's publish form sends through (none: no form).
+    pub broker: Option<rmicro::broker::SharedBroker>,
 }
 
 impl Default for Options {
@@ -72,6 +76,7 @@ impl Default for Options {
             hystrix_streams: Vec::new(),
             call_timeout: Duration::from_secs(10),
             access: Access::open(),
+            broker: None,
         }
     }
 }

@@ -21,6 +21,8 @@ use std::time::Duration;
 
 /// Where the call form posts.
 pub(crate) const CALL_PATH: &str = "/api/call";
+/// Where the publish form posts.
+pub(crate) const PUBLISH_PATH: &str = "/api/publish";
 /// The least time between two updates of one page (changes in between are merged).
 const THROTTLE: Duration = Duration::from_millis(200);
 
@@ -78,13 +80,16 @@ impl Dashboard {
             registry.clone(),
             rmicro::selector::Strategy::Random,
         ));
-        let client = rmicro::Client::with_selector(
+        let mut client = rmicro::Client::with_selector(
             rmicro::client::ClientOptions {
                 from_service: Some("rmicro.web".into()),
                 ..Default::default()
             },
             selector,
         );
+        if let Some(broker) = &options.broker {
+            client = client.with_broker(broker.clone());
+        }
         let tasks = vec![
             Task::spawn(fleet::follow_registry(fleet.clone(), registry.clone())),
             Task::spawn(fleet::poll_health(fleet.clone(), options.health_interval)),
@@ -120,6 +125,7 @@ impl Dashboard {
             .route("/events/circuits", get(circuits_events))
             .route("/api/services", get(services_json))
             .route(CALL_PATH, post(call_endpoint))
+            .route(PUBLISH_PATH, post(publish_endpoint))
             .route(
                 "/assets/app.js",
                 get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
@@ -284,11 +290,12 @@ async fn service_page(State(inner): State<Arc<Inner>>, Path(name): Path<String>)
 
 async fn topics_page(State(inner): State<Arc<Inner>>) -> Html<String> {
     let topics = inner.fleet.read(|state| pages::topics(state, None));
+    let broker = inner.options.broker.as_ref().map(|b| b.describe());
     inner.page(
         "topics.html",
         "topics",
         "Topics",
-        minijinja::context! { topics => v(&topics) },
+        minijinja::context! { topics => v(&topics), publish => broker.is_some(), broker },
     )
 }
 
@@ -378,33 +385,46 @@ fn bad_call(code: http::StatusCode, detail: String) -> Response {
         .into_response()
 }
 
-async fn call_endpoint(
-    State(inner): State<Arc<Inner>>,
-    headers: http::HeaderMap,
-    body: Bytes,
-) -> Response {
-    // JSON only: a page elsewhere cannot post JSON here without a CORS preflight,
-    // which this server never grants.
+/// Reads a form's JSON post as `T`; a post that is not JSON of that shape is
+/// refused with a sentence naming `shape`. JSON only: a page elsewhere cannot
+/// post JSON here without a CORS preflight, which this server never grants.
+fn json_post<T: serde::de::DeserializeOwned>(
+    headers: &http::HeaderMap,
+    body: &[u8],
+    what: &str,
+    shape: &str,
+) -> Result<T, (http::StatusCode, String)> {
     let is_json = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !is_json {
-        return bad_call(
+        return Err((
             http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "post the call as application/json: {\"service\", \"endpoint\", \"request\"}".into(),
-        );
+            format!("post the {what} as application/json: {shape}"),
+        ));
     }
-    let request: CallRequest = match serde_json::from_slice(&body) {
+    serde_json::from_slice(body).map_err(|err| {
+        (
+            http::StatusCode::BAD_REQUEST,
+            format!("the {what} is not {shape}: {err}"),
+        )
+    })
+}
+
+async fn call_endpoint(
+    State(inner): State<Arc<Inner>>,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request: CallRequest = match json_post(
+        &headers,
+        &body,
+        "call",
+        "{\"service\", \"endpoint\", \"request\", \"address\"?, \"stream\"?}",
+    ) {
         Ok(request) => request,
-        Err(err) => {
-            return bad_call(
-                http::StatusCode::BAD_REQUEST,
-                format!(
-                    "the call is not {{\"service\", \"endpoint\", \"request\", \"address\"?, \"stream\"?}}: {err}"
-                ),
-            );
-        }
+        Err((code, detail)) => return bad_call(code, detail),
     };
     let forwarded = headers
         .get(http::header::AUTHORIZATION)
@@ -418,4 +438,23 @@ async fn call_endpoint(
     )
     .await;
     axum::Json(result).into_response()
+}
+
+async fn publish_endpoint(
+    State(inner): State<Arc<Inner>>,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    if inner.options.broker.is_none() {
+        return bad_call(
+            http::StatusCode::NOT_FOUND,
+            "this dashboard has no broker to publish through (start it with --broker)".into(),
+        );
+    }
+    let request: call::PublishRequest =
+        match json_post(&headers, &body, "message", "{\"topic\", \"message\"}") {
+            Ok(request) => request,
+            Err((code, detail)) => return bad_call(code, detail),
+        };
+    axum::Json(call::publish(&inner.client, request).await).into_response()
 }

@@ -129,7 +129,24 @@ async fn tokens_rules_streams_and_bad_calls_over_http() {
     let tokens = rmicro::wrapper::auth::AuthLayer::hs256(secret)
         .authenticated("web.Page")
         .require("web.Call", &["operator"]);
+    let broker: rmicro::broker::SharedBroker = Arc::new(rmicro::broker::MemoryBroker::new());
+    let (delivered_tx, mut delivered) = tokio::sync::mpsc::unbounded_channel();
+    let _subscriber = broker
+        .subscribe(
+            "user.created",
+            rmicro::broker::handler(move |delivery: rmicro::broker::Delivery| {
+                let delivered_tx = delivered_tx.clone();
+                async move {
+                    let _ = delivered_tx.send(delivery.message.body.clone());
+                    Ok(())
+                }
+            }),
+            Default::default(),
+        )
+        .await
+        .expect("subscribed");
     let options = rmicro_web::Options {
+        broker: Some(broker.clone()),
         health_interval: Duration::from_millis(200),
         hystrix_streams: vec![format!("http://{}/hystrix.stream", stream.local_addr())],
         access: rmicro_web::Access::open().tokens(tokens),
@@ -212,6 +229,44 @@ async fn tokens_rules_streams_and_bad_calls_over_http() {
     let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(answer["ok"], true, "{body}");
     assert_eq!(answer["reply"]["message"], "Hello Ann", "{body}");
+
+    // The publish form's API: the message reaches a subscriber, once.
+    let (status, body) = send(
+        &http,
+        "POST",
+        &format!("{base}/api/publish"),
+        &[("authorization", &operator), json],
+        r#"{"topic": "user.created", "message": {"id": 7}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"ok\":true"), "{body}");
+    let message = tokio::time::timeout(Duration::from_secs(10), delivered.recv())
+        .await
+        .expect("delivered in time")
+        .expect("a message");
+    let message: serde_json::Value = serde_json::from_slice(&message).expect("JSON");
+    assert_eq!(message, serde_json::json!({"id": 7}));
+    let (status, body) = send(
+        &http,
+        "POST",
+        &format!("{base}/api/publish"),
+        &[("authorization", &viewer), json],
+        r#"{"topic": "user.created", "message": {}}"#,
+    )
+    .await;
+    assert_eq!(status, 403, "viewers do not publish: {body}");
+    let (status, body) = send(
+        &http,
+        "POST",
+        &format!("{base}/api/publish"),
+        &[("authorization", &operator), json],
+        r#"{"topic": " ", "message": {}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("name the topic"), "{body}");
+    assert!(delivered.try_recv().is_err(), "nothing else was delivered");
 
     // Bad input: sentences, never a crash.
     let post = async |headers: &[(&str, &str)], body: &str| {
