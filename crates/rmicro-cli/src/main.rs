@@ -75,8 +75,24 @@ struct Invocation {
     /// The request as JSON.
     #[arg(default_value = "{}")]
     request: String,
+    /// `text` (each reply indented; `call`'s default) or `json` (each reply on one
+    /// line; `stream`'s default).
+    #[arg(long, value_parser = ["text", "json"])]
+    output: Option<String>,
     #[command(flatten)]
     target: Target,
+}
+
+/// A reply as `output` asks: indented (`text`) or on one line (`json`); a reply
+/// that is not JSON as its text.
+fn reply_text(reply: &[u8], output: &str) -> String {
+    match serde_json::from_slice::<serde_json::Value>(reply) {
+        Ok(value) if output == "text" => {
+            serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string())
+        }
+        Ok(value) => value.to_string(),
+        Err(_) => String::from_utf8_lossy(reply).into_owned(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -916,14 +932,16 @@ async fn run(cli: Cli) -> Result<(), Error> {
             service,
             endpoint,
             request,
+            output,
             target,
         }) => {
             let reply = client
-                .call_json(&service, &endpoint, &request, options(&target)?)
+                .unary_json(&service, &endpoint, &request, options(&target)?)?
                 .await?;
-            let pretty = serde_json::to_string_pretty(&reply)
-                .map_err(|e| Error::internal("rmicro.cli", e.to_string()))?;
-            println!("{pretty}");
+            println!(
+                "{}",
+                reply_text(&reply.0, output.as_deref().unwrap_or("text"))
+            );
             Ok(())
         }
         Command::Bench(flags) => {
@@ -942,19 +960,24 @@ async fn run(cli: Cli) -> Result<(), Error> {
             service,
             endpoint,
             request,
+            output,
             target,
         }) => {
             use std::io::Write;
+            let output = output.as_deref().unwrap_or("json");
             let mut replies = client
                 .stream_json(&service, &endpoint, &request, options(&target)?)?
                 .await?;
             let mut stdout = std::io::stdout().lock();
+            let mut first = true;
             while let Some(reply) = replies.message().await? {
-                // One line per reply, however the server spaced its JSON.
-                let line = serde_json::from_slice::<serde_json::Value>(&reply.0)
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|_| String::from_utf8_lossy(&reply.0).into_owned());
-                let _ = writeln!(stdout, "{line}");
+                // `json`: one line per reply, however the server spaced its JSON;
+                // `text`: each indented, a blank line between.
+                if output == "text" && !first {
+                    let _ = writeln!(stdout);
+                }
+                first = false;
+                let _ = writeln!(stdout, "{}", reply_text(&reply.0, output));
                 let _ = stdout.flush();
             }
             Ok(())

@@ -344,6 +344,38 @@ async fn stream_prints_each_reply_as_a_json_line() {
         .collect();
     assert_eq!(messages, ["Hello s #1", "Hello s #2", "Hello s #3"]);
 
+    // `--output text`: each reply indented, a blank line between; `call --output
+    // json`: the reply on one line.
+    let (code, out, err) = run_cli(&[
+        "stream",
+        "greeter",
+        "Greeter.SayHelloStream",
+        r#"{"name":"s","count":2}"#,
+        "--address",
+        &address,
+        "--output",
+        "text",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        "{\n  \"message\": \"Hello s #1\"\n}\n\n{\n  \"message\": \"Hello s #2\"\n}\n"
+    );
+    let (code, out, err) = run_cli(&[
+        "call",
+        "greeter",
+        "Greeter.SayHello",
+        r#"{"name":"j"}"#,
+        "--address",
+        &address,
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "{\"message\":\"Hello j\"}\n");
+
     // The handler's error: its detail, exit 1, nothing on stdout.
     let (code, out, err) = run_cli(&[
         "stream",
