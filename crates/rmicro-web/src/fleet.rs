@@ -168,6 +168,22 @@ impl Fleet {
             } else if state.services.get(name) == Some(&records) {
                 false
             } else {
+                // The nodes that left take their health answers with them.
+                if let Some(before) = state.services.get(name) {
+                    let staying: std::collections::HashSet<&str> = records
+                        .iter()
+                        .flat_map(|r| r.nodes.iter().map(|n| n.id.as_str()))
+                        .collect();
+                    let left: Vec<String> = before
+                        .iter()
+                        .flat_map(|r| r.nodes.iter())
+                        .filter(|n| !staying.contains(n.id.as_str()))
+                        .map(|n| n.id.clone())
+                        .collect();
+                    for id in left {
+                        state.health.remove(&id);
+                    }
+                }
                 state.services.insert(name.to_owned(), records);
                 true
             }
@@ -306,5 +322,45 @@ pub(crate) fn health_of<'a>(state: &'a State, id: &str) -> (HealthStatus, Option
     match state.health.get(id) {
         Some(answer) => (answer.status, Some(answer.detail.as_str())),
         None => (HealthStatus::Unknown, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_that_leave_take_their_health_along() {
+        let fleet = Fleet::new(Duration::from_secs(60));
+        let record = |ids: &[&str]| {
+            let mut service =
+                rmicro::registry::testing::record("greeter", "1.0.0", ids[0], "127.0.0.1:1");
+            for id in &ids[1..] {
+                let mut node = service.nodes[0].clone();
+                node.id = (*id).to_owned();
+                service.nodes.push(node);
+            }
+            vec![service]
+        };
+        fleet.set_service("greeter", record(&["a", "b"]));
+        let serving = HealthAnswer {
+            status: HealthStatus::Serving,
+            detail: String::new(),
+        };
+        fleet.update(|s| {
+            s.health.insert("a".into(), serving.clone());
+            s.health.insert("b".into(), serving.clone());
+            true
+        });
+        fleet.set_service("greeter", record(&["a"]));
+        fleet.read(|s| {
+            assert!(s.health.contains_key("a"));
+            assert!(!s.health.contains_key("b"));
+        });
+        fleet.set_service("greeter", Vec::new());
+        fleet.read(|s| {
+            assert!(s.services.is_empty());
+            assert!(s.health.is_empty());
+        });
     }
 }
