@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
+/// How many nodes are asked (or scraped) at once: a large fleet is read in waves.
+pub(crate) const AT_ONCE: usize = 64;
+
 /// How often everything is read again from the registry, watch or not.
 const RESYNC: Duration = Duration::from_secs(30);
 
@@ -294,7 +297,10 @@ pub(crate) async fn poll_health(fleet: std::sync::Arc<Fleet>, interval: Duration
                 (id, client.check_health(&address, "", options).await)
             }
         });
-        let answers = futures_util::future::join_all(checks).await;
+        let answers: Vec<_> = futures_util::stream::iter(checks)
+            .buffer_unordered(AT_ONCE)
+            .collect()
+            .await;
         fleet.update(|state| {
             let mut changed = false;
             for (id, answer) in answers {

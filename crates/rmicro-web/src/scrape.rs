@@ -10,6 +10,7 @@
 
 use crate::fleet::{Fleet, Sample};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Empty};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -258,11 +259,17 @@ pub(crate) async fn scrape(fleet: Arc<Fleet>, interval: Duration) {
     loop {
         ticks.tick().await;
         let targets = fleet.node_urls("metrics");
-        let reads = targets.iter().map(|(service, url)| {
-            let client = &client;
-            async move { (service, url, fetch(client, url, timeout).await) }
+        let reads = targets.into_iter().map(|(service, url)| {
+            let client = client.clone();
+            async move {
+                let result = fetch(&client, &url, timeout).await;
+                (service, url, result)
+            }
         });
-        let results = futures_util::future::join_all(reads).await;
+        let results: Vec<_> = futures_util::stream::iter(reads)
+            .buffer_unordered(crate::fleet::AT_ONCE)
+            .collect()
+            .await;
         let now = Instant::now();
         let at_ms = now_ms();
         let mut changes: HashMap<String, Vec<(Reading, Duration)>> = HashMap::new();
@@ -270,7 +277,7 @@ pub(crate) async fn scrape(fleet: Arc<Fleet>, interval: Duration) {
         for (service, url, result) in results {
             match result {
                 Ok(reading) => {
-                    if let Some((then, before)) = last.get(url) {
+                    if let Some((then, before)) = last.get(&url) {
                         changes
                             .entry(service.clone())
                             .or_default()
