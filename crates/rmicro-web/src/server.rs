@@ -51,7 +51,7 @@ struct Inner {
 }
 
 /// A running dashboard: the tasks that watch the fleet (they stop when it is
-/// dropped) and the pages that show it ([`Dashboard::router`], [`Dashboard::serve`]).
+/// dropped) and the pages that show it ([`Dashboard::serve`]).
 pub struct Dashboard {
     inner: Arc<Inner>,
     _tasks: Vec<Task>,
