@@ -45,6 +45,24 @@ pub(crate) fn message_of(headers: Option<&async_nats::HeaderMap>, payload: Bytes
     message
 }
 
+/// How many times a publish that found no stream makes sure of the stream and
+/// tries again before it fails (pauses 10, 20, 40, 80 ms: 150 ms in all).
+const STREAM_RETRIES: usize = 4;
+
+/// Why one JetStream publish attempt did not go through.
+enum Unsent {
+    /// The server had no stream bound to the subject ("no responders").
+    NoStream,
+    /// Anything else: final.
+    Failed(BrokerError),
+}
+
+impl From<BrokerError> for Unsent {
+    fn from(err: BrokerError) -> Self {
+        Unsent::Failed(err)
+    }
+}
+
 impl NatsBroker {
     /// Creates `topic`'s stream unless this broker already did.
     pub(crate) async fn ensure_stream(
@@ -88,6 +106,33 @@ impl NatsBroker {
         topic: &str,
         message: Message,
     ) -> Result<(), BrokerError> {
+        // A stream that another process is still setting up (the server lists it
+        // before its subject is bound) or that an operator deleted answers "no
+        // responders": make sure it exists and publish again, a few times, briefly.
+        let mut pause = Duration::from_millis(10);
+        for attempt in 0..=STREAM_RETRIES {
+            match self.publish_jetstream_once(topic, &message).await {
+                Ok(()) => return Ok(()),
+                Err(Unsent::Failed(err)) => return Err(err),
+                Err(Unsent::NoStream) if attempt < STREAM_RETRIES => {
+                    rmicro::sync::lock(&self.inner.streams).remove(topic);
+                    tokio::time::sleep(pause).await;
+                    pause = pause.saturating_mul(2);
+                }
+                Err(Unsent::NoStream) => break,
+            }
+        }
+        Err(self.failed(
+            format!("confirm a publish to {topic}"),
+            format!(
+                "no stream took it: stream {} is missing or not bound to the subject after {} attempts",
+                stream_name(topic),
+                STREAM_RETRIES + 1
+            ),
+        ))
+    }
+
+    async fn publish_jetstream_once(&self, topic: &str, message: &Message) -> Result<(), Unsent> {
         let known = rmicro::sync::lock(&self.inner.streams).contains(topic);
         if !known {
             // Boxed: creating a stream is a large future, and inline it would make
@@ -95,16 +140,25 @@ impl NatsBroker {
             Box::pin(self.ensure_stream(topic)).await?;
         }
         let js = self.jetstream_context().await?;
+        // Bytes and the header map are cheap to clone (reference-counted body).
         let sent = if message.headers.is_empty() {
-            js.publish(topic.to_owned(), message.body).await
+            js.publish(topic.to_owned(), message.body.clone()).await
         } else {
-            js.publish_with_headers(topic.to_owned(), headers_of(&message), message.body)
+            js.publish_with_headers(topic.to_owned(), headers_of(message), message.body.clone())
                 .await
         };
-        let ack = sent.map_err(|e| self.failed(format!("publish to {topic}"), e))?;
+        let ack = sent.map_err(|e| self.unsent(format!("publish to {topic}"), e))?;
         ack.await
-            .map_err(|e| self.failed(format!("confirm a publish to {topic}"), e))?;
+            .map_err(|e| self.unsent(format!("confirm a publish to {topic}"), e))?;
         Ok(())
+    }
+
+    fn unsent(&self, operation: String, err: jetstream::context::PublishError) -> Unsent {
+        if err.kind() == jetstream::context::PublishErrorKind::StreamNotFound {
+            Unsent::NoStream
+        } else {
+            Unsent::Failed(self.failed(operation, err))
+        }
     }
 
     pub(crate) async fn publish_core(

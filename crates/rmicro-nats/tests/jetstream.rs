@@ -157,3 +157,38 @@ async fn brokers_creating_one_stream_at_once_all_publish() {
         drop(cleanup);
     }
 }
+
+/// A stream deleted behind a broker's back (an operator's `nats stream rm`) is made
+/// again by the next publish, which is stored, not refused with "no stream".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_deleted_behind_the_brokers_back_is_made_again() {
+    let Some(_) = rmicro_nats::testing::shared_or_skip("a deleted stream").await else {
+        return;
+    };
+    let topic = topic("deleted");
+    let _cleanup = Cleanup(vec![topic.clone()]);
+    let publisher = NatsBroker::jetstream(ADDRESS);
+    publisher
+        .publish(&topic, Message::new(b"first".to_vec()))
+        .await
+        .unwrap();
+    // Another broker (its own connection and stream cache) deletes the stream.
+    NatsBroker::jetstream(ADDRESS)
+        .delete_topic(&topic)
+        .await
+        .unwrap();
+    publisher
+        .publish(&topic, Message::new(b"second".to_vec()))
+        .await
+        .unwrap();
+    let client = async_nats::connect(ADDRESS).await.unwrap();
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream(rmicro_nats::stream_name(&topic))
+        .await
+        .unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(
+        info.state.messages, 1,
+        "only the publish after the delete is stored"
+    );
+}
