@@ -270,14 +270,33 @@ struct ApiFlags {
     /// `text` or `json`, for --print-routes.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     output: String,
-    /// Log level or filter (`info`, `rmicro_api=debug`).
-    #[arg(long, env = "MICRO_LOG_LEVEL", default_value = "info")]
-    log_level: String,
-    /// Log format: `text`, `pretty`, `json` or `ecs`.
-    #[arg(long, env = "MICRO_LOG_FORMAT", default_value = "", value_parser = ["", "text", "pretty", "json", "ecs"])]
-    log_format: String,
+    #[command(flatten)]
+    log: LogFlags,
     #[command(flatten)]
     broker: BrokerFlags,
+}
+
+/// `--log-level` and `--log-format` of the long-running commands (`api`, `web`).
+#[derive(clap::Args)]
+struct LogFlags {
+    /// Log level or filter (`info`, `rmicro_api=debug,warn`).
+    #[arg(long, env = "MICRO_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Log format: `text`, `pretty` (the default on a terminal), `json` or `ecs`.
+    #[arg(long, env = "MICRO_LOG_FORMAT", default_value = "", value_parser = ["", "text", "pretty", "json", "ecs"])]
+    log_format: String,
+}
+
+impl LogFlags {
+    /// Installs the process's log as `name` says, unless one is installed already.
+    fn install(&self, name: &str) {
+        let _ = rmicro::logging::install(
+            &self.log_level,
+            &self.log_format,
+            name,
+            env!("CARGO_PKG_VERSION"),
+        );
+    }
 }
 
 #[derive(clap::Args)]
@@ -316,12 +335,8 @@ struct WebFlags {
     basic_auth: Option<String>,
     #[command(flatten)]
     auth: rmicro::wrapper::auth::AuthFlags,
-    /// Log level or filter (`info`, `rmicro_web=debug`).
-    #[arg(long, env = "MICRO_LOG_LEVEL", default_value = "info")]
-    log_level: String,
-    /// Log format: `text`, `pretty`, `json` or `ecs`.
-    #[arg(long, env = "MICRO_LOG_FORMAT", default_value = "", value_parser = ["", "text", "pretty", "json", "ecs"])]
-    log_format: String,
+    #[command(flatten)]
+    log: LogFlags,
     /// The broker the topics page's publish form sends through.
     #[command(flatten)]
     broker: BrokerFlags,
@@ -329,12 +344,7 @@ struct WebFlags {
 
 async fn web(flags: WebFlags, registry: rmicro::registry::SharedRegistry) -> Result<(), Error> {
     let bad = |detail: String| Error::bad_request("rmicro.cli", detail);
-    let _ = rmicro::logging::install(
-        &flags.log_level,
-        &flags.log_format,
-        "rmicro-web",
-        env!("CARGO_PKG_VERSION"),
-    );
+    flags.log.install("rmicro-web");
     let mut access = rmicro_web::Access::open();
     if let Some(pair) = &flags.basic_auth {
         access = access
@@ -415,12 +425,7 @@ fn listen_address(address: &str) -> String {
 
 async fn api(flags: ApiFlags, registry: rmicro::registry::SharedRegistry) -> Result<(), Error> {
     let bad = |detail: String| Error::bad_request("rmicro.cli", detail);
-    let _ = rmicro::logging::install(
-        &flags.log_level,
-        &flags.log_format,
-        "rmicro-api",
-        env!("CARGO_PKG_VERSION"),
-    );
+    flags.log.install("rmicro-api");
     let node = format!("rmicro-api-{}", uuid::Uuid::new_v4());
     // `--print-routes` only reads the registry: no exporter, no metrics page.
     let settings = if flags.print_routes {

@@ -1,13 +1,10 @@
 //! The `rmicro` binary against a real greeter.
 
-use greeter::proto::GreeterServer;
 use std::process::Command;
 
 async fn greeter() -> (rmicro::Service, rmicro::server::RunningServer) {
-    let service = rmicro::Service::builder("greeter")
-        .address("127.0.0.1:0")
-        .args(["greeter", "--log-level", "warn", "--registry", "memory"])
-        .handle(GreeterServer::new(greeter::Greeter))
+    let service = greeter::on_loopback()
+        .registry(std::sync::Arc::new(rmicro::registry::MemoryRegistry::new()))
         .build()
         .unwrap();
     let server = service.start().await.unwrap();
@@ -139,12 +136,9 @@ async fn services_describe_and_call_by_name_through_consul() {
 /// Runs `services`, `describe` and `call` with `flags` against a greeter registered
 /// in `registry`.
 async fn services_describe_and_call(registry: rmicro::registry::SharedRegistry, flags: &[&str]) {
-    let service = rmicro::Service::builder("greeter")
+    let service = greeter::on_loopback()
         .version("1.2.3")
-        .address("127.0.0.1:0")
         .registry(registry)
-        .args(["greeter", "--log-level", "warn"])
-        .handle(GreeterServer::new(greeter::Greeter))
         .build()
         .unwrap();
     let server = service.start().await.unwrap();
@@ -239,12 +233,9 @@ async fn health_checks_every_node_of_a_service() {
         std::sync::Arc::new(rmicro::registry::LocalRegistry::new(&dir));
     let mut servers = Vec::new();
     for _ in 0..2 {
-        let service = rmicro::Service::builder("greeter")
+        let service = greeter::on_loopback()
             .version("1.0.0")
-            .address("127.0.0.1:0")
             .registry(registry.clone())
-            .args(["greeter", "--log-level", "warn"])
-            .handle(GreeterServer::new(greeter::Greeter))
             .build()
             .unwrap();
         servers.push(service.start().await.unwrap());

@@ -70,6 +70,8 @@ pub(crate) struct State {
 pub(crate) struct Fleet {
     state: RwLock<State>,
     version: tokio::sync::watch::Sender<u64>,
+    /// Bumped only when the services or their nodes change.
+    members: tokio::sync::watch::Sender<u64>,
     history: Duration,
 }
 
@@ -79,6 +81,7 @@ impl Fleet {
         Fleet {
             state: RwLock::new(State::default()),
             version: tokio::sync::watch::Sender::new(0),
+            members: tokio::sync::watch::Sender::new(0),
             history,
         }
     }
@@ -92,8 +95,9 @@ impl Fleet {
         f(&state)
     }
 
-    /// Changes the state; when `f` says it changed something, the pages hear of it.
-    pub(crate) fn update(&self, f: impl FnOnce(&mut State) -> bool) {
+    /// Changes the state; when `f` says it changed something, the pages hear of it
+    /// (and the caller: the answer is `f`'s).
+    pub(crate) fn update(&self, f: impl FnOnce(&mut State) -> bool) -> bool {
         let changed = {
             let mut state = self
                 .state
@@ -104,11 +108,19 @@ impl Fleet {
         if changed {
             self.version.send_modify(|v| *v = v.wrapping_add(1));
         }
+        changed
     }
 
     /// A receiver that wakes at each change.
     pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.version.subscribe()
+    }
+
+    /// A receiver that wakes when services or nodes come, change or go, not at
+    /// health answers, numbers or circuits (which the tasks that poll nodes make
+    /// themselves, and must not wake them).
+    pub(crate) fn member_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.members.subscribe()
     }
 
     /// How far back the charts reach.
@@ -154,7 +166,7 @@ impl Fleet {
 
     /// Puts `records` as what the registry holds of `name` (none: it is gone).
     fn set_service(&self, name: &str, records: Vec<Service>) {
-        self.update(|state| {
+        let changed = self.update(|state| {
             let records: Vec<Service> = records
                 .into_iter()
                 .filter(|r| !r.nodes.is_empty())
@@ -191,6 +203,9 @@ impl Fleet {
                 true
             }
         });
+        if changed {
+            self.members.send_modify(|v| *v = v.wrapping_add(1));
+        }
     }
 }
 
@@ -276,7 +291,7 @@ pub(crate) async fn poll_health(fleet: std::sync::Arc<Fleet>, interval: Duration
     let timeout = interval.clamp(Duration::from_millis(200), Duration::from_secs(3));
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut changes = fleet.changes();
+    let mut changes = fleet.member_changes();
     loop {
         // A new node is asked at once, not at the next tick.
         tokio::select! {
@@ -353,12 +368,22 @@ mod tests {
             status: HealthStatus::Serving,
             detail: String::new(),
         };
+        let mut members = fleet.member_changes();
+        members.mark_unchanged();
         fleet.update(|s| {
             s.health.insert("a".into(), serving.clone());
             s.health.insert("b".into(), serving.clone());
             true
         });
+        assert!(
+            !members.has_changed().unwrap(),
+            "health answers are not a change of members"
+        );
         fleet.set_service("greeter", record(&["a"]));
+        assert!(members.has_changed().unwrap(), "a node left");
+        members.mark_unchanged();
+        fleet.set_service("greeter", record(&["a"]));
+        assert!(!members.has_changed().unwrap(), "the same records again");
         fleet.read(|s| {
             assert!(s.health.contains_key("a"));
             assert!(!s.health.contains_key("b"));

@@ -118,7 +118,7 @@ async fn read_stream(client: &HttpClient, fleet: &Fleet, url: &str) -> Result<()
 pub(crate) async fn follow_streams(fleet: Arc<Fleet>, fixed: Vec<String>) {
     let client = http_client();
     let mut readers: HashMap<String, crate::Task> = HashMap::new();
-    let mut changes = fleet.changes();
+    let mut changes = fleet.member_changes();
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     loop {
         let mut wanted: Vec<String> = fleet

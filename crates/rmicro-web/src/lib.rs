@@ -38,6 +38,7 @@
 mod access;
 mod call;
 mod fleet;
+mod fragments;
 mod hystrix;
 mod pages;
 mod scrape;

@@ -342,27 +342,36 @@ pub(crate) fn services(state: &State, window: Duration, end_ms: u64) -> Vec<Serv
         .services
         .iter()
         .filter(|(name, _)| !name.starts_with(BROKER_PREFIX))
-        .map(|(name, records)| {
-            let nodes = nodes(state, records);
-            let mut versions: Vec<String> = records.iter().map(|r| r.version.clone()).collect();
-            versions.dedup();
-            ServiceRow {
-                name: name.clone(),
-                versions,
-                serving: nodes.iter().filter(|n| n.tone == "ok").count(),
-                nodes,
-                numbers: state
-                    .numbers
-                    .get(name)
-                    .and_then(|series| numbers(series, window, end_ms)),
-                open_circuits: state
-                    .circuits
-                    .values()
-                    .filter(|c| c.open && &c.group == name)
-                    .count(),
-            }
-        })
+        .map(|(name, records)| service_row(state, name, records, window, end_ms))
         .collect()
+}
+
+/// Service `name`'s row of the services table.
+fn service_row(
+    state: &State,
+    name: &str,
+    records: &[Service],
+    window: Duration,
+    end_ms: u64,
+) -> ServiceRow {
+    let nodes = nodes(state, records);
+    let mut versions: Vec<String> = records.iter().map(|r| r.version.clone()).collect();
+    versions.dedup();
+    ServiceRow {
+        name: name.to_owned(),
+        versions,
+        serving: nodes.iter().filter(|n| n.tone == "ok").count(),
+        nodes,
+        numbers: state
+            .numbers
+            .get(name)
+            .and_then(|series| numbers(series, window, end_ms)),
+        open_circuits: state
+            .circuits
+            .values()
+            .filter(|c| c.open && c.group == name)
+            .count(),
+    }
 }
 
 /// The circuits, all or those guarding calls to `group`.
@@ -395,9 +404,11 @@ pub(crate) fn service_live(
     window: Duration,
     end_ms: u64,
 ) -> ServiceLive {
-    let row = services(state, window, end_ms)
-        .into_iter()
-        .find(|row| row.name == name);
+    let row = state
+        .services
+        .get(name)
+        .filter(|_| !name.starts_with(BROKER_PREFIX))
+        .map(|records| service_row(state, name, records, window, end_ms));
     ServiceLive {
         found: row.is_some(),
         row,
@@ -681,6 +692,14 @@ mod tests {
         let hostile = all.iter().find(|t| t.topic == HOSTILE).unwrap();
         assert_eq!(hostile.subscribers[0].service, HOSTILE);
         // The broker's own records are topics, not services.
-        assert_eq!(services(&state, Duration::from_secs(60), 0).len(), 1);
+        let window = Duration::from_secs(60);
+        assert_eq!(services(&state, window, 0).len(), 1);
+        let broker = service_live(&state, &format!("{BROKER_PREFIX}user.created"), window, 0);
+        assert!(!broker.found && broker.row.is_none());
+        let live = service_live(&state, HOSTILE, window, 0);
+        assert!(live.found);
+        let row = live.row.expect("the service's row");
+        assert_eq!((row.name.as_str(), row.nodes.len()), (HOSTILE, 1));
+        assert!(!service_live(&state, "missing", window, 0).found);
     }
 }

@@ -6,6 +6,7 @@
 use crate::access;
 use crate::call::{self, CallRequest};
 use crate::fleet::{self, Fleet};
+use crate::fragments::{self, Fragments};
 use crate::scrape::now_ms;
 use crate::{Options, Task, hystrix, pages, scrape};
 use axum::extract::{Path, State};
@@ -17,14 +18,14 @@ use futures_util::Stream;
 use rmicro::registry::SharedRegistry;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where the call form posts.
 pub(crate) const CALL_PATH: &str = "/api/call";
 /// Where the publish form posts.
 pub(crate) const PUBLISH_PATH: &str = "/api/publish";
 /// The least time between two updates of one page (changes in between are merged).
-const THROTTLE: Duration = Duration::from_millis(200);
+const THROTTLE: Duration = fragments::FRESH;
 
 const APP_JS: &str = include_str!("../assets/app.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
@@ -48,6 +49,7 @@ struct Inner {
     options: Options,
     registry: String,
     client: rmicro::Client,
+    fragments: Fragments,
 }
 
 /// A running dashboard: the tasks that watch the fleet (they stop when it is
@@ -106,6 +108,7 @@ impl Dashboard {
                 options,
                 registry: registry.describe(),
                 client,
+                fragments: Fragments::default(),
             }),
             _tasks: tasks,
         })
@@ -320,27 +323,31 @@ async fn circuits_page(State(inner): State<Arc<Inner>>) -> Html<String> {
     )
 }
 
-/// An event stream sending `render`'s fragment at once, then after every change
-/// that alters it.
+/// An event stream sending `render`'s fragment of the page `key` at once, then
+/// after every change that alters it; the streams of one page share each render.
 fn live(
     inner: Arc<Inner>,
+    key: String,
     render: impl Fn(&Inner) -> String + Send + Sync + 'static,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let changes = inner.fleet.changes();
-    let render = Arc::new(render);
+    let shared = Arc::new((key, render));
     let stream =
-        futures_util::stream::unfold((changes, None::<String>), move |(mut changes, last)| {
-            let (inner, render) = (inner.clone(), render.clone());
+        futures_util::stream::unfold((changes, None::<Arc<str>>), move |(mut changes, last)| {
+            let (inner, shared) = (inner.clone(), shared.clone());
             async move {
                 loop {
                     if last.is_some() {
                         changes.changed().await.ok()?;
                         tokio::time::sleep(THROTTLE).await;
-                        changes.borrow_and_update();
                     }
-                    let html = render(&inner).replace('\r', "");
-                    if last.as_deref() != Some(html.as_str()) {
-                        let event = Event::default().event("fragment").data(&html);
+                    let version = *changes.borrow_and_update();
+                    let (key, render) = &*shared;
+                    let html = inner
+                        .fragments
+                        .get_or_render(key, version, Instant::now(), || render(&inner));
+                    if last.as_deref() != Some(&*html) {
+                        let event = Event::default().event("fragment").data(&*html);
                         return Some((Ok(event), (changes, Some(html))));
                     }
                 }
@@ -350,22 +357,24 @@ fn live(
 }
 
 async fn services_events(State(inner): State<Arc<Inner>>) -> impl IntoResponse {
-    live(inner, Inner::services_fragment)
+    live(inner, "services".into(), Inner::services_fragment)
 }
 
 async fn service_events(
     State(inner): State<Arc<Inner>>,
     Path(name): Path<String>,
 ) -> impl IntoResponse {
-    live(inner, move |inner| inner.service_fragment(&name))
+    live(inner, format!("service/{name}"), move |inner| {
+        inner.service_fragment(&name)
+    })
 }
 
 async fn topics_events(State(inner): State<Arc<Inner>>) -> impl IntoResponse {
-    live(inner, Inner::topics_fragment)
+    live(inner, "topics".into(), Inner::topics_fragment)
 }
 
 async fn circuits_events(State(inner): State<Arc<Inner>>) -> impl IntoResponse {
-    live(inner, Inner::circuits_fragment)
+    live(inner, "circuits".into(), Inner::circuits_fragment)
 }
 
 async fn services_json(State(inner): State<Arc<Inner>>) -> impl IntoResponse {

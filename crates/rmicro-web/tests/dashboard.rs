@@ -3,7 +3,6 @@
 //! resource, and the call API's answers to bad input.
 
 use bytes::Bytes;
-use greeter::proto::GreeterServer;
 use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,12 +51,9 @@ async fn wait_for(what: &str, mut ready: impl AsyncFnMut() -> bool) {
 }
 
 async fn greeter(registry: &rmicro::registry::SharedRegistry) -> rmicro::server::RunningServer {
-    rmicro::Service::builder("greeter")
+    greeter::on_loopback()
         .version("1.0.0")
-        .address("127.0.0.1:0")
         .registry(registry.clone())
-        .args(["greeter", "--log-level", "warn"])
-        .handle(GreeterServer::new(greeter::Greeter))
         .build()
         .expect("greeter built")
         .start()

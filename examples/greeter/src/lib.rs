@@ -75,6 +75,24 @@ impl proto::Greeter for Greeter {
     }
 }
 
+/// The greeter as tests and tools start it in process: on a free loopback port,
+/// logging only warnings, command-line flags ignored; add a registry, version or
+/// wrappers, then build and start it.
+///
+/// ```
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let service = greeter::on_loopback().version("1.0.0").build()?;
+/// let server = service.start().await?;
+/// assert!(server.local_addr().ip().is_loopback());
+/// # Ok(()) }
+/// ```
+pub fn on_loopback() -> rmicro::ServiceBuilder {
+    rmicro::Service::builder(SERVICE)
+        .address("127.0.0.1:0")
+        .args([SERVICE, "--log-level", "warn"])
+        .handle(proto::GreeterServer::new(Greeter))
+}
+
 /// Calls every endpoint of the greeter once and prints what comes back: at `address`
 /// if given, else wherever the client's registry finds the service `greeter`.
 pub async fn tour(client: rmicro::Client, address: Option<&str>, name: &str) -> Result<(), Error> {
