@@ -188,6 +188,10 @@ pub struct Flags {
     /// `127.0.0.1:9093`.
     #[arg(long, env = "MICRO_METRICS_ADDRESS", value_name = "HOST:PORT")]
     pub metrics_address: Option<String>,
+    /// The `--auth-*` flags: verify the bearer token of every call this service
+    /// serves (health stays public unless `--auth-protect-health`).
+    #[command(flatten)]
+    pub auth: crate::wrapper::auth::AuthFlags,
     /// The tracing flags: `--tracing-endpoint`, `--tracing-protocol`,
     /// `--tracing-sampler`, `--tracing-ratio`.
     #[command(flatten)]

@@ -155,6 +155,8 @@ pub struct ServiceBuilder {
     metrics: Option<crate::wrapper::metrics::Metrics>,
     /// The tracing `--tracing-endpoint` (or OpenTelemetry's environment) asked for.
     tracing: Option<crate::wrapper::trace::Tracing>,
+    /// The `--auth-*` flags, and where among the handler wrappers their layer goes.
+    auth: Option<(crate::wrapper::auth::AuthFlags, usize)>,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -515,6 +517,7 @@ impl ServiceBuilder {
                 handlers: Mutex::new(self.handlers),
                 app_flags,
                 wrappers: self.handler_wrappers,
+                auth: self.auth,
                 started: std::sync::atomic::AtomicBool::new(false),
                 hystrix_stream,
                 node_id: self.node_id,
@@ -603,6 +606,11 @@ impl ServiceBuilder {
                 .push(Arc::new(metrics.subscriber()));
             self.publisher_wrappers.push(Arc::new(metrics.publisher()));
             self.metrics = Some(metrics);
+        }
+        // Inside tracing and metrics (they see its refusals), outside the limits (a
+        // caller without a valid token takes no share of them).
+        if flags.auth.is_set() {
+            self.auth = Some((flags.auth.clone(), self.handler_wrappers.len()));
         }
         // Inside the wrappers the code registered, so they see the refusals.
         if let Some(max) = flags.server_max_concurrent.or(self.max_concurrent) {
@@ -761,6 +769,9 @@ struct ServiceInner {
     handlers: Mutex<Vec<Arc<dyn ServiceHandler>>>,
     /// Fixed when the service is built: nothing can drop or reorder them.
     wrappers: Vec<HandlerWrap>,
+    /// The `--auth-*` flags, and where among `wrappers` their layer goes: made when
+    /// the server starts (a JWKS URL is read then).
+    auth: Option<(crate::wrapper::auth::AuthFlags, usize)>,
     app_flags: Option<AppFlags>,
     /// Set by the first `start()`: the handlers are fixed from then on.
     started: std::sync::atomic::AtomicBool,
@@ -818,6 +829,7 @@ impl Service {
             node_id: String::new(),
             metrics: None,
             tracing: None,
+            auth: None,
             subscriber_wrappers: Vec::new(),
             publisher_wrappers: Vec::new(),
         }
@@ -1116,8 +1128,27 @@ impl Service {
         }
         self.inner.config.ready().await?;
         let services = handlers.iter().map(|h| h.descriptor().name).collect();
-        let (router, health) =
-            build_router(&self.inner.server, &handlers, &self.inner.wrappers).await?;
+        let with_auth;
+        let wrappers = match &self.inner.auth {
+            None => &self.inner.wrappers,
+            Some((flags, at)) => {
+                use crate::wrapper::HandlerLayer as _;
+                let layer = flags
+                    .layer()
+                    .await
+                    .map_err(|e| ServerError::Auth(e.to_string()))?;
+                let Some(layer) = layer else {
+                    return Err(ServerError::Auth(
+                        "auth: the --auth-* flags name no key to verify tokens with".into(),
+                    ));
+                };
+                let mut wrappers = self.inner.wrappers.clone();
+                wrappers.insert((*at).min(wrappers.len()), layer.into_wrap());
+                with_auth = wrappers;
+                &with_auth
+            }
+        };
+        let (router, health) = build_router(&self.inner.server, &handlers, wrappers).await?;
         let mut running = RunningServer::start(
             &self.inner.server,
             router,

@@ -512,3 +512,81 @@ async fn keys_come_from_a_jwks_file() {
         "{err}"
     );
 }
+
+/// The `--auth-*` flags on a service: its calls need a token signed by the key in
+/// the file, rules decide per endpoint, health stays public; a key file that
+/// cannot be read stops the start with a sentence naming it.
+#[tokio::test]
+async fn a_service_verifies_tokens_by_its_flags() {
+    let dir = std::env::temp_dir().join(format!("rmicro-auth-flags-{}", common::uuid_like()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let secret = dir.join("hs256.key");
+    // `echo secret > file` leaves a newline: not part of the secret.
+    std::fs::write(&secret, [SECRET, b"\n"].concat()).expect("the secret written");
+    let secret = secret.to_string_lossy().into_owned();
+    let flags = |secret: &str| {
+        let secret = secret.to_owned();
+        move |b: rmicro::ServiceBuilder| {
+            b.args([
+                "greeter",
+                "--log-level",
+                "warn",
+                "--auth-hs256-secret-file",
+                &secret,
+                "--auth-audience",
+                "greeter",
+                "--auth-rule",
+                "greeter.Greeter.SayHello=greet",
+            ])
+        }
+    };
+    let (_service, server) = start_with(WhoAmI, flags(&secret)).await;
+    let client = common::client_for(&server);
+    let good = hs256(claims("ann", "greet"));
+    assert_eq!(
+        call(&client, &good).await.expect("allowed"),
+        r#"Hello x from ann ["greet"]"#
+    );
+    assert_refused(call(&client, "").await, 401, "no bearer token", "");
+    let reader = hs256(claims("bob", "read"));
+    assert_refused(
+        call(&client, &reader).await,
+        403,
+        "needs scope greet; the token grants read",
+        &reader,
+    );
+    let other = json!({"sub": "eve", "scope": "greet", "exp": now() + 600, "aud": "other"});
+    assert_refused(call(&client, &hs256(other)).await, 401, "audience", "");
+    // Probes need no token.
+    let health = rmicro::Client::default()
+        .check_health(
+            &server.local_addr().to_string(),
+            "",
+            rmicro::CallOptions::new(),
+        )
+        .await;
+    assert_eq!(
+        health.status,
+        rmicro::client::HealthStatus::Serving,
+        "{health:?}"
+    );
+
+    let missing = dir.join("missing.key").to_string_lossy().into_owned();
+    let service = flags(&missing)(
+        rmicro::Service::builder("greeter")
+            .address("127.0.0.1:0")
+            .handle(greeter::proto::GreeterServer::new(WhoAmI)),
+    )
+    .build()
+    .expect("the flags parse");
+    let err = service
+        .start()
+        .await
+        .expect_err("no key, no start")
+        .to_string();
+    assert!(
+        err.contains("missing.key") && err.contains("cannot read"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -97,6 +97,10 @@ pub enum ServerError {
     /// No handler was added.
     #[error("service `{0}` has no handlers: add one with the builder's `.handle(..)`")]
     NoHandlers(String),
+    /// The `--auth-*` flags could not make a token verifier (a key file missing or
+    /// unreadable, a JWKS that cannot be fetched).
+    #[error("{0}")]
+    Auth(String),
     /// A handler was added after the server started.
     #[error(
         "service `{service}` is already serving: add `{handler}` with the builder's `.handle(..)` or before `start()`"

@@ -181,7 +181,8 @@ pub async fn wait_for_nodes(registry: &dyn rmicro::registry::Registry, n: usize)
     }
 }
 
-fn uuid_like() -> String {
+/// A name part unique to this call (a random hash), for temporary paths.
+pub fn uuid_like() -> String {
     use std::hash::{BuildHasher, RandomState};
     format!("{:x}", RandomState::new().hash_one(std::process::id()))
 }

@@ -66,6 +66,13 @@ fn read(path: &std::path::Path, what: &'static str) -> Result<Vec<u8>, AuthError
 }
 
 impl AuthFlags {
+    /// Whether a key flag is set: then [`AuthFlags::layer`] makes a layer.
+    pub fn is_set(&self) -> bool {
+        self.auth_hs256_secret_file.is_some()
+            || self.auth_public_key_file.is_some()
+            || self.auth_jwks.is_some()
+    }
+
     /// The layer these flags describe, its keys read now; `None` when no key flag
     /// is set. A JWKS is then read again in the background (needs a Tokio
     /// runtime), for as long as the process runs.
