@@ -410,24 +410,25 @@ impl Gateway {
     }
 
     /// Serves HTTPS on `listener` with `tls`'s certificate: HTTP/2 or HTTP/1.1 as
-    /// the client's ALPN asks (`--tls-cert-file`/`--tls-key-file`). Fails at once
-    /// when the certificate and key do not make a server identity.
+    /// the client's ALPN asks (`--tls-cert-file`/`--tls-key-file`); certificate
+    /// files are read again when they change (new connections get the new one).
+    /// Fails at once when the certificate and key do not make a server identity.
     pub async fn serve_tls(
         self,
         listener: tokio::net::TcpListener,
         tls: &rmicro::transport::ServerTls,
     ) -> std::io::Result<()> {
-        let config = tls
-            .rustls_config(&[b"h2", b"http/1.1"])
+        // Certificates from files are read again when they change: new connections
+        // get the new one, open ones keep theirs.
+        let tls = rmicro::transport::ReloadingAcceptor::start(tls, &[b"h2", b"http/1.1"])
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        self.serve_with(listener, Some(tokio_rustls::TlsAcceptor::from(config)))
-            .await
+        self.serve_with(listener, Some(Arc::new(tls))).await
     }
 
     async fn serve_with(
         self,
         listener: tokio::net::TcpListener,
-        tls: Option<tokio_rustls::TlsAcceptor>,
+        tls: Option<Arc<rmicro::transport::ReloadingAcceptor>>,
     ) -> std::io::Result<()> {
         if let Err(e) = self.refresh().await {
             tracing::warn!(error = %e, "the registry could not be read; routes load as it answers");
@@ -459,7 +460,7 @@ impl Gateway {
                             continue;
                         };
                         let gateway = self.clone();
-                        let tls = tls.clone();
+                        let tls = tls.as_ref().map(|tls| tls.current());
                         let handshake = limits.handshake_timeout;
                         connections.spawn(async move {
                             let _slot = slot;

@@ -998,6 +998,7 @@ async fn tls_serves_http2_and_http1_to_clients_that_trust_its_ca() {
     let resolve = format!("localhost:{port}:127.0.0.1");
     let ca_path = cert_file.to_string_lossy().into_owned();
     let (url2, ca2) = (url.clone(), ca_path.clone());
+    let (url3, port3) = (url.clone(), port.clone());
     blocking(move || {
         for (version, expected) in [("--http2", "HTTP/2 200"), ("--http1.1", "HTTP/1.1 200")] {
             let out = Command::new("curl")
@@ -1071,6 +1072,52 @@ print("tls checks passed")
             String::from_utf8_lossy(&out.stderr)
         );
     }
+
+    // A new certificate renamed over the files (as a certificate manager does) is
+    // served to new connections without a restart; the old one is no longer.
+    let old_ca = dir.join("old-ca.pem");
+    std::fs::copy(&cert_file, &old_ca).expect("keep the old certificate");
+    let renewed = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("test cert");
+    for (text, file) in [
+        (renewed.cert.pem(), &cert_file),
+        (renewed.signing_key.serialize_pem(), &key_file),
+    ] {
+        let tmp = file.with_extension("new");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, file).expect("rename");
+    }
+    let resolve = format!("localhost:{port3}:127.0.0.1");
+    let url = url3;
+    let curl = move |ca: &std::path::Path| {
+        Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "--max-time", "10"])
+            .arg("--cacert")
+            .arg(ca)
+            .args([
+                "--resolve",
+                &resolve,
+                "-H",
+                "content-type: application/json",
+            ])
+            .args(["-d", r#"{"name":"renewed"}"#, &url])
+            .output()
+            .expect("curl runs")
+            .status
+            .code()
+    };
+    let (new_ca, old) = (cert_file.clone(), old_ca.clone());
+    blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while curl(&new_ca) != Some(0) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the renewed certificate was never served"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(curl(&old), Some(60), "the old certificate is still served");
+    })
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

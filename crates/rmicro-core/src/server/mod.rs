@@ -262,7 +262,7 @@ impl RunningServer {
         })?;
         let (tls, tls_watch) = match &options.tls {
             Some(tls) => {
-                let (acceptors, watch) = crate::transport::tls::Acceptors::start(tls)?;
+                let (acceptors, watch) = crate::transport::tls::Acceptors::start(tls, &[b"h2"])?;
                 (Some(acceptors), watch)
             }
             None => (None, None),

@@ -27,7 +27,7 @@ pub use connect::{
 };
 pub(crate) use listener::serve;
 pub use timeout::{format_grpc_timeout, parse_grpc_timeout};
-pub use tls::{ClientAuth, ClientTls, ServerTls, TlsError};
+pub use tls::{ClientAuth, ClientTls, ReloadingAcceptor, ServerTls, TlsError};
 
 pub use body::{Body, BodyError};
 pub use limits::ConnectionLimits;

@@ -240,18 +240,20 @@ impl ServerTls {
 /// were accepted with, new ones get the new one.
 pub(crate) struct Acceptors {
     current: RwLock<tokio_rustls::TlsAcceptor>,
+    /// The protocols offered by ALPN, kept for the reloaded configurations.
+    alpn: &'static [&'static [u8]],
 }
 
 impl Acceptors {
-    /// The acceptor of `tls`, advertising HTTP/2; with files, a task (ended by
+    /// The acceptor of `tls`, offering `alpn`; with files, a task (ended by
     /// aborting the handle) checks them every [`ServerTls::reload_every`].
     pub(crate) fn start(
         tls: &ServerTls,
+        alpn: &'static [&'static [u8]],
     ) -> Result<(Arc<Acceptors>, Option<tokio::task::JoinHandle<()>>), TlsError> {
         let acceptors = Arc::new(Acceptors {
-            current: RwLock::new(tokio_rustls::TlsAcceptor::from(
-                tls.rustls_config(&[b"h2"])?,
-            )),
+            current: RwLock::new(tokio_rustls::TlsAcceptor::from(tls.rustls_config(alpn)?)),
+            alpn,
         });
         let watcher = tls.files.as_ref().map(|files| {
             let acceptors = acceptors.clone();
@@ -276,7 +278,7 @@ impl Acceptors {
     fn reload(&self, tls: &ServerTls, files: &Files) {
         let fresh = tls
             .reread()
-            .and_then(|fresh| fresh.map(|t| t.rustls_config(&[b"h2"])).transpose());
+            .and_then(|fresh| fresh.map(|t| t.rustls_config(self.alpn)).transpose());
         match fresh {
             Ok(Some(config)) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -301,6 +303,49 @@ impl Acceptors {
             Ok(current) => current.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+}
+
+/// A server's TLS identity that follows its certificate files, for a listener of
+/// your own (the gateway's): connections accepted after the files change (checked
+/// every [`ServerTls::reload_every`]) get the new certificate, those already open
+/// keep theirs; a change that cannot be used is logged and the previous
+/// certificate kept. Dropping it stops the watching. rmicro's servers do this by
+/// themselves.
+pub struct ReloadingAcceptor {
+    acceptors: Arc<Acceptors>,
+    watch: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ReloadingAcceptor {
+    /// Starts serving `tls` (on the current Tokio runtime), offering the `alpn`
+    /// protocols (`&[b"h2", b"http/1.1"]`); fails at once when the certificate and
+    /// key do not make a server identity.
+    pub fn start(tls: &ServerTls, alpn: &'static [&'static [u8]]) -> Result<Self, TlsError> {
+        let (acceptors, watch) = Acceptors::start(tls, alpn)?;
+        Ok(ReloadingAcceptor { acceptors, watch })
+    }
+
+    /// The acceptor for a connection accepted now.
+    pub fn current(&self) -> tokio_rustls::TlsAcceptor {
+        self.acceptors.current()
+    }
+}
+
+impl Drop for ReloadingAcceptor {
+    fn drop(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            watch.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for ReloadingAcceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingAcceptor")
+            .field("alpn", &self.acceptors.alpn)
+            .field("watching", &self.watch.is_some())
+            .finish()
     }
 }
 
