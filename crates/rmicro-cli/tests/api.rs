@@ -1912,3 +1912,76 @@ async fn the_gateway_closes_slowloris_and_excess_connections() {
     .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--server-idle-timeout` on the gateway: an HTTP/2 connection with no request
+/// open or started for that long is told to go away and closed; one that keeps
+/// asking is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_closes_idle_connections() {
+    let dir = registry_dir("idle");
+    let (_service, _server) = greeter("greeter", &dir).await;
+    let (_gateway, address) = gateway(&dir, &["--server-idle-timeout", "1s"]);
+    blocking(move || {
+        use std::io::Write;
+        let mut idle = std::net::TcpStream::connect(&address).expect("connects");
+        idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .expect("writes");
+        // Meanwhile requests every 300 ms on one HTTP/1.1 connection keep it open.
+        let started = Instant::now();
+        let busy = std::thread::spawn(move || {
+            let mut stream = std::net::TcpStream::connect(&address).expect("connects");
+            let mut answered = 0;
+            while started.elapsed() < Duration::from_millis(2500) {
+                let status = keep_alive_post(&mut stream, r#"{"name":"busy"}"#);
+                assert_eq!(status, Some(200), "after {answered} answers");
+                answered += 1;
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            answered
+        });
+        let (closed, _) = closed_within(&mut idle, Duration::from_secs(15));
+        assert!(closed, "an idle HTTP/2 connection stayed open");
+        assert!(
+            started.elapsed() >= Duration::from_millis(700),
+            "closed before it was idle for the timeout: {:?}",
+            started.elapsed()
+        );
+        println!("an idle connection closed after {:?}", started.elapsed());
+        assert!(busy.join().expect("the busy client") >= 5);
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Posts `json` to the greeter's SayHello route on an HTTP/1.1 connection kept
+/// alive: the reply's status, or `None` if the connection closed first.
+fn keep_alive_post(stream: &mut std::net::TcpStream, json: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let request = format!(
+        "POST /greeter/say-hello HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+        json.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse().ok())?;
+        if body.len() >= length {
+            return head.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+        }
+    }
+}

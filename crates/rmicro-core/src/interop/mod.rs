@@ -8,3 +8,9 @@
 //! appears anywhere else.
 
 pub mod tonic;
+
+/// Hyper-level pieces of rmicro's server, for a listener of your own (the
+/// gateway's): count a connection's calls and find it idle.
+pub mod hyper {
+    pub use crate::transport::activity::{Activity, Counted, CountedBody, CountedFuture};
+}

@@ -11,22 +11,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// The counters of one connection.
+/// The counters of one connection: made per connection, shared by its
+/// [`Counted`] service and whoever watches for the connection going idle.
 #[derive(Debug, Default)]
-pub(crate) struct Activity {
+pub struct Activity {
     open: AtomicUsize,
     started: AtomicUsize,
 }
 
 impl Activity {
     /// Calls open on the connection now.
-    pub(crate) fn open(&self) -> usize {
+    pub fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
 
     /// Waits until the connection has had no call open and none started for
     /// `limit` (to within a quarter of it).
-    pub(crate) async fn idle_for(&self, limit: Duration) {
+    pub async fn idle_for(&self, limit: Duration) {
         const TICKS: u32 = 4;
         let tick = limit / TICKS;
         let mut quiet = 0;
@@ -65,11 +66,18 @@ impl Drop for Open {
     }
 }
 
-/// A connection's service, counting its calls.
+/// A connection's service, counting its calls in `activity`.
 #[derive(Debug, Clone)]
-pub(crate) struct Counted<S> {
+pub struct Counted<S> {
     pub(crate) inner: S,
     pub(crate) activity: Arc<Activity>,
+}
+
+impl<S> Counted<S> {
+    /// `inner`, its calls counted in `activity`.
+    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Counted { inner, activity }
+    }
 }
 
 impl<S, B> hyper::service::Service<http::Request<Incoming>> for Counted<S>
@@ -89,8 +97,8 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// The future of a counted call: hands its [`Open`] on to the body.
-    pub(crate) struct CountedFuture<F> {
+    /// The future of a counted call: hands its count on to the body.
+    pub struct CountedFuture<F> {
         #[pin]
         inner: F,
         open: Option<Open>,
@@ -113,7 +121,7 @@ where
 
 pin_project_lite::pin_project! {
     /// A response body that keeps its call counted as open until it is dropped.
-    pub(crate) struct CountedBody<B> {
+    pub struct CountedBody<B> {
         #[pin]
         inner: B,
         _open: Option<Open>,

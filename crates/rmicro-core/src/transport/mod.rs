@@ -8,7 +8,7 @@
 //! Connections are plain h2c unless a certificate and key are configured, in which
 //! case the server speaks TLS with ALPN `h2` and clients dial `https`.
 
-mod activity;
+pub(crate) mod activity;
 mod body;
 mod connect;
 #[cfg(feature = "auth")]
