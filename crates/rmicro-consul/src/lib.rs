@@ -44,6 +44,43 @@ pub mod fuzzing {
         crate::registry::decode_health(body).unwrap_or_default()
     }
 
+    /// The health body a fuzz input stands for. Raw: the input itself. Structured,
+    /// when it starts with `#`: one tag per line, its kind (`t`, `e`, `v`, `m`)
+    /// then the payload go-micro would compress, encoded here as
+    /// `<kind>-hex(zlib(payload))` in an otherwise valid body, so that a fuzzer's
+    /// mutations reach the JSON inside the tags instead of dying in the hex or
+    /// zlib layer.
+    pub fn body_of(input: &[u8]) -> Vec<u8> {
+        let Some((b'#', lines)) = input.split_first() else {
+            return input.to_vec();
+        };
+        let tags: Vec<String> = lines
+            .split(|&b| b == b'\n')
+            .filter_map(|line| {
+                let (&kind, payload) = line.split_first()?;
+                matches!(kind, b't' | b'e' | b'v' | b'm').then(|| {
+                    format!(
+                        "{}-{}",
+                        kind as char,
+                        rmicro::registry::compact::encode(payload)
+                    )
+                })
+            })
+            .collect();
+        serde_json::json!([{
+            "Node": {"Address": "10.0.0.1"},
+            "Service": {
+                "ID": "greeter-1",
+                "Service": "greeter",
+                "Tags": tags,
+                "Address": "10.0.0.2",
+                "Port": 9000,
+            }
+        }])
+        .to_string()
+        .into_bytes()
+    }
+
     /// The service a health entry with `service`'s first node, registered with the
     /// tags [`encode_tags`](crate::encode_tags) gives, reads back as.
     pub fn round_trip(service: &rmicro::registry::Service) -> Option<rmicro::registry::Service> {

@@ -12,7 +12,7 @@ fn consul_health() {
     let mut read = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        let data = std::fs::read(&path).unwrap();
+        let data = rmicro_consul::fuzzing::body_of(&std::fs::read(&path).unwrap());
         for service in rmicro_consul::fuzzing::health_entries(&data) {
             let again = rmicro_consul::fuzzing::round_trip(&service).expect("reads back");
             assert_eq!(again.version, service.version, "{}", path.display());
@@ -27,6 +27,24 @@ fn consul_health() {
         }
     }
     assert!(read > 0, "the seeds hold services");
+    // The structured seed is tag payloads the harness encodes.
+    let structured = std::fs::read(dir.join("structured_tags")).unwrap();
+    let services =
+        rmicro_consul::fuzzing::health_entries(&rmicro_consul::fuzzing::body_of(&structured));
+    assert_eq!(services.len(), 1);
+    assert_eq!(services[0].version, "1.0.0");
+    assert_eq!(
+        services[0].metadata.get("team").map(String::as_str),
+        Some("core")
+    );
+    assert_eq!(services[0].endpoints[0].name, "Greeter.SayHello");
+    assert_eq!(
+        services[0].nodes[0]
+            .metadata
+            .get("region")
+            .map(String::as_str),
+        Some("eu")
+    );
 }
 
 #[test]

@@ -189,7 +189,9 @@ pub struct Flags {
     #[arg(long, env = "MICRO_METRICS_ADDRESS", value_name = "HOST:PORT")]
     pub metrics_address: Option<String>,
     /// The `--auth-*` flags: verify the bearer token of every call this service
-    /// serves (health stays public unless `--auth-protect-health`).
+    /// serves (health stays public unless `--auth-protect-health`). With the `auth`
+    /// feature.
+    #[cfg(feature = "auth")]
     #[command(flatten)]
     pub auth: crate::wrapper::auth::AuthFlags,
     /// The tracing flags: `--tracing-endpoint`, `--tracing-protocol`,

@@ -156,6 +156,7 @@ pub struct ServiceBuilder {
     /// The tracing `--tracing-endpoint` (or OpenTelemetry's environment) asked for.
     tracing: Option<crate::wrapper::trace::Tracing>,
     /// The `--auth-*` flags, and where among the handler wrappers their layer goes.
+    #[cfg(feature = "auth")]
     auth: Option<(crate::wrapper::auth::AuthFlags, usize)>,
 }
 
@@ -517,6 +518,7 @@ impl ServiceBuilder {
                 handlers: Mutex::new(self.handlers),
                 app_flags,
                 wrappers: self.handler_wrappers,
+                #[cfg(feature = "auth")]
                 auth: self.auth,
                 started: std::sync::atomic::AtomicBool::new(false),
                 hystrix_stream,
@@ -609,6 +611,7 @@ impl ServiceBuilder {
         }
         // Inside tracing and metrics (they see its refusals), outside the limits (a
         // caller without a valid token takes no share of them).
+        #[cfg(feature = "auth")]
         if flags.auth.is_set() {
             self.auth = Some((flags.auth.clone(), self.handler_wrappers.len()));
         }
@@ -771,6 +774,7 @@ struct ServiceInner {
     wrappers: Vec<HandlerWrap>,
     /// The `--auth-*` flags, and where among `wrappers` their layer goes: made when
     /// the server starts (a JWKS URL is read then).
+    #[cfg(feature = "auth")]
     auth: Option<(crate::wrapper::auth::AuthFlags, usize)>,
     app_flags: Option<AppFlags>,
     /// Set by the first `start()`: the handlers are fixed from then on.
@@ -829,6 +833,7 @@ impl Service {
             node_id: String::new(),
             metrics: None,
             tracing: None,
+            #[cfg(feature = "auth")]
             auth: None,
             subscriber_wrappers: Vec::new(),
             publisher_wrappers: Vec::new(),
@@ -1114,6 +1119,28 @@ impl Service {
         self.inner.client.clone()
     }
 
+    /// The handler wrappers a server starts with: the built ones, and the
+    /// `--auth-*` flags' layer made now (a JWKS URL is read at this point).
+    async fn handler_wrappers(&self) -> Result<std::borrow::Cow<'_, [HandlerWrap]>, ServerError> {
+        #[cfg(feature = "auth")]
+        if let Some((flags, at)) = &self.inner.auth {
+            use crate::wrapper::HandlerLayer as _;
+            let layer = flags
+                .layer()
+                .await
+                .map_err(|e| ServerError::Auth(e.to_string()))?;
+            let Some(layer) = layer else {
+                return Err(ServerError::Auth(
+                    "auth: the --auth-* flags name no key to verify tokens with".into(),
+                ));
+            };
+            let mut wrappers = self.inner.wrappers.clone();
+            wrappers.insert((*at).min(wrappers.len()), layer.into_wrap());
+            return Ok(std::borrow::Cow::Owned(wrappers));
+        }
+        Ok(std::borrow::Cow::Borrowed(&self.inner.wrappers))
+    }
+
     /// Binds and starts serving in the background; returns the running server.
     pub async fn start(&self) -> Result<RunningServer, ServerError> {
         let handlers: Vec<Arc<dyn ServiceHandler>> = {
@@ -1128,27 +1155,8 @@ impl Service {
         }
         self.inner.config.ready().await?;
         let services = handlers.iter().map(|h| h.descriptor().name).collect();
-        let with_auth;
-        let wrappers = match &self.inner.auth {
-            None => &self.inner.wrappers,
-            Some((flags, at)) => {
-                use crate::wrapper::HandlerLayer as _;
-                let layer = flags
-                    .layer()
-                    .await
-                    .map_err(|e| ServerError::Auth(e.to_string()))?;
-                let Some(layer) = layer else {
-                    return Err(ServerError::Auth(
-                        "auth: the --auth-* flags name no key to verify tokens with".into(),
-                    ));
-                };
-                let mut wrappers = self.inner.wrappers.clone();
-                wrappers.insert((*at).min(wrappers.len()), layer.into_wrap());
-                with_auth = wrappers;
-                &with_auth
-            }
-        };
-        let (router, health) = build_router(&self.inner.server, &handlers, wrappers).await?;
+        let wrappers = self.handler_wrappers().await?;
+        let (router, health) = build_router(&self.inner.server, &handlers, &wrappers).await?;
         let mut running = RunningServer::start(
             &self.inner.server,
             router,
