@@ -133,9 +133,6 @@ use table::{Entry, Method, Table};
 /// following its watch.
 const RECONCILE: Duration = Duration::from_secs(30);
 
-/// How long a connection told to go away for idling may take to finish.
-const IDLE_LINGER: Duration = Duration::from_secs(5);
-
 /// micro v3's CORS methods.
 pub const CORS_METHODS: &str = "POST, PATCH, GET, OPTIONS, PUT, DELETE";
 
@@ -537,26 +534,14 @@ impl Gateway {
         let service = rmicro::interop::hyper::Counted::new(service, activity.clone());
         let conn =
             builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), service);
-        let mut conn = std::pin::pin!(conn);
-        let idle = async {
-            match limits.idle_timeout {
-                Some(limit) => activity.idle_for(limit).await,
-                None => std::future::pending().await,
-            }
-        };
-        // A client that hangs up ends its connection; nothing to report.
-        tokio::select! {
-            _ = conn.as_mut() => {}
-            () = idle => {
-                tracing::debug!(%peer, idle = ?limits.idle_timeout, "closing an idle connection");
-                conn.as_mut().graceful_shutdown();
-                // A request that slipped in before the GOAWAY runs to its end.
-                let linger = tokio::time::timeout(IDLE_LINGER, conn.as_mut()).await;
-                if linger.is_err() && activity.open() > 0 {
-                    let _ = conn.as_mut().await;
-                }
-            }
-        }
+        rmicro::interop::hyper::drive_connection(
+            conn,
+            &activity,
+            limits.idle_timeout,
+            std::future::pending(),
+            peer,
+        )
+        .await;
     }
 
     /// Follows the registry: each change reloads the service it names, and every

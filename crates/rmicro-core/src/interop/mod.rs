@@ -10,7 +10,10 @@
 pub mod tonic;
 
 /// Hyper-level pieces of rmicro's server, for a listener of your own (the
-/// gateway's): count a connection's calls and find it idle.
+/// gateway's): count a connection's calls, and drive it to its end, closing it
+/// when idle or told to stop, as rmicro's server does.
 pub mod hyper {
-    pub use crate::transport::activity::{Activity, Counted, CountedBody, CountedFuture};
+    pub use crate::transport::activity::{
+        Activity, Counted, CountedBody, CountedFuture, drive_connection,
+    };
 }

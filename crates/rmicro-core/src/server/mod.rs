@@ -228,8 +228,6 @@ pub struct RunningServer {
     follower: tokio::task::JoinHandle<()>,
     in_flight: Arc<AtomicUsize>,
     registration: Option<crate::registry::Registration>,
-    /// Reloads the certificate files when they change.
-    tls_watch: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -260,12 +258,14 @@ impl RunningServer {
             address: options.address.clone(),
             source,
         })?;
-        let (tls, tls_watch) = match &options.tls {
-            Some(tls) => {
-                let (acceptors, watch) = crate::transport::tls::Acceptors::start(tls, &[b"h2"])?;
-                (Some(acceptors), watch)
-            }
-            None => (None, None),
+        // Follows the certificate files until the listener and its last
+        // connection are gone.
+        let tls = match &options.tls {
+            Some(tls) => Some(Arc::new(crate::transport::ReloadingAcceptor::start(
+                tls,
+                &[b"h2"],
+            )?)),
+            None => None,
         };
         if !steer.is_serving() {
             // Before the first call can arrive, not after the follower first runs.
@@ -305,7 +305,6 @@ impl RunningServer {
             follower,
             in_flight,
             registration: None,
-            tls_watch,
         })
     }
 
@@ -343,9 +342,6 @@ impl RunningServer {
         }
         // Stopping wins over whatever the service set.
         self.follower.abort();
-        if let Some(watch) = self.tls_watch.take() {
-            watch.abort();
-        }
         for name in self.services.iter().copied().chain(["", health::LIVENESS]) {
             self.health
                 .set_service_status(name, ServingStatus::NotServing)
@@ -363,9 +359,6 @@ impl Drop for RunningServer {
         // Deregistering first (the registration's own drop), then the listener stops.
         drop(self.registration.take());
         self.follower.abort();
-        if let Some(watch) = self.tls_watch.take() {
-            watch.abort();
-        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

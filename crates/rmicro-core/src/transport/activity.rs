@@ -48,6 +48,56 @@ impl Activity {
     }
 }
 
+/// How long a connection told to go away because it sat idle may take to close
+/// before it is cut (a call that slipped in before the GOAWAY keeps it open to
+/// that call's end).
+const IDLE_LINGER: Duration = Duration::from_secs(5);
+
+/// Drives one hyper connection to its end: served until the client hangs up;
+/// told to go away (HTTP/2 GOAWAY, HTTP/1.1 closed between requests) when `stop`
+/// resolves — then awaited to its end, the caller bounding that wait — or when it
+/// has had no call open or started for `idle_timeout`, lingering a few seconds for
+/// a call that slipped in before the GOAWAY. `activity` must be the one its
+/// service counts with ([`Counted`]). An error ending the connection is logged at
+/// debug level with `peer`.
+pub async fn drive_connection<C, E>(
+    conn: C,
+    activity: &Activity,
+    idle_timeout: Option<Duration>,
+    stop: impl Future<Output = ()>,
+    peer: std::net::SocketAddr,
+) where
+    C: hyper_util::server::graceful::GracefulConnection<Error = E>,
+    E: std::fmt::Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    let idle = async {
+        match idle_timeout {
+            Some(limit) => activity.idle_for(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    let ended = tokio::select! {
+        ended = conn.as_mut() => Some(ended),
+        () = stop => {
+            conn.as_mut().graceful_shutdown();
+            Some(conn.as_mut().await)
+        }
+        () = idle => {
+            tracing::debug!(%peer, idle = ?idle_timeout, "closing an idle connection");
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(IDLE_LINGER, conn.as_mut()).await {
+                Ok(ended) => Some(ended),
+                Err(_) if activity.open() > 0 => Some(conn.as_mut().await),
+                Err(_) => None,
+            }
+        }
+    };
+    if let Some(Err(err)) = ended {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    }
+}
+
 /// Keeps a call counted as open while it lives.
 #[derive(Debug)]
 pub(crate) struct Open(Arc<Activity>);

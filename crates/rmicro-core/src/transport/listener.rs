@@ -3,10 +3,10 @@
 //! lets in-flight calls finish, and gives up after a grace period.
 
 use super::Body;
-use super::activity::{Activity, Counted};
+use super::activity::{Activity, Counted, drive_connection};
 use super::limits::ConnectionLimits;
 use super::preface::read_preface;
-use super::tls::Acceptors;
+use super::tls::ReloadingAcceptor;
 use crate::wrapper::{Peer, PeerIdentity};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -20,10 +20,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-
-/// How long a connection told to go away (idle, or shutting down after the grace
-/// period's start) may take to close once it has no call left, before it is cut.
-const GOAWAY_LINGER: Duration = Duration::from_secs(5);
 
 /// The service of one connection: what the server's router is per connection.
 pub(crate) trait ConnectionService:
@@ -57,7 +53,7 @@ impl<S> ConnectionService for S where
 pub(crate) async fn serve<S, M>(
     listener: TcpListener,
     service_for: M,
-    tls: Option<Arc<Acceptors>>,
+    tls: Option<Arc<ReloadingAcceptor>>,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -162,7 +158,7 @@ impl Refused {
 struct Connection {
     http2: hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>,
     limits: ConnectionLimits,
-    tls: Option<Arc<Acceptors>>,
+    tls: Option<Arc<ReloadingAcceptor>>,
 }
 
 impl Connection {
@@ -240,39 +236,12 @@ impl Connection {
             activity: activity.clone(),
         };
         let conn = self.http2.serve_connection(TokioIo::new(io), service);
-        let mut conn = std::pin::pin!(conn);
-        let idle = async {
-            match self.limits.idle_timeout {
-                Some(limit) => activity.idle_for(limit).await,
-                None => std::future::pending().await,
-            }
-        };
-        let mut idle = std::pin::pin!(idle);
         let stop = async move {
             // The guard `wait_for` returns must not live across an await.
             let _ = stopping.wait_for(|stop| *stop).await.is_ok();
         };
-        let ended = tokio::select! {
-            ended = conn.as_mut() => Some(ended),
-            () = stop => {
-                conn.as_mut().graceful_shutdown();
-                // The grace period bounds this wait (the server drops the task).
-                Some(conn.as_mut().await)
-            }
-            () = &mut idle => {
-                tracing::debug!(%peer, idle = ?self.limits.idle_timeout, "closing an idle connection");
-                conn.as_mut().graceful_shutdown();
-                match tokio::time::timeout(GOAWAY_LINGER, conn.as_mut()).await {
-                    Ok(ended) => Some(ended),
-                    // A call that slipped in before the GOAWAY runs to its end.
-                    Err(_) if activity.open() > 0 => Some(conn.as_mut().await),
-                    Err(_) => None,
-                }
-            }
-        };
-        if let Some(Err(err)) = ended {
-            tracing::debug!(%peer, error = %err, "connection ended with an error");
-        }
+        // After `stop`, the grace period bounds the wait (the server drops the task).
+        drive_connection(conn, &activity, self.limits.idle_timeout, stop, peer).await;
     }
 }
 

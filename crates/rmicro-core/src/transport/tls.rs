@@ -238,7 +238,7 @@ impl ServerTls {
 /// The TLS acceptor a listener uses for each new connection, replaced when the
 /// certificate files change: connections already open keep the identity they
 /// were accepted with, new ones get the new one.
-pub(crate) struct Acceptors {
+struct Acceptors {
     current: RwLock<tokio_rustls::TlsAcceptor>,
     /// The protocols offered by ALPN, kept for the reloaded configurations.
     alpn: &'static [&'static [u8]],
@@ -247,7 +247,7 @@ pub(crate) struct Acceptors {
 impl Acceptors {
     /// The acceptor of `tls`, offering `alpn`; with files, a task (ended by
     /// aborting the handle) checks them every [`ServerTls::reload_every`].
-    pub(crate) fn start(
+    fn start(
         tls: &ServerTls,
         alpn: &'static [&'static [u8]],
     ) -> Result<(Arc<Acceptors>, Option<tokio::task::JoinHandle<()>>), TlsError> {
@@ -298,7 +298,7 @@ impl Acceptors {
     }
 
     /// The acceptor for a connection accepted now.
-    pub(crate) fn current(&self) -> tokio_rustls::TlsAcceptor {
+    fn current(&self) -> tokio_rustls::TlsAcceptor {
         match self.current.read() {
             Ok(current) => current.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -310,8 +310,8 @@ impl Acceptors {
 /// your own (the gateway's): connections accepted after the files change (checked
 /// every [`ServerTls::reload_every`]) get the new certificate, those already open
 /// keep theirs; a change that cannot be used is logged and the previous
-/// certificate kept. Dropping it stops the watching. rmicro's servers do this by
-/// themselves.
+/// certificate kept. Dropping it stops the watching. rmicro's servers use one
+/// each.
 pub struct ReloadingAcceptor {
     acceptors: Arc<Acceptors>,
     watch: Option<tokio::task::JoinHandle<()>>,

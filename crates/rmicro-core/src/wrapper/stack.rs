@@ -203,7 +203,10 @@ pub(crate) fn apply<S: ChainLink>(inner: S, wraps: &[Wrap<S>]) -> S {
 /// no wrappers the call goes to it directly.
 #[derive(Clone)]
 pub(crate) enum ClientChain {
-    /// Function wrappers (perhaps none) over the bottom, a copy per thread stripe.
+    /// No wrappers: calls go to the bottom, called by reference (nothing cloned
+    /// per call, so one copy serves every thread).
+    Direct(SharedCall),
+    /// Function wrappers over the bottom, a copy per thread stripe.
     Fns(Arc<[FnsCopy]>),
     /// The bottom wrapped in wrappers of which some are tower layers.
     Stack(ClientStack),
@@ -212,15 +215,15 @@ pub(crate) enum ClientChain {
 impl ClientChain {
     /// `base` wrapped in `wraps`, the first registered outermost.
     pub(crate) fn new(base: SharedCall, wraps: &[ClientWrap]) -> Self {
+        if wraps.is_empty() {
+            return ClientChain::Direct(base);
+        }
         match only_fns(wraps) {
             Some(fns) => ClientChain::Fns(
                 (0..STRIPES)
                     .map(|_| FnsCopy {
                         fns: fns.iter().cloned().collect(),
-                        // Called by reference when there are no wrappers: shared.
-                        base: if fns.is_empty() {
-                            base.clone()
-                        } else {
+                        base: {
                             let base = base.clone();
                             Arc::new(move |request| base(request))
                         },
@@ -237,13 +240,10 @@ impl ClientChain {
     /// Sends `request` through the wrappers, then the stack below.
     pub(crate) fn call(&self, request: http::Request<Body>) -> NextFuture {
         match self {
+            ClientChain::Direct(base) => NextFuture::Boxed { fut: base(request) },
             ClientChain::Fns(copies) => {
                 let FnsCopy { fns, base } = &copies[stripe() % copies.len()];
-                if fns.is_empty() {
-                    NextFuture::Boxed { fut: base(request) }
-                } else {
-                    super::Next::over_shared(fns.clone(), base.clone()).start(request)
-                }
+                super::Next::over_shared(fns.clone(), base.clone()).start(request)
             }
             ClientChain::Stack(stack) => {
                 let mut stack = stack.clone();
