@@ -257,6 +257,35 @@ impl Dispatch {
     /// Runs the handler (no readiness to wait for, no state to change).
     pub(crate) fn run(&self, request: http::Request<Body>) -> DispatchFuture {
         let mut request = request;
+        match self.prepare(&mut request) {
+            Ok((route, env)) => DispatchFuture::Call {
+                fut: route.handler.call(route.index, env, request),
+            },
+            Err(answer) => answer,
+        }
+    }
+
+    /// Runs the handler on a request a function wrapper's call held (taken out of
+    /// its block only for the handler).
+    pub(crate) fn run_pooled(
+        &self,
+        request: crate::wrapper::pool::PooledBox<http::Request<Body>>,
+    ) -> DispatchFuture {
+        let mut request = request;
+        match self.prepare(&mut request) {
+            Ok((route, env)) => DispatchFuture::Call {
+                fut: route.handler.call(route.index, env, request.into_inner()),
+            },
+            Err(answer) => answer,
+        }
+    }
+
+    /// The route and the handler's environment, taken from the request's
+    /// [`CallInfo`]; the answer to give when it is missing.
+    fn prepare(
+        &self,
+        request: &mut http::Request<Body>,
+    ) -> Result<(Arc<Route>, CallEnv), DispatchFuture> {
         // Taken, not cloned: the route is needed only here, and its count is shared.
         let Some((RouteTarget(route), info)) = request
             .extensions_mut()
@@ -266,7 +295,7 @@ impl Dispatch {
             let status = Status::internal(
                 "a handler wrapper removed the call's CallInfo, or passed the call on twice",
             );
-            return DispatchFuture::ready(status.into_http());
+            return Err(DispatchFuture::ready(status.into_http()));
         };
         let env = CallEnv {
             service: self.name.clone(),
@@ -276,9 +305,7 @@ impl Dispatch {
             in_flight: InFlightGuard::enter(&self.routes.in_flight),
             messages: info.messages().clone(),
         };
-        DispatchFuture::Call {
-            fut: route.handler.call(route.index, env, request),
-        }
+        Ok((route, env))
     }
 }
 
@@ -417,7 +444,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
         if let Some(fns) = &self.fns {
             let next = crate::wrapper::Next::over_dispatch(fns.clone(), self.dispatch.clone());
             return RouterFuture::Chain {
-                fut: next.start(request),
+                fut: next.start(crate::wrapper::Call::new(request)),
                 service: self.dispatch.name.clone(),
                 json_output,
                 max,

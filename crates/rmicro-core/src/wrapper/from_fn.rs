@@ -10,6 +10,7 @@
 //! tower layer like any other, so it sits in `wrap_handler`, `wrap_call` or a plain
 //! tonic stack.
 
+use super::pool::PooledBox;
 use super::{AttemptInfo, CallInfo, ClientCallInfo, Peer};
 use crate::metadata::Metadata;
 use crate::transport::Body;
@@ -141,15 +142,20 @@ impl<S> std::fmt::Debug for FromFn<S> {
 }
 
 /// A call as a function wrapper sees it: the HTTP request plus what rmicro knows.
+///
+/// The request sits behind a pointer (a block of a per-thread pool), so handing the
+/// call to the next wrapper moves eight bytes, not a request of a few hundred.
 #[derive(Debug)]
 pub struct Call {
-    request: http::Request<Body>,
+    request: PooledBox<http::Request<Body>>,
 }
 
 impl Call {
     /// Wraps a request (for testing a wrapper function by hand).
     pub fn new(request: http::Request<Body>) -> Self {
-        Call { request }
+        Call {
+            request: PooledBox::new(request),
+        }
     }
 
     /// The server-side description, on handler wrappers.
@@ -224,7 +230,7 @@ impl Call {
 
     /// The HTTP request, taken out.
     pub fn into_request(self) -> http::Request<Body> {
-        self.request
+        self.request.into_inner()
     }
 }
 
@@ -322,11 +328,11 @@ impl Next {
     /// The next wrapper starts at once, as a tower service's `call` does; the
     /// future only waits for its answer (so it is small, whatever the stack below).
     pub fn run(self, call: Call) -> impl Future<Output = Reply> + Send + 'static {
-        self.start(call.request)
+        self.start(call)
     }
 
-    /// Runs the next wrapper (or the tail) on `request`.
-    pub(crate) fn start(self, request: http::Request<Body>) -> NextFuture {
+    /// Runs the next wrapper (or the tail) on `call`.
+    pub(crate) fn start(self, call: Call) -> NextFuture {
         let Next { fns, index, tail } = self;
         match fns.get(index) {
             Some(f) => {
@@ -336,15 +342,19 @@ impl Next {
                     tail,
                 };
                 NextFuture::Wrapper {
-                    fut: f(Call { request }, next),
+                    fut: f(call, next),
                 }
             }
             None => match tail {
                 Tail::Dispatch(dispatch) => NextFuture::Dispatch {
-                    fut: dispatch.run(request),
+                    fut: dispatch.run_pooled(call.request),
                 },
-                Tail::Boxed(call) => NextFuture::Boxed { fut: call(request) },
-                Tail::Shared(base) => NextFuture::Boxed { fut: base(request) },
+                Tail::Boxed(f) => NextFuture::Boxed {
+                    fut: f(call.into_request()),
+                },
+                Tail::Shared(base) => NextFuture::Boxed {
+                    fut: base(call.into_request()),
+                },
             },
         }
     }
@@ -376,7 +386,7 @@ impl Service<http::Request<Body>> for OneShot {
 
     fn call(&mut self, request: http::Request<Body>) -> NextFuture {
         match self.0.take() {
-            Some(next) => next.start(request),
+            Some(next) => next.start(Call::new(request)),
             None => NextFuture::Boxed {
                 fut: Box::pin(std::future::ready(Err(BoxError::from(
                     "a wrapper called the rest of its chain twice for one call",
@@ -395,7 +405,7 @@ where
 {
     Arc::new(move |call: Call, next: Next| {
         let mut service = layer.layer(OneShot(Some(next)));
-        WrapFuture::new(service.call(call.request))
+        WrapFuture::new(service.call(call.into_request()))
     })
 }
 
@@ -438,7 +448,7 @@ where
                 })
             })),
         };
-        match next.start(request) {
+        match next.start(Call::new(request)) {
             NextFuture::Boxed { fut } => fut,
             other => Box::pin(other),
         }

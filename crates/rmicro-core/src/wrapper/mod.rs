@@ -63,7 +63,7 @@ mod error;
 pub(crate) mod from_fn;
 pub mod logging;
 pub mod metrics;
-mod pool;
+pub(crate) mod pool;
 pub mod ratelimit;
 pub mod shed;
 pub(crate) mod stack;

@@ -1,5 +1,6 @@
-//! Where the futures of function wrappers live: blocks reused from a per-thread
-//! pool instead of a fresh heap allocation per wrapper per call.
+//! Where the futures of function wrappers live, and the call they pass down: blocks
+//! reused from a per-thread pool instead of a fresh heap allocation per wrapper per
+//! call.
 //!
 //! Every function wrapper on a call has a future of a type only known where the
 //! wrapper was made, so it must sit behind a pointer. A `Box` per wrapper per call
@@ -205,6 +206,111 @@ impl<T: 'static> Drop for PooledFuture<T> {
 // A pooled future never moves its contents: moving the handle is fine.
 impl<T: 'static> Unpin for PooledFuture<T> {}
 
+/// The class a value of `size` bytes aligned to `align` fits, if any.
+const fn class_of(size: usize, align: usize) -> Option<usize> {
+    if align > ALIGN {
+        return None;
+    }
+    let mut class = 0;
+    while class < CLASSES.len() {
+        if size <= CLASSES[class] {
+            return Some(class);
+        }
+        class += 1;
+    }
+    None
+}
+
+/// A value on the heap, in a block of the per-thread pool when it fits one (a
+/// `Box` otherwise): one pointer to move where the value itself is hundreds of
+/// bytes. A function wrapper's call travels down its chain in one, so passing it
+/// to the next wrapper moves eight bytes, not the whole request.
+pub(crate) struct PooledBox<T: 'static> {
+    ptr: NonNull<T>,
+    _owns: std::marker::PhantomData<T>,
+}
+
+// SAFETY: a `PooledBox<T>` owns its `T` as a `Box<T>` does.
+unsafe impl<T: Send + 'static> Send for PooledBox<T> {}
+// SAFETY: shared access gives `&T` only.
+unsafe impl<T: Sync + 'static> Sync for PooledBox<T> {}
+
+impl<T: 'static> PooledBox<T> {
+    /// The pool class of `T`, or `None` when `T` is boxed.
+    const CLASS: Option<usize> = class_of(std::mem::size_of::<T>(), std::mem::align_of::<T>());
+
+    /// Moves `value` into a pooled block (or a box).
+    pub(crate) fn new(value: T) -> Self {
+        let ptr = match Self::CLASS {
+            Some(class) => {
+                let block =
+                    take(class).unwrap_or_else(|| std::alloc::handle_alloc_error(layout(class)));
+                let ptr = block.cast::<T>();
+                // SAFETY: the block is free, large enough and aligned for `T`.
+                unsafe { ptr.as_ptr().write(value) };
+                ptr
+            }
+            None => NonNull::from(Box::leak(Box::new(value))),
+        };
+        PooledBox {
+            ptr,
+            _owns: std::marker::PhantomData,
+        }
+    }
+
+    /// Moves the value out, freeing its block.
+    pub(crate) fn into_inner(self) -> T {
+        let this = std::mem::ManuallyDrop::new(self);
+        match Self::CLASS {
+            Some(class) => {
+                // SAFETY: the value is live and read once; `this` is never dropped,
+                // so the block is freed here only, after the read.
+                let value = unsafe { this.ptr.as_ptr().read() };
+                give(class, this.ptr.cast());
+                value
+            }
+            // SAFETY: the pointer came from `Box::leak` and is owned by `this`.
+            None => *unsafe { Box::from_raw(this.ptr.as_ptr()) },
+        }
+    }
+}
+
+impl<T: 'static> Drop for PooledBox<T> {
+    fn drop(&mut self) {
+        match Self::CLASS {
+            Some(class) => {
+                // SAFETY: the value is live and dropped once, then its block freed.
+                unsafe { std::ptr::drop_in_place(self.ptr.as_ptr()) };
+                give(class, self.ptr.cast());
+            }
+            // SAFETY: the pointer came from `Box::leak` and is owned by `self`.
+            None => drop(unsafe { Box::from_raw(self.ptr.as_ptr()) }),
+        }
+    }
+}
+
+impl<T: 'static> std::ops::Deref for PooledBox<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: the value is live while `self` is.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T: 'static> std::ops::DerefMut for PooledBox<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the value is live and `self` is borrowed mutably.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl<T: std::fmt::Debug + 'static> std::fmt::Debug for PooledBox<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,5 +394,82 @@ mod tests {
         }
         assert_eq!(sum, (0..2000u64).sum::<u64>());
         assert_eq!(drops.load(Ordering::SeqCst), 2000);
+    }
+
+    /// Counts its drops; holds `N` bytes, written with `value`.
+    struct Value<const N: usize> {
+        drops: Arc<AtomicUsize>,
+        bytes: [u8; N],
+    }
+
+    impl<const N: usize> Drop for Value<N> {
+        fn drop(&mut self) {
+            self.drops.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn value<const N: usize>(drops: &Arc<AtomicUsize>, byte: u8) -> Value<N> {
+        Value {
+            drops: drops.clone(),
+            bytes: [byte; N],
+        }
+    }
+
+    #[test]
+    fn boxed_values_of_every_size_keep_their_bytes_and_drop_once() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        // In a block of each class, and too big for any (a plain box).
+        let mut small = PooledBox::new(value::<8>(&drops, 1));
+        let large = PooledBox::new(value::<200>(&drops, 2));
+        let huge = PooledBox::new(value::<1000>(&drops, 3));
+        assert_eq!(PooledBox::<Value<8>>::CLASS, Some(0));
+        assert_eq!(PooledBox::<Value<200>>::CLASS, Some(2));
+        assert_eq!(PooledBox::<Value<1000>>::CLASS, None);
+        small.bytes[3] = 9;
+        assert_eq!(small.bytes, [1, 1, 1, 9, 1, 1, 1, 1]);
+        assert!(large.bytes.iter().all(|&b| b == 2));
+        // Taken out: dropped once, by the caller, not by the box.
+        let out = huge.into_inner();
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        assert!(out.bytes.iter().all(|&b| b == 3));
+        drop(out);
+        let out = large.into_inner();
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        drop((out, small));
+        assert_eq!(drops.load(Ordering::SeqCst), 3);
+        // A zero-sized value needs no bytes and still drops once.
+        let unit = PooledBox::new(());
+        assert_eq!(*unit, ());
+        drop(unit);
+    }
+
+    #[test]
+    fn a_freed_box_gives_its_block_to_the_next_one() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let first = PooledBox::new(value::<100>(&drops, 1));
+        let block = first.ptr.cast::<u8>();
+        drop(first);
+        let second = PooledBox::new(value::<100>(&drops, 2));
+        assert_eq!(second.ptr.cast::<u8>(), block, "the block was not reused");
+        assert_eq!(second.into_inner().bytes[99], 2);
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn boxes_made_on_one_thread_are_dropped_on_another() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let boxes: Vec<_> = (0..500u32)
+            .map(|i| PooledBox::new((value::<48>(&drops, 5), i)))
+            .collect();
+        let sum = std::thread::spawn(move || {
+            boxes
+                .into_iter()
+                .map(|b| u64::from(b.into_inner().1))
+                .sum::<u64>()
+        })
+        .join()
+        .expect("the other thread");
+        assert_eq!(sum, (0..500u64).sum::<u64>());
+        assert_eq!(drops.load(Ordering::SeqCst), 500);
     }
 }

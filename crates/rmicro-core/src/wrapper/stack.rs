@@ -243,7 +243,7 @@ impl ClientChain {
             ClientChain::Direct(base) => NextFuture::Boxed { fut: base(request) },
             ClientChain::Fns(copies) => {
                 let FnsCopy { fns, base } = &copies[stripe() % copies.len()];
-                super::Next::over_shared(fns.clone(), base.clone()).start(request)
+                super::Next::over_shared(fns.clone(), base.clone()).start(super::Call::new(request))
             }
             ClientChain::Stack(stack) => {
                 let mut stack = stack.clone();
