@@ -187,7 +187,7 @@ pub(crate) enum RouterFuture {
     },
     /// Through a chain of function wrappers (no box beyond the wrappers' own).
     Chain {
-        fut: crate::wrapper::from_fn::NextFuture,
+        fut: ChainState,
         service: Arc<str>,
         json_output: Option<MessageDescriptor>,
         max: usize,
@@ -195,6 +195,15 @@ pub(crate) enum RouterFuture {
     Boxed {
         fut: BoxFuture<'static, Result<http::Response<Body>, Infallible>>,
     },
+}
+
+/// A chain of function wrappers as the router returns it: started when hyper first
+/// polls it, in the call's own task, so that the wrappers' futures and the call are
+/// made, used and freed by the thread that runs the call (not made by the
+/// connection's task, perhaps on another core, and freed by the call's).
+pub(crate) enum ChainState {
+    Ready(Option<(crate::wrapper::Next, http::Request<Body>)>),
+    Running(crate::wrapper::from_fn::NextFuture),
 }
 
 impl RouterFuture {
@@ -228,7 +237,15 @@ impl std::future::Future for RouterFuture {
                 json_output,
                 max,
             } => {
-                let response = match std::task::ready!(std::pin::Pin::new(fut).poll(cx)) {
+                if let ChainState::Ready(start) = fut
+                    && let Some((next, request)) = start.take()
+                {
+                    *fut = ChainState::Running(next.start(crate::wrapper::Call::new(request)));
+                }
+                let ChainState::Running(running) = fut else {
+                    return Poll::Ready(Ok(Status::internal("polled after completion").into_http()));
+                };
+                let response = match std::task::ready!(std::pin::Pin::new(running).poll(cx)) {
                     Ok(response) => response,
                     Err(err) => crate::wrapper::stack::answer(err, service),
                 };
@@ -444,7 +461,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
         if let Some(fns) = &self.fns {
             let next = crate::wrapper::Next::over_dispatch(fns.clone(), self.dispatch.clone());
             return RouterFuture::Chain {
-                fut: next.start(crate::wrapper::Call::new(request)),
+                fut: ChainState::Ready(Some((next, request))),
                 service: self.dispatch.name.clone(),
                 json_output,
                 max,
