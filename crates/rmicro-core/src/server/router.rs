@@ -179,6 +179,10 @@ impl std::future::Future for DispatchFuture {
 
 /// What [`Router`] returns to hyper: without wrappers, the dispatch itself (no box
 /// of its own); through wrappers or to a builtin service, a boxed future.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "hyper moves the future once, into the call's task; a box would be taken on the connection's thread"
+)]
 pub(crate) enum RouterFuture {
     Direct {
         fut: DispatchFuture,
@@ -201,6 +205,10 @@ pub(crate) enum RouterFuture {
 /// polls it, in the call's own task, so that the wrappers' futures and the call are
 /// made, used and freed by the thread that runs the call (not made by the
 /// connection's task, perhaps on another core, and freed by the call's).
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the request waits inline on purpose: boxing it here would take the block on the connection's thread"
+)]
 pub(crate) enum ChainState {
     Ready(Option<(crate::wrapper::Next, http::Request<Body>)>),
     Running(crate::wrapper::from_fn::NextFuture),
@@ -243,7 +251,9 @@ impl std::future::Future for RouterFuture {
                     *fut = ChainState::Running(next.start(crate::wrapper::Call::new(request)));
                 }
                 let ChainState::Running(running) = fut else {
-                    return Poll::Ready(Ok(Status::internal("polled after completion").into_http()));
+                    return Poll::Ready(
+                        Ok(Status::internal("polled after completion").into_http()),
+                    );
                 };
                 let response = match std::task::ready!(std::pin::Pin::new(running).poll(cx)) {
                     Ok(response) => response,

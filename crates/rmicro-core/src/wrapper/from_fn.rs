@@ -341,9 +341,7 @@ impl Next {
                     index: index + 1,
                     tail,
                 };
-                NextFuture::Wrapper {
-                    fut: f(call, next),
-                }
+                NextFuture::Wrapper { fut: f(call, next) }
             }
             None => match tail {
                 Tail::Dispatch(dispatch) => NextFuture::Dispatch {
