@@ -210,8 +210,12 @@ pub(crate) enum RouterFuture {
     reason = "the request waits inline on purpose: boxing it here would take the block on the connection's thread"
 )]
 pub(crate) enum ChainState {
-    Ready(Option<(crate::wrapper::Next, http::Request<Body>)>),
+    /// Not polled yet: the chain and the request it will start with.
+    Ready(crate::wrapper::Next, http::Request<Body>),
+    /// Started, in the call's task.
     Running(crate::wrapper::from_fn::NextFuture),
+    /// Answered (or between the two states above, for an instant).
+    Done,
 }
 
 impl RouterFuture {
@@ -245,8 +249,9 @@ impl std::future::Future for RouterFuture {
                 json_output,
                 max,
             } => {
-                if let ChainState::Ready(start) = fut
-                    && let Some((next, request)) = start.take()
+                if let ChainState::Ready(..) = fut
+                    && let ChainState::Ready(next, request) =
+                        std::mem::replace(fut, ChainState::Done)
                 {
                     *fut = ChainState::Running(next.start(crate::wrapper::Call::new(request)));
                 }
@@ -255,7 +260,9 @@ impl std::future::Future for RouterFuture {
                         Ok(Status::internal("polled after completion").into_http()),
                     );
                 };
-                let response = match std::task::ready!(std::pin::Pin::new(running).poll(cx)) {
+                let answer = std::task::ready!(std::pin::Pin::new(running).poll(cx));
+                *fut = ChainState::Done;
+                let response = match answer {
                     Ok(response) => response,
                     Err(err) => crate::wrapper::stack::answer(err, service),
                 };
@@ -471,7 +478,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
         if let Some(fns) = &self.fns {
             let next = crate::wrapper::Next::over_dispatch(fns.clone(), self.dispatch.clone());
             return RouterFuture::Chain {
-                fut: ChainState::Ready(Some((next, request))),
+                fut: ChainState::Ready(next, request),
                 service: self.dispatch.name.clone(),
                 json_output,
                 max,

@@ -317,10 +317,10 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Counts its drops; holds `N` bytes.
+    /// Counts its drops; holds `N` bytes, each written with the byte it was made with.
     struct Probe<const N: usize> {
         drops: Arc<AtomicUsize>,
-        _bytes: [u8; N],
+        bytes: [u8; N],
     }
 
     impl<const N: usize> Drop for Probe<N> {
@@ -333,10 +333,7 @@ mod tests {
         drops: &Arc<AtomicUsize>,
         value: u32,
     ) -> impl Future<Output = u32> + Send + use<N> {
-        let probe = Probe::<N> {
-            drops: drops.clone(),
-            _bytes: [7; N],
-        };
+        let probe = probe_value::<N>(drops, 7);
         async move {
             tokio::task::yield_now().await;
             let _held = &probe;
@@ -396,20 +393,8 @@ mod tests {
         assert_eq!(drops.load(Ordering::SeqCst), 2000);
     }
 
-    /// Counts its drops; holds `N` bytes, written with `value`.
-    struct Value<const N: usize> {
-        drops: Arc<AtomicUsize>,
-        bytes: [u8; N],
-    }
-
-    impl<const N: usize> Drop for Value<N> {
-        fn drop(&mut self) {
-            self.drops.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn value<const N: usize>(drops: &Arc<AtomicUsize>, byte: u8) -> Value<N> {
-        Value {
+    fn probe_value<const N: usize>(drops: &Arc<AtomicUsize>, byte: u8) -> Probe<N> {
+        Probe {
             drops: drops.clone(),
             bytes: [byte; N],
         }
@@ -419,12 +404,12 @@ mod tests {
     fn boxed_values_of_every_size_keep_their_bytes_and_drop_once() {
         let drops = Arc::new(AtomicUsize::new(0));
         // In a block of each class, and too big for any (a plain box).
-        let mut small = PooledBox::new(value::<8>(&drops, 1));
-        let large = PooledBox::new(value::<200>(&drops, 2));
-        let huge = PooledBox::new(value::<1000>(&drops, 3));
-        assert_eq!(PooledBox::<Value<8>>::CLASS, Some(0));
-        assert_eq!(PooledBox::<Value<200>>::CLASS, Some(2));
-        assert_eq!(PooledBox::<Value<1000>>::CLASS, None);
+        let mut small = PooledBox::new(probe_value::<8>(&drops, 1));
+        let large = PooledBox::new(probe_value::<200>(&drops, 2));
+        let huge = PooledBox::new(probe_value::<1000>(&drops, 3));
+        assert_eq!(PooledBox::<Probe<8>>::CLASS, Some(0));
+        assert_eq!(PooledBox::<Probe<200>>::CLASS, Some(2));
+        assert_eq!(PooledBox::<Probe<1000>>::CLASS, None);
         small.bytes[3] = 9;
         assert_eq!(small.bytes, [1, 1, 1, 9, 1, 1, 1, 1]);
         assert!(large.bytes.iter().all(|&b| b == 2));
@@ -446,10 +431,10 @@ mod tests {
     #[test]
     fn a_freed_box_gives_its_block_to_the_next_one() {
         let drops = Arc::new(AtomicUsize::new(0));
-        let first = PooledBox::new(value::<100>(&drops, 1));
+        let first = PooledBox::new(probe_value::<100>(&drops, 1));
         let block = first.ptr.cast::<u8>();
         drop(first);
-        let second = PooledBox::new(value::<100>(&drops, 2));
+        let second = PooledBox::new(probe_value::<100>(&drops, 2));
         assert_eq!(second.ptr.cast::<u8>(), block, "the block was not reused");
         assert_eq!(second.into_inner().bytes[99], 2);
         assert_eq!(drops.load(Ordering::SeqCst), 2);
@@ -459,7 +444,7 @@ mod tests {
     fn boxes_made_on_one_thread_are_dropped_on_another() {
         let drops = Arc::new(AtomicUsize::new(0));
         let boxes: Vec<_> = (0..500u32)
-            .map(|i| PooledBox::new((value::<48>(&drops, 5), i)))
+            .map(|i| PooledBox::new((probe_value::<48>(&drops, 5), i)))
             .collect();
         let sum = std::thread::spawn(move || {
             boxes
