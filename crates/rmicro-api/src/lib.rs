@@ -125,7 +125,7 @@ use http::{HeaderMap, HeaderValue, Method as HttpMethod, StatusCode, header};
 use http_body_util::BodyExt as _;
 use rmicro::transport::Body;
 use rmicro::{CallOptions, Client, Error};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use table::{Entry, Method, Table};
 
@@ -287,7 +287,10 @@ struct Inner {
     broker: Option<rmicro::broker::SharedBroker>,
     /// The `http` handler's client (HTTP/1.1, pooled connections).
     http: HttpClient,
-    table: RwLock<Arc<Table>>,
+    /// The routes, read without a lock by every request.
+    table: arc_swap::ArcSwap<Table>,
+    /// One change of the table at a time.
+    changing: std::sync::Mutex<()>,
     /// One reflection round at a time.
     loading: tokio::sync::Mutex<()>,
     /// When the whole registry was last read.
@@ -344,7 +347,8 @@ impl Gateway {
                 client,
                 broker: None,
                 http: http_client(),
-                table: RwLock::new(Arc::new(Table::default())),
+                table: arc_swap::ArcSwap::from_pointee(Table::default()),
+                changing: std::sync::Mutex::new(()),
                 loading: tokio::sync::Mutex::new(()),
                 refreshed: std::sync::Mutex::new(None),
                 http_metrics,
@@ -367,7 +371,8 @@ impl Gateway {
                 client: shared.client.clone(),
                 broker: Some(broker),
                 http: shared.http.clone(),
-                table: RwLock::new(rmicro::sync::read(&shared.table).clone()),
+                table: arc_swap::ArcSwap::new(shared.table.load_full()),
+                changing: std::sync::Mutex::new(()),
                 loading: tokio::sync::Mutex::new(()),
                 refreshed: std::sync::Mutex::new(None),
                 http_metrics: shared.http_metrics.clone(),
@@ -590,14 +595,14 @@ impl Gateway {
             .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
     }
 
-    fn table(&self) -> Arc<Table> {
-        rmicro::sync::read(&self.inner.table).clone()
+    fn table(&self) -> arc_swap::Guard<Arc<Table>> {
+        self.inner.table.load()
     }
 
     fn replace(&self, change: impl FnOnce(&Table) -> Table) {
-        let mut table = rmicro::sync::write(&self.inner.table);
-        let next = change(&table);
-        *table = Arc::new(next);
+        let _one_at_a_time = rmicro::sync::lock(&self.inner.changing);
+        let next = change(&self.inner.table.load());
+        self.inner.table.store(Arc::new(next));
     }
 
     /// Reads service `name`'s records and (when they changed) its descriptors; a
@@ -649,7 +654,7 @@ impl Gateway {
         };
         let request_id = parts
             .headers
-            .get("x-request-id")
+            .get(X_REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty())
             .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
@@ -666,7 +671,9 @@ impl Gateway {
         let (mut response, routed, failure) = match self.refusal(&parts, peer) {
             Some(refused) => (refused, None, None),
             None => {
-                let answer = self.route_and_call(&parts, body, &request_id, upgrade);
+                // Where the request went, for the span and the access log only.
+                let describe = span.is_some() || self.inner.options.access_log;
+                let answer = self.route_and_call(&parts, body, &request_id, upgrade, describe);
                 let answer = match &span {
                     Some(span) => span.in_span(answer).await,
                     None => answer.await,
@@ -696,7 +703,7 @@ impl Gateway {
         }
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&request_id) {
-            headers.insert("x-request-id", value);
+            headers.insert(X_REQUEST_ID, value);
         }
         if self.inner.options.cors
             && let Some(origin) = origin
@@ -791,13 +798,14 @@ impl Gateway {
     }
 
     /// Routes a request and calls what it names; the routed service and endpoint
-    /// ride along for the access log.
+    /// ride along for the span and the access log when `describe` asks for them.
     async fn route_and_call(
         &self,
         parts: &http::request::Parts,
         body: hyper::body::Incoming,
         request_id: &str,
         upgrade: Option<hyper::upgrade::OnUpgrade>,
+        describe: bool,
     ) -> Result<(http::Response<Body>, Option<RoutedTo>), Error> {
         let path = parts.uri.path();
         if is_preflight(parts, &self.inner.options) {
@@ -835,7 +843,7 @@ impl Gateway {
             entry,
             method,
             binding,
-        } = self.find(parts.method.as_str(), path).await?;
+        } = self.find(&parts.method, path).await?;
         self.authorize(&parts.headers, &entry.name, &method.endpoint)?;
         if !entry.has_nodes() {
             return Err(Error::unavailable(
@@ -858,7 +866,7 @@ impl Gateway {
             request_id,
             request_timeout(&parts.headers)?.unwrap_or(self.inner.options.timeout),
         );
-        let routed = Some(RoutedTo::of(&entry, &method, binding.as_ref(), path));
+        let routed = describe.then(|| RoutedTo::of(&entry, &method, binding.as_ref(), path));
         if self.inner.options.handler == Handler::Api {
             use prost::Message as _;
             let request = go_api::request(parts, &body).encode_to_vec();
@@ -901,7 +909,21 @@ impl Gateway {
     /// The service and method a request names: a `google.api.http` binding, then
     /// go-micro's rule, then the gRPC path. A service the table does not know yet
     /// is read from the registry at once.
-    async fn find(&self, verb: &str, path: &str) -> Result<Routed, Error> {
+    async fn find(&self, verb: &HttpMethod, path: &str) -> Result<Routed, Error> {
+        let table = self.table().id;
+        if let Some(routed) = ROUTES.with_borrow(|routes| routes.get(table, verb, path)) {
+            return Ok(routed);
+        }
+        let routed = self.find_in_table(verb.as_str(), path).await?;
+        // Kept under the number of the table it was found in (a load in between
+        // made a newer one: kept under that one's, which holds it too).
+        let table = self.table().id;
+        ROUTES.with_borrow_mut(|routes| routes.put(table, verb, path, routed.clone()));
+        Ok(routed)
+    }
+
+    /// [`Gateway::find`] without the thread's cache.
+    async fn find_in_table(&self, verb: &str, path: &str) -> Result<Routed, Error> {
         let registry_error =
             |e: rmicro::registry::RegistryError| Error::unavailable(ID, e.to_string());
         let mut tried = Vec::new();
@@ -921,7 +943,8 @@ impl Gateway {
             table::AnnotationMatch::None => {}
         }
         if let Some(resolved) = resolver::resolve(path, &self.inner.options.namespace) {
-            let entry = match self.table().services.get(&resolved.service).cloned() {
+            let known = self.table().services.get(&resolved.service).cloned();
+            let entry = match known {
                 Some(entry) => Some(entry),
                 None => self.load(&resolved.service).await.map_err(registry_error)?,
             };
@@ -1027,9 +1050,12 @@ impl Gateway {
             )));
         }
         // A browser upgrades with GET; a stream's route is usually a POST one.
-        let routed = match self.find(parts.method.as_str(), path).await {
+        let routed = match self.find(&parts.method, path).await {
             Ok(routed) => routed,
-            Err(first) => self.find("POST", path).await.map_err(|_| first)?,
+            Err(first) => self
+                .find(&HttpMethod::POST, path)
+                .await
+                .map_err(|_| first)?,
         };
         self.authorize(&parts.headers, &routed.entry.name, &routed.method.endpoint)?;
         if !routed.entry.has_nodes() {
@@ -1336,12 +1362,22 @@ impl RoutedTo {
     }
 }
 
+/// The request id's header, made once (a name given as text is parsed per use).
+const X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+
 /// Where a request goes: the service, the method, and the HTTP binding (with
 /// its path variables) that matched, if one did.
+#[derive(Clone)]
 struct Routed {
     entry: Arc<Entry>,
     method: Arc<Method>,
     binding: Option<BoundTo>,
+}
+
+thread_local! {
+    /// Where paths led in the table of the last request this thread routed.
+    static ROUTES: std::cell::RefCell<table::RouteCache<Routed>> =
+        std::cell::RefCell::new(table::RouteCache::new());
 }
 
 /// Whether two sets of records describe the same servers (versions and
@@ -1376,7 +1412,10 @@ async fn read_body(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, E
 /// The deadline a request asks for: `Grpc-Timeout` (gRPC's `5S`, `100m`) or
 /// `Timeout` (`5s`, `250ms`, or seconds).
 fn request_timeout(headers: &HeaderMap) -> Result<Option<Duration>, Error> {
-    if let Some(value) = headers.get("grpc-timeout") {
+    // Names made once: a name given as text is parsed again on every lookup.
+    const GRPC_TIMEOUT: header::HeaderName = header::HeaderName::from_static("grpc-timeout");
+    const TIMEOUT: header::HeaderName = header::HeaderName::from_static("timeout");
+    if let Some(value) = headers.get(GRPC_TIMEOUT) {
         return value
             .to_str()
             .ok()
@@ -1388,7 +1427,7 @@ fn request_timeout(headers: &HeaderMap) -> Result<Option<Duration>, Error> {
                 )
             });
     }
-    if let Some(value) = headers.get("timeout") {
+    if let Some(value) = headers.get(TIMEOUT) {
         let text = value.to_str().unwrap_or_default();
         return rmicro::cmd::parse_duration(text)
             .map(Some)

@@ -7,6 +7,7 @@ use rmicro::registry;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How a route was found, in precedence order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -175,11 +176,27 @@ fn methods_of_records(records: &[registry::Service]) -> Vec<Arc<Method>> {
 }
 
 /// Every service the gateway knows, and the gRPC service names that reach them.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug)]
 pub(crate) struct Table {
     pub(crate) services: BTreeMap<String, Arc<Entry>>,
     /// `greeter.v1.Greeter` → the registry name serving it.
     pub(crate) by_grpc: HashMap<String, String>,
+    /// This table's number, unique in the process: what a cache of routes found in
+    /// it is kept under (see [`RouteCache`]).
+    pub(crate) id: u64,
+}
+
+/// The numbers tables are given; 0 is never one.
+static TABLES: AtomicU64 = AtomicU64::new(1);
+
+impl Default for Table {
+    fn default() -> Self {
+        Table {
+            services: BTreeMap::new(),
+            by_grpc: HashMap::new(),
+            id: TABLES.fetch_add(1, Ordering::Relaxed),
+        }
+    }
 }
 
 impl Table {
@@ -199,10 +216,15 @@ impl Table {
 
     /// The table without service `name`.
     pub(crate) fn without(&self, name: &str) -> Table {
-        let mut next = self.clone();
-        next.services.remove(name);
-        next.by_grpc.retain(|_, service| service != name);
-        next
+        let mut services = self.services.clone();
+        services.remove(name);
+        let mut by_grpc = self.by_grpc.clone();
+        by_grpc.retain(|_, service| service != name);
+        Table {
+            services,
+            by_grpc,
+            ..Table::default()
+        }
     }
 
     /// The method a gRPC path (`/greeter.v1.Greeter/SayHello`) names, and its
@@ -319,4 +341,117 @@ pub(crate) enum AnnotationMatch<'a> {
 fn grpc_service(path: &str) -> Option<&str> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     (!service.is_empty() && !method.is_empty() && !method.contains('/')).then_some(service)
+}
+
+/// A thread's memory of where paths lead in one table: `(verb, path)` → what
+/// [`Table::by_annotation`], go-micro's rule and the gRPC path found there, so that
+/// a path asked again is one hash lookup instead of a scan of every binding and
+/// the rule's string work. Kept per thread (no lock, no shared counter), for the
+/// table of one number: a new table (a registry change) empties it. Only routes
+/// found are kept; a miss goes the whole way, since it may read the registry.
+pub(crate) struct RouteCache<T> {
+    table: u64,
+    routes: HashMap<String, Vec<(http::Method, T)>>,
+}
+
+impl<T: Clone> RouteCache<T> {
+    /// The most paths a thread remembers; past that it starts again (paths with
+    /// ids in them would otherwise grow it without end).
+    pub(crate) const CAPACITY: usize = 1024;
+
+    /// An empty cache.
+    pub(crate) fn new() -> Self {
+        RouteCache {
+            table: 0,
+            routes: HashMap::new(),
+        }
+    }
+
+    /// What `verb` `path` was found to lead to in table `table`.
+    pub(crate) fn get(&self, table: u64, verb: &http::Method, path: &str) -> Option<T> {
+        if self.table != table {
+            return None;
+        }
+        self.routes
+            .get(path)?
+            .iter()
+            .find(|(v, _)| v == verb)
+            .map(|(_, found)| found.clone())
+    }
+
+    /// Remembers where `verb` `path` leads in table `table`.
+    pub(crate) fn put(&mut self, table: u64, verb: &http::Method, path: &str, found: T) {
+        if self.table != table || self.routes.len() >= Self::CAPACITY {
+            self.routes.clear();
+            self.table = table;
+        }
+        let verbs = self.routes.entry(path.to_owned()).or_default();
+        verbs.retain(|(v, _)| v != verb);
+        verbs.push((verb.clone(), found));
+    }
+
+    /// How many paths are remembered.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.routes.len()
+    }
+}
+
+impl<T: Clone> Default for RouteCache<T> {
+    fn default() -> Self {
+        RouteCache::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method as Verb;
+
+    #[test]
+    fn a_cached_route_is_found_again_for_its_verb_and_table_only() {
+        let mut cache = RouteCache::new();
+        assert_eq!(cache.get(7, &Verb::POST, "/greeter/say-hello"), None::<u32>);
+        cache.put(7, &Verb::POST, "/greeter/say-hello", 1);
+        cache.put(7, &Verb::GET, "/greeter/say-hello", 2);
+        assert_eq!(cache.get(7, &Verb::POST, "/greeter/say-hello"), Some(1));
+        assert_eq!(cache.get(7, &Verb::GET, "/greeter/say-hello"), Some(2));
+        assert_eq!(cache.get(7, &Verb::PUT, "/greeter/say-hello"), None);
+        assert_eq!(cache.get(7, &Verb::POST, "/greeter/say-hell"), None);
+        // Put again: replaced, not kept twice.
+        cache.put(7, &Verb::POST, "/greeter/say-hello", 3);
+        assert_eq!(cache.get(7, &Verb::POST, "/greeter/say-hello"), Some(3));
+        assert_eq!(cache.len(), 1);
+        // Another table (the registry changed): nothing from the old one.
+        assert_eq!(cache.get(8, &Verb::POST, "/greeter/say-hello"), None);
+        cache.put(8, &Verb::POST, "/other", 4);
+        assert_eq!(cache.len(), 1, "the old table's routes are dropped");
+        assert_eq!(cache.get(7, &Verb::POST, "/greeter/say-hello"), None);
+        assert_eq!(cache.get(8, &Verb::POST, "/other"), Some(4));
+    }
+
+    #[test]
+    fn a_full_cache_starts_again_instead_of_growing() {
+        let mut cache = RouteCache::new();
+        let capacity = RouteCache::<usize>::CAPACITY;
+        for i in 0..capacity {
+            cache.put(1, &Verb::GET, &format!("/users/{i}"), i);
+        }
+        assert_eq!(cache.len(), capacity);
+        assert_eq!(cache.get(1, &Verb::GET, "/users/5"), Some(5));
+        cache.put(1, &Verb::GET, "/users/new", 0);
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.get(1, &Verb::GET, "/users/5"), None);
+        assert_eq!(cache.get(1, &Verb::GET, "/users/new"), Some(0));
+    }
+
+    #[test]
+    fn every_table_has_its_own_number() {
+        let first = Table::default();
+        let second = first.without("nothing");
+        let third = Table::default();
+        assert_ne!(first.id, second.id);
+        assert_ne!(second.id, third.id);
+        assert_ne!(first.id, 0);
+    }
 }

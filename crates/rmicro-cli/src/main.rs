@@ -1131,6 +1131,11 @@ async fn fleet_health(
     }
 }
 
+/// mimalloc for the whole binary: per-thread free lists without glibc's bin
+/// bookkeeping, for the many small blocks a proxied call makes and frees.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

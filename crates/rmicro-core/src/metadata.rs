@@ -18,10 +18,21 @@ pub struct Metadata {
 /// context): HPACK would add each one to the connection's table, pushing out the
 /// headers that do repeat, so such values are sent as never indexed.
 pub(crate) fn is_per_call(name: &str) -> bool {
-    matches!(
-        name,
-        "x-request-id" | "traceparent" | "tracestate" | "uber-trace-id" | "baggage"
-    )
+    per_call_name(name).is_some()
+}
+
+/// The header name of a per-call key (see [`is_per_call`]), made without an
+/// allocation: such a key is set on every call, and a name parsed from text
+/// would be copied and then shared (another allocation) each time.
+fn per_call_name(name: &str) -> Option<HeaderName> {
+    Some(HeaderName::from_static(match name {
+        "x-request-id" => "x-request-id",
+        "traceparent" => "traceparent",
+        "tracestate" => "tracestate",
+        "uber-trace-id" => "uber-trace-id",
+        "baggage" => "baggage",
+        _ => return None,
+    }))
 }
 
 /// Whether a header (lower-case) belongs to the gRPC protocol, never to the
@@ -57,14 +68,22 @@ impl Metadata {
 
     /// Sets `key` to a text value. Fails if the key or value cannot be an HTTP/2 header.
     pub fn insert(&mut self, key: &str, value: &str) -> Result<(), InvalidMetadata> {
-        let name = HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes())
-            .map_err(|_| InvalidMetadata::Key(key.to_owned()))?;
+        let (name, per_call) = match per_call_name(key) {
+            Some(name) => (name, true),
+            // `from_bytes` lower-cases what it copies.
+            None => (
+                HeaderName::from_bytes(key.as_bytes())
+                    .map_err(|_| InvalidMetadata::Key(key.to_owned()))?,
+                false,
+            ),
+        };
         if is_reserved(name.as_str()) {
             return Err(InvalidMetadata::Reserved(key.to_owned()));
         }
         let mut value =
             HeaderValue::from_str(value).map_err(|_| InvalidMetadata::Value(key.to_owned()))?;
-        if is_per_call(name.as_str()) {
+        // A per-call key in capitals (`X-Request-Id`) is still one.
+        if per_call || is_per_call(name.as_str()) {
             value.set_sensitive(true);
         }
         self.headers.insert(name, value);

@@ -298,6 +298,23 @@ async fn oversized_messages_are_resource_exhausted() {
 }
 
 #[tokio::test]
+async fn replies_far_bigger_than_the_first_reply_buffer_arrive_whole() {
+    // The client's reply buffer starts small (512 bytes) and grows as a reply
+    // arrives: a reply of 1.5 MiB, in many DATA frames, comes back byte for byte,
+    // and so does a small one after it on the same connection.
+    let (_service, server) = start_greeter().await;
+    let client = client_for(&server);
+    let name: String = (0..1_500_000u32)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let reply = client.say_hello(req(&name, 0)).await.unwrap();
+    assert_eq!(reply.message.len(), "Hello ".len() + name.len());
+    assert_eq!(reply.message, format!("Hello {name}"));
+    let reply = client.say_hello(req("small", 0)).await.unwrap();
+    assert_eq!(reply.message, "Hello small");
+}
+
+#[tokio::test]
 async fn unknown_services_and_methods_are_unimplemented() {
     let (service, server) = start_greeter().await;
     let address = server.local_addr().to_string();

@@ -7,7 +7,7 @@ use super::budget::{Budget, Pushback};
 use super::resolve::Resolver;
 use crate::errors::Code;
 use crate::selector::{SelectOptions, Selected};
-use crate::transport::{Body, format_grpc_timeout, is_safe_to_retry};
+use crate::transport::{Body, is_safe_to_retry};
 use crate::wrapper::from_fn::SharedCall;
 use crate::wrapper::stack::ClientChain;
 use crate::wrapper::{AttemptInfo, ClientCallInfo, NotSent};
@@ -140,11 +140,7 @@ impl Retrying {
             };
             let mut request = http::Request::from_parts(head, body);
             let remaining = plan.deadline.saturating_duration_since(Instant::now());
-            if let Ok(mut value) = http::HeaderValue::from_str(&format_grpc_timeout(remaining)) {
-                // A new value every call: HPACK would add each to the connection's
-                // table, pushing out the headers that repeat and making every later
-                // lookup walk the chain of old timeouts. Sent as never indexed.
-                value.set_sensitive(true);
+            if let Some(value) = crate::transport::grpc_timeout_header(remaining) {
                 request
                     .headers_mut()
                     .insert(crate::transport::headers::GRPC_TIMEOUT, value);

@@ -20,6 +20,7 @@ mod listener;
 mod preface;
 pub(crate) mod side;
 mod timeout;
+pub(crate) use timeout::grpc_timeout_header;
 pub(crate) mod tls;
 
 pub use connect::{

@@ -49,9 +49,77 @@ pub fn format_grpc_timeout(timeout: Duration) -> String {
     format!("{MAX}H")
 }
 
+/// The `grpc-timeout` header a client sends for a call with `remaining` time left.
+///
+/// From a second up the value is whole milliseconds, rounded up (at most 0.1 %
+/// longer than the truth, and the caller keeps its own deadline): calls made with
+/// the same timeout then send the same value, which HPACK sends as an index into
+/// the connection's table — one byte instead of Huffman-coding a new value per
+/// call. Below a second the value is exact (rounded up to the finest unit that
+/// fits) and marked never-indexed: a new value every call would push the headers
+/// that do repeat out of the table. `None` only if the value cannot be a header
+/// (it always can).
+pub(crate) fn grpc_timeout_header(remaining: Duration) -> Option<http::HeaderValue> {
+    use std::cell::RefCell;
+    thread_local! {
+        /// The last whole-millisecond value this thread made, and its header.
+        static LAST: RefCell<Option<(u128, http::HeaderValue)>> = const { RefCell::new(None) };
+    }
+    const SECOND: Duration = Duration::from_secs(1);
+    const MAX_MILLIS: u128 = 99_999_999;
+    let millis = remaining.as_nanos().div_ceil(1_000_000);
+    if remaining < SECOND || millis > MAX_MILLIS {
+        let mut value = http::HeaderValue::from_str(&format_grpc_timeout(remaining)).ok()?;
+        // Below a second: a new value nearly every call (never indexed). Past
+        // 99,999,999 ms: whole minutes or hours, which repeat (indexed).
+        value.set_sensitive(remaining < SECOND);
+        return Some(value);
+    }
+    LAST.with_borrow_mut(|last| {
+        if let Some((made, value)) = last
+            && *made == millis
+        {
+            return Some(value.clone());
+        }
+        let mut text = itoa::Buffer::new().format(millis).to_owned();
+        text.push('m');
+        let value = http::HeaderValue::from_str(&text).ok()?;
+        *last = Some((millis, value.clone()));
+        Some(value)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_or_more_is_sent_in_whole_milliseconds_that_repeat() {
+        let header = |d: Duration| grpc_timeout_header(d).expect("a header");
+        // 5 s less the few microseconds before the send: the same value as 5 s.
+        let five = header(Duration::from_secs(5));
+        let almost = header(Duration::from_secs(5) - Duration::from_micros(37));
+        assert_eq!(five, "5000m");
+        assert_eq!(almost, "5000m");
+        assert!(!almost.is_sensitive(), "a repeating value is indexed");
+        // Rounded up, never down: the callee never gives up before the caller.
+        assert_eq!(header(Duration::from_micros(1_500_001)), "1501m");
+        assert_eq!(header(Duration::from_secs(1)), "1000m");
+        // Below a second: exact, and never indexed.
+        let short = header(Duration::from_micros(999_999));
+        assert_eq!(short, "999999u");
+        assert!(short.is_sensitive());
+        // Too many milliseconds for 8 digits: coarser units, which repeat.
+        let long = header(Duration::from_secs(86_400 * 400));
+        assert_eq!(
+            parse_grpc_timeout(long.to_str().expect("ASCII")),
+            Some(Duration::from_secs(3600 * 9600))
+        );
+        assert!(!long.is_sensitive());
+        // A value that changes is made again, not the last one reused.
+        assert_eq!(header(Duration::from_millis(2500)), "2500m");
+        assert_eq!(header(Duration::from_millis(2501)), "2501m");
+    }
 
     #[test]
     fn a_multibyte_character_is_malformed_not_a_panic() {
