@@ -491,41 +491,53 @@ mod raw {
         Ok(send)
     }
 
-    /// What every call sends: the path, the framed message, its content type and
-    /// the `grpc-timeout`.
+    /// What every call sends: the path, the framed message and its headers
+    /// (content type, `te`, `grpc-timeout`), made once and cloned per call.
     pub struct Call {
         pub uri: http::Uri,
         pub body: Bytes,
-        pub content_type: &'static str,
-        pub timeout: String,
+        pub headers: http::HeaderMap,
     }
 
-    /// One call: its gRPC status name and, when it failed, the message.
+    impl Call {
+        /// The call to `uri` with `body`, its content type and `grpc-timeout`.
+        pub fn new(
+            uri: http::Uri,
+            body: Bytes,
+            content_type: &'static str,
+            timeout: &str,
+        ) -> Result<Call, Error> {
+            let mut headers = http::HeaderMap::with_capacity(3);
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(content_type),
+            );
+            headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+            let timeout = http::HeaderValue::from_str(timeout).map_err(|e| {
+                Error::bad_request("rmicro.cli", format!("`{timeout}` as grpc-timeout: {e}"))
+            })?;
+            headers.insert(http::HeaderName::from_static("grpc-timeout"), timeout);
+            Ok(Call { uri, body, headers })
+        }
+    }
+
+    /// One call: `None` when it succeeded, else its gRPC status name and message.
     async fn call(
         send: &mut h2::client::SendRequest<Bytes>,
         what: &Call,
-    ) -> (String, Option<String>) {
-        let Call {
-            uri,
-            body,
-            content_type,
-            timeout,
-        } = what;
-        let failed = |e: &dyn std::fmt::Display| ("UNAVAILABLE".to_owned(), Some(e.to_string()));
-        let request = http::Request::post(uri.clone())
-            .header("content-type", *content_type)
-            .header("te", "trailers")
-            .header("grpc-timeout", timeout.as_str())
-            .body(());
-        let request = match request {
-            Ok(request) => request,
-            Err(e) => return failed(&e),
-        };
-        let ready = match send.clone().ready().await {
-            Ok(ready) => ready,
-            Err(e) => return failed(&e),
-        };
-        *send = ready;
+    ) -> Option<(String, Option<String>)> {
+        let Call { uri, body, headers } = what;
+        let failed =
+            |e: &dyn std::fmt::Display| Some(("UNAVAILABLE".to_owned(), Some(e.to_string())));
+        let mut request = http::Request::new(());
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = uri.clone();
+        *request.headers_mut() = headers.clone();
+        // Ready in place: a cloned `SendRequest` would lock the connection's
+        // stream table twice per call (one count up, one down).
+        if let Err(e) = std::future::poll_fn(|cx| send.poll_ready(cx)).await {
+            return failed(&e);
+        }
         let (response, mut stream) = match send.send_request(request, false) {
             Ok(sent) => sent,
             Err(e) => return failed(&e),
@@ -558,7 +570,7 @@ mod raw {
             .and_then(|v| v.parse::<i32>().ok())
             .map(rmicro::Code::from_i32);
         match code {
-            Some(rmicro::Code::Ok) => ("OK".to_owned(), None),
+            Some(rmicro::Code::Ok) => None,
             Some(code) => {
                 let message = fields
                     .get("grpc-message")
@@ -568,12 +580,12 @@ mod raw {
                             .into_owned()
                     })
                     .unwrap_or_default();
-                (code.to_string(), Some(message))
+                Some((code.to_string(), Some(message)))
             }
-            None => (
+            None => Some((
                 "UNKNOWN".to_owned(),
                 Some(format!("no grpc-status (HTTP {})", parts.status)),
-            ),
+            )),
         }
     }
 
@@ -595,12 +607,12 @@ mod raw {
     pub async fn run(job: Job) -> Result<Tally, Error> {
         let mut connections = Vec::with_capacity(job.uris.len());
         for (address, uri) in &job.uris {
-            let call = Arc::new(Call {
-                uri: uri.clone(),
-                body: job.body.clone(),
-                content_type: job.content_type,
-                timeout: job.timeout.clone(),
-            });
+            let call = Arc::new(Call::new(
+                uri.clone(),
+                job.body.clone(),
+                job.content_type,
+                &job.timeout,
+            )?);
             connections.push((connect(address).await?, call));
         }
         // This runtime's own timer paces this thread's calls.
@@ -632,19 +644,29 @@ mod raw {
         pacer: Option<super::Pacer>,
     ) -> Result<Tally, Error> {
         let mut tally = Tally::new()?;
+        // Successes are counted here and entered once: no status text per call.
+        let mut ok = 0u64;
         while budget.take() {
             if let Some(pacer) = &pacer {
                 pacer.lock().await.tick().await;
             }
             let began = Instant::now();
-            let (status, detail) = call(&mut send, &what).await;
+            let failed = call(&mut send, &what).await;
             let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
             tally.latency.saturating_record(micros.max(1));
-            if let Some(detail) = detail {
-                tally.details.entry(status.clone()).or_insert(detail);
+            match failed {
+                None => ok += 1,
+                Some((status, detail)) => {
+                    if let Some(detail) = detail {
+                        tally.details.entry(status.clone()).or_insert(detail);
+                    }
+                    *tally.statuses.entry(status).or_default() += 1;
+                }
             }
-            *tally.statuses.entry(status).or_default() += 1;
             done.fetch_add(1, Ordering::Relaxed);
+        }
+        if ok > 0 {
+            *tally.statuses.entry("OK".to_owned()).or_default() += ok;
         }
         Ok(tally)
     }

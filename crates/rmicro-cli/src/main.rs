@@ -1149,6 +1149,14 @@ async fn main() -> ExitCode {
         flags.registry = cli.registry.clone();
         return new_project(&flags);
     }
+    if !matches!(cli.command, Command::Api(_) | Command::Web(_)) {
+        // `api` and `web` install their own log (`--log-level`). The other
+        // commands log nothing, as before, but through a subscriber that says so
+        // up front: with none at all, every span the HTTP/2 stack opens takes the
+        // `log` crate's path (sqlx turns it on for the whole build), ~5k
+        // instructions per call that `rmicro bench` would add to its own cost.
+        let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::new());
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
