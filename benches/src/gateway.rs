@@ -332,13 +332,6 @@ pub async fn axum_echo() -> anyhow::Result<()> {
 }
 
 async fn serve(app: axum::Router) -> anyhow::Result<()> {
-    // Logs as a team's service would have them (warnings and up, to stderr). With
-    // no subscriber at all, every span hyper, h2 and tonic open would fall back to
-    // the `log` crate's path, a cost the hand-written peer would not pay.
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-        .with_writer(std::io::stderr)
-        .init();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("LISTENING {}", listener.local_addr()?);
     axum::serve(listener, app).await?;

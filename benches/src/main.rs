@@ -694,6 +694,19 @@ async fn discovery(args: LoadArgs) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Every process of this binary logs warnings to stderr, as a hand-written
+    // service does. With no subscriber at all, each span hyper, h2, tonic and sqlx
+    // open takes the `log` crate's path (sqlx turns on `tracing`'s `log` feature
+    // for the whole build): thousands of instructions per call that would slow the
+    // peers (tonic, tonic+sqlx, axum) and the load generators, not rmicro. An
+    // rmicro server keeps the subscriber its own `build()` installs.
+    let rmicro_server = matches!(&cli.command, Some(Cmd::Serve { kind, .. }) if kind == "rmicro");
+    if !rmicro_server {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     match cli.command {
         Some(Cmd::Serve {
             kind,
