@@ -1881,24 +1881,33 @@ async fn the_gateway_closes_slowloris_and_excess_connections() {
             started.elapsed()
         );
         // 30 HTTP/2 connections held open fill the limit: the 31st is closed at once.
-        let mut held = Vec::new();
-        for _ in 0..30 {
+        let open = || {
             let mut stream = std::net::TcpStream::connect(&address).expect("connects");
             stream
                 .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
                 .expect("writes");
-            held.push(stream);
-        }
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+            stream
+        };
+        let mut held: Vec<_> = (0..30).map(|_| open()).collect();
         wait_until(
             "the 30 connections are served",
             Duration::from_secs(10),
             || {
-                // Each is answered with the server's SETTINGS once it is served.
-                held.iter_mut().all(|s| {
-                    let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
+                // Each is answered with the server's SETTINGS once it is served. A
+                // slowloris's slot comes back when its task ends, an instant after
+                // its socket closed: a connection refused in that instant (closed
+                // with nothing sent) is opened again, until all 30 are served.
+                let mut served = 0;
+                for stream in &mut held {
                     let mut buf = [0u8; 9];
-                    s.peek(&mut buf).is_ok_and(|n| n > 0)
-                })
+                    match stream.peek(&mut buf) {
+                        Ok(0) => *stream = open(),
+                        Ok(_) => served += 1,
+                        Err(_) => {}
+                    }
+                }
+                served == held.len()
             },
         );
         let mut extra = std::net::TcpStream::connect(&address).expect("the kernel accepts");
