@@ -915,9 +915,10 @@ impl Gateway {
             return Ok(routed);
         }
         let routed = self.find_in_table(verb.as_str(), path).await?;
-        // Kept under the number of the table it was found in (a load in between
-        // made a newer one: kept under that one's, which holds it too).
-        let table = self.table().id;
+        // Kept under the number of the table read before the search: if the table
+        // changed meanwhile (a registry event, or the search's own load), the route
+        // may be one the new table no longer has, and it is simply never found
+        // again under the old number; the next request looks afresh.
         ROUTES.with_borrow_mut(|routes| routes.put(table, verb, path, routed.clone()));
         Ok(routed)
     }
