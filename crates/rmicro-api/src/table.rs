@@ -381,6 +381,11 @@ impl<T: Clone> RouteCache<T> {
 
     /// Remembers where `verb` `path` leads in table `table`.
     pub(crate) fn put(&mut self, table: u64, verb: &http::Method, path: &str, found: T) {
+        if table < self.table {
+            // Found in a table older than the one this cache holds routes of
+            // (tables are numbered in order): it would never be asked for again.
+            return;
+        }
         if self.table != table || self.routes.len() >= Self::CAPACITY {
             self.routes.clear();
             self.table = table;
@@ -394,12 +399,6 @@ impl<T: Clone> RouteCache<T> {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.routes.len()
-    }
-}
-
-impl<T: Clone> Default for RouteCache<T> {
-    fn default() -> Self {
-        RouteCache::new()
     }
 }
 
@@ -428,6 +427,11 @@ mod tests {
         assert_eq!(cache.len(), 1, "the old table's routes are dropped");
         assert_eq!(cache.get(7, &Verb::POST, "/greeter/say-hello"), None);
         assert_eq!(cache.get(8, &Verb::POST, "/other"), Some(4));
+        // A route found in an older table (replaced during the search) is not
+        // kept, and does not empty the newer table's routes.
+        cache.put(7, &Verb::POST, "/stale", 5);
+        assert_eq!(cache.get(8, &Verb::POST, "/other"), Some(4));
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]
