@@ -32,6 +32,11 @@ pub struct UserArgs {
     /// Users in the table.
     #[arg(long, default_value_t = 1000)]
     users: u32,
+    /// Only make the database and the request, print the database URL, the
+    /// token and the request file, and keep them (for profiling a server by
+    /// hand, e.g. under callgrind).
+    #[arg(long)]
+    prepare_only: bool,
 }
 
 const SECRET: &str = "the benchmark's key: at least thirty-two bytes";
@@ -52,6 +57,12 @@ pub async fn run(args: UserArgs) -> anyhow::Result<()> {
     framed.extend_from_slice(&u32::try_from(message.len())?.to_be_bytes());
     framed.extend_from_slice(&message);
     std::fs::write(&body, framed)?;
+    if args.prepare_only {
+        println!("database {}", url.expose());
+        println!("token {token}");
+        println!("request {}", body.display());
+        return Ok(());
+    }
     let load = &args.load;
     println!(
         "GetUserInfo on {url} ({} users) under h2load -c {} -m {} -t {}, {:?} x {} rounds per server (+{:?} warm-up)",

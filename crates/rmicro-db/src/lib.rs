@@ -68,6 +68,21 @@ pub enum DbError {
     },
 }
 
+/// The sqlx pool under a [`Database`]'s SeaORM connection, by kind of server:
+/// for a hot query written by hand as a constant statement with bound values
+/// (sqlx prepares it once per connection and keeps it), where building the
+/// statement with SeaORM on every call would cost more than running it. See
+/// [`Database::pool`].
+#[derive(Clone, Copy, Debug)]
+pub enum Pool<'a> {
+    /// MySQL or MariaDB: placeholders are `?`.
+    MySql(&'a sea_orm::sqlx::MySqlPool),
+    /// PostgreSQL: placeholders are `$1`, `$2`, ….
+    Postgres(&'a sea_orm::sqlx::PgPool),
+    /// SQLite: placeholders are `?`.
+    Sqlite(&'a sea_orm::sqlx::SqlitePool),
+}
+
 /// A pool of connections to one database, SeaORM's [`DatabaseConnection`]
 /// underneath ([`Database::conn`]), that knows how to show itself without secrets.
 /// Cheap to clone.
@@ -209,6 +224,45 @@ impl Database {
                 format!("database {} unreachable: {reason}", self.url),
             )),
         }
+    }
+
+    /// The sqlx pool beneath the connection for a call of service `id` (see
+    /// [`Pool`]), or `UNAVAILABLE` as [`Database::available`] says; a failed
+    /// query's error becomes the caller's with [`Database::sqlx_error`].
+    ///
+    /// ```no_run
+    /// # async fn demo(db: rmicro_db::Database) -> Result<(), rmicro_core::Error> {
+    /// use rmicro_db::Pool;
+    /// use rmicro_db::sea_orm::sqlx;
+    /// let count: i64 = match db.pool("user")? {
+    ///     Pool::MySql(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(pool).await,
+    ///     Pool::Postgres(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(pool).await,
+    ///     Pool::Sqlite(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(pool).await,
+    /// }
+    /// .map_err(|e| db.sqlx_error("user", e))?;
+    /// # let _ = count; Ok(()) }
+    /// ```
+    pub fn pool(&self, id: &str) -> Result<Pool<'_>, Error> {
+        let conn = self.available(id)?;
+        // The backend is read off the same pool the getters below return, so
+        // each is only called on a connection of its own kind.
+        Ok(match conn.get_database_backend() {
+            sea_orm::DbBackend::MySql => Pool::MySql(conn.get_mysql_connection_pool()),
+            sea_orm::DbBackend::Postgres => Pool::Postgres(conn.get_postgres_connection_pool()),
+            sea_orm::DbBackend::Sqlite => Pool::Sqlite(conn.get_sqlite_connection_pool()),
+            other => {
+                return Err(Error::internal(
+                    id,
+                    format!("database {}: no sqlx pool for {other:?}", self.url),
+                ));
+            }
+        })
+    }
+
+    /// A sqlx error of a query on [`Database::pool`] as the caller sees it: the
+    /// same `UNAVAILABLE` or `INTERNAL` as [`Database::error`] makes of SeaORM's.
+    pub fn sqlx_error(&self, id: &str, err: sea_orm::sqlx::Error) -> Error {
+        self.error(id, &DbErr::Query(RuntimeErr::SqlxError(err.into())))
     }
 
     fn mark(&self, reason: Option<String>) {

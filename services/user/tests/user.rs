@@ -375,3 +375,69 @@ async fn mariadb_one_name_registered_100_times_at_once() {
 async fn postgres_one_name_registered_100_times_at_once() {
     one_name_registered_100_times_at_once(Backend::Postgres, "postgres_100").await;
 }
+
+/// The hand-written read by id (`UserRepository::find`, on the sqlx pool) gives
+/// exactly what SeaORM's `find_by_id` gives on every backend: the same columns,
+/// text beyond ASCII, times to the microsecond, and nothing for a missing id.
+async fn the_read_by_id_matches_seaorm(backend: Backend, test: &str) {
+    use rmicro::db::Database;
+    use rmicro::db::sea_orm::EntityTrait;
+    use user::domain::model::{NewUser, User};
+    use user::domain::repository::{MIGRATIONS, UserRepository, entity};
+    let Some(test_db) = TestDatabase::create(backend, test).await else {
+        return;
+    };
+    let db = Database::connect(test_db.url(), std::time::Duration::from_secs(10))
+        .await
+        .expect("connected");
+    db.migrate(MIGRATIONS).await.expect("migrated");
+    let users = UserRepository::new(db.clone());
+    let mut ids = Vec::new();
+    for (name, first) in [("zoë", "Zoë Ünicode 名前"), ("plain", "Plain")] {
+        let user = users
+            .insert(NewUser {
+                user_name: name.into(),
+                first_name: first.into(),
+                email: format!("{name}@example.com"),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            })
+            .await
+            .expect("inserted");
+        ids.push((user.id, true));
+    }
+    let missing = ids.iter().map(|(id, _)| *id).max().unwrap_or_default() + 1000;
+    ids.push((missing, false));
+    for (id, present) in ids {
+        let by_hand = users.find(id).await.expect("read by hand");
+        let by_seaorm = entity::Entity::find_by_id(id)
+            .one(db.conn())
+            .await
+            .expect("read by SeaORM")
+            .map(User::from);
+        assert!(
+            by_hand == by_seaorm,
+            "user {id}: {by_hand:?} != {by_seaorm:?}"
+        );
+        assert_eq!(by_hand.is_some(), present, "user {id}");
+        if let Some(user) = by_hand {
+            assert_ne!(user.created, std::time::UNIX_EPOCH, "{user:?}");
+        }
+    }
+    db.close().await;
+    test_db.remove().await;
+}
+
+#[tokio::test]
+async fn sqlite_the_read_by_id_matches_seaorm() {
+    the_read_by_id_matches_seaorm(Backend::Sqlite, "sqlite_by_id").await;
+}
+
+#[tokio::test]
+async fn mariadb_the_read_by_id_matches_seaorm() {
+    the_read_by_id_matches_seaorm(Backend::MySql, "mariadb_by_id").await;
+}
+
+#[tokio::test]
+async fn postgres_the_read_by_id_matches_seaorm() {
+    the_read_by_id_matches_seaorm(Backend::Postgres, "postgres_by_id").await;
+}

@@ -75,20 +75,35 @@ pub(super) struct Verifier {
     rules: Vec<Rule>,
     peers: Vec<PeerRule>,
     public_health: bool,
+    /// What a token of each accepted algorithm is checked against (`exp`, `nbf`,
+    /// `iss`, `aud`, the leeway), made when the layer is configured rather than
+    /// on every call: see [`Verifier::validations`].
+    validations: Vec<(Algorithm, Validation)>,
 }
+
+/// The algorithms a trusted key can have (what [`Key`]s are made with).
+const ALGORITHMS: [Algorithm; 4] = [
+    Algorithm::HS256,
+    Algorithm::RS256,
+    Algorithm::ES256,
+    Algorithm::EdDSA,
+];
 
 impl AuthLayer {
     fn with_keys(keys: Vec<Key>) -> Self {
+        let mut verifier = Verifier {
+            keys: Arc::new(RwLock::new(Arc::new(keys))),
+            issuer: None,
+            audience: None,
+            leeway: Duration::from_secs(30),
+            rules: Vec::new(),
+            peers: Vec::new(),
+            public_health: true,
+            validations: Vec::new(),
+        };
+        verifier.validations = verifier.validations();
         AuthLayer {
-            verifier: Arc::new(Verifier {
-                keys: Arc::new(RwLock::new(Arc::new(keys))),
-                issuer: None,
-                audience: None,
-                leeway: Duration::from_secs(30),
-                rules: Vec::new(),
-                peers: Vec::new(),
-                public_health: true,
-            }),
+            verifier: Arc::new(verifier),
         }
     }
 
@@ -138,8 +153,10 @@ impl AuthLayer {
             rules: old.rules.clone(),
             peers: old.peers.clone(),
             public_health: old.public_health,
+            validations: Vec::new(),
         };
         change(&mut verifier);
+        verifier.validations = verifier.validations();
         AuthLayer {
             verifier: Arc::new(verifier),
         }
@@ -541,9 +558,56 @@ impl Verifier {
     }
 
     /// Verifies `token`; the reason it is refused, as a sentence, when it is.
+    /// The checks of a token signed with each algorithm, as configured.
+    fn validations(&self) -> Vec<(Algorithm, Validation)> {
+        ALGORITHMS
+            .iter()
+            .map(|&algorithm| {
+                let mut validation = Validation::new(algorithm);
+                validation.leeway = self.leeway.as_secs();
+                validation.validate_nbf = true;
+                validation.set_required_spec_claims(&["exp", "sub"]);
+                match &self.audience {
+                    Some(audience) => validation.set_audience(&[audience]),
+                    None => validation.validate_aud = false,
+                }
+                if let Some(issuer) = &self.issuer {
+                    validation.set_issuer(&[issuer]);
+                }
+                (algorithm, validation)
+            })
+            .collect()
+    }
+
+    /// The checks for tokens signed with `algorithm`.
+    fn validation(&self, algorithm: Algorithm) -> Option<&Validation> {
+        self.validations
+            .iter()
+            .find(|(a, _)| *a == algorithm)
+            .map(|(_, v)| v)
+    }
+
     fn principal(&self, token: &str) -> Result<Principal, String> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| why(e.kind()))?;
         let keys = crate::sync::read(&self.keys).clone();
+        // One key with no id (a service's own secret): the token's header need
+        // not be read first to pick it — `decode` refuses a token signed with
+        // another algorithm, which then takes the general path below for the
+        // same sentence.
+        if let [key] = keys.as_slice()
+            && key.id.is_none()
+            && let Some(validation) = self.validation(key.algorithm)
+        {
+            match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+                token, &key.key, validation,
+            ) {
+                Ok(data) => return Ok(principal(data.claims)),
+                Err(e) if !matches!(e.kind(), ErrorKind::InvalidAlgorithm) => {
+                    return Err(why(e.kind()));
+                }
+                Err(_) => {}
+            }
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| why(e.kind()))?;
         let mut candidates = keys
             .iter()
             .filter(|k| k.algorithm == header.alg)
@@ -558,23 +622,16 @@ impl Verifier {
                 header.alg
             ));
         }
-        let mut validation = Validation::new(header.alg);
-        validation.leeway = self.leeway.as_secs();
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        match &self.audience {
-            Some(audience) => validation.set_audience(&[audience]),
-            None => validation.validate_aud = false,
-        }
-        if let Some(issuer) = &self.issuer {
-            validation.set_issuer(&[issuer]);
-        }
+        let validation = self.validation(header.alg).ok_or_else(|| {
+            format!(
+                "the token is signed with {:?}, which no trusted key verifies",
+                header.alg
+            )
+        })?;
         let mut last = String::new();
         for key in candidates {
             match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
-                token,
-                &key.key,
-                &validation,
+                token, &key.key, validation,
             ) {
                 Ok(data) => return Ok(principal(data.claims)),
                 Err(e) => last = why(e.kind()),
