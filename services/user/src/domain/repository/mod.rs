@@ -93,8 +93,8 @@ impl UserRepository {
     /// The user `id`, if there is one: the one statement written by hand (see
     /// the module's note), the same columns SeaORM's `find_by_id` reads.
     pub async fn find(&self, id: i64) -> Result<Option<User>, Error> {
-        /// Reads a row of [`BY_ID`] on one kind of pool; `$time` reads a time
-        /// column of the row.
+        /// Reads the row of a `BY_ID_*` statement on one kind of pool; `$time`
+        /// reads a time column of the row.
         macro_rules! by_id {
             ($pool:expr, $sql:expr, $time:expr) => {
                 match sqlx::query($sql).bind(id).fetch_optional($pool).await {
