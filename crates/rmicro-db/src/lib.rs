@@ -13,7 +13,8 @@
 //!   (two replicas starting together apply them once), edits to applied ones refused.
 //!
 //! MySQL/MariaDB, PostgreSQL and SQLite (a file: nothing to install) all work; the
-//! SQL a repository runs is SeaORM's, with bound values, never concatenated.
+//! SQL a repository runs is SeaORM's, with bound values, never concatenated — or,
+//! for a hot query, a constant statement on the sqlx [`Pool`] beneath it.
 //!
 //! ```no_run
 //! # async fn demo(service: rmicro::Service) -> Result<(), Box<dyn std::error::Error>> {
