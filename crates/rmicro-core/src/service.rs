@@ -408,7 +408,11 @@ impl ServiceBuilder {
     /// Whether `build()` installs rmicro's log subscriber (text or JSON on stderr,
     /// `--log-level`, `--log-format`); default yes. An application that sets up
     /// `tracing` itself passes `false` (a subscriber installed before `build()` is
-    /// kept either way).
+    /// kept either way). It should then install one, even one that drops
+    /// everything (`tracing::subscriber::NoSubscriber`): when any crate of the
+    /// build turns on `tracing`'s `log` feature (sqlx does, so every service with
+    /// `rmicro::db`), a process with no subscriber sends every span hyper, h2 and
+    /// tonic open down the `log` crate's path — thousands of instructions per call.
     pub fn install_logging(mut self, install: bool) -> Self {
         self.install_logging = install;
         self
