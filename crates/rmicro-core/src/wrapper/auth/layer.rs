@@ -557,7 +557,6 @@ impl Verifier {
         })
     }
 
-    /// Verifies `token`; the reason it is refused, as a sentence, when it is.
     /// The checks of a token signed with each algorithm, as configured.
     fn validations(&self) -> Vec<(Algorithm, Validation)> {
         ALGORITHMS
@@ -587,6 +586,7 @@ impl Verifier {
             .map(|(_, v)| v)
     }
 
+    /// Verifies `token`; the reason it is refused, as a sentence, when it is.
     fn principal(&self, token: &str) -> Result<Principal, String> {
         let keys = crate::sync::read(&self.keys).clone();
         // One key with no id (a service's own secret): the token's header need
