@@ -256,6 +256,25 @@ struct ApiFlags {
         requires = "tls_cert_file"
     )]
     tls_key_file: Option<std::path::PathBuf>,
+    /// Verify HTTPS clients' certificates against this PEM CA (mutual TLS; needs
+    /// `--tls-cert-file`). Reloaded when the file changes, as the certificate is.
+    #[arg(
+        long,
+        env = "MICRO_API_TLS_CLIENT_CA_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    tls_client_ca_file: Option<std::path::PathBuf>,
+    /// With `--tls-client-ca-file`: whether every client must present a
+    /// certificate (`required`) or may come without one (`optional`) [default: required].
+    #[arg(
+        long,
+        env = "MICRO_API_TLS_CLIENT_AUTH",
+        value_name = "MODE",
+        value_enum,
+        requires = "tls_client_ca_file"
+    )]
+    tls_client_auth: Option<rmicro::transport::ClientAuth>,
     /// Count and time every request answered and call made, and serve them to
     /// Prometheus at `GET /metrics` on HOST:PORT (`micro_api_requests_total`,
     /// `micro_client_request_total`, …).
@@ -515,11 +534,18 @@ async fn api(flags: ApiFlags, registry: rmicro::registry::SharedRegistry) -> Res
     }
     // A bad certificate is found before the port is taken.
     let tls = match (&flags.tls_cert_file, &flags.tls_key_file) {
-        (Some(cert), Some(key)) => Some(
-            rmicro::transport::ServerTls::from_files(cert, key)
+        (Some(cert), Some(key)) => {
+            let tls = rmicro::transport::ServerTls::from_files(cert, key)
                 .and_then(|tls| tls.rustls_config(&[]).map(|_| tls))
-                .map_err(|e| bad(format!("--tls-cert-file/--tls-key-file: {e}")))?,
-        ),
+                .map_err(|e| bad(format!("--tls-cert-file/--tls-key-file: {e}")))?;
+            Some(match &flags.tls_client_ca_file {
+                Some(ca) => tls
+                    .client_auth(flags.tls_client_auth.unwrap_or_default())
+                    .with_client_ca_file(ca)
+                    .map_err(|e| bad(format!("--tls-client-ca-file: {e}")))?,
+                None => tls,
+            })
+        }
         _ => None,
     };
     let address = listen_address(&flags.address);

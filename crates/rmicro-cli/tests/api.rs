@@ -1994,3 +1994,78 @@ fn keep_alive_post(stream: &mut std::net::TcpStream, json: &str) -> Option<u16> 
         }
     }
 }
+
+/// `--tls-client-ca-file`: a client certificate of that CA is let in, a client
+/// with none (or one of another CA) is refused in the handshake; with
+/// `--tls-client-auth optional` a client without one is served too.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_certificates_are_verified_with_tls_client_ca_file() {
+    use rmicro::testing::TestCa;
+    let dir = registry_dir("mtls");
+    let (_service, _server) = greeter("greeter", &dir).await;
+    let ca = TestCa::new("gateway client CA");
+    let server = ca.server();
+    let client = ca.client("curl", &[]);
+    let stranger = TestCa::new("another CA").client("stranger", &[]);
+    for (mode, anonymous_served) in [("required", false), ("optional", true)] {
+        let (_gateway, address) = gateway(
+            &dir,
+            &[
+                "--tls-cert-file",
+                server.cert_file.to_str().expect("utf-8 path"),
+                "--tls-key-file",
+                server.key_file.to_str().expect("utf-8 path"),
+                "--tls-client-ca-file",
+                ca.cert_file().to_str().expect("utf-8 path"),
+                "--tls-client-auth",
+                mode,
+            ],
+        );
+        let port = address.rsplit(':').next().expect("a port").to_owned();
+        let url = format!("https://localhost:{port}/greeter/say-hello");
+        let resolve = format!("localhost:{port}:127.0.0.1");
+        let ca_file = ca.cert_file().to_string_lossy().into_owned();
+        let (client, stranger) = (client.clone(), stranger.clone());
+        blocking(move || {
+            let with = |cert: Option<&rmicro::testing::TestCert>| {
+                let mut command = Command::new("curl");
+                command
+                    .args(["-s", "--max-time", "10", "--cacert", &ca_file])
+                    .args(["--resolve", &resolve])
+                    .args(["-H", "content-type: application/json"])
+                    .args(["-d", r#"{"name":"mtls"}"#]);
+                if let Some(cert) = cert {
+                    command
+                        .arg("--cert")
+                        .arg(&cert.cert_file)
+                        .arg("--key")
+                        .arg(&cert.key_file);
+                }
+                command.arg(&url).output().expect("curl runs")
+            };
+            let known = with(Some(&client));
+            let text = String::from_utf8_lossy(&known.stdout);
+            assert!(
+                known.status.success() && text.contains(r#""message":"Hello mtls""#),
+                "{mode}: {text} {}",
+                String::from_utf8_lossy(&known.stderr)
+            );
+            let other = with(Some(&stranger));
+            assert!(
+                !other.status.success(),
+                "{mode}: a certificate of another CA was let in: {}",
+                String::from_utf8_lossy(&other.stdout)
+            );
+            let anonymous = with(None);
+            assert_eq!(
+                anonymous.status.success()
+                    && String::from_utf8_lossy(&anonymous.stdout).contains("Hello mtls"),
+                anonymous_served,
+                "{mode}: a client without a certificate: {}",
+                String::from_utf8_lossy(&anonymous.stdout)
+            );
+        })
+        .await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
