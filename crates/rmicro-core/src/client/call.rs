@@ -1,7 +1,7 @@
 //! Calls under construction: options set by chaining, sent by `.await`.
 
 use super::retry::CallPlan;
-use super::{CLIENT_ID, Client, ResponseStream};
+use super::{CLIENT_ID, Client, ResponseStream, unary};
 use crate::codec::{DecodeReply, FRAME_HEADER, Format, ReplyDecoder, encode_framed, frame};
 use crate::context::Context;
 use crate::errors::Error;
@@ -16,9 +16,11 @@ use http::uri::PathAndQuery;
 use std::borrow::Cow;
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 /// Per-call settings; each overrides the client's default.
 #[derive(Debug, Clone, Default)]
@@ -154,6 +156,7 @@ impl Target {
         body: Body,
         replay: Option<Bytes>,
         started: &Started,
+        mut timer: Pin<&mut Sleep>,
     ) -> Result<http::Response<Body>, Error> {
         if let Some(invalid) = &self.options.invalid {
             return Err(Error::bad_request(CLIENT_ID, invalid.clone()));
@@ -182,15 +185,22 @@ impl Target {
         extensions.insert(Arc::new(plan));
         let sent = self.client.inner.stack.call(request);
         // Read after the wrappers started the call: a breaker's shorter timeout
-        // rides on this timer instead of a second one.
+        // rides on the call's timer instead of a second one.
         let deadline = started.info.accept_deadline();
-        match tokio::time::timeout_at(deadline, sent).await {
-            Err(_) => Err(match started.info.accepted_cut() {
+        if deadline != started.deadline {
+            timer.as_mut().reset(deadline);
+        }
+        let result = before(timer.as_mut(), sent).await;
+        if deadline != started.deadline {
+            timer.as_mut().reset(started.deadline);
+        }
+        match result {
+            None => Err(match started.info.accepted_cut() {
                 Some(timeout) => self.cut_by_breaker(started, timeout),
                 None => self.timed_out(started),
             }),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => Err(self.error_from(err, started)),
+            Some(Ok(response)) => Ok(response),
+            Some(Err(err)) => Err(self.error_from(err, started)),
         }
     }
 
@@ -250,35 +260,29 @@ impl Target {
         ))
     }
 
-    /// Reads the one reply of a unary or client-streaming call, and its status.
+    /// Reads the one reply of a unary or client-streaming call and the trailers
+    /// that ended it, under the call's `timer`.
     async fn one_reply<D: DecodeReply>(
         &self,
         response: http::Response<Body>,
         started: &Started,
-    ) -> Result<D, Error> {
-        self.one_reply_and_trailers(response, started)
-            .await
-            .map(|(reply, _)| reply)
-    }
-
-    /// The one reply and the trailers that ended it.
-    async fn one_reply_and_trailers<D: DecodeReply>(
-        &self,
-        response: http::Response<Body>,
-        started: &Started,
-    ) -> Result<(D, Option<tonic::metadata::MetadataMap>), Error> {
-        let mut replies = self.replies::<D>(response, started)?;
-        let read = async {
-            let reply = replies
-                .message()
-                .await?
-                .ok_or_else(|| tonic::Status::internal("the server sent no reply message"))?;
-            let trailers = replies.trailers().await?;
-            Ok::<_, tonic::Status>((reply, trailers))
-        };
-        match tokio::time::timeout_at(started.deadline, read).await {
-            Err(_) => Err(self.timed_out(started)),
-            Ok(result) => result.map_err(|status| self.failed(&status, started)),
+        timer: Pin<&mut Sleep>,
+    ) -> Result<unary::OneMessage<D>, Error> {
+        if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+            // A trailers-only response: an error, or OK with no reply at all.
+            if status.code() != tonic::Code::Ok {
+                return Err(self.failed(&status, started));
+            }
+            return Err(self.failed(
+                &tonic::Status::internal("the server sent no reply message"),
+                started,
+            ));
+        }
+        let max = self.client.options().max_message_size;
+        let read = unary::read_one::<D>(response, max, started.info.messages());
+        match before(timer, read).await {
+            None => Err(self.timed_out(started)),
+            Some(result) => result.map_err(|status| self.failed(&status, started)),
         }
     }
 
@@ -334,6 +338,7 @@ impl Target {
         &self,
         framed: Bytes,
         started: &Started,
+        timer: Pin<&mut Sleep>,
     ) -> Result<http::Response<Body>, Error> {
         self.check_size(&framed)?;
         started
@@ -341,7 +346,7 @@ impl Target {
             .messages()
             .record_sent(framed.len().saturating_sub(FRAME_HEADER));
         let body = Body::new(http_body_util::Full::new(framed.clone()));
-        self.send(body, Some(framed), started).await
+        self.send(body, Some(framed), started, timer).await
     }
 
     /// Sends a stream of encoded request messages (never retried).
@@ -349,6 +354,7 @@ impl Target {
         &self,
         requests: RequestBytes,
         started: &Started,
+        timer: Pin<&mut Sleep>,
     ) -> Result<http::Response<Body>, Error> {
         let messages = started.info.messages().clone();
         let frames = futures_util::StreamExt::map(requests, move |message: Bytes| {
@@ -356,7 +362,7 @@ impl Target {
             Ok::<_, std::convert::Infallible>(http_body::Frame::data(frame(&message)))
         });
         let body = Body::new(http_body_util::StreamBody::new(frames));
-        self.send(body, None, started).await
+        self.send(body, None, started, timer).await
     }
 }
 
@@ -443,12 +449,14 @@ pub type ServerStreamCall<Resp> = Call<ReplyStream<Resp>>;
 /// A call where both sides stream.
 pub type StreamingCall<Resp> = Call<ReplyStream<Resp>>;
 
-/// A call's response on its way back, for [`Answer`] to read.
+/// A call's response on its way back, for [`Answer`] to read, and the call's
+/// timer (one per call: it covers sending and the reply).
 #[doc(hidden)]
-pub struct Answering {
+pub struct Answering<'a> {
     target: Target,
     response: http::Response<Body>,
     started: Started,
+    timer: Pin<&'a mut Sleep>,
 }
 
 /// How a [`Call`] reads what comes back: [`OneReply`] or [`ReplyStream`].
@@ -458,7 +466,8 @@ pub trait Answer {
 
     /// Reads the answer from the response.
     #[doc(hidden)]
-    fn answer(answering: Answering) -> impl Future<Output = Result<Self::Output, Error>> + Send;
+    fn answer(answering: Answering<'_>)
+    -> impl Future<Output = Result<Self::Output, Error>> + Send;
 }
 
 /// A [`Call`] answered by one reply of type `Resp`.
@@ -486,20 +495,19 @@ pub struct Reply<Resp> {
 impl<Resp: DecodeReply> Answer for OneReplyWithMetadata<Resp> {
     type Output = Reply<Resp>;
 
-    async fn answer(answering: Answering) -> Result<Reply<Resp>, Error> {
+    async fn answer(answering: Answering<'_>) -> Result<Reply<Resp>, Error> {
         let Answering {
             target,
             response,
             started,
+            timer,
         } = answering;
         let headers = Metadata::from_headers(response.headers().clone());
-        let (message, trailers) = target.one_reply_and_trailers(response, &started).await?;
+        let reply = target.one_reply(response, &started, timer).await?;
         Ok(Reply {
-            message,
+            message: reply.message,
             headers,
-            trailers: Metadata::from_headers(
-                trailers.map(|t| t.into_headers()).unwrap_or_default(),
-            ),
+            trailers: Metadata::from_headers(reply.trailers.unwrap_or_default()),
         })
     }
 }
@@ -520,24 +528,26 @@ impl<Resp> Call<OneReply<Resp>> {
 impl<Resp: DecodeReply> Answer for OneReply<Resp> {
     type Output = Resp;
 
-    async fn answer(answering: Answering) -> Result<Resp, Error> {
+    async fn answer(answering: Answering<'_>) -> Result<Resp, Error> {
         let Answering {
             target,
             response,
             started,
+            timer,
         } = answering;
-        target.one_reply(response, &started).await
+        Ok(target.one_reply(response, &started, timer).await?.message)
     }
 }
 
 impl<Resp: DecodeReply> Answer for ReplyStream<Resp> {
     type Output = ResponseStream<Resp>;
 
-    async fn answer(answering: Answering) -> Result<ResponseStream<Resp>, Error> {
+    async fn answer(answering: Answering<'_>) -> Result<ResponseStream<Resp>, Error> {
         let Answering {
             target,
             response,
             started,
+            ..
         } = answering;
         let headers = Metadata::from_headers(response.headers().clone());
         let replies = target.replies::<Resp>(response, &started)?;
@@ -559,18 +569,41 @@ impl<A: Answer + 'static> IntoFuture for Call<A> {
                 target, request, ..
             } = self;
             let started = target.start();
+            // Registered with the runtime only if a poll finds the call waiting.
+            let mut timer = std::pin::pin!(tokio::time::sleep_until(started.deadline));
             let response = match request {
-                Outgoing::One(message) => target.send_one(message, &started).await?,
-                Outgoing::Stream(requests) => target.send_stream(requests, &started).await?,
+                Outgoing::One(message) => {
+                    target.send_one(message, &started, timer.as_mut()).await?
+                }
+                Outgoing::Stream(requests) => {
+                    target
+                        .send_stream(requests, &started, timer.as_mut())
+                        .await?
+                }
             };
             A::answer(Answering {
                 target,
                 response,
                 started,
+                timer,
             })
             .await
         })
     }
+}
+
+/// Runs `work` until `timer` fires: `None` when the timer came first. The timer
+/// is polled only while the work waits, so a call that completes at once never
+/// registers it.
+async fn before<F: Future>(mut timer: Pin<&mut Sleep>, work: F) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 /// Encodes each message of a request stream.

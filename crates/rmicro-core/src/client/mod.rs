@@ -59,6 +59,7 @@ mod health;
 mod resolve;
 mod retry;
 mod stream;
+mod unary;
 
 pub use crate::wrapper::stack::{ClientLayer, ClientStack};
 pub use budget::{Backoff, RetryBudget};

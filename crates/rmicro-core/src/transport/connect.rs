@@ -3,7 +3,9 @@
 
 use super::ClientTls;
 use futures_util::future::BoxFuture;
+use hyper::client::conn::http2::SendRequest;
 use hyper_util::client::legacy::connect::HttpConnector;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tower::{BoxError, Service};
@@ -101,11 +103,30 @@ pub struct InvalidAddress {
 }
 
 /// Makes a channel to `address` (`host:port`) that connects on first use.
+///
+/// Plain (h2c) channels are rmicro's own, on hyper's HTTP/2 client connection: a
+/// call goes from its task straight to the connection's, where tonic's channel
+/// passes it through a buffer task first and reads the `grpc-timeout` the client
+/// already keeps with a timer of its own. TLS channels are tonic's.
 pub fn connect_lazy(address: &str, options: &ChannelOptions) -> Result<Channel, InvalidAddress> {
     let invalid = |reason: String| InvalidAddress {
         address: address.to_owned(),
         reason,
     };
+    if options.tls.is_none() {
+        let authority = http::uri::Authority::try_from(address)
+            .ok()
+            .filter(|a| a.port_u16().is_some())
+            .ok_or_else(|| invalid("not a host:port".to_owned()))?;
+        return Ok(Channel::new(Direct {
+            shared: Arc::new(DirectShared {
+                authority,
+                connect_timeout: options.connect_timeout,
+                sender: std::sync::Mutex::new(None),
+                dialling: tokio::sync::Mutex::new(()),
+            }),
+        }));
+    }
     let scheme = if options.tls.is_some() {
         "https"
     } else {
@@ -131,6 +152,136 @@ pub fn connect_lazy(address: &str, options: &ChannelOptions) -> Result<Channel, 
         .map_err(|e: tonic::transport::Error| TransportError(e.into()))
         .service(channel);
     Ok(Channel::new(channel))
+}
+
+/// A plain HTTP/2 channel on hyper's client connection, dialled on first use and
+/// again once the connection has closed.
+#[derive(Clone)]
+struct Direct {
+    shared: Arc<DirectShared>,
+}
+
+struct DirectShared {
+    authority: http::uri::Authority,
+    connect_timeout: Duration,
+    /// The open connection's handle; `None` before the first dial.
+    sender: std::sync::Mutex<Option<SendRequest<super::Body>>>,
+    /// Held while dialling, so calls that find no connection wait for one dial.
+    dialling: tokio::sync::Mutex<()>,
+}
+
+impl DirectShared {
+    /// The open connection's handle, if it is still open.
+    fn open(&self) -> Option<SendRequest<super::Body>> {
+        crate::sync::lock(&self.sender)
+            .as_ref()
+            .filter(|s| !s.is_closed())
+            .cloned()
+    }
+
+    /// A handle on an open connection, dialling one if there is none (boxed:
+    /// the dial's state stays out of every call's future).
+    fn dial(
+        self: Arc<Self>,
+    ) -> BoxFuture<'static, Result<SendRequest<super::Body>, ConnectFailed>> {
+        Box::pin(async move { self.dial_now().await })
+    }
+
+    async fn dial_now(&self) -> Result<SendRequest<super::Body>, ConnectFailed> {
+        let _dialling = self.dialling.lock().await;
+        // Another call may have dialled while this one waited.
+        if let Some(sender) = self.open() {
+            return Ok(sender);
+        }
+        let failed = |source: BoxError| ConnectFailed {
+            address: self.authority.to_string(),
+            source,
+        };
+        let host = self.authority.host();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let port = self.authority.port_u16().unwrap_or(80);
+        let tcp = tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect((host, port)),
+        )
+        .await
+        .map_err(|_| {
+            failed(
+                format!(
+                    "tcp connect error: timed out after {:?}",
+                    self.connect_timeout
+                )
+                .into(),
+            )
+        })?
+        .map_err(|e| failed(format!("tcp connect error: {e}").into()))?;
+        // Small calls go out at once rather than waiting on Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(super::BoxingExecutor)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .map_err(|e| failed(e.into()))?;
+        let address = self.authority.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%address, error = %e, "client connection closed");
+            }
+        });
+        *crate::sync::lock(&self.sender) = Some(sender.clone());
+        Ok(sender)
+    }
+}
+
+impl Service<http::Request<super::Body>> for Direct {
+    type Response = http::Response<super::Body>;
+    type Error = TransportError;
+    type Future = BoxFuture<'static, Result<Self::Response, TransportError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        // Each call waits for its connection itself.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: http::Request<super::Body>) -> Self::Future {
+        let shared = self.shared.clone();
+        let open = shared.open();
+        Box::pin(async move {
+            let mut sender = match open {
+                Some(sender) => sender,
+                None => shared
+                    .clone()
+                    .dial()
+                    .await
+                    .map_err(|e| TransportError(e.into()))?,
+            };
+            let mut uri = std::mem::take(request.uri_mut()).into_parts();
+            uri.scheme = Some(http::uri::Scheme::HTTP);
+            uri.authority = Some(shared.authority.clone());
+            *request.uri_mut() =
+                http::Uri::from_parts(uri).map_err(|e| TransportError(e.into()))?;
+            *request.version_mut() = http::Version::HTTP_2;
+            // A connection that closed since it was handed out took no request:
+            // as safe to retry as one never made.
+            sender.ready().await.map_err(|e| {
+                TransportError(
+                    ConnectFailed {
+                        address: shared.authority.to_string(),
+                        source: e.into(),
+                    }
+                    .into(),
+                )
+            })?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| TransportError(e.into()))?;
+            Ok(response.map(super::Body::new))
+        })
+    }
 }
 
 /// Whether a failed call certainly never reached a handler, so retrying it is safe even

@@ -94,11 +94,8 @@ impl ConnectionLimits {
     }
 
     /// hyper's HTTP/2 server settings for these limits.
-    pub(crate) fn http2(
-        &self,
-    ) -> hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor> {
-        let mut http2 =
-            hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    pub(crate) fn http2(&self) -> hyper::server::conn::http2::Builder<super::BoxingExecutor> {
+        let mut http2 = hyper::server::conn::http2::Builder::new(super::BoxingExecutor);
         http2
             .timer(hyper_util::rt::TokioTimer::new())
             .max_concurrent_streams(self.max_concurrent_streams)

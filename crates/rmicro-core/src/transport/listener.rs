@@ -156,7 +156,7 @@ impl Refused {
 
 /// What every connection of a listener shares.
 struct Connection {
-    http2: hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>,
+    http2: hyper::server::conn::http2::Builder<super::BoxingExecutor>,
     limits: ConnectionLimits,
     tls: Option<Arc<ReloadingAcceptor>>,
 }

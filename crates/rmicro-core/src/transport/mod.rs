@@ -37,3 +37,20 @@ pub use link::{
     link_failure,
 };
 pub use preface::{Prefaced, sniff_http};
+
+/// Spawns hyper's per-call tasks (a client's two per call, a server's one per
+/// stream) boxed: the task then holds a pointer, where a future of hyper's size
+/// spawned as it is gets copied at each step of spawning (measured: ~1,800
+/// instructions of `memcpy` per task).
+#[derive(Clone, Copy)]
+pub(crate) struct BoxingExecutor;
+
+impl<F> hyper::rt::Executor<F> for BoxingExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(Box::pin(future));
+    }
+}
