@@ -58,6 +58,7 @@
 //! # Ok(()) }
 //! ```
 
+mod direct;
 mod go_api;
 mod http_rule;
 mod metrics;
@@ -117,7 +118,8 @@ pub async fn encode_request(
                 format!("`{service}` does not serve `{endpoint}` (by its server reflection)"),
             )
         })?;
-    transcode::encode_body(&method.input(), json.as_bytes())
+    let input = method.input();
+    transcode::encode_body(&input, json.as_bytes(), direct::is_plain(&input))
 }
 
 use bytes::Bytes;
@@ -1128,7 +1130,7 @@ impl Gateway {
         let query = query.unwrap_or_default();
         let request = if body_rule == "*" && variables.is_empty() && query.is_empty() {
             // The common case: the body is the whole request.
-            transcode::encode_body(input, &body)?
+            transcode::encode_body(input, &body, method.plain.request)?
         } else {
             build_request(input, &body_rule, &variables, query, &body)?
         };
@@ -1138,7 +1140,7 @@ impl Gateway {
                 .options(options)
                 .await?;
             let headers = replies.headers().clone();
-            let mut response = ndjson(replies, output.clone(), response_body);
+            let mut response = ndjson(replies, output.clone(), response_body, method.plain.reply);
             metadata_headers(response.headers_mut(), "grpc-metadata-", &headers);
             return Ok(response);
         }
@@ -1154,7 +1156,12 @@ impl Gateway {
         } else {
             json_response(
                 StatusCode::OK,
-                transcode::reply_json(output, &reply.message.0, &response_body)?,
+                transcode::reply_json(
+                    output,
+                    &reply.message.0,
+                    &response_body,
+                    method.plain.reply,
+                )?,
             )
         };
         metadata_headers(response.headers_mut(), "grpc-metadata-", &reply.headers);
@@ -1610,13 +1617,16 @@ fn ndjson(
     replies: rmicro::client::ResponseStream<rmicro::codec::RawMessage>,
     output: prost_reflect::MessageDescriptor,
     response_body: String,
+    plain: bool,
 ) -> http::Response<Body> {
     use futures_util::StreamExt as _;
     let lines = replies.scan(false, move |failed, reply| {
         if *failed {
             return std::future::ready(None);
         }
-        let line = match reply.and_then(|r| transcode::reply_json(&output, &r.0, &response_body)) {
+        let line = match reply
+            .and_then(|r| transcode::reply_json(&output, &r.0, &response_body, plain))
+        {
             Ok(mut json) => {
                 json.push(b'\n');
                 json

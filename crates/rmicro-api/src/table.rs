@@ -54,10 +54,20 @@ pub(crate) struct Method {
     /// The request and reply types, when the descriptors are known; without
     /// them the call goes out with rmicro's JSON codec.
     pub(crate) types: Option<(MessageDescriptor, MessageDescriptor)>,
+    /// Which of the two take the direct JSON path ([`crate::direct`]).
+    pub(crate) plain: Plain,
     pub(crate) client_streaming: bool,
     pub(crate) server_streaming: bool,
     /// Its `google.api.http` bindings.
     pub(crate) bindings: Vec<Arc<crate::http_rule::Binding>>,
+}
+
+/// Whether a method's request and reply are plain messages, which JSON
+/// reaches and leaves straight by the descriptor ([`crate::direct::is_plain`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Plain {
+    pub(crate) request: bool,
+    pub(crate) reply: bool,
 }
 
 impl Method {
@@ -134,6 +144,10 @@ fn methods_of(pool: &prost_reflect::DescriptorPool) -> Vec<Arc<Method>> {
                 endpoint: format!("{}.{}", service.name(), method.name()),
                 grpc_path: format!("/{}/{}", service.full_name(), method.name()),
                 types: Some((method.input(), method.output())),
+                plain: Plain {
+                    request: crate::direct::is_plain(&method.input()),
+                    reply: crate::direct::is_plain(&method.output()),
+                },
                 client_streaming: method.is_client_streaming(),
                 server_streaming: method.is_server_streaming(),
                 bindings: crate::http_rule::bindings(&method)
@@ -164,6 +178,7 @@ fn methods_of_records(records: &[registry::Service]) -> Vec<Arc<Method>> {
                 endpoint: endpoint.name.clone(),
                 grpc_path: format!("/{service}/{method}"),
                 types: None,
+                plain: Plain::default(),
                 // The record says only "stream": treat it as server streaming, the
                 // kind HTTP can carry.
                 client_streaming: false,

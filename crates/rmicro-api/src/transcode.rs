@@ -158,12 +158,20 @@ pub(crate) fn encode(
     Ok(Bytes::from(decoded.encode_to_vec()))
 }
 
-/// Encodes a JSON body that is the whole request, parsed straight into the
-/// message (no tree of values in between); only a body that does not fit is
-/// parsed again, slowly, to name what is wrong.
-pub(crate) fn encode_body(message: &MessageDescriptor, body: &[u8]) -> Result<Bytes, Error> {
+/// Encodes a JSON body that is the whole request: a `plain` message straight to
+/// protobuf bytes ([`crate::direct`]), any other parsed into the message (no tree
+/// of values in between); only a body that does not fit is parsed again, slowly,
+/// to name what is wrong.
+pub(crate) fn encode_body(
+    message: &MessageDescriptor,
+    body: &[u8],
+    plain: bool,
+) -> Result<Bytes, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Bytes::new());
+    }
+    if plain && let Ok(encoded) = crate::direct::encode(message, body) {
+        return Ok(Bytes::from(encoded));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     match message
@@ -210,12 +218,20 @@ pub(crate) fn body_field(
 
 /// A reply as proto3 JSON, every field shown (defaults too), as rmicro's JSON codec
 /// writes it — or only its field `only` (an annotation's `response_body`); bytes
-/// that do not decode are a 502.
+/// that do not decode are a 502. A `plain` message is written straight from its
+/// bytes ([`crate::direct`]).
 pub(crate) fn reply_json(
     message: &MessageDescriptor,
     bytes: &[u8],
     only: &str,
+    plain: bool,
 ) -> Result<Vec<u8>, Error> {
+    if plain
+        && only.is_empty()
+        && let Ok(json) = crate::direct::reply(message, bytes)
+    {
+        return Ok(json);
+    }
     let decoded = DynamicMessage::decode(message.clone(), bytes).map_err(|e| {
         Error::new(
             crate::ID,
@@ -247,23 +263,32 @@ pub(crate) fn reply_json(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use prost_types::FieldDescriptorProto;
+    use prost_types::field_descriptor_proto::{Label, Type};
+
+    /// A field of a test message (`type_name` for messages and enums).
+    pub(crate) fn field_proto(
+        name: &str,
+        number: i32,
+        kind: Type,
+        label: Label,
+        type_name: Option<&str>,
+    ) -> FieldDescriptorProto {
+        FieldDescriptorProto {
+            name: Some(name.to_owned()),
+            number: Some(number),
+            r#type: Some(kind as i32),
+            label: Some(label as i32),
+            type_name: type_name.map(str::to_owned),
+            ..Default::default()
+        }
+    }
 
     fn pool() -> prost_reflect::DescriptorPool {
-        use prost_types::field_descriptor_proto::{Label, Type};
-        use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto};
-        let f = |name: &str, number: i32, kind: Type, label: Label, type_name: Option<&str>| {
-            FieldDescriptorProto {
-                name: Some(name.to_owned()),
-                number: Some(number),
-                r#type: Some(kind as i32),
-                label: Some(label as i32),
-                type_name: type_name.map(str::to_owned),
-                json_name: None,
-                ..Default::default()
-            }
-        };
+        use prost_types::{DescriptorProto, FileDescriptorProto};
+        let f = field_proto;
         let file = FileDescriptorProto {
             name: Some("t.proto".into()),
             package: Some("t".into()),
@@ -310,7 +335,8 @@ mod tests {
         set_text(&mut object, &req, "big", "9007199254740993").unwrap();
         set_text(&mut object, &req, "ok", "true").unwrap();
         let bytes = encode(&req, object).unwrap();
-        let json: Value = serde_json::from_slice(&reply_json(&req, &bytes, "").unwrap()).unwrap();
+        let json: Value =
+            serde_json::from_slice(&reply_json(&req, &bytes, "", false).unwrap()).unwrap();
         assert_eq!(json["userName"], "ann");
         assert_eq!(json["count"], 3);
         assert_eq!(json["tags"], serde_json::json!(["a", "b"]));
@@ -352,16 +378,16 @@ mod tests {
     fn a_whole_body_is_parsed_at_once_and_bad_ones_are_named() {
         let pool = pool();
         let req = pool.get_message_by_name("t.Req").unwrap();
-        let fast = encode_body(&req, br#"{"userName": "a", "inner": {"age": 2}}"#).unwrap();
+        let fast = encode_body(&req, br#"{"userName": "a", "inner": {"age": 2}}"#, false).unwrap();
         let mut object = Map::new();
         set_text(&mut object, &req, "user_name", "a").unwrap();
         set_text(&mut object, &req, "inner.age", "2").unwrap();
         assert_eq!(fast, encode(&req, object).unwrap());
-        assert!(encode_body(&req, b" ").unwrap().is_empty());
-        let err = encode_body(&req, br#"{"inner": {"age": "x"}}"#).unwrap_err();
+        assert!(encode_body(&req, b" ", false).unwrap().is_empty());
+        let err = encode_body(&req, br#"{"inner": {"age": "x"}}"#, false).unwrap_err();
         assert!(err.detail.contains("`inner.age`"), "{}", err.detail);
         assert!(
-            encode_body(&req, b"[1]")
+            encode_body(&req, b"[1]", false)
                 .unwrap_err()
                 .detail
                 .contains("JSON object")

@@ -107,6 +107,7 @@ pub(crate) async fn bridge(
         // The client left before the upgrade: nothing to say to anyone.
         return;
     };
+    let plain = method.plain;
     let limits = tokio_websockets::Limits::default().max_payload_len(Some(max_message));
     let ws = tokio_websockets::ServerBuilder::new()
         .limits(limits)
@@ -155,7 +156,7 @@ pub(crate) async fn bridge(
                 ));
             };
             let encoded = match &input {
-                Some(input) => crate::transcode::encode_body(input, payload),
+                Some(input) => crate::transcode::encode_body(input, payload, plain.request),
                 None => Err(no_descriptors()),
             };
             match encoded {
@@ -185,7 +186,7 @@ pub(crate) async fn bridge(
             .options(options)
             .await?;
         while let Some(reply) = replies.message().await? {
-            let json = crate::transcode::reply_json(&output, &reply.0, "")?;
+            let json = crate::transcode::reply_json(&output, &reply.0, "", plain.reply)?;
             let text = String::from_utf8(json)
                 .map_err(|e| Error::internal(ID, format!("a reply's JSON is not UTF-8: {e}")))?;
             sink.send(Message::text(text))
