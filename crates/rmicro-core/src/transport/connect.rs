@@ -122,8 +122,7 @@ pub fn connect_lazy(address: &str, options: &ChannelOptions) -> Result<Channel, 
             shared: Arc::new(DirectShared {
                 authority,
                 connect_timeout: options.connect_timeout,
-                sender: std::sync::Mutex::new(None),
-                dialling: tokio::sync::Mutex::new(()),
+                state: std::sync::Mutex::new(Dial::Idle),
             }),
         }));
     }
@@ -164,39 +163,76 @@ struct Direct {
 struct DirectShared {
     authority: http::uri::Authority,
     connect_timeout: Duration,
-    /// The open connection's handle; `None` before the first dial.
-    sender: std::sync::Mutex<Option<SendRequest<super::Body>>>,
-    /// Held while dialling, so calls that find no connection wait for one dial.
-    dialling: tokio::sync::Mutex<()>,
+    state: std::sync::Mutex<Dial>,
+}
+
+/// A dial that every call waiting for the connection shares: its handle, or
+/// why it failed (each caller makes its own [`ConnectFailed`] of it).
+type SharedDial =
+    futures_util::future::Shared<BoxFuture<'static, Result<SendRequest<super::Body>, Arc<str>>>>;
+
+/// Where a channel's connection stands.
+enum Dial {
+    /// None yet, or the last one closed or failed: the next call dials.
+    Idle,
+    /// Dialling: calls wait for this one attempt, and fail with it together
+    /// (so they try another node at once, not one after another).
+    Dialling(SharedDial),
+    Open(SendRequest<super::Body>),
 }
 
 impl DirectShared {
     /// The open connection's handle, if it is still open.
     fn open(&self) -> Option<SendRequest<super::Body>> {
-        crate::sync::lock(&self.sender)
-            .as_ref()
-            .filter(|s| !s.is_closed())
-            .cloned()
-    }
-
-    /// A handle on an open connection, dialling one if there is none (boxed:
-    /// the dial's state stays out of every call's future).
-    fn dial(
-        self: Arc<Self>,
-    ) -> BoxFuture<'static, Result<SendRequest<super::Body>, ConnectFailed>> {
-        Box::pin(async move { self.dial_now().await })
-    }
-
-    async fn dial_now(&self) -> Result<SendRequest<super::Body>, ConnectFailed> {
-        let _dialling = self.dialling.lock().await;
-        // Another call may have dialled while this one waited.
-        if let Some(sender) = self.open() {
-            return Ok(sender);
+        match &*crate::sync::lock(&self.state) {
+            Dial::Open(sender) if !sender.is_closed() => Some(sender.clone()),
+            _ => None,
         }
-        let failed = |source: BoxError| ConnectFailed {
+    }
+
+    /// The dial under way, or a new one.
+    fn dial(self: &Arc<Self>) -> SharedDial {
+        let mut state = crate::sync::lock(&self.state);
+        match &*state {
+            Dial::Open(sender) if !sender.is_closed() => {
+                let sender = sender.clone();
+                let ready: BoxFuture<'static, _> = Box::pin(async move { Ok(sender) });
+                return futures_util::FutureExt::shared(ready);
+            }
+            Dial::Dialling(dial) => return dial.clone(),
+            _ => {}
+        }
+        let this = self.clone();
+        let dial: BoxFuture<'static, _> = Box::pin(async move {
+            let dialled = this.dial_now().await;
+            let mut state = crate::sync::lock(&this.state);
+            match dialled {
+                Ok(sender) => {
+                    *state = Dial::Open(sender.clone());
+                    Ok(sender)
+                }
+                Err(why) => {
+                    *state = Dial::Idle;
+                    Err(Arc::from(why.as_str()))
+                }
+            }
+        });
+        let dial = futures_util::FutureExt::shared(dial);
+        *state = Dial::Dialling(dial.clone());
+        dial
+    }
+
+    /// The failure of a dial that `why` describes, as a call reports it.
+    fn failed(&self, why: &str) -> ConnectFailed {
+        ConnectFailed {
             address: self.authority.to_string(),
-            source,
-        };
+            source: why.into(),
+        }
+    }
+
+    /// Dials: TCP within the connect timeout, then the HTTP/2 handshake; the
+    /// connection's task is spawned. The error says why, in words.
+    async fn dial_now(&self) -> Result<SendRequest<super::Body>, String> {
         let host = self.authority.host();
         let host = host
             .strip_prefix('[')
@@ -209,29 +245,25 @@ impl DirectShared {
         )
         .await
         .map_err(|_| {
-            failed(
-                format!(
-                    "tcp connect error: timed out after {:?}",
-                    self.connect_timeout
-                )
-                .into(),
+            format!(
+                "tcp connect error: timed out after {:?}",
+                self.connect_timeout
             )
         })?
-        .map_err(|e| failed(format!("tcp connect error: {e}").into()))?;
+        .map_err(|e| format!("tcp connect error: {e}"))?;
         // Small calls go out at once rather than waiting on Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
         let (sender, connection) = hyper::client::conn::http2::Builder::new(super::BoxingExecutor)
             .timer(hyper_util::rt::TokioTimer::new())
             .handshake(hyper_util::rt::TokioIo::new(tcp))
             .await
-            .map_err(|e| failed(e.into()))?;
+            .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
         let address = self.authority.to_string();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%address, error = %e, "client connection closed");
             }
         });
-        *crate::sync::lock(&self.sender) = Some(sender.clone());
         Ok(sender)
     }
 }
@@ -253,10 +285,9 @@ impl Service<http::Request<super::Body>> for Direct {
             let mut sender = match open {
                 Some(sender) => sender,
                 None => shared
-                    .clone()
                     .dial()
                     .await
-                    .map_err(|e| TransportError(e.into()))?,
+                    .map_err(|why| TransportError(shared.failed(&why).into()))?,
             };
             let mut uri = std::mem::take(request.uri_mut()).into_parts();
             uri.scheme = Some(http::uri::Scheme::HTTP);
@@ -266,15 +297,10 @@ impl Service<http::Request<super::Body>> for Direct {
             *request.version_mut() = http::Version::HTTP_2;
             // A connection that closed since it was handed out took no request:
             // as safe to retry as one never made.
-            sender.ready().await.map_err(|e| {
-                TransportError(
-                    ConnectFailed {
-                        address: shared.authority.to_string(),
-                        source: e.into(),
-                    }
-                    .into(),
-                )
-            })?;
+            sender
+                .ready()
+                .await
+                .map_err(|e| TransportError(shared.failed(&e.to_string()).into()))?;
             let response = sender
                 .send_request(request)
                 .await
@@ -309,4 +335,73 @@ pub fn is_safe_to_retry(error: &(dyn std::error::Error + 'static)) -> bool {
         source = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Ten calls at once on a fresh channel.
+    async fn ten_calls(
+        channel: &Channel,
+    ) -> Vec<Result<http::Response<super::super::Body>, TransportError>> {
+        let calls = (0..10).map(|_| {
+            let mut channel = channel.clone();
+            async move {
+                let request = http::Request::post("/t.T/M")
+                    .body(super::super::Body::empty())
+                    .map_err(|e| TransportError(e.into()))?;
+                channel.call(request).await
+            }
+        });
+        futures_util::future::join_all(calls).await
+    }
+
+    #[tokio::test]
+    async fn calls_that_find_no_connection_share_one_dial() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let server = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let service = hyper::service::service_fn(|_| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
+                        bytes::Bytes,
+                    >::new(
+                    )))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(super::super::BoxingExecutor)
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+                );
+            }
+        });
+        let channel = connect_lazy(&address.to_string(), &ChannelOptions::default()).unwrap();
+        for response in ten_calls(&channel).await {
+            assert_eq!(response.expect("answered").status(), http::StatusCode::OK);
+        }
+        // One connection for all ten, not a dial each.
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        server.abort();
+
+        // Nothing listening: the ten fail together, each as a call that never
+        // reached a server (safe to retry elsewhere), naming the address.
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let channel = connect_lazy(&closed.to_string(), &ChannelOptions::default()).unwrap();
+        for result in ten_calls(&channel).await {
+            let err = result.expect_err("no server");
+            assert!(is_safe_to_retry(&err), "{err}");
+            let text = crate::transport::error_chain(&err);
+            assert!(
+                text.contains(&format!("cannot connect to {closed}")),
+                "{text}"
+            );
+        }
+    }
 }
