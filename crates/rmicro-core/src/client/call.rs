@@ -210,7 +210,8 @@ impl Target {
             Ok(err) => return *err,
             Err(err) => err,
         };
-        // The channel's own timer ends a call at the same deadline as ours.
+        // A TLS channel's own timer (tonic's) or the server's ends a call at the
+        // same deadline as ours; report that as the timeout it is.
         if Instant::now() >= started.deadline {
             return self.timed_out(started);
         }
