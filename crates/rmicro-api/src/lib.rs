@@ -252,6 +252,12 @@ pub struct Options {
     /// connection, header list size and rapid resets. HTTP/1 requests must send
     /// their headers within the handshake timeout too.
     pub limits: rmicro::transport::ConnectionLimits,
+    /// Threads that serve connections (`--threads`), each a single-threaded
+    /// runtime with connections of its own to the services, so a request and the
+    /// call it makes stay on one core ([`rmicro::transport::Shards`]); accepted
+    /// connections are dealt to them in turn. 0 (the default) serves them on the
+    /// runtime that runs [`Gateway::serve`].
+    pub threads: usize,
 }
 
 impl Default for Options {
@@ -271,6 +277,7 @@ impl Default for Options {
             metrics: None,
             auth: None,
             limits: rmicro::transport::ConnectionLimits::default(),
+            threads: 0,
         }
     }
 }
@@ -437,6 +444,12 @@ impl Gateway {
         listener: tokio::net::TcpListener,
         tls: Option<Arc<rmicro::transport::ReloadingAcceptor>>,
     ) -> std::io::Result<()> {
+        // Before the first channel is made (reading descriptors makes some), so
+        // that channels keep a connection per worker.
+        let shards = match self.inner.options.threads {
+            0 => None,
+            n => Some(rmicro::transport::Shards::start(n, "rmicro-api")?),
+        };
         if let Err(e) = self.refresh().await {
             tracing::warn!(error = %e, "the registry could not be read; routes load as it answers");
         }
@@ -469,32 +482,23 @@ impl Gateway {
                         let gateway = self.clone();
                         let tls = tls.as_ref().map(|tls| tls.current());
                         let handshake = limits.handshake_timeout;
-                        connections.spawn(async move {
-                            let _slot = slot;
-                            // TLS and the first bytes of a request within the
-                            // handshake timeout: a slowloris holds nothing longer.
-                            let started = tokio::time::Instant::now();
-                            match tls {
-                                None => match tokio::time::timeout(handshake, rmicro::transport::sniff_http(socket)).await {
-                                    Ok(Ok((io, _))) => gateway.connection(io, peer, "http").await,
-                                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended before a request"),
-                                    Err(_) => tracing::debug!(%peer, "closed a connection that sent no request within {handshake:?}"),
-                                },
-                                Some(acceptor) => {
-                                    let stream = match tokio::time::timeout(handshake, acceptor.accept(socket)).await {
-                                        Ok(Ok(stream)) => stream,
-                                        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                                    };
-                                    let left = handshake.saturating_sub(started.elapsed());
-                                    match tokio::time::timeout(left, rmicro::transport::sniff_http(stream)).await {
-                                        Ok(Ok((io, _))) => gateway.connection(io, peer, "https").await,
-                                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended before a request"),
-                                        Err(_) => tracing::debug!(%peer, "closed a connection that sent no request within {handshake:?}"),
-                                    }
-                                }
+                        match &shards {
+                            None => {
+                                connections.spawn(gateway.accepted(socket, peer, tls, handshake, slot));
                             }
-                        });
+                            // Handed to a worker: the socket joins its runtime there.
+                            Some(shards) => match socket.into_std() {
+                                Ok(socket) => {
+                                    connections.spawn_on(async move {
+                                        match tokio::net::TcpStream::from_std(socket) {
+                                            Ok(socket) => gateway.accepted(socket, peer, tls, handshake, slot).await,
+                                            Err(e) => tracing::debug!(%peer, error = %e, "a connection could not join its worker"),
+                                        }
+                                    }, shards.next());
+                                }
+                                Err(e) => tracing::debug!(%peer, error = %e, "a connection could not leave the accepting runtime"),
+                            },
+                        }
                     }
                     Err(err) => {
                         // Out of file descriptors, most likely: back off, keep serving.
@@ -504,6 +508,56 @@ impl Gateway {
                 },
                 Some(_) = connections.join_next() => {}
             }
+        }
+    }
+
+    /// A connection just accepted: TLS (if served) and the first bytes of a
+    /// request within the handshake timeout, then served; `slot` is its place
+    /// under `--server-max-connections`, held until it closes.
+    async fn accepted(
+        self,
+        socket: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        handshake: Duration,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let _slot = slot;
+        // TLS and the first bytes of a request within the handshake timeout: a
+        // slowloris holds nothing longer.
+        let started = tokio::time::Instant::now();
+        match tls {
+            None => self.first_request(socket, peer, "http", handshake).await,
+            Some(acceptor) => {
+                let stream = match tokio::time::timeout(handshake, acceptor.accept(socket)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                };
+                let left = handshake.saturating_sub(started.elapsed());
+                self.first_request(stream, peer, "https", left).await;
+            }
+        }
+    }
+
+    /// Serves `io` once the first bytes of a request arrive within `within`
+    /// (they say HTTP/1.1 or HTTP/2); closes it otherwise.
+    async fn first_request<IO>(
+        self,
+        io: IO,
+        peer: std::net::SocketAddr,
+        scheme: &'static str,
+        within: Duration,
+    ) where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        match tokio::time::timeout(within, rmicro::transport::sniff_http(io)).await {
+            Ok(Ok((io, _))) => self.connection(io, peer, scheme).await,
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended before a request"),
+            Err(_) => tracing::debug!(
+                %peer,
+                "closed a connection that sent no request within {within:?}"
+            ),
         }
     }
 

@@ -282,6 +282,10 @@ struct ApiFlags {
     metrics_address: Option<String>,
     #[command(flatten)]
     tracing: rmicro::wrapper::trace::TracingFlags,
+    /// Threads that serve connections, each with its own connections to the
+    /// services so a request and its call stay on one core (0: one per core).
+    #[arg(long, env = "MICRO_API_THREADS", default_value_t = 0, value_name = "N")]
+    threads: usize,
     /// Print the routes of the services in the registry (a table, or JSON with
     /// `--output json`) and exit.
     #[arg(long)]
@@ -507,6 +511,10 @@ async fn api(flags: ApiFlags, registry: rmicro::registry::SharedRegistry) -> Res
         limits: flags
             .connection
             .connection_limits(rmicro::transport::ConnectionLimits::default()),
+        threads: match flags.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        },
     };
     let mut gateway = rmicro_api::Gateway::new(options, registry.clone());
     if options_need_broker(&flags) {

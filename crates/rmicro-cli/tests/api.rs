@@ -833,6 +833,74 @@ async fn a_service_whose_nodes_cannot_be_reached_is_a_503() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Established TCP connections on this machine whose far end is `port`
+/// (`/proc/net/tcp`, state 01): the client side of connections to a server.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(3) == Some(&"01")
+                && fields
+                    .get(2)
+                    .and_then(|far| far.rsplit(':').next())
+                    .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+                    == Some(port)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn threads_serve_connections_in_turn_each_with_its_own_upstream_connection() {
+    let dir = registry_dir("threads");
+    let (_service, server) = greeter("greeter", &dir).await;
+    let port = server.local_addr().port();
+    let before = connections_to(port);
+    let (gateway, address) = gateway(&dir, &["--threads", "3"]);
+    // Three serving threads, named for what they are (started as it begins
+    // serving, just after it prints its address).
+    let pid = gateway.0.id();
+    let threads = || {
+        let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .filter(|name| name.starts_with("rmicro-api-"))
+            .collect();
+        names.sort();
+        names
+    };
+    wait_until("three serving threads", Duration::from_secs(10), || {
+        threads().len() >= 3
+    });
+    assert_eq!(threads(), ["rmicro-api-0", "rmicro-api-1", "rmicro-api-2"]);
+    // Six requests, each on a connection of its own (curl's): each thread
+    // serves two, and calls the greeter on a connection of its own.
+    let url = format!("http://{address}/greeter/say-hello");
+    let replies = blocking(move || {
+        (0..6)
+            .map(|i| post(&url, &format!(r#"{{"name": "n{i}"}}"#)))
+            .collect::<Vec<_>>()
+    })
+    .await;
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.json()["message"], format!("Hello n{i}"));
+    }
+    // One per thread, and at most one more: the one the gateway's own runtime
+    // used if it read the greeter's descriptors by a call.
+    let upstream = connections_to(port).saturating_sub(before);
+    assert!(
+        (3..=4).contains(&upstream),
+        "{upstream} connections to the greeter"
+    );
+    drop(gateway);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_http_handler_proxies_to_a_node_of_the_service() {
     let Some(python) = python() else { return };

@@ -122,7 +122,11 @@ pub fn connect_lazy(address: &str, options: &ChannelOptions) -> Result<Channel, 
             shared: Arc::new(DirectShared {
                 authority,
                 connect_timeout: options.connect_timeout,
-                state: std::sync::Mutex::new(Dial::Idle),
+                slots: (0..super::shard::slots())
+                    .map(|_| Slot {
+                        state: super::shard::Padded(std::sync::Mutex::new(Dial::Idle)),
+                    })
+                    .collect(),
             }),
         }));
     }
@@ -154,7 +158,9 @@ pub fn connect_lazy(address: &str, options: &ChannelOptions) -> Result<Channel, 
 }
 
 /// A plain HTTP/2 channel on hyper's client connection, dialled on first use and
-/// again once the connection has closed.
+/// again once the connection has closed. Under [`Shards`](super::Shards) each
+/// worker thread has a connection of its own (a slot), so its calls never leave
+/// it; other threads share one more.
 #[derive(Clone)]
 struct Direct {
     shared: Arc<DirectShared>,
@@ -163,7 +169,14 @@ struct Direct {
 struct DirectShared {
     authority: http::uri::Authority,
     connect_timeout: Duration,
-    state: std::sync::Mutex<Dial>,
+    /// A connection per worker of [`Shards`](super::Shards), and one for other
+    /// threads (only that one when there are no workers).
+    slots: Box<[Slot]>,
+}
+
+/// One connection to the node and its dial.
+struct Slot {
+    state: super::shard::Padded<std::sync::Mutex<Dial>>,
 }
 
 /// A dial that every call waiting for the connection shares: its handle, or
@@ -182,9 +195,14 @@ enum Dial {
 }
 
 impl DirectShared {
+    /// This thread's connection slot.
+    fn slot(&self) -> &std::sync::Mutex<Dial> {
+        &self.slots[super::shard::slot(self.slots.len())].state.0
+    }
+
     /// The open connection's handle, if it is still open.
     fn open(&self) -> Option<SendRequest<super::Body>> {
-        match &*crate::sync::lock(&self.state) {
+        match &*crate::sync::lock(self.slot()) {
             Dial::Open(sender) if !sender.is_closed() => Some(sender.clone()),
             _ => None,
         }
@@ -192,7 +210,8 @@ impl DirectShared {
 
     /// The dial under way, or a new one.
     fn dial(self: &Arc<Self>) -> SharedDial {
-        let mut state = crate::sync::lock(&self.state);
+        let index = super::shard::slot(self.slots.len());
+        let mut state = crate::sync::lock(&self.slots[index].state.0);
         match &*state {
             Dial::Open(sender) if !sender.is_closed() => {
                 let sender = sender.clone();
@@ -205,7 +224,7 @@ impl DirectShared {
         let this = self.clone();
         let dial: BoxFuture<'static, _> = Box::pin(async move {
             let dialled = this.dial_now().await;
-            let mut state = crate::sync::lock(&this.state);
+            let mut state = crate::sync::lock(&this.slots[index].state.0);
             match dialled {
                 Ok(sender) => {
                     *state = Dial::Open(sender.clone());
@@ -358,8 +377,13 @@ mod tests {
         futures_util::future::join_all(calls).await
     }
 
-    #[tokio::test]
-    async fn calls_that_find_no_connection_share_one_dial() {
+    /// An h2c server on a free port that answers 200 to anything, counting the
+    /// connections it accepts.
+    async fn counting_server() -> (
+        std::net::SocketAddr,
+        Arc<AtomicUsize>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -379,6 +403,12 @@ mod tests {
                 );
             }
         });
+        (address, accepted, server)
+    }
+
+    #[tokio::test]
+    async fn calls_that_find_no_connection_share_one_dial() {
+        let (address, accepted, server) = counting_server().await;
         let channel = connect_lazy(&address.to_string(), &ChannelOptions::default()).unwrap();
         for response in ten_calls(&channel).await {
             assert_eq!(response.expect("answered").status(), http::StatusCode::OK);
@@ -403,5 +433,35 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn each_shard_calls_on_a_connection_of_its_own() {
+        let (address, accepted, server) = counting_server().await;
+        let shards = super::super::Shards::start(2, "connect-test").unwrap();
+        let channel = connect_lazy(&address.to_string(), &ChannelOptions::default()).unwrap();
+        // Ten calls on each worker, the second round after the first has ended.
+        for round in 0..2 {
+            let mut done = Vec::new();
+            for handle in shards.handles() {
+                let channel = channel.clone();
+                done.push(handle.spawn(async move {
+                    ten_calls(&channel)
+                        .await
+                        .into_iter()
+                        .filter(|r| r.as_ref().is_ok_and(|r| r.status() == http::StatusCode::OK))
+                        .count()
+                }));
+            }
+            for answered in done {
+                assert_eq!(answered.await.unwrap(), 10, "round {round}");
+            }
+        }
+        // A connection per worker, kept across rounds.
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // A thread outside the workers has a connection of its own.
+        assert!(ten_calls(&channel).await.iter().all(Result::is_ok));
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        server.abort();
     }
 }

@@ -18,6 +18,7 @@ mod limits;
 mod link;
 mod listener;
 mod preface;
+mod shard;
 pub(crate) mod side;
 mod timeout;
 pub(crate) use timeout::grpc_timeout_header;
@@ -37,6 +38,7 @@ pub use link::{
     link_failure,
 };
 pub use preface::{Prefaced, sniff_http};
+pub use shard::Shards;
 
 /// Spawns hyper's per-call tasks (a client's two per call, a server's one per
 /// stream) boxed: the task then holds a pointer, where a future of hyper's size
