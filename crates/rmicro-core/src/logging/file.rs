@@ -268,31 +268,67 @@ pub fn dropped_lines() -> u64 {
 /// The lines one queue holds before new ones are dropped.
 const QUEUE_LINES: usize = 65_536;
 
-/// What the file's thread is sent.
-enum Message {
-    Line(Vec<u8>),
-    /// Answer once everything sent before is written and flushed.
-    Sync(std::sync::mpsc::Sender<()>),
-}
+/// How often the file's thread takes the queued lines while lines come; it is
+/// woken sooner only when a batch's worth is waiting or a sync is asked for, so
+/// that a line logged never wakes it.
+const TICK: Duration = Duration::from_millis(5);
+
+/// How long the file's thread waits when nothing was queued in its last tick.
+const IDLE_TICK: Duration = Duration::from_millis(50);
 
 /// A writer that hands lines to the file's thread without waiting; clones share it.
+///
+/// Lines are copied into one shared buffer under a short lock (no allocation per
+/// line, and no block made on a service's thread and freed on the file's, which
+/// costs allocators a lock of their own); the file's thread swaps the buffer out
+/// every few milliseconds and writes it.
 #[derive(Clone)]
 pub struct NonBlocking {
-    queue: std::sync::mpsc::SyncSender<Message>,
+    shared: std::sync::Arc<Shared>,
+    /// Dropped with the last clone: the file's thread then writes what is left
+    /// and ends.
+    _open: std::sync::Arc<Open>,
+}
+
+/// What the writers and the file's thread share.
+struct Shared {
+    queued: std::sync::Mutex<Queued>,
+    /// The file's thread waits on it between ticks.
+    wake: std::sync::Condvar,
+    /// Lines the queue holds at most.
+    capacity: usize,
+}
+
+/// Lines waiting for the file's thread.
+#[derive(Default)]
+struct Queued {
+    /// The lines, one after another.
+    bytes: Vec<u8>,
+    /// Where each line ends in `bytes`.
+    ends: Vec<usize>,
+    /// Answered once everything queued before them is written and flushed.
+    syncs: Vec<std::sync::mpsc::Sender<()>>,
+    /// The file's thread was woken for a full batch and has not run since.
+    woken: bool,
+    /// Every writer is gone.
+    closed: bool,
+}
+
+/// Marks the queue closed when the last writer goes.
+struct Open {
+    shared: std::sync::Arc<Shared>,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        crate::sync::lock(&self.shared.queued).closed = true;
+        self.shared.wake.notify_one();
+    }
 }
 
 impl std::fmt::Debug for NonBlocking {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NonBlocking").finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Message::Line(line) => write!(f, "Line({} bytes)", line.len()),
-            Message::Sync(_) => write!(f, "Sync"),
-        }
     }
 }
 
@@ -316,24 +352,15 @@ impl Batch {
         }
     }
 
-    fn handle(&mut self, file: &mut RotatingFile, message: Message) {
-        match message {
-            Message::Line(line) => {
-                let pending = self.bytes.len() as u64;
-                // This line would rotate the file: what came before goes first.
-                if pending > 0 && file.size + pending + line.len() as u64 > file.limit {
-                    self.write_out(file);
-                }
-                self.bytes.extend_from_slice(&line);
-                if self.bytes.len() >= BATCH_BYTES {
-                    self.write_out(file);
-                }
-            }
-            Message::Sync(done) => {
-                self.write_out(file);
-                let _ = file.flush();
-                let _ = done.send(());
-            }
+    fn line(&mut self, file: &mut RotatingFile, line: &[u8]) {
+        let pending = self.bytes.len() as u64;
+        // This line would rotate the file: what came before goes first.
+        if pending > 0 && file.size + pending + line.len() as u64 > file.limit {
+            self.write_out(file);
+        }
+        self.bytes.extend_from_slice(line);
+        if self.bytes.len() >= BATCH_BYTES {
+            self.write_out(file);
         }
     }
 }
@@ -345,49 +372,114 @@ impl NonBlocking {
     }
 
     fn with_capacity(mut file: RotatingFile, lines: usize) -> Self {
-        let (queue, messages) = std::sync::mpsc::sync_channel::<Message>(lines);
+        let shared = std::sync::Arc::new(Shared {
+            queued: std::sync::Mutex::new(Queued::default()),
+            wake: std::sync::Condvar::new(),
+            capacity: lines.max(1),
+        });
+        let thread_shared = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("rmicro-log-file".into())
             .spawn(move || {
+                let shared = thread_shared;
                 let mut batch = Batch {
                     bytes: Vec::with_capacity(BATCH_BYTES),
                 };
-                // One message, then all that queued meanwhile, in as few writes as
-                // the rotation allows; flushed once drained.
-                while let Ok(message) = messages.recv() {
-                    batch.handle(&mut file, message);
-                    let mut drained = 0;
-                    while let Ok(message) = messages.try_recv() {
-                        batch.handle(&mut file, message);
-                        drained += 1;
+                // Swapped with the queue's on each turn, so both keep their room.
+                let mut taken = Queued::default();
+                let mut tick = TICK;
+                loop {
+                    let closed = {
+                        let mut queued = crate::sync::lock(&shared.queued);
+                        if queued.ends.is_empty() && queued.syncs.is_empty() && !queued.closed {
+                            queued = match shared.wake.wait_timeout(queued, tick) {
+                                Ok((queued, _)) => queued,
+                                Err(poisoned) => poisoned.into_inner().0,
+                            };
+                        }
+                        std::mem::swap(&mut queued.bytes, &mut taken.bytes);
+                        std::mem::swap(&mut queued.ends, &mut taken.ends);
+                        std::mem::swap(&mut queued.syncs, &mut taken.syncs);
+                        queued.woken = false;
+                        queued.closed
+                    };
+                    tick = if taken.ends.is_empty() {
+                        IDLE_TICK
+                    } else {
+                        TICK
+                    };
+                    let mut start = 0;
+                    for &end in &taken.ends {
+                        batch.line(&mut file, &taken.bytes[start..end]);
+                        start = end;
                     }
                     batch.write_out(&mut file);
-                    let _ = file.flush();
-                    // Lines keep coming: let some gather (a millisecond) rather than be
-                    // woken for each one.
-                    if drained > 0 {
-                        std::thread::sleep(Duration::from_millis(1));
+                    if !taken.syncs.is_empty() || closed {
+                        let _ = file.flush();
+                    }
+                    for done in taken.syncs.drain(..) {
+                        let _ = done.send(());
+                    }
+                    taken.bytes.clear();
+                    taken.ends.clear();
+                    if closed {
+                        let queued = crate::sync::lock(&shared.queued);
+                        if queued.ends.is_empty() && queued.syncs.is_empty() {
+                            break;
+                        }
+                    } else if tick == TICK {
+                        // Lines keep coming: let the next tick's gather.
+                        std::thread::sleep(tick);
                     }
                 }
             });
         if let Err(err) = spawned {
             eprintln!("warning: no log file writer ({err}); lines will be dropped");
         }
-        NonBlocking { queue }
+        NonBlocking {
+            _open: std::sync::Arc::new(Open {
+                shared: shared.clone(),
+            }),
+            shared,
+        }
     }
 
     /// Waits (up to `limit`) until every line written before is in the file.
     pub fn sync(&self, limit: Duration) -> bool {
         let (done, wait) = std::sync::mpsc::channel();
-        self.queue.send(Message::Sync(done)).is_ok() && wait.recv_timeout(limit).is_ok()
+        crate::sync::lock(&self.shared.queued).syncs.push(done);
+        self.shared.wake.notify_one();
+        wait.recv_timeout(limit).is_ok()
+    }
+}
+
+impl NonBlocking {
+    /// Queues `buf` (a line) for the file (or drops and counts it when the queue is full).
+    pub(crate) fn push(&self, buf: &[u8]) {
+        let wake = {
+            let mut queued = crate::sync::lock(&self.shared.queued);
+            if queued.ends.len() >= self.shared.capacity {
+                drop(queued);
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            queued.bytes.extend_from_slice(buf);
+            let end = queued.bytes.len();
+            queued.ends.push(end);
+            // A batch's worth waits: worth a wake-up before the tick.
+            let wake = !queued.woken && end >= BATCH_BYTES * 4;
+            queued.woken |= wake;
+            wake
+        };
+        if wake {
+            self.shared.wake.notify_one();
+        }
     }
 }
 
 impl Write for NonBlocking {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.queue.try_send(Message::Line(buf.to_vec())).is_err() {
-            DROPPED.fetch_add(1, Ordering::Relaxed);
-        }
+        self.push(buf);
         Ok(buf.len())
     }
 
@@ -547,6 +639,31 @@ mod tests {
         // Two more rotations, no count limit: the two younger ones stay.
         let (_, backups) = read_all(&dir);
         assert_eq!(backups.len(), 4, "{backups:?}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn dropping_the_last_writer_writes_what_is_queued() {
+        let dir = temp_dir("close");
+        let file = RotatingFile::open(dir.join("app.log"), Rotation::default()).expect("opens");
+        let writer = NonBlocking::new(file);
+        let mut clone = writer.clone();
+        drop(writer);
+        for n in 0..1000 {
+            clone.write_all(format!("{n}\n").as_bytes()).expect("never fails");
+        }
+        drop(clone);
+        // No sync: the file's thread writes the rest when the last writer goes.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let lines = loop {
+            let (lines, _) = read_all(&dir);
+            if lines.len() >= 1000 || std::time::Instant::now() > deadline {
+                break lines;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let expected: Vec<String> = (0..1000).map(|n| n.to_string()).collect();
+        assert_eq!(lines, expected);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -21,7 +21,6 @@ use std::io::IsTerminal as _;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -71,12 +70,9 @@ pub(crate) fn init(
         Some((path, rotation)) => {
             let writer = NonBlocking::new(RotatingFile::open(path, rotation)?);
             let _ = FILE.set(writer.clone());
-            (BoxMakeWriter::new(move || writer.clone()), false)
+            (Lines::File(writer), false)
         }
-        None => (
-            BoxMakeWriter::new(std::io::stderr),
-            std::io::stderr().is_terminal(),
-        ),
+        None => (Lines::Stderr, std::io::stderr().is_terminal()),
     };
     let format = match format {
         "" if terminal => "pretty",
@@ -94,6 +90,49 @@ pub(crate) fn init(
         _ => builder.try_init(),
     };
     Ok(())
+}
+
+/// Where log lines go, chosen once: a line's writer is made per event without
+/// an allocation or a shared count touched (a boxed writer cost both).
+enum Lines {
+    Stderr,
+    File(NonBlocking),
+}
+
+/// One event's writer of [`Lines`].
+enum LineWriter<'a> {
+    Stderr(std::io::Stderr),
+    File(&'a NonBlocking),
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
+    type Writer = LineWriter<'a>;
+
+    fn make_writer(&'a self) -> LineWriter<'a> {
+        match self {
+            Lines::Stderr => LineWriter::Stderr(std::io::stderr()),
+            Lines::File(file) => LineWriter::File(file),
+        }
+    }
+}
+
+impl std::io::Write for LineWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            LineWriter::Stderr(stderr) => stderr.write(buf),
+            LineWriter::File(file) => {
+                file.push(buf);
+                Ok(buf.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            LineWriter::Stderr(stderr) => stderr.flush(),
+            LineWriter::File(_) => Ok(()),
+        }
+    }
 }
 
 /// Waits (up to `limit`) until the log file holds every line logged so far; a
