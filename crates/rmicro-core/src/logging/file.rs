@@ -650,7 +650,9 @@ mod tests {
         let mut clone = writer.clone();
         drop(writer);
         for n in 0..1000 {
-            clone.write_all(format!("{n}\n").as_bytes()).expect("never fails");
+            clone
+                .write_all(format!("{n}\n").as_bytes())
+                .expect("never fails");
         }
         drop(clone);
         // No sync: the file's thread writes the rest when the last writer goes.
