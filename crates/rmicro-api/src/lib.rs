@@ -814,7 +814,7 @@ impl Gateway {
             Scope::Global => None,
             Scope::PerEndpoint => Some(parts.uri.path()),
             Scope::PerPeer => {
-                ip = peer.ip().to_string();
+                ip = rmicro::transport::ip_text(peer.ip());
                 Some(ip.as_str())
             }
             Scope::PerMetadata(name) => Some(

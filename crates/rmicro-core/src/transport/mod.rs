@@ -56,3 +56,61 @@ where
         tokio::spawn(Box::pin(future));
     }
 }
+
+/// The text of `ip` exactly as its `Display` writes it (`127.0.0.1`, `::1`); an
+/// IPv4 address without the formatting machinery, which costs several times more.
+/// Tracing, rate limits and the gateway call it per call.
+///
+/// ```
+/// use std::net::IpAddr;
+/// let ip: IpAddr = "10.0.255.7".parse().unwrap();
+/// assert_eq!(rmicro_core::transport::ip_text(ip), "10.0.255.7");
+/// ```
+pub fn ip_text(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+            out
+        }
+        std::net::IpAddr::V6(v6) => v6.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn ip_text_writes_what_display_writes() {
+        for n in 0..=255u8 {
+            for ip in [
+                Ipv4Addr::new(n, 0, 9, 255),
+                Ipv4Addr::new(255, n, 10, 0),
+                Ipv4Addr::new(1, 99, n, 100),
+                Ipv4Addr::new(200, 7, 77, n),
+            ] {
+                assert_eq!(super::ip_text(IpAddr::V4(ip)), ip.to_string());
+            }
+        }
+        for ip in [
+            Ipv6Addr::LOCALHOST,
+            Ipv6Addr::UNSPECIFIED,
+            "2001:db8::8a2e:370:7334".parse().unwrap(),
+            "::ffff:10.0.0.1".parse().unwrap(),
+        ] {
+            assert_eq!(super::ip_text(IpAddr::V6(ip)), ip.to_string());
+        }
+    }
+}

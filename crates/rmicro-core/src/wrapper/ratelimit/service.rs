@@ -64,7 +64,7 @@ fn peer_of<B>(request: &http::Request<B>) -> Option<String> {
         .extensions()
         .get::<CallInfo>()
         .and_then(CallInfo::peer)
-        .map(|p| p.address().ip().to_string())
+        .map(|p| crate::transport::ip_text(p.address().ip()))
 }
 
 /// The error a refused call gets, `waited` saying how long it waited for a token:

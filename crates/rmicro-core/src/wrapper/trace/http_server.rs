@@ -49,7 +49,7 @@ impl HttpSpan {
                 KeyValue::new(HTTP_REQUEST_METHOD, method.to_owned()),
                 KeyValue::new(URL_PATH, path.to_owned()),
                 KeyValue::new(URL_SCHEME, scheme.to_owned()),
-                KeyValue::new(attr::CLIENT_ADDRESS, peer.ip().to_string()),
+                KeyValue::new(attr::CLIENT_ADDRESS, crate::transport::ip_text(peer.ip())),
                 KeyValue::new(attr::CLIENT_PORT, i64::from(peer.port())),
             ];
             if let Some(agent) = headers

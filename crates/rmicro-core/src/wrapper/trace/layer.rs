@@ -212,7 +212,7 @@ where
                             let address = peer.address();
                             attributes.push(KeyValue::new(
                                 attr::CLIENT_ADDRESS,
-                                address.ip().to_string(),
+                                crate::transport::ip_text(address.ip()),
                             ));
                             attributes
                                 .push(KeyValue::new(attr::CLIENT_PORT, i64::from(address.port())));
