@@ -391,7 +391,9 @@ impl NonBlocking {
                 loop {
                     let closed = {
                         let mut queued = crate::sync::lock(&shared.queued);
-                        if queued.ends.is_empty() && queued.syncs.is_empty() && !queued.closed {
+                        // A tick, unless a sync, the last writer's going or a
+                        // batch's worth of lines wakes it first.
+                        if queued.syncs.is_empty() && !queued.closed && !queued.woken {
                             queued = match shared.wake.wait_timeout(queued, tick) {
                                 Ok((queued, _)) => queued,
                                 Err(poisoned) => poisoned.into_inner().0,
@@ -427,9 +429,6 @@ impl NonBlocking {
                         if queued.ends.is_empty() && queued.syncs.is_empty() {
                             break;
                         }
-                    } else if tick == TICK {
-                        // Lines keep coming: let the next tick's gather.
-                        std::thread::sleep(tick);
                     }
                 }
             });
@@ -451,9 +450,7 @@ impl NonBlocking {
         self.shared.wake.notify_one();
         wait.recv_timeout(limit).is_ok()
     }
-}
 
-impl NonBlocking {
     /// Queues `buf` (a line) for the file (or drops and counts it when the queue is full).
     pub(crate) fn push(&self, buf: &[u8]) {
         let wake = {
