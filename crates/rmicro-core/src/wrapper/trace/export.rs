@@ -1,14 +1,19 @@
 //! Sending finished spans to an OTLP collector without ever holding a call up.
 //!
-//! Ended spans go into a bounded queue (`try_send`: a call never waits for it);
-//! when it is full the span is dropped and counted. One thread of its own, with a
-//! small runtime, takes them out in batches and exports them over OTLP (gRPC or
-//! HTTP/protobuf), so a slow or absent collector costs the service's calls nothing.
+//! A span is encoded to OTLP by the thread that ends it, into a bounded queue (a
+//! short lock: a call never waits for the exporter); when the queue is full the
+//! span is dropped and counted. One thread of its own, with a small runtime,
+//! takes the queue whole on a tick and exports it in batches over OTLP (gRPC or
+//! HTTP/protobuf), so a slow or absent collector costs the service's calls
+//! nothing, and no span object is made on one thread and freed on another.
 
+use super::otlp::{self, SpanView};
+use opentelemetry::InstrumentationScope;
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter, SpanProcessor};
-use std::sync::Arc;
+use opentelemetry_sdk::trace::{SpanData, SpanProcessor};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -68,16 +73,6 @@ enum Control {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// The span processor: queues ended, sampled spans for the export thread.
-#[derive(Debug)]
-pub(crate) struct QueueProcessor {
-    spans: mpsc::Sender<SpanData>,
-    control: mpsc::UnboundedSender<Control>,
-    stats: Arc<ExportStats>,
-    stopped: AtomicBool,
-    timeout: Duration,
-}
-
 impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -87,23 +82,186 @@ impl std::fmt::Debug for Control {
     }
 }
 
+/// Where encoded batches go: the OTLP collector (or a test's keeper).
+pub(crate) trait Collector: 'static {
+    /// Sends one `ExportTraceServiceRequest`; the error says why it failed.
+    fn export(&self, request: Vec<u8>) -> impl Future<Output = Result<(), String>>;
+}
+
+/// Ended spans of one instrumentation scope, already encoded.
+#[derive(Debug)]
+struct Scoped {
+    scope: InstrumentationScope,
+    /// The scope's `InstrumentationScope` message, encoded once.
+    encoded: Vec<u8>,
+    /// Its spans as `ScopeSpans.spans` fields, one after another.
+    spans: Vec<u8>,
+    /// Where each span ends in `spans`.
+    ends: Vec<usize>,
+}
+
+/// The queue between the threads that end spans and the export thread.
+#[derive(Debug, Default)]
+struct Queued {
+    scopes: Vec<Scoped>,
+    /// Spans queued, over every scope.
+    count: usize,
+    /// When the oldest queued span was queued.
+    first: Option<std::time::Instant>,
+    /// Spans the export thread has taken and not yet sent.
+    taken: usize,
+    /// The export thread has stopped: spans are dropped.
+    closed: bool,
+}
+
+impl Queued {
+    /// Empties the queue, keeping its buffers for the next turn.
+    fn clear(&mut self) {
+        for scoped in &mut self.scopes {
+            scoped.spans.clear();
+            scoped.ends.clear();
+        }
+        self.count = 0;
+        self.first = None;
+    }
+}
+
+/// Ended spans waiting for export, encoded to OTLP by the thread that ended them
+/// (under a short lock, into one buffer per scope): no span object crosses to the
+/// export thread, which takes the buffers whole on its tick.
+///
+/// It holds `max_queue` spans waiting at most, and, with those the export thread
+/// has taken and not yet sent, `max_queue + max_batch` in all (as the SDK's batch
+/// processor: a full queue and the batch being exported).
+#[derive(Debug)]
+pub(crate) struct Spool {
+    queued: Mutex<Queued>,
+    max_queue: usize,
+    max_held: usize,
+    stats: Arc<ExportStats>,
+}
+
+impl Spool {
+    /// Queues `span` of `scope`, or counts it dropped when the queue holds
+    /// `max_queue` spans already or the exporter has stopped. Never waits for
+    /// the exporter.
+    pub(crate) fn push(&self, scope: &InstrumentationScope, span: &SpanView<'_>) {
+        let Ok(mut queued) = self.queued.lock() else {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if queued.closed
+            || queued.count >= self.max_queue
+            || queued.count + queued.taken >= self.max_held
+        {
+            drop(queued);
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if queued.count == 0 {
+            queued.first = Some(std::time::Instant::now());
+        }
+        queued.count += 1;
+        let at = match queued.scopes.iter().position(|s| s.scope == *scope) {
+            Some(at) => at,
+            None => {
+                queued.scopes.push(Scoped {
+                    scope: scope.clone(),
+                    encoded: otlp::scope_body(scope),
+                    spans: Vec::new(),
+                    ends: Vec::new(),
+                });
+                queued.scopes.len() - 1
+            }
+        };
+        let scoped = &mut queued.scopes[at];
+        otlp::put_span(&mut scoped.spans, span);
+        scoped.ends.push(scoped.spans.len());
+    }
+
+    /// A queue of its own, for tests of what is pushed into it.
+    #[cfg(test)]
+    pub(crate) fn for_tests(max_queue: usize) -> (Arc<Spool>, Arc<ExportStats>) {
+        let stats = Arc::new(ExportStats::default());
+        let spool = Spool {
+            queued: Mutex::default(),
+            max_queue,
+            max_held: max_queue,
+            stats: stats.clone(),
+        };
+        (Arc::new(spool), stats)
+    }
+
+    /// Everything queued, taken out as one request and decoded by
+    /// opentelemetry-proto's types.
+    #[cfg(test)]
+    pub(crate) fn take_decoded(
+        &self,
+    ) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+        use prost::Message as _;
+        let mut queued = self.lock();
+        let parts: Vec<otlp::ScopeSpans<'_>> = queued
+            .scopes
+            .iter()
+            .map(|s| otlp::ScopeSpans {
+                scope: &s.encoded,
+                schema_url: "",
+                spans: &s.spans,
+            })
+            .collect();
+        let mut out = Vec::new();
+        otlp::request(&[], "", &parts, &mut out);
+        drop(parts);
+        queued.clear();
+        let decoded = prost::Message::decode(out.as_slice()).expect("valid OTLP");
+        assert_eq!(
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::encode_to_vec(&decoded),
+            out,
+            "prost writes the same bytes"
+        );
+        decoded
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.queued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The span processor: spools ended, sampled spans for the export thread.
+#[derive(Debug)]
+pub(crate) struct QueueProcessor {
+    spool: Arc<Spool>,
+    control: mpsc::UnboundedSender<Control>,
+    stopped: AtomicBool,
+    timeout: Duration,
+}
+
 impl QueueProcessor {
-    /// Starts the export thread; `make` builds the exporter on that thread's
-    /// runtime (tonic's channel needs one). An exporter that cannot be built is
-    /// the error, as a sentence.
-    pub(crate) fn start<E, M>(
+    /// Starts the export thread for spans of `resource`; `make` builds the
+    /// collector on that thread's runtime (tonic's channel needs one). A collector
+    /// that cannot be built is the error, as a sentence.
+    pub(crate) fn start<C, M>(
         settings: BatchSettings,
+        resource: &Resource,
         make: M,
     ) -> Result<(Self, Arc<ExportStats>), String>
     where
-        E: SpanExporter + 'static,
-        M: FnOnce() -> Result<E, String> + Send + 'static,
+        C: Collector,
+        M: FnOnce() -> Result<C, String> + Send + 'static,
     {
-        let (spans_tx, spans_rx) = mpsc::channel(settings.max_queue.max(1));
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(ExportStats::default());
+        let spool = Arc::new(Spool {
+            queued: Mutex::default(),
+            max_queue: settings.max_queue.max(1),
+            max_held: settings.max_queue.max(1) + settings.max_batch.max(1),
+            stats: stats.clone(),
+        });
+        let resource = otlp::resource_body(resource);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread_stats = stats.clone();
+        let thread_spool = spool.clone();
         std::thread::Builder::new()
             .name("rmicro-otlp".into())
             .spawn(move || {
@@ -118,15 +276,22 @@ impl QueueProcessor {
                     }
                 };
                 runtime.block_on(async move {
-                    let exporter = match make() {
-                        Ok(exporter) => exporter,
+                    let collector = match make() {
+                        Ok(collector) => collector,
                         Err(err) => {
                             let _ = ready_tx.send(Err(err));
                             return;
                         }
                     };
                     let _ = ready_tx.send(Ok(()));
-                    run(exporter, spans_rx, control_rx, settings, thread_stats).await;
+                    let exporter = Exporter {
+                        collector,
+                        settings,
+                        resource,
+                        stats: thread_spool.stats.clone(),
+                    };
+                    run(exporter, &thread_spool, control_rx).await;
+                    thread_spool.lock().closed = true;
                 });
             })
             .map_err(|e| format!("cannot start the exporter thread: {e}"))?;
@@ -135,14 +300,18 @@ impl QueueProcessor {
             .map_err(|_| "the exporter thread stopped while starting".to_owned())??;
         Ok((
             QueueProcessor {
-                spans: spans_tx,
+                spool,
                 control: control_tx,
-                stats: stats.clone(),
                 stopped: AtomicBool::new(false),
                 timeout: settings.timeout,
             },
             stats,
         ))
+    }
+
+    /// The queue spans are encoded into, for rmicro's own spans.
+    pub(crate) fn spool(&self) -> &Arc<Spool> {
+        &self.spool
     }
 
     /// Asks the thread to export what is queued; the answer comes on the receiver.
@@ -196,9 +365,8 @@ impl SpanProcessor for QueueProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
-        if self.spans.try_send(span).is_err() {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.spool
+            .push(&span.instrumentation_scope, &SpanView::from(&span));
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -213,99 +381,122 @@ impl SpanProcessor for QueueProcessor {
     }
 }
 
-/// The export thread's loop: a batch goes when it is full, when its first span
-/// has waited `delay`, or when asked. The queue is read on a tick rather than
-/// awaited, so a call ending a span never wakes this thread: every 5 ms while spans
-/// come, every 50 ms when they stopped coming.
-async fn run<E: SpanExporter>(
-    exporter: E,
-    mut spans: mpsc::Receiver<SpanData>,
+/// The export thread's loop: the queue is taken when it holds a batch's worth,
+/// when its oldest span has waited `delay`, or when asked. It is looked at on a
+/// tick rather than awaited, so a call ending a span never wakes this thread:
+/// every 5 ms while spans wait, every 50 ms when none do.
+async fn run<C: Collector>(
+    exporter: Exporter<C>,
+    spool: &Spool,
     mut control: mpsc::UnboundedReceiver<Control>,
-    settings: BatchSettings,
-    stats: Arc<ExportStats>,
 ) {
-    use tokio::sync::mpsc::error::TryRecvError;
     let busy = Duration::from_millis(5);
     let idle = Duration::from_millis(50);
     let mut tick = idle;
-    let mut batch: Vec<SpanData> = Vec::with_capacity(settings.max_batch);
-    let mut due: Option<tokio::time::Instant> = None;
+    // The buffers not in the queue: swapped in when the queue is taken.
+    let mut spare = Queued::default();
     loop {
         let asked = tokio::select! {
             biased;
             asked = control.recv() => match asked {
                 Some(asked) => Some(asked),
-                None => break,
+                // The processor is gone: send what is queued and stop.
+                None => Some(Control::Shutdown(oneshot::channel().0)),
             },
             () = tokio::time::sleep(tick) => None,
         };
-        let mut got = 0;
-        let mut closed = false;
-        loop {
-            match spans.try_recv() {
-                Ok(span) => {
-                    got += 1;
-                    if batch.is_empty() {
-                        due = Some(tokio::time::Instant::now() + settings.delay);
-                    }
-                    batch.push(span);
-                    if batch.len() >= settings.max_batch {
-                        export(&exporter, &mut batch, &settings, &stats).await;
-                        due = None;
-                    }
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    closed = true;
-                    break;
-                }
+        {
+            let mut queued = spool.lock();
+            let due = queued
+                .first
+                .is_some_and(|first| first.elapsed() >= exporter.settings.delay);
+            let take = queued.count > 0
+                && (asked.is_some() || due || queued.count >= exporter.settings.max_batch);
+            if matches!(asked, Some(Control::Shutdown(_))) {
+                queued.closed = true;
+            }
+            tick = if queued.count > 0 { busy } else { idle };
+            if take {
+                std::mem::swap(&mut *queued, &mut spare);
+                queued.closed = spare.closed;
+                queued.taken = spare.count;
             }
         }
-        tick = if got > 0 { busy } else { idle };
-        let overdue = due.is_some_and(|at| tokio::time::Instant::now() >= at);
-        if asked.is_some() || closed || overdue {
-            export(&exporter, &mut batch, &settings, &stats).await;
-            due = None;
+        if spare.count > 0 {
+            exporter.export(&spare, spool).await;
+            spare.clear();
         }
         match asked {
             Some(Control::Flush(done)) => {
                 let _ = done.send(());
             }
             Some(Control::Shutdown(done)) => {
-                let _ = exporter.shutdown();
                 let _ = done.send(());
                 return;
             }
-            None if closed => break,
             None => {}
         }
     }
-    export(&exporter, &mut batch, &settings, &stats).await;
-    let _ = exporter.shutdown();
 }
 
-async fn export<E: SpanExporter>(
-    exporter: &E,
-    batch: &mut Vec<SpanData>,
-    settings: &BatchSettings,
-    stats: &ExportStats,
-) {
-    if batch.is_empty() {
-        return;
+/// The export thread's side: the collector and what every request carries.
+struct Exporter<C> {
+    collector: C,
+    settings: BatchSettings,
+    /// The resource's encoded attributes and its schema URL.
+    resource: (Vec<u8>, String),
+    stats: Arc<ExportStats>,
+}
+
+impl<C: Collector> Exporter<C> {
+    /// Sends `queued` in requests of `max_batch` spans at most, giving the
+    /// spool back room for each as it is sent.
+    async fn export(&self, queued: &Queued, spool: &Spool) {
+        let max = self.settings.max_batch.max(1);
+        let mut parts: Vec<otlp::ScopeSpans<'_>> = Vec::new();
+        let mut n = 0;
+        for scoped in &queued.scopes {
+            let (mut from, mut k) = (0, 0);
+            while k < scoped.ends.len() {
+                let take = (max - n).min(scoped.ends.len() - k);
+                let to = scoped.ends[k + take - 1];
+                parts.push(otlp::ScopeSpans {
+                    scope: &scoped.encoded,
+                    schema_url: scoped.scope.schema_url().unwrap_or(""),
+                    spans: &scoped.spans[from..to],
+                });
+                (n, k, from) = (n + take, k + take, to);
+                if n == max {
+                    self.send(&parts, n).await;
+                    spool.lock().taken -= n;
+                    parts.clear();
+                    n = 0;
+                }
+            }
+        }
+        if n > 0 {
+            self.send(&parts, n).await;
+            spool.lock().taken -= n;
+        }
     }
-    let spans = std::mem::replace(batch, Vec::with_capacity(settings.max_batch));
-    let n = spans.len() as u64;
-    match tokio::time::timeout(settings.timeout, exporter.export(spans)).await {
-        Ok(Ok(())) => {
-            stats.exported.fetch_add(n, Ordering::Relaxed);
-        }
-        Ok(Err(err)) => {
-            stats.failed.fetch_add(n, Ordering::Relaxed);
-            tracing::warn!(spans = n, error = %err, "tracing: the collector refused a batch");
-        }
-        Err(_) => {
-            stats.failed.fetch_add(n, Ordering::Relaxed);
-            tracing::warn!(spans = n, timeout = ?settings.timeout, "tracing: exporting a batch timed out");
+
+    async fn send(&self, parts: &[otlp::ScopeSpans<'_>], n: usize) {
+        let mut request = Vec::new();
+        otlp::request(&self.resource.0, &self.resource.1, parts, &mut request);
+        let n = n as u64;
+        let stats = &self.stats;
+        match tokio::time::timeout(self.settings.timeout, self.collector.export(request)).await {
+            Ok(Ok(())) => {
+                stats.exported.fetch_add(n, Ordering::Relaxed);
+            }
+            Ok(Err(err)) => {
+                stats.failed.fetch_add(n, Ordering::Relaxed);
+                tracing::warn!(spans = n, error = %err, "tracing: the collector refused a batch");
+            }
+            Err(_) => {
+                stats.failed.fetch_add(n, Ordering::Relaxed);
+                tracing::warn!(spans = n, timeout = ?self.settings.timeout, "tracing: exporting a batch timed out");
+            }
         }
     }
 }
@@ -319,7 +510,10 @@ mod tests {
     /// An exporter that keeps what it gets and can be held up.
     #[derive(Debug, Clone)]
     struct Keeper {
-        got: Arc<Mutex<Vec<String>>>,
+        /// Each span's scope and name, in the order they came.
+        got: Arc<Mutex<Vec<(String, String)>>>,
+        /// Spans per request.
+        requests: Arc<Mutex<Vec<usize>>>,
         gate: Arc<tokio::sync::Semaphore>,
     }
 
@@ -327,16 +521,28 @@ mod tests {
         fn default() -> Self {
             Keeper {
                 got: Arc::default(),
+                requests: Arc::default(),
                 gate: Arc::new(tokio::sync::Semaphore::new(0)),
             }
         }
     }
 
-    impl SpanExporter for Keeper {
-        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+    impl Collector for Keeper {
+        async fn export(&self, request: Vec<u8>) -> Result<(), String> {
+            use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+            use prost::Message as _;
             let _permit = self.gate.acquire().await;
+            let request = ExportTraceServiceRequest::decode(request.as_slice())
+                .map_err(|e| format!("not OTLP: {e}"))?;
             let mut got = self.got.lock().unwrap();
-            got.extend(batch.into_iter().map(|s| s.name.into_owned()));
+            let before = got.len();
+            for resource in request.resource_spans {
+                for scope in resource.scope_spans {
+                    let name = scope.scope.map(|s| s.name).unwrap_or_default();
+                    got.extend(scope.spans.into_iter().map(|s| (name.clone(), s.name)));
+                }
+            }
+            self.requests.lock().unwrap().push(got.len() - before);
             Ok(())
         }
     }
@@ -348,7 +554,9 @@ mod tests {
         opentelemetry_sdk::trace::SdkTracerProvider,
         Arc<ExportStats>,
     ) {
-        let (processor, stats) = QueueProcessor::start(settings, move || Ok(keeper)).unwrap();
+        let resource = Resource::builder_empty().build();
+        let (processor, stats) =
+            QueueProcessor::start(settings, &resource, move || Ok(keeper)).unwrap();
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_span_processor(processor)
             .build();
@@ -407,5 +615,80 @@ mod tests {
         assert_eq!(keeper.got.lock().unwrap().len(), 100);
         assert_eq!(stats.exported(), 100);
         assert_eq!(stats.dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn batches_hold_max_batch_spans_and_keep_each_scope_apart() {
+        let keeper = Keeper::default();
+        keeper.gate.add_permits(1000);
+        let settings = BatchSettings {
+            max_batch: 3,
+            delay: Duration::from_secs(3600),
+            ..BatchSettings::default()
+        };
+        let (provider, stats) = provider(keeper.clone(), settings);
+        let (a, b) = (provider.tracer("a"), provider.tracer("b"));
+        for i in 0..4 {
+            a.start(format!("a{i}")).end();
+            b.start(format!("b{i}")).end();
+        }
+        assert!(provider.force_flush().is_ok());
+        let got = keeper.got.lock().unwrap().clone();
+        let mut want: Vec<(String, String)> = (0..4)
+            .map(|i| ("a".to_owned(), format!("a{i}")))
+            .chain((0..4).map(|i| ("b".to_owned(), format!("b{i}"))))
+            .collect();
+        let mut sorted = got.clone();
+        sorted.sort();
+        want.sort();
+        assert_eq!(sorted, want, "every span once, under its own scope");
+        assert_eq!(*keeper.requests.lock().unwrap(), [3, 3, 2]);
+        assert_eq!(stats.exported(), 8);
+        assert!(provider.shutdown().is_ok());
+    }
+
+    #[tokio::test]
+    async fn spans_ended_after_shutdown_are_dropped_and_counted() {
+        use super::super::span::{RecordedSpan, Recorder};
+        use opentelemetry::trace::{
+            Span as _, SpanContext, SpanId, SpanKind, TraceFlags, TraceId, TraceState,
+        };
+        let keeper = Keeper::default();
+        keeper.gate.add_permits(1000);
+        let resource = Resource::builder_empty().build();
+        let (processor, stats) =
+            QueueProcessor::start(BatchSettings::default(), &resource, move || Ok(keeper)).unwrap();
+        let recorder = Arc::new(Recorder {
+            spool: processor.spool().clone(),
+            scope: InstrumentationScope::builder("rmicro").build(),
+        });
+        let span = |i: u64| {
+            let context = SpanContext::new(
+                TraceId::from(1_u128),
+                SpanId::from(i),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::NONE,
+            );
+            RecordedSpan::start(
+                recorder.clone(),
+                context,
+                None,
+                "op".into(),
+                SpanKind::Server,
+                Vec::new(),
+            )
+        };
+        let (mut before, late) = (span(1), span(2));
+        before.end();
+        assert!(
+            processor
+                .shutdown_with_timeout(Duration::from_secs(10))
+                .is_ok()
+        );
+        assert_eq!(stats.exported(), 1, "what was queued went at shutdown");
+        drop(late);
+        assert_eq!(stats.dropped(), 1, "the span ended after it is counted");
+        assert_eq!(stats.exported(), 1);
     }
 }

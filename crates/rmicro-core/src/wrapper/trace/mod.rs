@@ -63,6 +63,7 @@ mod layer;
 mod messaging;
 mod otlp;
 pub mod propagation;
+mod span;
 
 pub use export::{BatchSettings, ExportStats};
 pub use http_server::HttpSpan;
@@ -70,10 +71,10 @@ pub use layer::{CurrentTrace, TraceFuture, TraceLayer, TraceService};
 
 use export::QueueProcessor;
 use layer::Side;
-use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanProcessor};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanProcessor};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -357,9 +358,9 @@ impl TracingConfig {
     }
 }
 
-/// What the layers share: the tracer, the propagator and the exporter's figures.
+/// What the layers share: the sampler, the propagator and where spans go.
 pub(crate) struct Tracer {
-    pub(crate) tracer: SdkTracer,
+    recorder: Arc<span::Recorder>,
     /// The configured sampler, asked before any span is made.
     sampler: Sampler,
     pub(crate) propagator: opentelemetry::propagation::TextMapCompositePropagator,
@@ -378,43 +379,52 @@ impl Tracer {
         parent: &opentelemetry::Context,
         attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> (opentelemetry::Context, bool) {
-        use opentelemetry::trace::{
-            Span as _, SpanContext, TraceContextExt as _, TraceFlags, Tracer as _,
-        };
+        use opentelemetry::trace::{SpanContext, TraceFlags};
         use opentelemetry_sdk::trace::{IdGenerator as _, SamplingDecision, ShouldSample as _};
         let name = name.into();
+        let ids = opentelemetry_sdk::trace::RandomIdGenerator::default();
         let parent_span = parent.span();
         let psc = parent_span.span_context();
-        let (trace_id, root) = if psc.is_valid() {
-            (psc.trace_id(), false)
+        let (trace_id, parent_id) = if psc.is_valid() {
+            (psc.trace_id(), Some((psc.span_id(), psc.is_remote())))
         } else {
-            (presample::ids().new_trace_id(), true)
+            (ids.new_trace_id(), None)
         };
         let decision = self
             .sampler
             .should_sample(Some(parent), trace_id, &name, &kind, &[], &[]);
-        if decision.decision == SamplingDecision::Drop {
-            let sc = SpanContext::new(
-                trace_id,
-                presample::ids().new_span_id(),
-                TraceFlags::default(),
-                false,
-                decision.trace_state,
-            );
-            return (parent.with_remote_span_context(sc), false);
-        }
-        presample::decided(root.then_some(trace_id));
-        let mut span = self
-            .tracer
-            .span_builder(name)
-            .with_kind(kind)
-            .start_with_context(&self.tracer, parent);
-        presample::clear();
-        let recording = span.is_recording();
-        if recording {
-            span.set_attributes(attributes());
-        }
-        (parent.with_span(span), recording)
+        let flags = match decision.decision {
+            SamplingDecision::Drop => {
+                let sc = SpanContext::new(
+                    trace_id,
+                    ids.new_span_id(),
+                    TraceFlags::default(),
+                    false,
+                    decision.trace_state,
+                );
+                return (parent.with_remote_span_context(sc), false);
+            }
+            SamplingDecision::RecordOnly => TraceFlags::default(),
+            SamplingDecision::RecordAndSample => TraceFlags::SAMPLED,
+        };
+        let context = SpanContext::new(
+            trace_id,
+            ids.new_span_id(),
+            flags,
+            false,
+            decision.trace_state,
+        );
+        let mut attributes = attributes();
+        attributes.extend(decision.attributes);
+        let span = span::RecordedSpan::start(
+            self.recorder.clone(),
+            context,
+            parent_id,
+            name,
+            kind,
+            attributes,
+        );
+        (parent.with_span(span), true)
     }
 
     /// The caller's trace from gRPC metadata (an empty context when there is none).
@@ -424,84 +434,6 @@ impl Tracer {
             return opentelemetry::Context::new();
         }
         self.propagator.extract(&propagation::HeaderReader(headers))
-    }
-}
-
-/// rmicro's spans are sampled before they are made ([`Tracer::start`]); the
-/// provider then builds the ones kept with that decision and trace id, and asks
-/// the configured sampler for everyone else's (the application's own spans).
-mod presample {
-    use opentelemetry::trace::{SpanId, TraceId};
-    use opentelemetry_sdk::trace::{
-        IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SamplingResult, ShouldSample,
-    };
-    use std::cell::Cell;
-
-    thread_local! {
-        /// Set just before rmicro builds a span it decided to keep; taken by the
-        /// provider's sampler (and, for a new trace, its id generator) at once.
-        static DECIDED: Cell<Option<Option<TraceId>>> = const { Cell::new(None) };
-    }
-
-    /// The SDK's random ids (a thread-local generator; the value holds nothing).
-    pub(super) fn ids() -> RandomIdGenerator {
-        RandomIdGenerator::default()
-    }
-
-    /// The next span built on this thread is kept, as a new trace `root` when set.
-    pub(super) fn decided(root: Option<TraceId>) {
-        DECIDED.with(|d| d.set(Some(root)));
-    }
-
-    /// Forgets a decision the provider did not take (it had shut down).
-    pub(super) fn clear() {
-        DECIDED.with(|d| d.set(None));
-    }
-
-    /// The provider's sampler: rmicro's decision when it made one, else `0`'s.
-    #[derive(Debug, Clone)]
-    pub(super) struct Presampled(pub(super) Sampler);
-
-    impl ShouldSample for Presampled {
-        fn should_sample(
-            &self,
-            parent: Option<&opentelemetry::Context>,
-            trace_id: TraceId,
-            name: &str,
-            kind: &opentelemetry::trace::SpanKind,
-            attributes: &[opentelemetry::KeyValue],
-            links: &[opentelemetry::trace::Link],
-        ) -> SamplingResult {
-            if DECIDED.with(|d| d.take()).is_some() {
-                use opentelemetry::trace::TraceContextExt as _;
-                return SamplingResult {
-                    decision: SamplingDecision::RecordAndSample,
-                    attributes: Vec::new(),
-                    trace_state: parent
-                        .map(|cx| cx.span().span_context().trace_state().clone())
-                        .unwrap_or_default(),
-                };
-            }
-            self.0
-                .should_sample(parent, trace_id, name, kind, attributes, links)
-        }
-    }
-
-    /// Ids as the SDK makes them, except a new trace's id rmicro sampled by.
-    #[derive(Debug)]
-    pub(super) struct PresetIds;
-
-    impl IdGenerator for PresetIds {
-        fn new_trace_id(&self) -> TraceId {
-            match DECIDED.with(|d| d.get()) {
-                Some(Some(root)) => root,
-                _ => ids().new_trace_id(),
-            }
-        }
-
-        fn new_span_id(&self) -> SpanId {
-            ids().new_span_id()
-        }
     }
 }
 
@@ -566,30 +498,29 @@ impl Tracing {
             resource = resource.with_service_name(service.clone());
         }
         let resource = resource.build();
-        let exporter_resource = resource.clone();
         let (endpoint, protocol, headers) = (
             config.endpoint.clone(),
             config.protocol,
             config.headers.clone(),
         );
-        let (processor, stats) = QueueProcessor::start(config.batch, move || {
-            otlp::OtlpExporter::new(protocol, &endpoint, headers, exporter_resource)
+        let (processor, stats) = QueueProcessor::start(config.batch, &resource, move || {
+            otlp::OtlpExporter::new(protocol, &endpoint, headers)
         })?;
         let processor = Arc::new(processor);
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(Shared(processor.clone()))
-            .with_sampler(presample::Presampled(config.sampler.sampler()))
-            .with_id_generator(presample::PresetIds)
-            .with_resource(resource)
-            .build();
-        let tracer = provider.tracer_with_scope(
-            InstrumentationScope::builder("rmicro")
+        let recorder = Arc::new(span::Recorder {
+            spool: processor.spool().clone(),
+            scope: InstrumentationScope::builder("rmicro")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
-        );
+        });
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(Shared(processor.clone()))
+            .with_sampler(config.sampler.sampler())
+            .with_resource(resource)
+            .build();
         Ok(Tracing {
             tracer: Arc::new(Tracer {
-                tracer,
+                recorder,
                 sampler: config.sampler.sampler(),
                 propagator: config.formats.propagator(),
                 messaging_system: messaging.to_owned(),

@@ -13,8 +13,7 @@ use http_body_util::{BodyExt as _, Full};
 use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry::{Array, KeyValue, Value};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use opentelemetry_sdk::trace::SpanData;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 // Wire types.
@@ -224,11 +223,52 @@ fn status_len(status: &Status) -> usize {
     string_len(2, message) + uint_len(3, code)
 }
 
+/// A finished span's fields as OTLP encodes them: borrowed from the SDK's
+/// [`SpanData`] (the application's own spans) or from rmicro's call spans.
+pub(crate) struct SpanView<'a> {
+    pub(crate) context: &'a opentelemetry::trace::SpanContext,
+    /// The parent's id and whether it is remote; `None` for a root span.
+    pub(crate) parent: Option<(opentelemetry::trace::SpanId, bool)>,
+    pub(crate) name: &'a str,
+    pub(crate) kind: &'a SpanKind,
+    pub(crate) start: SystemTime,
+    pub(crate) end: SystemTime,
+    pub(crate) attributes: &'a [KeyValue],
+    pub(crate) dropped_attributes: u32,
+    pub(crate) events: &'a [opentelemetry::trace::Event],
+    pub(crate) dropped_events: u32,
+    pub(crate) links: &'a [opentelemetry::trace::Link],
+    pub(crate) dropped_links: u32,
+    pub(crate) status: &'a Status,
+}
+
+impl<'a> From<&'a SpanData> for SpanView<'a> {
+    fn from(span: &'a SpanData) -> Self {
+        let parent = (span.parent_span_id != opentelemetry::trace::SpanId::INVALID)
+            .then_some((span.parent_span_id, span.parent_span_is_remote));
+        SpanView {
+            context: &span.span_context,
+            parent,
+            name: &span.name,
+            kind: &span.span_kind,
+            start: span.start_time,
+            end: span.end_time,
+            attributes: &span.attributes,
+            dropped_attributes: span.dropped_attributes_count,
+            events: &span.events.events,
+            dropped_events: span.events.dropped_count,
+            links: &span.links.links,
+            dropped_links: span.links.dropped_count,
+            status: &span.status,
+        }
+    }
+}
+
 /// W3C flags in the low byte, plus "whether the parent is remote" is known (0x100)
 /// and its answer (0x200).
-fn span_flags(span: &SpanData) -> u32 {
-    let mut flags = u32::from(span.span_context.trace_flags().to_u8()) | 0x100;
-    if span.parent_span_is_remote {
+fn span_flags(span: &SpanView<'_>) -> u32 {
+    let mut flags = u32::from(span.context.trace_flags().to_u8()) | 0x100;
+    if span.parent.is_some_and(|(_, remote)| remote) {
         flags |= 0x200;
     }
     flags
@@ -246,86 +286,102 @@ fn event_len(event: &opentelemetry::trace::Event) -> usize {
         + uint_len(4, u64::from(event.dropped_attributes_count))
 }
 
-fn link_len(link: &opentelemetry::trace::Link) -> usize {
-    let sc = &link.span_context;
+fn link_len(link: &opentelemetry::trace::Link, trace_state: &str) -> usize {
     delimited_len(1, 16)
         + delimited_len(2, 8)
-        + string_len(3, &sc.trace_state().header())
+        + string_len(3, trace_state)
         + kvs_len(4, pairs(&link.attributes))
         + uint_len(5, u64::from(link.dropped_attributes_count))
         + tag_len(6)
         + 4
 }
 
-fn span_len(span: &SpanData, trace_state: &str) -> usize {
-    let parent = span.parent_span_id != opentelemetry::trace::SpanId::INVALID;
+/// A trace state's header, not made at all when it is empty (nearly always).
+fn state_header(state: &opentelemetry::trace::TraceState) -> std::borrow::Cow<'static, str> {
+    if *state == opentelemetry::trace::TraceState::NONE {
+        std::borrow::Cow::Borrowed("")
+    } else {
+        std::borrow::Cow::Owned(state.header())
+    }
+}
+
+fn span_len(span: &SpanView<'_>, trace_state: &str) -> usize {
     delimited_len(1, 16)
         + delimited_len(2, 8)
         + string_len(3, trace_state)
-        + if parent { delimited_len(4, 8) } else { 0 }
-        + string_len(5, &span.name)
-        + uint_len(6, kind(&span.span_kind))
+        + if span.parent.is_some() {
+            delimited_len(4, 8)
+        } else {
+            0
+        }
+        + string_len(5, span.name)
+        + uint_len(6, kind(span.kind))
         + 2 * (tag_len(7) + 8)
-        + kvs_len(9, pairs(&span.attributes))
-        + uint_len(10, u64::from(span.dropped_attributes_count))
+        + kvs_len(9, pairs(span.attributes))
+        + uint_len(10, u64::from(span.dropped_attributes))
         + span
             .events
             .iter()
             .map(|e| delimited_len(11, event_len(e)))
             .sum::<usize>()
-        + uint_len(12, u64::from(span.events.dropped_count))
+        + uint_len(12, u64::from(span.dropped_events))
         + span
             .links
             .iter()
-            .map(|l| delimited_len(13, link_len(l)))
+            .map(|l| delimited_len(13, link_len(l, &state_header(l.span_context.trace_state()))))
             .sum::<usize>()
-        + uint_len(14, u64::from(span.links.dropped_count))
+        + uint_len(14, u64::from(span.dropped_links))
         + {
-            let n = status_len(&span.status);
+            let n = status_len(span.status);
             if n == 0 { 0 } else { delimited_len(15, n) }
         }
         + tag_len(16)
         + 4
 }
 
-fn put_span(out: &mut Vec<u8>, span: &SpanData, trace_state: &str, len: usize) {
+/// Appends `span` to `out` as a `ScopeSpans.spans` field (tag, length, message).
+pub(crate) fn put_span(out: &mut Vec<u8>, span: &SpanView<'_>) {
+    let sc = span.context;
+    let trace_state = state_header(sc.trace_state());
+    let len = span_len(span, &trace_state);
+    out.reserve(delimited_len(2, len));
     put_delimited_head(out, 2, len);
-    let sc = &span.span_context;
     put_bytes(out, 1, &sc.trace_id().to_bytes());
     put_bytes(out, 2, &sc.span_id().to_bytes());
-    put_string(out, 3, trace_state);
-    if span.parent_span_id != opentelemetry::trace::SpanId::INVALID {
-        put_bytes(out, 4, &span.parent_span_id.to_bytes());
+    put_string(out, 3, &trace_state);
+    if let Some((parent, _)) = span.parent {
+        put_bytes(out, 4, &parent.to_bytes());
     }
-    put_string(out, 5, &span.name);
-    put_uint(out, 6, kind(&span.span_kind));
-    put_fixed64(out, 7, nanos(span.start_time));
-    put_fixed64(out, 8, nanos(span.end_time));
-    put_kvs(out, 9, pairs(&span.attributes));
-    put_uint(out, 10, u64::from(span.dropped_attributes_count));
-    for event in span.events.iter() {
+    put_string(out, 5, span.name);
+    put_uint(out, 6, kind(span.kind));
+    put_fixed64(out, 7, nanos(span.start));
+    put_fixed64(out, 8, nanos(span.end));
+    put_kvs(out, 9, pairs(span.attributes));
+    put_uint(out, 10, u64::from(span.dropped_attributes));
+    for event in span.events {
         put_delimited_head(out, 11, event_len(event));
         put_fixed64(out, 1, nanos(event.timestamp));
         put_string(out, 2, &event.name);
         put_kvs(out, 3, pairs(&event.attributes));
         put_uint(out, 4, u64::from(event.dropped_attributes_count));
     }
-    put_uint(out, 12, u64::from(span.events.dropped_count));
-    for link in span.links.iter() {
+    put_uint(out, 12, u64::from(span.dropped_events));
+    for link in span.links {
         let sc = &link.span_context;
-        put_delimited_head(out, 13, link_len(link));
+        let state = state_header(sc.trace_state());
+        put_delimited_head(out, 13, link_len(link, &state));
         put_bytes(out, 1, &sc.trace_id().to_bytes());
         put_bytes(out, 2, &sc.span_id().to_bytes());
-        put_string(out, 3, &sc.trace_state().header());
+        put_string(out, 3, &state);
         put_kvs(out, 4, pairs(&link.attributes));
         put_uint(out, 5, u64::from(link.dropped_attributes_count));
         put_tag(out, 6, FIXED32);
         out.extend_from_slice(&link_flags(sc).to_le_bytes());
     }
-    put_uint(out, 14, u64::from(span.links.dropped_count));
-    let n = status_len(&span.status);
+    put_uint(out, 14, u64::from(span.dropped_links));
+    let n = status_len(span.status);
     if n > 0 {
-        let (message, code) = status_parts(&span.status);
+        let (message, code) = status_parts(span.status);
         put_delimited_head(out, 15, n);
         put_string(out, 2, message);
         put_uint(out, 3, code);
@@ -334,81 +390,62 @@ fn put_span(out: &mut Vec<u8>, span: &SpanData, trace_state: &str, len: usize) {
     out.extend_from_slice(&span_flags(span).to_le_bytes());
 }
 
-// InstrumentationScope { name = 1; version = 2; attributes = 3 }
-fn scope_len(scope: &opentelemetry::InstrumentationScope) -> usize {
-    string_len(1, scope.name())
-        + string_len(2, scope.version().unwrap_or(""))
-        + kvs_len(3, scope.attributes().map(|kv| (kv.key.as_str(), &kv.value)))
+/// An `InstrumentationScope` message's body { name = 1; version = 2; attributes = 3 }.
+pub(crate) fn scope_body(scope: &opentelemetry::InstrumentationScope) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_string(&mut out, 1, scope.name());
+    put_string(&mut out, 2, scope.version().unwrap_or(""));
+    put_kvs(
+        &mut out,
+        3,
+        scope.attributes().map(|kv| (kv.key.as_str(), &kv.value)),
+    );
+    out
+}
+
+/// A `Resource` message's body { attributes = 1 }, and its schema URL.
+pub(crate) fn resource_body(resource: &Resource) -> (Vec<u8>, String) {
+    let mut out = Vec::new();
+    put_kvs(&mut out, 1, resource.iter().map(|(k, v)| (k.as_str(), v)));
+    (out, resource.schema_url().unwrap_or("").to_owned())
+}
+
+/// One scope's encoded spans for a request: its `InstrumentationScope` body, its
+/// schema URL and the spans as `ScopeSpans.spans` fields, one after another.
+pub(crate) struct ScopeSpans<'a> {
+    pub(crate) scope: &'a [u8],
+    pub(crate) schema_url: &'a str,
+    pub(crate) spans: &'a [u8],
 }
 
 /// `ExportTraceServiceRequest` { resource_spans = 1: ResourceSpans { resource = 1:
-/// Resource { attributes = 1 }, scope_spans = 2: ScopeSpans { scope = 1, spans = 2,
-/// schema_url = 3 }, schema_url = 3 } } for `spans`, all from `resource`.
-pub(crate) fn encode(resource: &Resource, spans: &[SpanData], out: &mut Vec<u8>) {
-    // Spans by scope, in the order the scopes first appear.
-    let mut scopes: Vec<(&opentelemetry::InstrumentationScope, Vec<&SpanData>)> = Vec::new();
-    for span in spans {
-        match scopes
-            .iter_mut()
-            .find(|(s, _)| **s == span.instrumentation_scope)
-        {
-            Some((_, group)) => group.push(span),
-            None => scopes.push((&span.instrumentation_scope, vec![span])),
-        }
-    }
-    // Each span's trace state and length, once.
-    let sized: Vec<Vec<(String, usize)>> = scopes
-        .iter()
-        .map(|(_, group)| {
-            group
-                .iter()
-                .map(|s| {
-                    let state = s.span_context.trace_state().header();
-                    let len = span_len(s, &state);
-                    (state, len)
-                })
-                .collect()
-        })
-        .collect();
-    let scope_spans_lens: Vec<usize> = scopes
-        .iter()
-        .zip(&sized)
-        .map(|((scope, _), sized)| {
-            delimited_len(1, scope_len(scope))
-                + sized
-                    .iter()
-                    .map(|(_, len)| delimited_len(2, *len))
-                    .sum::<usize>()
-                + string_len(3, scope.schema_url().unwrap_or(""))
-        })
-        .collect();
-    let resource_len = kvs_len(1, resource.iter().map(|(k, v)| (k.as_str(), v)));
-    let resource_spans_len = delimited_len(1, resource_len)
-        + scope_spans_lens
+/// Resource, scope_spans = 2: ScopeSpans { scope = 1, spans = 2, schema_url = 3 },
+/// schema_url = 3 } } around spans already encoded ([`put_span`]), one resource.
+pub(crate) fn request(
+    resource: &[u8],
+    resource_schema: &str,
+    scopes: &[ScopeSpans<'_>],
+    out: &mut Vec<u8>,
+) {
+    let scope_len = |s: &ScopeSpans<'_>| {
+        delimited_len(1, s.scope.len()) + s.spans.len() + string_len(3, s.schema_url)
+    };
+    let resource_spans_len = delimited_len(1, resource.len())
+        + scopes
             .iter()
-            .map(|n| delimited_len(2, *n))
+            .map(|s| delimited_len(2, scope_len(s)))
             .sum::<usize>()
-        + string_len(3, resource.schema_url().unwrap_or(""));
+        + string_len(3, resource_schema);
     out.reserve(delimited_len(1, resource_spans_len));
     put_delimited_head(out, 1, resource_spans_len);
-    put_delimited_head(out, 1, resource_len);
-    put_kvs(out, 1, resource.iter().map(|(k, v)| (k.as_str(), v)));
-    for (i, (scope, group)) in scopes.iter().enumerate() {
-        put_delimited_head(out, 2, scope_spans_lens[i]);
-        put_delimited_head(out, 1, scope_len(scope));
-        put_string(out, 1, scope.name());
-        put_string(out, 2, scope.version().unwrap_or(""));
-        put_kvs(
-            out,
-            3,
-            scope.attributes().map(|kv| (kv.key.as_str(), &kv.value)),
-        );
-        for (span, (state, len)) in group.iter().zip(&sized[i]) {
-            put_span(out, span, state, *len);
-        }
-        put_string(out, 3, scope.schema_url().unwrap_or(""));
+    put_bytes(out, 1, resource);
+    for s in scopes {
+        put_delimited_head(out, 2, scope_len(s));
+        put_bytes(out, 1, s.scope);
+        out.extend_from_slice(s.spans);
+        put_string(out, 3, s.schema_url);
     }
-    put_string(out, 3, resource.schema_url().unwrap_or(""));
+    put_string(out, 3, resource_schema);
 }
 
 /// The gRPC method spans are exported to.
@@ -426,7 +463,6 @@ pub(crate) struct OtlpExporter {
     uri: http::Uri,
     headers: http::HeaderMap,
     client: HttpClient,
-    resource: Resource,
 }
 
 impl OtlpExporter {
@@ -437,7 +473,6 @@ impl OtlpExporter {
         protocol: Protocol,
         endpoint: &str,
         headers: http::HeaderMap,
-        resource: Resource,
     ) -> Result<Self, String> {
         let base: http::Uri = endpoint
             .parse()
@@ -463,7 +498,6 @@ impl OtlpExporter {
             uri,
             headers,
             client: builder.build_http(),
-            resource,
         })
     }
 
@@ -534,17 +568,9 @@ impl OtlpExporter {
     }
 }
 
-impl SpanExporter for OtlpExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let mut payload = Vec::new();
-        encode(&self.resource, &batch, &mut payload);
-        self.send(payload)
-            .await
-            .map_err(OTelSdkError::InternalFailure)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.resource = resource.clone();
+impl super::export::Collector for OtlpExporter {
+    async fn export(&self, request: Vec<u8>) -> Result<(), String> {
+        self.send(request).await
     }
 }
 
@@ -655,8 +681,22 @@ mod tests {
         let resource = Resource::builder_empty()
             .with_attributes([KeyValue::new("service.name", "orders")])
             .build();
+        let mut spans = Vec::new();
+        put_span(&mut spans, &SpanView::from(&span));
+        put_span(&mut spans, &SpanView::from(&span));
+        let (resource, schema) = resource_body(&resource);
+        let scope = scope_body(&span.instrumentation_scope);
         let mut out = Vec::new();
-        encode(&resource, &[span.clone(), span], &mut out);
+        request(
+            &resource,
+            &schema,
+            &[ScopeSpans {
+                scope: &scope,
+                schema_url: "",
+                spans: &spans,
+            }],
+            &mut out,
+        );
         let decoded = ExportTraceServiceRequest::decode(out.as_slice()).expect("valid OTLP");
         let rs = &decoded.resource_spans[0];
         let resource = rs.resource.as_ref().unwrap();
