@@ -396,7 +396,7 @@ fn a_stuck_collector_drops_and_counts_spans_and_calls_go_on() {
             assert_eq!(reply.message, format!("Hello n{i}"));
         }
     });
-    // One span in the stuck export, two queued: the other 47 dropped and counted.
+    // Spans beyond the queue (and the batch being exported) dropped and counted.
     let output = Command::new(&python)
         .arg(repo_root().join("interop/scrape_metrics.py"))
         .arg(&metrics)
@@ -415,7 +415,10 @@ fn a_stuck_collector_drops_and_counts_spans_and_calls_go_on() {
         .find(|s| s["name"] == "micro_tracing_spans_dropped_total")
         .expect("the dropped-spans counter");
     assert_eq!(dropped["labels"]["micro_name"], "greeter");
-    assert_eq!(dropped["value"], 47.0, "{dropped}");
+    // Two queued, plus one in the stuck export if the exporter's tick came
+    // while the calls were being made (it looks every 5 to 50 ms).
+    let value = dropped["value"].as_f64().unwrap_or(-1.0);
+    assert!((47.0..=48.0).contains(&value), "{dropped}");
 }
 
 /// The shipped greeter, configured by OpenTelemetry's environment alone.

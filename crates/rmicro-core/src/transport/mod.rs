@@ -67,24 +67,65 @@ where
 /// assert_eq!(rmicro_core::transport::ip_text(ip), "10.0.255.7");
 /// ```
 pub fn ip_text(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            let mut out = String::with_capacity(15);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
+    IpText::new(ip).as_str().to_owned()
+}
+
+/// [`ip_text`] held on the stack, for callers that copy the text somewhere at
+/// once (a span's attribute) and need no `String` of it.
+///
+/// ```
+/// use std::net::IpAddr;
+/// let ip: IpAddr = "::1".parse().unwrap();
+/// assert_eq!(rmicro_core::transport::IpText::new(ip).as_str(), "::1");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct IpText {
+    text: [u8; 45],
+    len: u8,
+}
+
+impl IpText {
+    /// The text of `ip`.
+    pub fn new(ip: std::net::IpAddr) -> Self {
+        let mut out = IpText {
+            text: [0; 45],
+            len: 0,
+        };
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                let mut at = 0;
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.text[at] = b'.';
+                        at += 1;
+                    }
+                    if octet >= 100 {
+                        out.text[at] = b'0' + octet / 100;
+                        at += 1;
+                    }
+                    if octet >= 10 {
+                        out.text[at] = b'0' + octet / 10 % 10;
+                        at += 1;
+                    }
+                    out.text[at] = b'0' + octet % 10;
+                    at += 1;
                 }
-                if octet >= 100 {
-                    out.push(char::from(b'0' + octet / 100));
-                }
-                if octet >= 10 {
-                    out.push(char::from(b'0' + octet / 10 % 10));
-                }
-                out.push(char::from(b'0' + octet % 10));
+                out.len = at as u8;
             }
-            out
+            std::net::IpAddr::V6(v6) => {
+                use std::io::Write as _;
+                let mut cursor = std::io::Cursor::new(&mut out.text[..]);
+                // An IPv6 address's text is 45 bytes at most: it always fits.
+                let _ = write!(cursor, "{v6}");
+                out.len = cursor.position() as u8;
+            }
         }
-        std::net::IpAddr::V6(v6) => v6.to_string(),
+        out
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.text[..usize::from(self.len)]).unwrap_or_default()
     }
 }
 
@@ -108,7 +149,8 @@ mod tests {
             Ipv6Addr::LOCALHOST,
             Ipv6Addr::UNSPECIFIED,
             "2001:db8::8a2e:370:7334".parse().unwrap(),
-            "::ffff:10.0.0.1".parse().unwrap(),
+            "::ffff:255.255.255.255".parse().unwrap(),
+            "ffff:eeee:dddd:cccc:bbbb:aaaa:9999:8888".parse().unwrap(),
         ] {
             assert_eq!(super::ip_text(IpAddr::V6(ip)), ip.to_string());
         }

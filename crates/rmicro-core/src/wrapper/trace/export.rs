@@ -100,6 +100,17 @@ struct Scoped {
     ends: Vec<usize>,
 }
 
+impl Scoped {
+    fn new(scope: &InstrumentationScope) -> Self {
+        Scoped {
+            scope: scope.clone(),
+            encoded: otlp::scope_body(scope),
+            spans: Vec::new(),
+            ends: Vec::new(),
+        }
+    }
+}
+
 /// The queue between the threads that end spans and the export thread.
 #[derive(Debug, Default)]
 struct Queued {
@@ -115,6 +126,14 @@ struct Queued {
 }
 
 impl Queued {
+    /// An empty queue whose first scope is `own`'s.
+    fn new(own: &InstrumentationScope) -> Self {
+        Queued {
+            scopes: vec![Scoped::new(own)],
+            ..Queued::default()
+        }
+    }
+
     /// Empties the queue, keeping its buffers for the next turn.
     fn clear(&mut self) {
         for scoped in &mut self.scopes {
@@ -142,10 +161,10 @@ pub(crate) struct Spool {
 }
 
 impl Spool {
-    /// Queues `span` of `scope`, or counts it dropped when the queue holds
-    /// `max_queue` spans already or the exporter has stopped. Never waits for
-    /// the exporter.
-    pub(crate) fn push(&self, scope: &InstrumentationScope, span: &SpanView<'_>) {
+    /// Queues `span` of `scope` (`None`: rmicro's own, the spool's first), or
+    /// counts it dropped when the queue holds `max_queue` spans already or the
+    /// exporter has stopped. Never waits for the exporter.
+    pub(crate) fn push(&self, scope: Option<&InstrumentationScope>, span: &SpanView<'_>) {
         let Ok(mut queued) = self.queued.lock() else {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -162,17 +181,15 @@ impl Spool {
             queued.first = Some(std::time::Instant::now());
         }
         queued.count += 1;
-        let at = match queued.scopes.iter().position(|s| s.scope == *scope) {
-            Some(at) => at,
-            None => {
-                queued.scopes.push(Scoped {
-                    scope: scope.clone(),
-                    encoded: otlp::scope_body(scope),
-                    spans: Vec::new(),
-                    ends: Vec::new(),
-                });
-                queued.scopes.len() - 1
-            }
+        let at = match scope {
+            None => 0,
+            Some(scope) => match queued.scopes.iter().position(|s| s.scope == *scope) {
+                Some(at) => at,
+                None => {
+                    queued.scopes.push(Scoped::new(scope));
+                    queued.scopes.len() - 1
+                }
+            },
         };
         let scoped = &mut queued.scopes[at];
         otlp::put_span(&mut scoped.spans, span);
@@ -181,10 +198,13 @@ impl Spool {
 
     /// A queue of its own, for tests of what is pushed into it.
     #[cfg(test)]
-    pub(crate) fn for_tests(max_queue: usize) -> (Arc<Spool>, Arc<ExportStats>) {
+    pub(crate) fn for_tests(
+        own: &InstrumentationScope,
+        max_queue: usize,
+    ) -> (Arc<Spool>, Arc<ExportStats>) {
         let stats = Arc::new(ExportStats::default());
         let spool = Spool {
-            queued: Mutex::default(),
+            queued: Mutex::new(Queued::new(own)),
             max_queue,
             max_held: max_queue,
             stats: stats.clone(),
@@ -239,12 +259,14 @@ pub(crate) struct QueueProcessor {
 }
 
 impl QueueProcessor {
-    /// Starts the export thread for spans of `resource`; `make` builds the
-    /// collector on that thread's runtime (tonic's channel needs one). A collector
-    /// that cannot be built is the error, as a sentence.
+    /// Starts the export thread for spans of `resource`, rmicro's own under
+    /// `own`; `make` builds the collector on that thread's runtime (tonic's
+    /// channel needs one). A collector that cannot be built is the error, as a
+    /// sentence.
     pub(crate) fn start<C, M>(
         settings: BatchSettings,
         resource: &Resource,
+        own: &InstrumentationScope,
         make: M,
     ) -> Result<(Self, Arc<ExportStats>), String>
     where
@@ -254,12 +276,13 @@ impl QueueProcessor {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(ExportStats::default());
         let spool = Arc::new(Spool {
-            queued: Mutex::default(),
+            queued: Mutex::new(Queued::new(own)),
             max_queue: settings.max_queue.max(1),
             max_held: settings.max_queue.max(1) + settings.max_batch.max(1),
             stats: stats.clone(),
         });
         let resource = otlp::resource_body(resource);
+        let spare = Queued::new(own);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_spool = spool.clone();
         std::thread::Builder::new()
@@ -290,7 +313,7 @@ impl QueueProcessor {
                         resource,
                         stats: thread_spool.stats.clone(),
                     };
-                    run(exporter, &thread_spool, control_rx).await;
+                    run(exporter, &thread_spool, spare, control_rx).await;
                     thread_spool.lock().closed = true;
                 });
             })
@@ -366,7 +389,7 @@ impl SpanProcessor for QueueProcessor {
             return;
         }
         self.spool
-            .push(&span.instrumentation_scope, &SpanView::from(&span));
+            .push(Some(&span.instrumentation_scope), &SpanView::from(&span));
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -388,13 +411,13 @@ impl SpanProcessor for QueueProcessor {
 async fn run<C: Collector>(
     exporter: Exporter<C>,
     spool: &Spool,
+    mut spare: Queued,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     let busy = Duration::from_millis(5);
     let idle = Duration::from_millis(50);
     let mut tick = idle;
-    // The buffers not in the queue: swapped in when the queue is taken.
-    let mut spare = Queued::default();
+    // `spare`: the buffers not in the queue, swapped in when the queue is taken.
     loop {
         let asked = tokio::select! {
             biased;
@@ -547,6 +570,10 @@ mod tests {
         }
     }
 
+    fn rmicro() -> InstrumentationScope {
+        InstrumentationScope::builder("rmicro").build()
+    }
+
     fn provider(
         keeper: Keeper,
         settings: BatchSettings,
@@ -556,7 +583,7 @@ mod tests {
     ) {
         let resource = Resource::builder_empty().build();
         let (processor, stats) =
-            QueueProcessor::start(settings, &resource, move || Ok(keeper)).unwrap();
+            QueueProcessor::start(settings, &resource, &rmicro(), move || Ok(keeper)).unwrap();
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_span_processor(processor)
             .build();
@@ -649,7 +676,7 @@ mod tests {
 
     #[tokio::test]
     async fn spans_ended_after_shutdown_are_dropped_and_counted() {
-        use super::super::span::{RecordedSpan, Recorder};
+        use super::super::span::RecordedSpan;
         use opentelemetry::trace::{
             Span as _, SpanContext, SpanId, SpanKind, TraceFlags, TraceId, TraceState,
         };
@@ -657,11 +684,11 @@ mod tests {
         keeper.gate.add_permits(1000);
         let resource = Resource::builder_empty().build();
         let (processor, stats) =
-            QueueProcessor::start(BatchSettings::default(), &resource, move || Ok(keeper)).unwrap();
-        let recorder = Arc::new(Recorder {
-            spool: processor.spool().clone(),
-            scope: InstrumentationScope::builder("rmicro").build(),
-        });
+            QueueProcessor::start(BatchSettings::default(), &resource, &rmicro(), move || {
+                Ok(keeper)
+            })
+            .unwrap();
+        let spool = processor.spool();
         let span = |i: u64| {
             let context = SpanContext::new(
                 TraceId::from(1_u128),
@@ -671,12 +698,12 @@ mod tests {
                 TraceState::NONE,
             );
             RecordedSpan::start(
-                recorder.clone(),
+                spool.clone(),
                 context,
                 None,
                 "op".into(),
                 SpanKind::Server,
-                Vec::new(),
+                super::super::otlp::Attributes::default(),
             )
         };
         let (mut before, late) = (span(1), span(2));

@@ -44,21 +44,21 @@ impl HttpSpan {
         peer: std::net::SocketAddr,
     ) -> Self {
         let parent = tracer.extract_headers(headers);
-        let (cx, recording) = tracer.start(method.to_owned(), SpanKind::Server, &parent, || {
-            let mut attributes = vec![
-                KeyValue::new(HTTP_REQUEST_METHOD, method.to_owned()),
-                KeyValue::new(URL_PATH, path.to_owned()),
-                KeyValue::new(URL_SCHEME, scheme.to_owned()),
-                KeyValue::new(attr::CLIENT_ADDRESS, crate::transport::ip_text(peer.ip())),
-                KeyValue::new(attr::CLIENT_PORT, i64::from(peer.port())),
-            ];
+        let (cx, recording) = tracer.start(method.to_owned(), SpanKind::Server, &parent, |a| {
+            a.str(HTTP_REQUEST_METHOD, &[method]);
+            a.str(URL_PATH, &[path]);
+            a.str(URL_SCHEME, &[scheme]);
+            a.str(
+                attr::CLIENT_ADDRESS,
+                &[&crate::transport::ip_text(peer.ip())],
+            );
+            a.int(attr::CLIENT_PORT, i64::from(peer.port()));
             if let Some(agent) = headers
                 .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
             {
-                attributes.push(KeyValue::new(USER_AGENT_ORIGINAL, agent.to_owned()));
+                a.str(USER_AGENT_ORIGINAL, &[agent]);
             }
-            attributes
         });
         HttpSpan {
             cx,

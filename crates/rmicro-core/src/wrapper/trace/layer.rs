@@ -120,30 +120,15 @@ fn names(path: &str) -> (&str, &str, &str) {
 
 /// The attributes every RPC span starts with: the gRPC names, and go-micro's
 /// service and `<service>.<endpoint>` when the call names them.
-fn rpc_attributes(
-    service: opentelemetry::StringValue,
-    method: opentelemetry::StringValue,
-    micro: Option<(&Arc<str>, &str)>,
-) -> Vec<KeyValue> {
-    let mut attributes = Vec::with_capacity(10);
-    attributes.extend([
-        KeyValue::new(attr::RPC_SYSTEM, "grpc"),
-        KeyValue::new(attr::RPC_SERVICE, service),
-        KeyValue::new(attr::RPC_METHOD, method),
-    ]);
+fn rpc_attributes(a: &mut super::otlp::Attributes, path: &str, micro: Option<(&str, &str)>) {
+    let (_, service, method) = names(path);
+    a.str(attr::RPC_SYSTEM, &["grpc"]);
+    a.str(attr::RPC_SERVICE, &[service]);
+    a.str(attr::RPC_METHOD, &[method]);
     if let Some((name, endpoint)) = micro {
-        attributes.push(KeyValue::new(
-            attr::MICRO_SERVICE,
-            opentelemetry::StringValue::from(name.clone()),
-        ));
-        // go-micro's `<service>.<endpoint>`, without the formatting machinery.
-        let mut joined = String::with_capacity(name.len() + 1 + endpoint.len());
-        joined.push_str(name);
-        joined.push('.');
-        joined.push_str(endpoint);
-        attributes.push(KeyValue::new(attr::MICRO_ENDPOINT, joined));
+        a.str(attr::MICRO_SERVICE, &[name]);
+        a.str(attr::MICRO_ENDPOINT, &[name, ".", endpoint]);
     }
-    attributes
 }
 
 /// Splits `host:port` for `server.address` / `server.port`.
@@ -191,40 +176,19 @@ where
                     None => span_name(path).to_owned().into(),
                 };
                 let (cx, recording) =
-                    self.tracer.start(span_name, SpanKind::Server, &parent, || {
-                        // The route's names are static: no copies.
-                        let (service, method): (opentelemetry::StringValue, _) = match info {
-                            Some(info) => {
-                                let (_, service, method) = names(info.path());
-                                (service.into(), method.into())
+                    self.tracer
+                        .start(span_name, SpanKind::Server, &parent, |a| {
+                            rpc_attributes(a, path, info.map(|i| (i.service(), i.endpoint())));
+                            if let Some(peer) = info.and_then(CallInfo::peer) {
+                                let address = peer.address();
+                                let ip = crate::transport::IpText::new(address.ip());
+                                a.str(attr::CLIENT_ADDRESS, &[ip.as_str()]);
+                                a.int(attr::CLIENT_PORT, i64::from(address.port()));
+                                if let Some(identity) = peer.identity() {
+                                    a.str(attr::MICRO_PEER_IDENTITY, &[&identity.subject]);
+                                }
                             }
-                            None => {
-                                let (_, service, method) = names(path);
-                                (service.to_owned().into(), method.to_owned().into())
-                            }
-                        };
-                        let mut attributes = rpc_attributes(
-                            service,
-                            method,
-                            info.map(|i| (i.service_arc(), i.endpoint())),
-                        );
-                        if let Some(peer) = info.and_then(CallInfo::peer) {
-                            let address = peer.address();
-                            attributes.push(KeyValue::new(
-                                attr::CLIENT_ADDRESS,
-                                crate::transport::ip_text(address.ip()),
-                            ));
-                            attributes
-                                .push(KeyValue::new(attr::CLIENT_PORT, i64::from(address.port())));
-                            if let Some(identity) = peer.identity() {
-                                attributes.push(KeyValue::new(
-                                    attr::MICRO_PEER_IDENTITY,
-                                    identity.subject.clone(),
-                                ));
-                            }
-                        }
-                        attributes
-                    });
+                        });
                 let messages = info.map(|i| i.messages().clone());
                 request.extensions_mut().insert(CurrentTrace(cx.clone()));
                 TraceFuture {
@@ -241,14 +205,10 @@ where
                 let path = info.map_or_else(|| request.uri().path(), ClientCallInfo::path);
                 let span_name = span_name(path).to_owned();
                 let (cx, recording) =
-                    self.tracer.start(span_name, SpanKind::Client, &parent, || {
-                        let (_, service, method) = names(path);
-                        rpc_attributes(
-                            service.to_owned().into(),
-                            method.to_owned().into(),
-                            info.map(|i| (i.service_arc(), i.endpoint())),
-                        )
-                    });
+                    self.tracer
+                        .start(span_name, SpanKind::Client, &parent, |a| {
+                            rpc_attributes(a, path, info.map(|i| (i.service(), i.endpoint())));
+                        });
                 let messages = info.map(|i| i.messages().clone());
                 self.tracer
                     .propagator

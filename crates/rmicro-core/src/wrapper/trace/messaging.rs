@@ -50,7 +50,7 @@ pub(super) fn publisher(tracer: Arc<Tracer>) -> impl PublisherWrapper {
                 format!("publish {topic}"),
                 SpanKind::Producer,
                 &parent,
-                || {
+                |a| {
                     let mut attributes = attributes(&tracer, &topic, "publish");
                     attributes.push(KeyValue::new(
                         attr::MESSAGING_MESSAGE_BODY_SIZE,
@@ -59,7 +59,7 @@ pub(super) fn publisher(tracer: Arc<Tracer>) -> impl PublisherWrapper {
                     if let Some(id) = header(&message.headers, MESSAGE_ID) {
                         attributes.push(KeyValue::new(attr::MESSAGING_MESSAGE_ID, id.to_owned()));
                     }
-                    attributes
+                    a.extend(attributes);
                 },
             );
             tracer
@@ -86,7 +86,7 @@ pub(super) fn subscriber(tracer: Arc<Tracer>) -> impl SubscriberWrapper {
                 format!("process {}", delivery.topic),
                 SpanKind::Consumer,
                 &parent,
-                || {
+                |a| {
                     let mut attributes = attributes(&tracer, &delivery.topic, "process");
                     attributes.push(KeyValue::new(
                         attr::MESSAGING_MESSAGE_BODY_SIZE,
@@ -99,7 +99,7 @@ pub(super) fn subscriber(tracer: Arc<Tracer>) -> impl SubscriberWrapper {
                     if let Some(id) = header(&delivery.message.headers, MESSAGE_ID) {
                         attributes.push(KeyValue::new(attr::MESSAGING_MESSAGE_ID, id.to_owned()));
                     }
-                    attributes
+                    a.extend(attributes);
                 },
             );
             // The handler's calls and publishes are the delivery's children.

@@ -360,7 +360,8 @@ impl TracingConfig {
 
 /// What the layers share: the sampler, the propagator and where spans go.
 pub(crate) struct Tracer {
-    recorder: Arc<span::Recorder>,
+    /// Where rmicro's spans go when they end.
+    spool: Arc<export::Spool>,
     /// The configured sampler, asked before any span is made.
     sampler: Sampler,
     pub(crate) propagator: opentelemetry::propagation::TextMapCompositePropagator,
@@ -377,7 +378,7 @@ impl Tracer {
         name: impl Into<std::borrow::Cow<'static, str>>,
         kind: opentelemetry::trace::SpanKind,
         parent: &opentelemetry::Context,
-        attributes: impl FnOnce() -> Vec<KeyValue>,
+        attributes: impl FnOnce(&mut otlp::Attributes),
     ) -> (opentelemetry::Context, bool) {
         use opentelemetry::trace::{SpanContext, TraceFlags};
         use opentelemetry_sdk::trace::{IdGenerator as _, SamplingDecision, ShouldSample as _};
@@ -414,16 +415,12 @@ impl Tracer {
             false,
             decision.trace_state,
         );
-        let mut attributes = attributes();
-        attributes.extend(decision.attributes);
-        let span = span::RecordedSpan::start(
-            self.recorder.clone(),
-            context,
-            parent_id,
-            name,
-            kind,
-            attributes,
-        );
+        // rmicro's RPC spans take 250 to 350 bytes: no growing on the way.
+        let mut encoded = otlp::Attributes::with_capacity(512);
+        attributes(&mut encoded);
+        encoded.extend(decision.attributes);
+        let span =
+            span::RecordedSpan::start(self.spool.clone(), context, parent_id, name, kind, encoded);
         (parent.with_span(span), true)
     }
 
@@ -503,16 +500,14 @@ impl Tracing {
             config.protocol,
             config.headers.clone(),
         );
-        let (processor, stats) = QueueProcessor::start(config.batch, &resource, move || {
+        let own = InstrumentationScope::builder("rmicro")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        let (processor, stats) = QueueProcessor::start(config.batch, &resource, &own, move || {
             otlp::OtlpExporter::new(protocol, &endpoint, headers)
         })?;
         let processor = Arc::new(processor);
-        let recorder = Arc::new(span::Recorder {
-            spool: processor.spool().clone(),
-            scope: InstrumentationScope::builder("rmicro")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build(),
-        });
+        let spool = processor.spool().clone();
         let provider = SdkTracerProvider::builder()
             .with_span_processor(Shared(processor.clone()))
             .with_sampler(config.sampler.sampler())
@@ -520,7 +515,7 @@ impl Tracing {
             .build();
         Ok(Tracing {
             tracer: Arc::new(Tracer {
-                recorder,
+                spool,
                 sampler: config.sampler.sampler(),
                 propagator: config.formats.propagator(),
                 messaging_system: messaging.to_owned(),
@@ -672,9 +667,7 @@ mod tests {
         let (mut kept, mut dropped) = (0, 0);
         for _ in 0..400 {
             let root = opentelemetry::Context::new();
-            let (cx, recording) = tracing
-                .tracer
-                .start("op", SpanKind::Server, &root, Vec::new);
+            let (cx, recording) = tracing.tracer.start("op", SpanKind::Server, &root, |_| {});
             let span = cx.span();
             let sc = span.span_context();
             assert!(sc.is_valid());
@@ -708,7 +701,7 @@ mod tests {
         let parent = opentelemetry::Context::new().with_remote_span_context(unsampled);
         let (cx, recording) = tracing
             .tracer
-            .start("child", SpanKind::Client, &parent, Vec::new);
+            .start("child", SpanKind::Client, &parent, |_| {});
         assert!(!recording, "the caller's decision holds");
         assert_eq!(
             cx.span().span_context().trace_id(),
@@ -718,7 +711,7 @@ mod tests {
             "root",
             SpanKind::Server,
             &opentelemetry::Context::new(),
-            Vec::new,
+            |_| {},
         );
         assert!(recording, "a new trace at ratio 1.0 is kept");
     }

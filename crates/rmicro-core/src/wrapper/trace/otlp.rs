@@ -72,14 +72,6 @@ fn put_string(out: &mut Vec<u8>, field: u32, s: &str) {
     }
 }
 
-fn uint_len(field: u32, v: u64) -> usize {
-    if v == 0 {
-        0
-    } else {
-        tag_len(field) + varint_len(v)
-    }
-}
-
 fn put_uint(out: &mut Vec<u8>, field: u32, v: u64) {
     if v != 0 {
         put_tag(out, field, VARINT);
@@ -92,6 +84,30 @@ fn put_fixed64(out: &mut Vec<u8>, field: u32, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
+/// A length-delimited field whose body `body` writes, in one pass: one byte is
+/// kept for the length (most messages here are shorter than 128 bytes) and the
+/// body moved along in the rare case its length needs more. The bytes are the
+/// canonical encoding, as if the length had been known first.
+fn put_message(out: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
+    put_tag(out, field, LEN);
+    let at = out.len();
+    out.push(0);
+    body(out);
+    let len = out.len() - at - 1;
+    if len < 0x80 {
+        out[at] = len as u8;
+        return;
+    }
+    let width = varint_len(len as u64);
+    out.resize(out.len() + width - 1, 0);
+    out.copy_within(at + 1..at + 1 + len, at + width);
+    let mut v = len as u64;
+    for byte in &mut out[at..at + width] {
+        *byte = (v as u8 & 0x7f) | if v >= 0x80 { 0x80 } else { 0 };
+        v >>= 7;
+    }
+}
+
 fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -99,34 +115,6 @@ fn nanos(t: SystemTime) -> u64 {
 
 // AnyValue { string_value = 1; bool_value = 2; int_value = 3; double_value = 4;
 // array_value = 5 (ArrayValue { repeated AnyValue values = 1 }) }
-
-fn scalar_len(value: &Value) -> usize {
-    match value {
-        Value::Bool(_) => tag_len(2) + 1,
-        Value::I64(i) => tag_len(3) + varint_len(*i as u64),
-        Value::F64(_) => tag_len(4) + 8,
-        Value::String(s) => delimited_len(1, s.as_str().len()),
-        Value::Array(array) => delimited_len(5, array_len(array)),
-        _ => 0,
-    }
-}
-
-fn array_len(array: &Array) -> usize {
-    let item = |n: usize| delimited_len(1, n);
-    match array {
-        Array::Bool(v) => v.iter().map(|_| item(tag_len(2) + 1)).sum(),
-        Array::I64(v) => v
-            .iter()
-            .map(|i| item(tag_len(3) + varint_len(*i as u64)))
-            .sum(),
-        Array::F64(v) => v.iter().map(|_| item(tag_len(4) + 8)).sum(),
-        Array::String(v) => v
-            .iter()
-            .map(|s| item(delimited_len(1, s.as_str().len())))
-            .sum(),
-        _ => 0,
-    }
-}
 
 fn put_value(out: &mut Vec<u8>, value: &Value) {
     match value {
@@ -143,55 +131,131 @@ fn put_value(out: &mut Vec<u8>, value: &Value) {
             out.extend_from_slice(&f.to_le_bytes());
         }
         Value::String(s) => put_bytes(out, 1, s.as_str().as_bytes()),
-        Value::Array(array) => {
-            put_delimited_head(out, 5, array_len(array));
+        Value::Array(array) => put_message(out, 5, |out| {
+            let item = |out: &mut Vec<u8>, value: Value| {
+                put_message(out, 1, |out| put_value(out, &value));
+            };
             match array {
-                Array::Bool(v) => v.iter().for_each(|b| {
-                    put_delimited_head(out, 1, tag_len(2) + 1);
-                    put_value(out, &Value::Bool(*b));
-                }),
-                Array::I64(v) => v.iter().for_each(|i| {
-                    put_delimited_head(out, 1, tag_len(3) + varint_len(*i as u64));
-                    put_value(out, &Value::I64(*i));
-                }),
-                Array::F64(v) => v.iter().for_each(|f| {
-                    put_delimited_head(out, 1, tag_len(4) + 8);
-                    put_value(out, &Value::F64(*f));
-                }),
+                Array::Bool(v) => v.iter().for_each(|b| item(out, Value::Bool(*b))),
+                Array::I64(v) => v.iter().for_each(|i| item(out, Value::I64(*i))),
+                Array::F64(v) => v.iter().for_each(|f| item(out, Value::F64(*f))),
                 Array::String(v) => v.iter().for_each(|s| {
-                    put_delimited_head(out, 1, delimited_len(1, s.as_str().len()));
-                    put_bytes(out, 1, s.as_str().as_bytes());
+                    put_message(out, 1, |out| put_bytes(out, 1, s.as_str().as_bytes()));
                 }),
                 _ => {}
             }
-        }
+        }),
         _ => {}
     }
 }
 
 // KeyValue { string key = 1; AnyValue value = 2 }
 
-fn kv_body_len(key: &str, value: &Value) -> usize {
-    string_len(1, key) + delimited_len(2, scalar_len(value))
-}
-
-fn kvs_len<'a>(field: u32, kvs: impl Iterator<Item = (&'a str, &'a Value)>) -> usize {
-    kvs.map(|(k, v)| delimited_len(field, kv_body_len(k, v)))
-        .sum()
-}
-
 fn put_kvs<'a>(out: &mut Vec<u8>, field: u32, kvs: impl Iterator<Item = (&'a str, &'a Value)>) {
     for (key, value) in kvs {
-        let value_len = scalar_len(value);
-        put_delimited_head(out, field, string_len(1, key) + delimited_len(2, value_len));
-        put_string(out, 1, key);
-        put_delimited_head(out, 2, value_len);
-        put_value(out, value);
+        put_message(out, field, |out| {
+            put_string(out, 1, key);
+            put_message(out, 2, |out| put_value(out, value));
+        });
     }
 }
 
 fn pairs(kvs: &[KeyValue]) -> impl Iterator<Item = (&str, &Value)> + Clone {
     kvs.iter().map(|kv| (kv.key.as_str(), &kv.value))
+}
+
+/// Span attributes encoded as they are set (`Span.attributes` fields, ready to be
+/// copied into the span's message), so a span keeps one buffer and not a value
+/// per attribute. rmicro's own attributes are written straight from their parts.
+#[derive(Debug, Default)]
+pub(crate) struct Attributes {
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+impl Attributes {
+    /// Room for `bytes` bytes of attributes.
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        Attributes {
+            bytes: Vec::with_capacity(bytes),
+            count: 0,
+        }
+    }
+
+    /// How many attributes are set.
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Starts an attribute: its `KeyValue`'s head and key, and the head of an
+    /// `AnyValue` of `value` bytes, which the caller writes next.
+    fn start(&mut self, key: &str, value: usize) {
+        self.count += 1;
+        let out = &mut self.bytes;
+        let kv = delimited_len(1, key.len()) + delimited_len(2, value);
+        out.reserve(delimited_len(9, kv) - value);
+        if kv < 0x80 {
+            // Every length is one byte: the heads are fixed runs of bytes.
+            out.extend_from_slice(&[
+                9 << 3 | LEN as u8,
+                kv as u8,
+                1 << 3 | LEN as u8,
+                key.len() as u8,
+            ]);
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(&[2 << 3 | LEN as u8, value as u8]);
+        } else {
+            put_delimited_head(out, 9, kv);
+            put_bytes(out, 1, key.as_bytes());
+            put_delimited_head(out, 2, value);
+        }
+    }
+
+    /// A string attribute whose value is `parts` one after another.
+    pub(crate) fn str(&mut self, key: &str, parts: &[&str]) {
+        let text: usize = parts.iter().map(|p| p.len()).sum();
+        // AnyValue { string_value = 1 }.
+        self.start(key, delimited_len(1, text));
+        let out = &mut self.bytes;
+        out.reserve(delimited_len(1, text));
+        put_delimited_head(out, 1, text);
+        for part in parts {
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+
+    /// An integer attribute.
+    pub(crate) fn int(&mut self, key: &str, v: i64) {
+        // AnyValue { int_value = 3 }.
+        self.start(key, tag_len(3) + varint_len(v as u64));
+        put_tag(&mut self.bytes, 3, VARINT);
+        put_varint(&mut self.bytes, v as u64);
+    }
+
+    /// Any attribute.
+    pub(crate) fn push(&mut self, kv: &KeyValue) {
+        match &kv.value {
+            Value::I64(v) => self.int(kv.key.as_str(), *v),
+            Value::String(s) => self.str(kv.key.as_str(), &[s.as_str()]),
+            _ => {
+                put_kvs(&mut self.bytes, 9, pairs(std::slice::from_ref(kv)));
+                self.count += 1;
+            }
+        }
+    }
+
+    /// Every attribute of `kvs`.
+    pub(crate) fn extend(&mut self, kvs: impl IntoIterator<Item = KeyValue>) {
+        for kv in kvs {
+            self.push(&kv);
+        }
+    }
+}
+
+/// A span's attributes: values (the SDK's spans) or already encoded (rmicro's).
+pub(crate) enum AttributesView<'a> {
+    Values(&'a [KeyValue]),
+    Encoded(&'a Attributes),
 }
 
 // Span { trace_id = 1; span_id = 2; trace_state = 3; parent_span_id = 4; name = 5;
@@ -218,11 +282,6 @@ fn status_parts(status: &Status) -> (&str, u64) {
     }
 }
 
-fn status_len(status: &Status) -> usize {
-    let (message, code) = status_parts(status);
-    string_len(2, message) + uint_len(3, code)
-}
-
 /// A finished span's fields as OTLP encodes them: borrowed from the SDK's
 /// [`SpanData`] (the application's own spans) or from rmicro's call spans.
 pub(crate) struct SpanView<'a> {
@@ -233,7 +292,7 @@ pub(crate) struct SpanView<'a> {
     pub(crate) kind: &'a SpanKind,
     pub(crate) start: SystemTime,
     pub(crate) end: SystemTime,
-    pub(crate) attributes: &'a [KeyValue],
+    pub(crate) attributes: AttributesView<'a>,
     pub(crate) dropped_attributes: u32,
     pub(crate) events: &'a [opentelemetry::trace::Event],
     pub(crate) dropped_events: u32,
@@ -253,7 +312,7 @@ impl<'a> From<&'a SpanData> for SpanView<'a> {
             kind: &span.span_kind,
             start: span.start_time,
             end: span.end_time,
-            attributes: &span.attributes,
+            attributes: AttributesView::Values(&span.attributes),
             dropped_attributes: span.dropped_attributes_count,
             events: &span.events.events,
             dropped_events: span.events.dropped_count,
@@ -279,23 +338,6 @@ fn link_flags(sc: &opentelemetry::trace::SpanContext) -> u32 {
     u32::from(sc.trace_flags().to_u8()) | 0x100 | if sc.is_remote() { 0x200 } else { 0 }
 }
 
-fn event_len(event: &opentelemetry::trace::Event) -> usize {
-    (tag_len(1) + 8)
-        + string_len(2, &event.name)
-        + kvs_len(3, pairs(&event.attributes))
-        + uint_len(4, u64::from(event.dropped_attributes_count))
-}
-
-fn link_len(link: &opentelemetry::trace::Link, trace_state: &str) -> usize {
-    delimited_len(1, 16)
-        + delimited_len(2, 8)
-        + string_len(3, trace_state)
-        + kvs_len(4, pairs(&link.attributes))
-        + uint_len(5, u64::from(link.dropped_attributes_count))
-        + tag_len(6)
-        + 4
-}
-
 /// A trace state's header, not made at all when it is empty (nearly always).
 fn state_header(state: &opentelemetry::trace::TraceState) -> std::borrow::Cow<'static, str> {
     if *state == opentelemetry::trace::TraceState::NONE {
@@ -305,89 +347,57 @@ fn state_header(state: &opentelemetry::trace::TraceState) -> std::borrow::Cow<'s
     }
 }
 
-fn span_len(span: &SpanView<'_>, trace_state: &str) -> usize {
-    delimited_len(1, 16)
-        + delimited_len(2, 8)
-        + string_len(3, trace_state)
-        + if span.parent.is_some() {
-            delimited_len(4, 8)
-        } else {
-            0
-        }
-        + string_len(5, span.name)
-        + uint_len(6, kind(span.kind))
-        + 2 * (tag_len(7) + 8)
-        + kvs_len(9, pairs(span.attributes))
-        + uint_len(10, u64::from(span.dropped_attributes))
-        + span
-            .events
-            .iter()
-            .map(|e| delimited_len(11, event_len(e)))
-            .sum::<usize>()
-        + uint_len(12, u64::from(span.dropped_events))
-        + span
-            .links
-            .iter()
-            .map(|l| delimited_len(13, link_len(l, &state_header(l.span_context.trace_state()))))
-            .sum::<usize>()
-        + uint_len(14, u64::from(span.dropped_links))
-        + {
-            let n = status_len(span.status);
-            if n == 0 { 0 } else { delimited_len(15, n) }
-        }
-        + tag_len(16)
-        + 4
-}
-
 /// Appends `span` to `out` as a `ScopeSpans.spans` field (tag, length, message).
 pub(crate) fn put_span(out: &mut Vec<u8>, span: &SpanView<'_>) {
-    let sc = span.context;
-    let trace_state = state_header(sc.trace_state());
-    let len = span_len(span, &trace_state);
-    out.reserve(delimited_len(2, len));
-    put_delimited_head(out, 2, len);
-    put_bytes(out, 1, &sc.trace_id().to_bytes());
-    put_bytes(out, 2, &sc.span_id().to_bytes());
-    put_string(out, 3, &trace_state);
-    if let Some((parent, _)) = span.parent {
-        put_bytes(out, 4, &parent.to_bytes());
-    }
-    put_string(out, 5, span.name);
-    put_uint(out, 6, kind(span.kind));
-    put_fixed64(out, 7, nanos(span.start));
-    put_fixed64(out, 8, nanos(span.end));
-    put_kvs(out, 9, pairs(span.attributes));
-    put_uint(out, 10, u64::from(span.dropped_attributes));
-    for event in span.events {
-        put_delimited_head(out, 11, event_len(event));
-        put_fixed64(out, 1, nanos(event.timestamp));
-        put_string(out, 2, &event.name);
-        put_kvs(out, 3, pairs(&event.attributes));
-        put_uint(out, 4, u64::from(event.dropped_attributes_count));
-    }
-    put_uint(out, 12, u64::from(span.dropped_events));
-    for link in span.links {
-        let sc = &link.span_context;
-        let state = state_header(sc.trace_state());
-        put_delimited_head(out, 13, link_len(link, &state));
+    put_message(out, 2, |out| {
+        let sc = span.context;
         put_bytes(out, 1, &sc.trace_id().to_bytes());
         put_bytes(out, 2, &sc.span_id().to_bytes());
-        put_string(out, 3, &state);
-        put_kvs(out, 4, pairs(&link.attributes));
-        put_uint(out, 5, u64::from(link.dropped_attributes_count));
-        put_tag(out, 6, FIXED32);
-        out.extend_from_slice(&link_flags(sc).to_le_bytes());
-    }
-    put_uint(out, 14, u64::from(span.dropped_links));
-    let n = status_len(span.status);
-    if n > 0 {
+        put_string(out, 3, &state_header(sc.trace_state()));
+        if let Some((parent, _)) = span.parent {
+            put_bytes(out, 4, &parent.to_bytes());
+        }
+        put_string(out, 5, span.name);
+        put_uint(out, 6, kind(span.kind));
+        put_fixed64(out, 7, nanos(span.start));
+        put_fixed64(out, 8, nanos(span.end));
+        match &span.attributes {
+            AttributesView::Values(kvs) => put_kvs(out, 9, pairs(kvs)),
+            AttributesView::Encoded(encoded) => out.extend_from_slice(&encoded.bytes),
+        }
+        put_uint(out, 10, u64::from(span.dropped_attributes));
+        for event in span.events {
+            put_message(out, 11, |out| {
+                put_fixed64(out, 1, nanos(event.timestamp));
+                put_string(out, 2, &event.name);
+                put_kvs(out, 3, pairs(&event.attributes));
+                put_uint(out, 4, u64::from(event.dropped_attributes_count));
+            });
+        }
+        put_uint(out, 12, u64::from(span.dropped_events));
+        for link in span.links {
+            let sc = &link.span_context;
+            put_message(out, 13, |out| {
+                put_bytes(out, 1, &sc.trace_id().to_bytes());
+                put_bytes(out, 2, &sc.span_id().to_bytes());
+                put_string(out, 3, &state_header(sc.trace_state()));
+                put_kvs(out, 4, pairs(&link.attributes));
+                put_uint(out, 5, u64::from(link.dropped_attributes_count));
+                put_tag(out, 6, FIXED32);
+                out.extend_from_slice(&link_flags(sc).to_le_bytes());
+            });
+        }
+        put_uint(out, 14, u64::from(span.dropped_links));
         let (message, code) = status_parts(span.status);
-        put_delimited_head(out, 15, n);
-        put_string(out, 2, message);
-        put_uint(out, 3, code);
-    }
-    put_tag(out, 16, FIXED32);
-    out.extend_from_slice(&span_flags(span).to_le_bytes());
+        if code != 0 || !message.is_empty() {
+            put_message(out, 15, |out| {
+                put_string(out, 2, message);
+                put_uint(out, 3, code);
+            });
+        }
+        put_tag(out, 16, FIXED32);
+        out.extend_from_slice(&span_flags(span).to_le_bytes());
+    });
 }
 
 /// An `InstrumentationScope` message's body { name = 1; version = 2; attributes = 3 }.
@@ -657,6 +667,9 @@ mod tests {
                     Value::Array(Array::String(vec!["x".into(), "y".into()])),
                 ),
                 KeyValue::new("n", Value::Array(Array::I64(vec![1, 300]))),
+                // Lengths of two and three bytes (the whole span's too).
+                KeyValue::new("medium", "m".repeat(200)),
+                KeyValue::new("long", "l".repeat(20_000)),
             ],
             dropped_attributes_count: 2,
             events: opentelemetry_sdk::trace::SpanEvents::default(),
@@ -747,6 +760,38 @@ mod tests {
         assert_eq!((status.code, status.message.as_str()), (2, "it broke"));
         // Re-encoded by prost, the same bytes: lengths and field order agree.
         assert_eq!(decoded.encode_to_vec(), out);
+    }
+
+    /// Attributes written from their parts are the bytes the general encoder
+    /// writes for the same values, on the short path and the long.
+    #[test]
+    fn attributes_from_parts_encode_as_values_do() {
+        let long = "v".repeat(20_000);
+        let texts = ["", "grpc", &"m".repeat(100), &"m".repeat(130), &long];
+        let mut fast = Attributes::default();
+        let mut kvs = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            let key = if i % 2 == 0 { "rpc.service" } else { "k" };
+            let (head, tail) = text.split_at(text.len() / 2);
+            fast.str(key, &[head, tail]);
+            kvs.push(KeyValue::new(key, text.to_string()));
+        }
+        for v in [0_i64, 1, -1, 300, i64::MAX, i64::MIN] {
+            fast.int("client.port", v);
+            kvs.push(KeyValue::new("client.port", v));
+        }
+        for kv in [
+            KeyValue::new("b", true),
+            KeyValue::new("f", 2.5),
+            KeyValue::new("s", "x"),
+        ] {
+            fast.push(&kv);
+            kvs.push(kv);
+        }
+        let mut general = Vec::new();
+        put_kvs(&mut general, 9, pairs(&kvs));
+        assert_eq!(fast.bytes, general);
+        assert_eq!(fast.len(), kvs.len());
     }
 
     #[test]

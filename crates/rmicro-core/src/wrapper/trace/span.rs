@@ -8,9 +8,9 @@
 //! [`Tracing::provider`]: super::Tracing::provider
 
 use super::export::Spool;
-use super::otlp::SpanView;
+use super::otlp::{Attributes, AttributesView, SpanView};
+use opentelemetry::KeyValue;
 use opentelemetry::trace::{Event, Link, SpanContext, SpanId, SpanKind, Status};
-use opentelemetry::{InstrumentationScope, KeyValue};
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -39,24 +39,18 @@ fn bounded<T>(ended: bool, list: &mut Vec<T>, dropped: &mut u32, item: impl FnOn
     list.push(item());
 }
 
-/// Where ended spans go: the export queue, under rmicro's instrumentation scope.
-#[derive(Debug)]
-pub(crate) struct Recorder {
-    pub(crate) spool: Arc<Spool>,
-    pub(crate) scope: InstrumentationScope,
-}
-
 /// A span rmicro makes; see the module's documentation.
 #[derive(Debug)]
 pub(crate) struct RecordedSpan {
-    recorder: Arc<Recorder>,
+    /// Where the span goes when it ends (under the spool's own scope).
+    spool: Arc<Spool>,
     context: SpanContext,
     /// The parent's id and whether it is remote; `None` for a root span.
     parent: Option<(SpanId, bool)>,
     name: Cow<'static, str>,
     kind: SpanKind,
     start: SystemTime,
-    attributes: Vec<KeyValue>,
+    attributes: Attributes,
     dropped_attributes: u32,
     events: Vec<Event>,
     dropped_events: u32,
@@ -70,23 +64,22 @@ impl RecordedSpan {
     /// A span started now, recording until it ends; exported when `context` is
     /// sampled.
     pub(crate) fn start(
-        recorder: Arc<Recorder>,
+        spool: Arc<Spool>,
         context: SpanContext,
         parent: Option<(SpanId, bool)>,
         name: Cow<'static, str>,
         kind: SpanKind,
-        mut attributes: Vec<KeyValue>,
+        attributes: Attributes,
     ) -> Self {
-        let dropped_attributes = capped(&mut attributes);
         RecordedSpan {
-            recorder,
+            spool,
             context,
             parent,
             name,
             kind,
             start: opentelemetry::time::now(),
             attributes,
-            dropped_attributes,
+            dropped_attributes: 0,
             events: Vec::new(),
             dropped_events: 0,
             links: Vec::new(),
@@ -126,12 +119,14 @@ impl opentelemetry::trace::Span for RecordedSpan {
     }
 
     fn set_attribute(&mut self, attribute: KeyValue) {
-        bounded(
-            self.ended,
-            &mut self.attributes,
-            &mut self.dropped_attributes,
-            || attribute,
-        );
+        if self.ended {
+            return;
+        }
+        if self.attributes.len() >= LIMIT {
+            self.dropped_attributes = self.dropped_attributes.saturating_add(1);
+            return;
+        }
+        self.attributes.push(&attribute);
     }
 
     fn set_attributes(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
@@ -174,7 +169,7 @@ impl opentelemetry::trace::Span for RecordedSpan {
             kind: &self.kind,
             start: self.start,
             end: timestamp,
-            attributes: &self.attributes,
+            attributes: AttributesView::Encoded(&self.attributes),
             dropped_attributes: self.dropped_attributes,
             events: &self.events,
             dropped_events: self.dropped_events,
@@ -182,7 +177,7 @@ impl opentelemetry::trace::Span for RecordedSpan {
             dropped_links: self.dropped_links,
             status: &self.status,
         };
-        self.recorder.spool.push(&self.recorder.scope, &view);
+        self.spool.push(None, &view);
     }
 }
 
@@ -197,15 +192,15 @@ impl Drop for RecordedSpan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry::InstrumentationScope;
     use opentelemetry::trace::{Span as _, TraceFlags, TraceId, TraceState};
     use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 
-    fn recorder(max_queue: usize) -> (Arc<Recorder>, Arc<super::super::ExportStats>) {
-        let (spool, stats) = Spool::for_tests(max_queue);
+    fn recorder(max_queue: usize) -> (Arc<Spool>, Arc<super::super::ExportStats>) {
         let scope = InstrumentationScope::builder("rmicro")
             .with_version("1.2.3")
             .build();
-        (Arc::new(Recorder { spool, scope }), stats)
+        Spool::for_tests(&scope, max_queue)
     }
 
     fn context(span: u64, flags: TraceFlags) -> SpanContext {
@@ -219,14 +214,18 @@ mod tests {
         )
     }
 
-    fn span(recorder: &Arc<Recorder>, id: u64, flags: TraceFlags) -> RecordedSpan {
+    fn span(recorder: &Arc<Spool>, id: u64, flags: TraceFlags) -> RecordedSpan {
         RecordedSpan::start(
             recorder.clone(),
             context(id, flags),
             Some((SpanId::from(7_u64), true)),
             "greeter.v1.Greeter/SayHello".into(),
             SpanKind::Server,
-            vec![KeyValue::new("rpc.system", "grpc")],
+            {
+                let mut attributes = Attributes::default();
+                attributes.str("rpc.system", &["gr", "pc"]);
+                attributes
+            },
         )
     }
 
@@ -248,7 +247,7 @@ mod tests {
         s.set_attribute(KeyValue::new("late", true));
         s.end();
         drop(s);
-        let request = recorder.spool.take_decoded();
+        let request = recorder.take_decoded();
         let scope_spans = &request.resource_spans[0].scope_spans[0];
         let scope = scope_spans.scope.as_ref().unwrap();
         assert_eq!(
@@ -303,7 +302,7 @@ mod tests {
         s.set_status(Status::error("later"));
         s.set_status(Status::Unset);
         drop(s); // an unended span ends when dropped
-        let request = recorder.spool.take_decoded();
+        let request = recorder.take_decoded();
         let got = &request.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(got.attributes.len(), LIMIT);
         // One attribute came with the span, so two of the LIMIT + 1 set were dropped.
@@ -323,7 +322,7 @@ mod tests {
             span(&recorder, id, TraceFlags::SAMPLED).end();
         }
         assert_eq!(stats.dropped(), 2, "two fit, two were dropped");
-        let request = recorder.spool.take_decoded();
+        let request = recorder.take_decoded();
         let ids: Vec<Vec<u8>> = request.resource_spans[0].scope_spans[0]
             .spans
             .iter()
