@@ -42,10 +42,17 @@ pub(super) struct Side {
     client: bool,
     /// target → endpoint → handles (the server's target is "").
     handles: ArcSwap<ByTarget>,
+    /// The endpoints reached [`MAX_ENDPOINTS`]: an unknown one is `other` at once.
+    full: std::sync::atomic::AtomicBool,
 }
 
+/// A map by name, hashed with foldhash: looked up on every call, where SipHash
+/// costs several times more. Its keys are bounded (the routes, at most
+/// [`MAX_ENDPOINTS`] endpoints), so a flood of colliding names has nowhere to grow.
+type ByName<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
+
 /// Handles by target, then endpoint.
-type ByTarget = HashMap<Box<str>, HashMap<Box<str>, Arc<Handles>>>;
+type ByTarget = ByName<ByName<Arc<Handles>>>;
 
 /// The series of one endpoint, resolved once.
 pub(super) struct Handles {
@@ -162,24 +169,34 @@ impl Side {
             request_size,
             response_size,
             client,
-            handles: ArcSwap::from_pointee(HashMap::new()),
+            handles: ArcSwap::from_pointee(ByName::default()),
+            full: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// The handles of `endpoint` of `target`, made on first sight.
     pub(super) fn handles(self: &Arc<Self>, target: &str, endpoint: &str) -> Arc<Handles> {
-        if let Some(found) = self
-            .handles
-            .load()
-            .get(target)
-            .and_then(|endpoints| endpoints.get(endpoint))
+        use std::sync::atomic::Ordering;
         {
-            return found.clone();
+            let loaded = self.handles.load();
+            let endpoints = loaded.get(target);
+            if let Some(found) = endpoints.and_then(|e| e.get(endpoint)) {
+                return found.clone();
+            }
+            // Past the bound, an unknown endpoint is `other` with no new map.
+            if self.full.load(Ordering::Relaxed)
+                && let Some(other) = endpoints.and_then(|e| e.get("other"))
+            {
+                return other.clone();
+            }
         }
         let mut made = None;
         self.handles.rcu(|current| {
-            let mut next = HashMap::clone(current);
-            let total: usize = next.values().map(HashMap::len).sum();
+            let mut next = ByTarget::clone(current);
+            let total: usize = next.values().map(ByName::len).sum();
+            if total >= MAX_ENDPOINTS {
+                self.full.store(true, Ordering::Relaxed);
+            }
             let endpoints = next.entry(target.into()).or_default();
             let key = if total >= MAX_ENDPOINTS && !endpoints.contains_key(endpoint) {
                 "other"
@@ -361,6 +378,11 @@ mod tests {
             handles.start();
             handles.finish(Code::NotFound, 0.001, None);
         }
+        // Past the bound an unknown endpoint is `other` without a new map.
+        let before = side.handles.load_full();
+        let unknown = side.handles("", "Made.UpAgain");
+        assert_eq!(unknown.labels.last().map(String::as_str), Some("other"));
+        assert!(Arc::ptr_eq(&before, &side.handles.load_full()));
         // A known endpoint keeps its own series after the bound is reached.
         let known = side.handles("", "Made.Up0");
         known.start();
