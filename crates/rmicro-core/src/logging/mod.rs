@@ -396,9 +396,18 @@ impl<W: std::fmt::Write + ?Sized> Visit for Line<'_, W> {
     }
 }
 
+/// A line's buffers: the line itself, and the held fields.
+#[derive(Default)]
+struct Buffers {
+    line: String,
+    held: String,
+}
+
 thread_local! {
-    /// The held fields' buffer, kept between lines so a line allocates nothing.
-    static HELD: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    /// The buffers, kept between lines so a line allocates nothing. The line is
+    /// made in a `String` of our own and handed to the formatter's writer once:
+    /// each write through that writer is a dynamic call, and a line has dozens.
+    static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::default();
 }
 
 impl<S, N> FormatEvent<S, N> for Ecs
@@ -412,13 +421,16 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        HELD.with(|held| match held.try_borrow_mut() {
-            Ok(mut held) => {
-                held.clear();
-                self.write_line(&mut writer, event, &mut held)
-            }
-            // A field's `Debug` that logs: that line gets a buffer of its own.
-            Err(_) => self.write_line(&mut writer, event, &mut String::new()),
+        let mut write = |buffers: &mut Buffers| {
+            buffers.line.clear();
+            buffers.held.clear();
+            self.write_line(&mut buffers.line, event, &mut buffers.held)?;
+            writer.write_str(&buffers.line)
+        };
+        BUFFERS.with(|buffers| match buffers.try_borrow_mut() {
+            Ok(mut buffers) => write(&mut buffers),
+            // A field's `Debug` that logs: that line gets buffers of its own.
+            Err(_) => write(&mut Buffers::default()),
         })
     }
 }
@@ -426,10 +438,11 @@ where
 impl Ecs {
     fn write_line(
         &self,
-        w: &mut Writer<'_>,
+        w: &mut String,
         event: &tracing::Event<'_>,
         held: &mut String,
     ) -> std::fmt::Result {
+        use std::fmt::Write as _;
         let meta = event.metadata();
         w.write_str("{\"@timestamp\":\"")?;
         let stamp = crate::broker::typed::rfc3339_bytes(std::time::SystemTime::now());
@@ -519,7 +532,7 @@ impl Ecs {
 }
 
 /// Writes `trace.id` and `span.id`.
-fn write_ids(w: &mut Writer<'_>, trace: &str, span: &str) -> std::fmt::Result {
+fn write_ids(w: &mut impl std::fmt::Write, trace: &str, span: &str) -> std::fmt::Result {
     w.write_str(",\"trace.id\":")?;
     json_str(w, trace)?;
     w.write_str(",\"span.id\":")?;
