@@ -26,10 +26,14 @@
 //! no code in the handler. A malformed header starts a new trace; it is never an
 //! error.
 //!
-//! Spans are exported in batches from a thread of their own through a bounded
-//! queue: a call never waits for the exporter, and when the queue is full spans are
-//! dropped and counted (`micro_tracing_spans_dropped_total` on `/metrics`). Stopping
-//! the service flushes what is queued within its grace period.
+//! rmicro's spans are its own `opentelemetry::trace::Span`s (a handler adds to
+//! its span through OpenTelemetry's API as usual), encoded to OTLP by the thread
+//! that ends them into a bounded queue; the application's own spans, from
+//! [`Tracing::provider`], go through the same queue. A thread of its own exports
+//! the queue in batches: a call never waits for the exporter, and when the queue
+//! is full spans are dropped and counted (`micro_tracing_spans_dropped_total` on
+//! `/metrics`). Stopping the service flushes what is queued within its grace
+//! period.
 //!
 //! Configured by the standard OpenTelemetry environment (`OTEL_EXPORTER_OTLP_ENDPOINT`,
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL`,
