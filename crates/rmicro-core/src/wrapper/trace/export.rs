@@ -165,10 +165,7 @@ impl Spool {
     /// counts it dropped when the queue holds `max_queue` spans already or the
     /// exporter has stopped. Never waits for the exporter.
     pub(crate) fn push(&self, scope: Option<&InstrumentationScope>, span: &SpanView<'_>) {
-        let Ok(mut queued) = self.queued.lock() else {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
+        let mut queued = self.lock();
         if queued.closed
             || queued.count >= self.max_queue
             || queued.count + queued.taken >= self.max_held
